@@ -1,0 +1,89 @@
+"""Edit ops of the ``style`` family as pure functions of (generator, tensors).
+
+No Ray, no I/O: the Serve deployment validates requests, batches them and calls these. Every op is
+deterministic given its inputs (noise comes from the generator's stored noise buffers), and a row
+of a batch gives the same result as that request run alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from deployments.style.stylegan2 import Generator
+
+SEED_MAX = 2**32 - 1
+
+
+def latents_from_seeds(seeds: Sequence[int], dim: int) -> torch.Tensor:
+    """z ~ N(0, I) per seed: (N, dim) float32 on CPU.
+
+    Each seed has its own CPU ``torch.Generator``, so a seed gives the same z whatever batch it
+    is in, on any machine.
+    """
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
+        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
+    if not (isinstance(dim, int) and dim > 0):
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    rows = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+            raise ValueError(f"each seed must be an int in [0, {SEED_MAX}], got {seed!r}")
+        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(int(seed))))
+    return torch.stack(rows)
+
+
+def sample(
+    generator: Generator,
+    *,
+    z: torch.Tensor | None = None,
+    w: torch.Tensor | None = None,
+    truncation: float = 1.0,
+    mean_w: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Images (N, 3, R, R), roughly in [-1, 1], on the generator's device.
+
+    Exactly one of z (N, style_dim) or w ((N, style_dim), or (N, n_latent, style_dim) for W+).
+    truncation (psi) lerps w toward mean_w (style_dim,): w' = mean_w + psi * (w - mean_w); psi = 0
+    gives the mean image for every input. mean_w defaults to ``generator.mean_latent()`` when
+    psi != 1 (pass the checkpoint's latent_avg, or a cached mean, to skip that computation).
+    Noise is the generator's stored constant noise, so the result is deterministic.
+    """
+    if (z is None) == (w is None):
+        raise ValueError("sample needs exactly one of z or w")
+    truncation = float(truncation)
+    if not np.isfinite(truncation):
+        raise ValueError(f"truncation must be finite, got {truncation}")
+    device, dtype = generator.device, generator.input.input.dtype
+    sd, n_latent = generator.style_dim, generator.n_latent
+    with torch.inference_mode():
+        if z is not None:
+            if z.ndim != 2 or z.shape[1] != sd:
+                raise ValueError(f"z must have shape (N, {sd}), got {tuple(z.shape)}")
+            w = generator.mapping(z.to(device, dtype))
+        else:
+            if not (w.ndim == 2 and w.shape[1] == sd) and not (w.ndim == 3 and w.shape[1:] == (n_latent, sd)):
+                raise ValueError(f"w must have shape (N, {sd}) or (N, {n_latent}, {sd}), got {tuple(w.shape)}")
+            w = w.to(device, dtype)
+        if w.shape[0] == 0:
+            raise ValueError("sample needs at least one latent (N >= 1)")
+        ws = generator.broadcast_w(w)
+        if truncation != 1.0:
+            if mean_w is None:
+                mean_w = generator.mean_latent()
+            if mean_w.numel() != sd:
+                raise ValueError(f"mean_w must have {sd} elements, got shape {tuple(mean_w.shape)}")
+            mean = mean_w.reshape(1, 1, sd).to(device, dtype)
+            ws = mean + truncation * (ws - mean)
+        return generator.synthesis(ws, noise_mode="const")
+
+
+def to_uint8_images(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [-1, 1] -> numpy uint8 (N, H, W, 3); values outside [-1, 1] are clipped."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
+    x = x.detach().float().clamp(-1, 1)
+    x = ((x + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()

@@ -1,0 +1,48 @@
+"""The Ray Serve application: one ingress plus one deployment per generator family.
+
+``service.app:app`` is importable, so ``serve run service.app:app`` and a Serve config YAML
+(``import_path: service.app:app``) deploy it like any Serve app; ``build_app`` takes overrides.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ray.serve import Application
+
+from deployments import FAMILY_DEPLOYMENTS
+from service.config import Settings, get_settings
+from service.ingress import Ingress
+
+
+def family_options(settings: Settings) -> dict[str, Any]:
+    """Deployment options every family gets; ``max_ongoing_requests`` leaves room for a full batch plus the next one."""
+    return {
+        "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
+        "max_ongoing_requests": max(2 * settings.batch_max_size, 8),
+    }
+
+
+def load_family(name: str):
+    module_name, _, attr = FAMILY_DEPLOYMENTS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Application builder (``serve run service.app:build_app families=style``).
+
+    args: ``families`` (comma-separated subset of FAMILY_DEPLOYMENTS; default all).
+    """
+    args = args or {}
+    settings = get_settings()
+    wanted = args.get("families") or ",".join(FAMILY_DEPLOYMENTS)
+    names = [n.strip() for n in str(wanted).split(",") if n.strip()]
+    unknown = sorted(set(names) - set(FAMILY_DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
+    families = {name: load_family(name).options(**family_options(settings)).bind() for name in names}
+    return Ingress.bind(families)
+
+
+app = build_app()

@@ -1,0 +1,68 @@
+"""The one place for settings: environment variables (prefix ``COLLAGE_``) and the standard AWS_* ones.
+
+Every process (CLI, ingress replica, family replicas) builds its settings from the environment with
+:func:`get_settings`, so a Ray worker and the driver that started it always agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COLLAGE_", extra="ignore")
+
+    # --- S3-compatible storage -------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint URL; unset (and no AWS_ENDPOINT_URL[_S3]) means start the embedded SeaweedFS",
+    )
+    s3_bucket: str = Field(default="collage", min_length=3, description="bucket holding every object")
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. 'staging/'")
+    s3_region: str = Field(default="us-east-1", description="region used for request signing")
+    s3_max_attempts: int = Field(default=3, ge=1, description="botocore 'standard' retry mode attempts")
+    s3_connect_timeout_s: float = Field(default=2.0, gt=0, description="TCP connect timeout to S3")
+    s3_read_timeout_s: float = Field(default=30.0, gt=0, description="socket read timeout to S3")
+    presign_expires_s: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="presigned URL lifetime")
+
+    # --- embedded SeaweedFS (only when no endpoint is configured) --------------------------
+    data_dir: Path = Field(default=REPO_ROOT / ".collage", description="local state: embedded S3 data, logs")
+    embedded_s3_port: int = Field(default=8333, ge=0, le=65535, description="S3 port of the embedded server; 0 = any free")
+
+    # --- HTTP ingress ----------------------------------------------------------------------
+    http_host: str = Field(default="127.0.0.1", description="interface the Serve HTTP proxy binds")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="port the Serve HTTP proxy binds")
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest request body accepted")
+    max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="largest decoded image (w*h)")
+    inline_max_bytes: int = Field(default=512 * 1024, ge=0, description="largest result returned inline as base64")
+    edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
+
+    # --- Ray / batching --------------------------------------------------------------------
+    ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
+    batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
+    max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
+    checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
+
+    log_level: str = Field(default="INFO", description="root log level")
+
+    @property
+    def embedded_s3(self) -> bool:
+        """True when no endpoint is configured anywhere, so the CLI must run SeaweedFS itself."""
+        return not (self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+    @property
+    def resolved_endpoint_url(self) -> str | None:
+        return self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

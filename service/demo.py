@@ -1,0 +1,104 @@
+"""``collage demo``: upload sample assets, run every available op, write PNGs and an HTML gallery."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def sample_images() -> dict[str, np.ndarray]:
+    """Offline sample photos shipped with scikit-image."""
+    from skimage import data
+
+    return {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee()}
+
+
+def demo_requests(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The edits the demo runs for one model, by op."""
+    requests: list[dict[str, Any]] = []
+    ops = {op["name"] for op in model["ops"]}
+    if "sample" in ops:
+        for psi in (1.0, 0.7):
+            for seed in range(8):
+                requests.append({"model": model["name"], "op": "sample", "params": {"truncation": psi}, "inputs": {"seed": seed}})
+        requests.append({"model": model["name"], "op": "sample", "params": {"truncation": 0.0}, "inputs": {"seed": 0}})
+    return requests
+
+
+def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str], None] = print) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    client = httpx.Client(base_url=url, timeout=300)
+    say(f"demo against {url}, writing to {out_dir}")
+
+    uploaded = []
+    for name, array in sample_images().items():
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        response = client.post("/v1/assets", files={"file": (f"{name}.png", buffer.getvalue(), "image/png")})
+        response.raise_for_status()
+        info = response.json()
+        uploaded.append((name, info))
+        say(f"  uploaded {name}: asset {info['asset_id'][:12]}… {info['width']}x{info['height']}")
+
+    models = client.get("/v1/models").json()["models"]
+    cards = []
+    for model in models:
+        requests = demo_requests(model)
+        if not requests:
+            continue
+        label = " (RANDOM-INIT weights: structured noise, not a trained model)" if model["random_init"] else ""
+        say(f"model {model['name']} [{model['family']}]{label}: {len(requests)} edits, {concurrency} at a time")
+        done = 0
+
+        def run(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+            response = client.post("/v1/edits", json=request)
+            if response.status_code != 200:
+                raise RuntimeError(f"edit failed: {response.status_code} {response.text}")
+            return request, response.json()
+
+        started = time.perf_counter()
+        with cf.ThreadPoolExecutor(concurrency) as pool:
+            for request, result in pool.map(run, requests):
+                done += 1
+                image = client.get(result["url"]).content if result["url"].startswith("http") else b""
+                filename = f"{model['name']}-{request['op']}-{done:02d}.png"
+                (out_dir / filename).write_bytes(image)
+                t = result["timings"]
+                say(f"  [{done}/{len(requests)}] {request['op']} {json.dumps(request['inputs'])} {json.dumps(request['params'])}"
+                    f" -> batch {t.get('batch_size')}, compute {t.get('compute_ms') or 0:.0f} ms, total {t['total_ms']:.0f} ms")
+                cards.append({"file": filename, "model": model["name"], "op": request["op"], "request": request,
+                              "timings": t, "random_init": model["random_init"], "cached": result["cached"]})
+        elapsed = time.perf_counter() - started
+        repeat = client.post("/v1/edits", json=requests[0]).json()
+        say(f"  {len(requests)} edits in {elapsed:.1f} s; repeating the first: cached={repeat['cached']}")
+
+    page = out_dir / "index.html"
+    page.write_text(render_gallery(cards, uploaded))
+    say(f"gallery: {page}")
+    return page
+
+
+def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]]) -> str:
+    items = []
+    for card in cards:
+        t = card["timings"]
+        caption = (f"{card['model']} · {card['op']}<br>inputs {html.escape(json.dumps(card['request']['inputs']))}"
+                   f"<br>params {html.escape(json.dumps(card['request']['params']))}"
+                   f"<br>batch {t.get('batch_size')} · compute {t.get('compute_ms') or 0:.0f} ms")
+        warn = '<div class="warn">random-init weights</div>' if card["random_init"] else ""
+        items.append(f'<figure><img src="{html.escape(card["file"])}" width="128" height="128">{warn}<figcaption>{caption}</figcaption></figure>')
+    assets = "".join(f"<li>{html.escape(n)}: <code>{i['asset_id']}</code> ({i['width']}x{i['height']})</li>" for n, i in uploaded)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Collage demo</title>
+<style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:6px;width:180px;vertical-align:top;font-size:11px}}
+img{{image-rendering:pixelated;border:1px solid #ccc}} .warn{{color:#b00;font-weight:bold}}</style></head><body>
+<h1>Collage demo</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by <code>collage demo</code>.</p>
+<h2>Uploaded assets</h2><ul>{assets}</ul><h2>Edits</h2>{''.join(items)}</body></html>"""

@@ -1,0 +1,89 @@
+"""The one place for errors: every failure the API reports is a :class:`ProblemError`.
+
+The ingress turns them into RFC 9457 ``application/problem+json`` bodies. Code anywhere in the
+service (storage, registry, image decoding, family deployments) raises these instead of returning
+status codes, so one handler decides what the client sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://collage.dev/problems/"
+
+
+class ProblemError(Exception):
+    """An error with an HTTP status and a message that tells the client what to fix."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_TYPE_BASE + self.slug
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type_uri, "title": self.title, "status": self.status, "detail": self.detail}
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+    def __reduce__(self):
+        # Ray pickles exceptions raised in replicas; keep detail, headers and extra across the hop.
+        return (_rebuild_problem, (type(self), self.detail, self.headers, self.extra))
+
+
+def _rebuild_problem(cls, detail, headers, extra):
+    return cls(detail, headers=headers, **extra)
+
+
+class BadRequest(ProblemError):
+    status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class NotFound(ProblemError):
+    status, title, slug = 404, "Not Found", "not-found"
+
+
+class Conflict(ProblemError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(ProblemError):
+    status, title, slug = 413, "Content Too Large", "too-large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
+
+
+class Unprocessable(ProblemError):
+    """Well-formed request whose content cannot be used (schema errors, bad images, bad shapes)."""
+
+    status, title, slug = 422, "Unprocessable Content", "unprocessable"
+
+
+class TooManyRequests(ProblemError):
+    status, title, slug = 429, "Too Many Requests", "too-many-requests"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title, slug = 503, "Service Unavailable", "unavailable"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 5, **extra: Any) -> None:
+        headers = extra.pop("headers", None) or {}
+        headers.setdefault("Retry-After", str(retry_after_s))
+        super().__init__(detail, headers=headers, **extra)
+
+
+class StorageUnavailable(ServiceUnavailable):
+    slug = "storage-unavailable"

@@ -1,0 +1,157 @@
+"""Base of every family deployment: dynamic batching, grouping, multiplexed model loading, health.
+
+A family subclass supplies three things, all thin adapters over its pure edit ops:
+``load_model`` (manifest + weight bytes -> ready model), ``group_key`` (which tasks can share one
+tensor batch) and ``run_group`` (tasks of one group -> images + extras). Everything else — the
+``@serve.batch`` queue, per-(model, op, shape) grouping, timings, PNG encoding off the event loop,
+``@serve.multiplexed`` model cache, ``reconfigure`` of batch settings — lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any, Hashable
+
+import numpy as np
+from ray import serve
+
+from service.config import get_settings
+from service.errors import ProblemError, Unprocessable
+from service.images import encode_png
+from service.logs import get_logger
+from service.registry import ModelRegistry
+from service.storage import AssetStore
+from service.tasks import EditOutput, EditTask
+
+DEFAULT_BATCH = {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}
+
+
+class GroupOutput:
+    """One task's result from ``run_group``: an image and JSON-able extras."""
+
+    __slots__ = ("image", "extras")
+
+    def __init__(self, image: np.ndarray, extras: dict[str, Any] | None = None) -> None:
+        assert image.dtype == np.uint8 and image.ndim in (2, 3), f"uint8 HxW[x3] expected, got {image.dtype} {image.shape}"
+        self.image = image
+        self.extras = extras or {}
+
+
+class FamilyDeployment(abc.ABC):
+    family: str = ""
+
+    def __init__(self) -> None:
+        import torch  # families need torch; the ingress never imports this module
+
+        self.settings = get_settings()
+        self.store = AssetStore(self.settings)
+        self.registry = ModelRegistry(self.store)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
+        self._batch_hist = None
+        try:
+            from ray.util import metrics as ray_metrics
+
+            self._batch_hist = ray_metrics.Histogram(
+                "collage_family_batch_size",
+                description="Dynamic batch sizes seen by a family replica.",
+                boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+                tag_keys=("family",),
+            )
+        except Exception:  # metrics are optional outside a Ray worker
+            self._batch_hist = None
+
+    # ---- family-specific hooks -------------------------------------------------------------
+    @abc.abstractmethod
+    def load_model(self, manifest: dict[str, Any], weights: bytes) -> Any:
+        """Manifest + weight bytes -> the object ``run_group`` receives (generator on self.device)."""
+
+    def group_key(self, task: EditTask) -> Hashable:
+        """Extra key (beyond model and op) of tasks that can run as one tensor batch, e.g. shapes."""
+        return tuple(sorted((name, image.shape) for name, image in task.images.items()))
+
+    @abc.abstractmethod
+    def run_group(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
+        """Tasks of one (model, op, group_key) group -> one output each, computed as one tensor batch."""
+
+    @abc.abstractmethod
+    def health_forward(self) -> None:
+        """A tiny forward pass proving the replica can compute; raise on failure."""
+
+    # ---- Serve plumbing --------------------------------------------------------------------
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        config = {**DEFAULT_BATCH, **(config or {})}
+        self.handle_batch.set_max_batch_size(int(config["max_batch_size"]))
+        self.handle_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        self.log.info("batch settings", extra={"batch": config})
+
+    def check_health(self) -> None:
+        self.health_forward()
+
+    async def ready(self) -> bool:
+        await asyncio.to_thread(self.health_forward)
+        return True
+
+    @serve.multiplexed(max_num_models_per_replica=get_settings().max_models_per_replica)
+    async def get_model(self, model_id: str) -> Any:
+        manifest = await asyncio.to_thread(self.registry.get_manifest, model_id)
+        if manifest.get("family") != self.family:
+            raise Unprocessable(f"model {model_id!r} belongs to family {manifest.get('family')!r}, not {self.family!r}")
+        weights = await asyncio.to_thread(self.registry.load_weights, model_id)
+        started = time.perf_counter()
+        model = await asyncio.to_thread(self.load_model, manifest, weights)
+        self.log.info("model loaded", extra={"model": model_id, "load_ms": round(1e3 * (time.perf_counter() - started), 1)})
+        return model
+
+    async def __call__(self, task: EditTask) -> EditOutput:
+        result = await self.handle_batch(task)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @serve.batch(**DEFAULT_BATCH)
+    async def handle_batch(self, tasks: list[EditTask]) -> list[EditOutput | BaseException]:
+        batch_started = time.time()
+        if self._batch_hist is not None:
+            self._batch_hist.observe(len(tasks), tags={"family": self.family})
+        groups: dict[Hashable, list[int]] = defaultdict(list)
+        for index, task in enumerate(tasks):
+            groups[(task.model, task.op, self.group_key(task))].append(index)
+
+        results: list[EditOutput | BaseException | None] = [None] * len(tasks)
+        for (model_id, op, _), indices in groups.items():
+            members = [tasks[i] for i in indices]
+            try:
+                model = await self.get_model(model_id)
+                compute_started = time.perf_counter()
+                outputs = await asyncio.to_thread(self.run_group, model, op, members)
+                compute_ms = 1e3 * (time.perf_counter() - compute_started)
+                assert len(outputs) == len(members), f"run_group returned {len(outputs)} outputs for {len(members)} tasks"
+                encode_started = time.perf_counter()
+                pngs = await asyncio.to_thread(lambda: [encode_png(o.image) for o in outputs])
+                encode_ms = 1e3 * (time.perf_counter() - encode_started) / len(outputs)
+            except ProblemError as exc:
+                for i in indices:
+                    results[i] = exc
+                continue
+            except Exception as exc:  # a bug or a device failure: fail this group, keep the others
+                self.log.exception("group failed", extra={"model": model_id, "op": op})
+                for i in indices:
+                    results[i] = RuntimeError(f"{self.family}.{op} failed: {type(exc).__name__}: {exc}")
+                continue
+            for i, task, output, png in zip(indices, members, outputs, pngs):
+                results[i] = EditOutput(
+                    png=png,
+                    width=int(output.image.shape[1]),
+                    height=int(output.image.shape[0]),
+                    extras=output.extras,
+                    queue_ms=max(0.0, 1e3 * (batch_started - task.submitted_at)),
+                    compute_ms=compute_ms,
+                    encode_ms=encode_ms,
+                    batch_size=len(tasks),
+                    group_size=len(members),
+                )
+        return results  # type: ignore[return-value]

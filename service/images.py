@@ -1,0 +1,69 @@
+"""Image bytes at the edge: decode with limits, encode PNG. Generators never see undecoded bytes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import PayloadTooLarge, Unprocessable
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+ACCEPTED_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+def inspect_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and check format and size before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError, OSError) as exc:
+        if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+            raise PayloadTooLarge(f"image is too large to decode: {exc}; the limit is {max_pixels} pixels") from None
+        raise Unprocessable(
+            "the bytes are not a readable image; send a PNG, JPEG or WebP file", accepted_formats=list(ACCEPTED_FORMATS)
+        ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels, downscale it first",
+            width=width,
+            height=height,
+            max_pixels=max_pixels,
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        raise Unprocessable("animated images are not accepted; send a single frame")
+    if image.mode not in ACCEPTED_MODES:
+        raise Unprocessable(
+            f"image mode {image.mode!r} is not accepted (16-bit, CMYK, float ...); convert it to 8-bit RGB or grayscale",
+            accepted_modes=list(ACCEPTED_MODES),
+        )
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int, mode: str = "RGB") -> np.ndarray:
+    """Bytes -> uint8 array (H, W, 3) for mode 'RGB' or (H, W) for mode 'L'. Every failure is a 4xx."""
+    image = inspect_image(data, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+            if image.mode in ("P", "LA", "RGBA") and mode == "RGB":
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image)
+            image = image.convert(mode)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise Unprocessable(f"the image is damaged or truncated and cannot be decoded ({exc})") from None
+    return np.asarray(image, dtype=np.uint8)
+
+
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """uint8 (H, W, 3) or (H, W) -> PNG bytes. Low compression: encoding sits on the request path."""
+    assert array.dtype == np.uint8 and array.ndim in (2, 3), f"expected uint8 HxW[x3], got {array.dtype} {array.shape}"
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()

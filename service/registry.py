@@ -1,0 +1,120 @@
+"""Model registry: checkpoints in S3 under ``models/<name>/`` with a ``model.json`` manifest.
+
+Writes put the weights first and the manifest last, so a model is listed only once complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.models import ModelManifest
+from service.errors import NotFound, ProblemError, Unprocessable
+from service.storage import AssetStore
+
+MANIFEST = "model.json"
+WEIGHTS = "weights.safetensors"
+
+
+class IntegrityFailure(ProblemError):
+    status, title, slug = 500, "Checkpoint Integrity Failure", "checkpoint-integrity"
+
+
+class ModelRegistry:
+    def __init__(self, store: AssetStore, cache_ttl_s: float = 5.0) -> None:
+        self.store = store
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # ---- reading -----------------------------------------------------------------------
+    def get_manifest(self, name: str) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit and now - hit[0] < self.cache_ttl_s:
+                return hit[1]
+        try:
+            raw = self.store.get(self.store.model_key(name, MANIFEST))
+        except NotFound:
+            raise NotFound(f"model {name!r} is not registered; GET /v1/models lists the available ones") from None
+        manifest = json.loads(raw)
+        with self._lock:
+            self._cache[name] = (now, manifest)
+        return manifest
+
+    def list_manifests(self) -> list[dict[str, Any]]:
+        names = sorted(
+            {key.split("/")[1] for key in self.store.list_keys("models/") if key.endswith("/" + MANIFEST)}
+        )
+        manifests = []
+        for name in names:
+            try:
+                manifests.append(self.get_manifest(name))
+            except NotFound:  # deleted between list and get
+                continue
+        return manifests
+
+    def load_weights(self, name: str, filename: str = WEIGHTS) -> bytes:
+        """Weight bytes, checked against the manifest's sha256 so a corrupted object never loads."""
+        manifest = self.get_manifest(name)
+        data = self.store.get(self.store.model_key(name, filename))
+        expected = manifest.get("weights_sha256") if filename == WEIGHTS else None
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise IntegrityFailure(f"weights of model {name!r} do not match the sha256 in its manifest")
+        return data
+
+    # ---- writing -----------------------------------------------------------------------
+    def register(self, manifest: dict[str, Any], weights: bytes, extra_files: dict[str, bytes] | None = None) -> dict[str, Any]:
+        manifest = dict(manifest)
+        manifest["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+        manifest["weights_bytes"] = len(weights)
+        manifest.setdefault("registered_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        try:
+            checked = ModelManifest.model_validate(manifest)
+        except ValueError as exc:
+            raise Unprocessable(f"model manifest is invalid: {exc}") from None
+        name = checked.name
+        self.store.put(self.store.model_key(name, WEIGHTS), weights, content_type="application/octet-stream")
+        for filename, data in (extra_files or {}).items():
+            self.store.put(self.store.model_key(name, filename), data)
+        self.store.put(
+            self.store.model_key(name, MANIFEST),
+            json.dumps(manifest, indent=2, sort_keys=True).encode(),
+            content_type="application/json",
+        )
+        with self._lock:
+            self._cache.pop(name, None)
+        return manifest
+
+    def register_dir(self, directory: Path, name: str | None = None) -> dict[str, Any]:
+        """Register a converted checkpoint directory (model.json + weights.safetensors [+ extras])."""
+        manifest = json.loads((directory / MANIFEST).read_text())
+        if name:
+            manifest["name"] = name
+        extras = {
+            p.name: p.read_bytes()
+            for p in sorted(directory.iterdir())
+            if p.is_file() and p.name not in (MANIFEST, WEIGHTS) and p.suffix in (".safetensors", ".json", ".md")
+        }
+        return self.register(manifest, (directory / WEIGHTS).read_bytes(), extras)
+
+    def sync_dir(self, checkpoints_dir: Path) -> list[str]:
+        """Register every shipped checkpoint whose weights differ from what the store holds."""
+        registered = []
+        for directory in sorted(p for p in checkpoints_dir.iterdir() if (p / MANIFEST).is_file()):
+            manifest = json.loads((directory / MANIFEST).read_text())
+            sha = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()
+            try:
+                current = self.get_manifest(manifest["name"])
+            except NotFound:
+                current = {}
+            if current.get("weights_sha256") != sha:
+                self.register_dir(directory)
+                registered.append(manifest["name"])
+        return registered

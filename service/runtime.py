@@ -1,0 +1,116 @@
+"""Start and stop the whole service locally: embedded S3 (when no endpoint is set), Ray, the Serve app.
+
+One code path for ``collage serve``, ``collage demo``, the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.config import Settings, get_settings
+from service.logs import get_logger
+
+log = get_logger("collage.runtime")
+APP_NAME = "collage"
+
+
+def _propagated_env() -> dict[str, str]:
+    """Variables every Ray worker must see so replicas build the same Settings as the driver."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("COLLAGE_", "AWS_"))}
+
+
+class LocalService:
+    """Embedded S3 (if needed) + local Ray + the Serve application, as one object with start/stop."""
+
+    def __init__(self, families: str | None = None, ray_init_kwargs: dict[str, Any] | None = None) -> None:
+        self.families = families
+        self.ray_init_kwargs = ray_init_kwargs or {}
+        self.s3 = None
+        self.settings: Settings | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.settings is not None, "service not started"
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start_storage(self) -> Settings:
+        """Start SeaweedFS when no endpoint is configured, export its credentials, create the bucket, sync checkpoints."""
+        from service.registry import ModelRegistry
+        from service.storage import AssetStore
+
+        get_settings.cache_clear()
+        settings = get_settings()
+        if settings.embedded_s3:
+            from service.s3server import EmbeddedS3
+
+            self.s3 = EmbeddedS3(Path(settings.data_dir) / "s3", port=settings.embedded_s3_port)
+            self.s3.start()
+            os.environ.update(self.s3.env())
+            get_settings.cache_clear()
+            settings = get_settings()
+            log.info("embedded S3 started", extra={"endpoint": self.s3.endpoint_url, "data_dir": str(settings.data_dir)})
+        store = AssetStore(settings)
+        store.ensure_bucket()
+        synced = ModelRegistry(store).sync_dir(Path(settings.checkpoints_dir))
+        if synced:
+            log.info("registered shipped checkpoints", extra={"models": synced})
+        self.settings = settings
+        return settings
+
+    def start(self, ready_timeout_s: float = 300) -> "LocalService":
+        import ray
+        from ray import serve
+
+        from service.app import build_app
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        settings = self.start_storage()
+        if not ray.is_initialized():
+            kwargs = {"num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
+                      "configure_logging": False}
+            kwargs.update(self.ray_init_kwargs)
+            ray.init(**kwargs)
+        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+        serve.run(build_app({"families": self.families} if self.families else None), name=APP_NAME, route_prefix="/")
+        self.wait_ready(ready_timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(self.url + "/readyz", timeout=15)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.5)
+        raise RuntimeError(f"service at {self.url} not ready after {timeout_s:.0f} s: {last[:500]}")
+
+    def stop(self, keep_ray: bool = False) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                if not keep_ray:
+                    ray.shutdown()
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
+
+    def __enter__(self) -> "LocalService":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

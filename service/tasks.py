@@ -1,0 +1,31 @@
+"""What the ingress sends to a family deployment and what comes back (picklable, torch-free)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class EditTask:
+    model: str  # registered model name (also the multiplexed model id)
+    op: str  # op name, validated against schemas.ops
+    params: dict[str, Any]  # validated op parameters, JSON-able
+    inputs: dict[str, Any]  # canonical inputs (seed drawn, asset ids resolved), JSON-able
+    images: dict[str, np.ndarray]  # decoded image inputs by field name: uint8 (H,W,3) or (H,W)
+    submitted_at: float  # time.time() when the ingress dispatched it, for queue timing
+
+
+@dataclasses.dataclass
+class EditOutput:
+    png: bytes  # the result image, PNG-encoded
+    width: int
+    height: int
+    extras: dict[str, Any]  # op-specific JSON-able outputs
+    queue_ms: float  # dispatch -> batch start
+    compute_ms: float  # generator time of the group
+    encode_ms: float  # PNG encoding time of the group, per item share
+    batch_size: int  # edits in the dynamic batch
+    group_size: int  # edits in the (model, op, shape) group run as one tensor batch

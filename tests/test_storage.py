@@ -1,0 +1,402 @@
+"""AssetStore and EmbeddedS3 against a real SeaweedFS server (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+
+from service.config import Settings, get_settings
+from service.errors import BadRequest, NotFound, StorageUnavailable
+from service.s3server import EmbeddedS3, find_weed
+from service.storage import AssetStore, IntegrityError
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def raw_client(endpoint_url: str, access_key: str, secret_key: str):
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+# ------------------------------------------------------------------------------ round trips
+def test_settings_point_at_embedded_server(s3_server: EmbeddedS3) -> None:
+    settings = get_settings()
+    assert settings.resolved_endpoint_url == s3_server.endpoint_url
+    assert os.environ["AWS_ACCESS_KEY_ID"] == s3_server.access_key
+    assert AssetStore.from_settings().ping() < 3
+
+
+def test_put_get_head_round_trip(store: AssetStore) -> None:
+    data = b"\x89PNG fake image bytes" * 50
+    key = store.asset_key(sha(data))
+    assert key == f"{store.prefix}assets/{sha(data)}"
+    digest = store.put(key, data, content_type="image/png", metadata={"width": "64", "source": "upload"})
+    assert digest == sha(data)
+
+    assert store.get(key) == data
+    assert store.get(key, verify=True) == data
+
+    info = store.head(key)
+    assert info is not None
+    assert info["size"] == len(data)
+    assert info["content_type"] == "image/png"
+    assert info["metadata"] == {"width": "64", "source": "upload", "sha256": sha(data)}
+    assert info["etag"] and '"' not in info["etag"]
+    # SeaweedFS stores and returns the flexible SHA-256 checksum we sent.
+    assert store.checksums_supported is True
+    assert info["checksum_sha256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert store.exists(key)
+
+
+def test_checksum_verification_detects_tampering(store: AssetStore, s3_server: EmbeddedS3) -> None:
+    data = b"original bytes"
+    key = store.result_key(sha(data))
+    store.put(key, data, content_type="image/png")
+    # Overwrite behind the store's back: different bytes, the old sha256 metadata kept.
+    raw = raw_client(s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key)
+    raw.put_object(Bucket=store.bucket, Key=key, Body=b"tampered bytes", Metadata={"sha256": sha(data)})
+
+    assert store.get(key) == b"tampered bytes"  # unverified reads do not hash
+    with pytest.raises(IntegrityError) as info:
+        store.get(key, verify=True)
+    assert info.value.status == 500
+    assert "result" in info.value.detail and "corrupted" in info.value.detail
+
+    # An object without a recorded sha256 cannot be verified: refuse rather than pretend.
+    raw.put_object(Bucket=store.bucket, Key=key, Body=b"no metadata")
+    with pytest.raises(IntegrityError, match="no recorded sha256"):
+        store.get(key, verify=True)
+
+
+def test_missing_key_is_not_found(store: AssetStore) -> None:
+    missing = "ab" * 32
+    with pytest.raises(NotFound) as info:
+        store.get(store.asset_key(missing))
+    assert info.value.status == 404
+    assert info.value.detail == f"asset {missing} not found"
+    assert store.bucket not in info.value.detail and store.prefix not in info.value.detail
+    with pytest.raises(NotFound, match="file 'weights.safetensors' of model 'demo-face'"):
+        store.get(store.model_key("demo-face", "weights.safetensors"))
+    with pytest.raises(NotFound):
+        store.copy(store.asset_key(missing), store.key("elsewhere"))
+    assert store.head(store.asset_key(missing)) is None
+    assert not store.exists(store.asset_key(missing))
+    store.delete(store.asset_key(missing))  # deleting a missing key is fine
+
+
+def test_put_if_absent_copy_delete(store: AssetStore) -> None:
+    data = b"content addressed"
+    key = store.asset_key(sha(data))
+    assert store.put_if_absent(key, data, content_type="image/png") is True
+    assert store.put_if_absent(key, b"other bytes", content_type="image/png") is False
+    assert store.get(key, verify=True) == data
+
+    dst = store.job_key("job-1", "results", "0.png")
+    store.copy(key, dst)
+    assert store.get(dst, verify=True) == data
+    assert store.head(dst)["content_type"] == "image/png"
+
+    store.delete(dst)
+    assert not store.exists(dst)
+
+
+def test_concurrent_use_from_threads(store: AssetStore) -> None:
+    blobs = [f"blob {i}".encode() * 10 for i in range(24)]
+
+    def work(blob: bytes) -> bytes:
+        key = store.asset_key(sha(blob))
+        store.put(key, blob)
+        return store.get(key, verify=True)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(work, blobs)) == blobs
+
+
+# ------------------------------------------------------------------------------ presigned URLs
+def test_presigned_put_then_get(store: AssetStore) -> None:
+    data = b"uploaded through a presigned URL"
+    key = store.asset_key(sha(data))
+    url = store.presign_put(key, "image/png", expires_s=60)
+    resp = httpx.put(url, content=data, headers={"Content-Type": "image/png"})
+    assert resp.status_code == 200, resp.text
+    # The content type is signed: another one is refused.
+    assert httpx.put(url, content=data, headers={"Content-Type": "text/plain"}).status_code == 403
+
+    get_url = store.presign_get(key, expires_s=60, filename="my image.png")
+    resp = httpx.get(get_url)
+    assert resp.status_code == 200
+    assert resp.content == data
+    assert resp.headers["content-type"] == "image/png"
+    assert resp.headers["content-disposition"] == 'attachment; filename="my image.png"'
+    # Signatures are checked: a URL edited to point elsewhere is refused.
+    assert httpx.get(get_url.replace(sha(data), "0" * 64)).status_code == 403
+
+
+def test_presigned_put_bound_to_sha256(store: AssetStore) -> None:
+    data = b"exact bytes only"
+    key = store.asset_key(sha(data))
+    url = store.presign_put(key, "image/png", expires_s=60, sha256=sha(data))
+    headers = store.presigned_put_headers("image/png", sha256=sha(data))
+    bad = httpx.put(url, content=b"different bytes", headers=headers)
+    assert bad.status_code == 400 and "BadDigest" in bad.text
+    assert not store.exists(key)
+    assert httpx.put(url, content=data, headers=headers).status_code == 200
+    assert store.get(key, verify=True) == data
+
+
+def test_presigned_get_expires(store: AssetStore) -> None:
+    key = store.key("short-lived")
+    store.put(key, b"x")
+    url = store.presign_get(key, expires_s=1)
+    time.sleep(2.1)
+    assert httpx.get(url).status_code == 403
+
+
+# ------------------------------------------------------------------------------ listing
+def test_list_keys_pages(store: AssetStore) -> None:
+    job = "job-" + uuid.uuid4().hex[:8]
+    expected = sorted(f"jobs/{job}/results/{i:02d}.json" for i in range(7))
+    for rel in expected:
+        store.put(store.key(rel), b"{}", content_type="application/json")
+    store.put(store.job_key(job + "x", "request.json"), b"{}")  # sibling prefix, not listed
+
+    calls: list[int] = []
+    store.client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kw: calls.append(1))
+    keys = store.list_keys(f"jobs/{job}/", page_size=2)
+    assert keys == expected
+    assert len(calls) >= 4  # 7 keys, 2 per page
+    assert store.list_keys(f"jobs/{job}/results/05") == [f"jobs/{job}/results/05.json"]
+    assert store.list_keys("nothing-here/") == []
+    # Listed keys are relative: store.key() turns them back into full keys.
+    assert store.get(store.key(keys[0])) == b"{}"
+
+
+# ------------------------------------------------------------------------------ key validation
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: s.asset_key("../../etc/passwd"),
+        lambda s: s.asset_key("AB" * 32),  # uppercase
+        lambda s: s.asset_key("a" * 63),
+        lambda s: s.asset_key("a" * 64 + "/x"),
+        lambda s: s.result_key(""),
+        lambda s: s.model_key("Bad Name", "model.json"),
+        lambda s: s.model_key("x", "model.json"),  # too short
+        lambda s: s.model_key("good-name", "../model.json"),
+        lambda s: s.model_key("good-name", "a/b"),
+        lambda s: s.job_key("..", "status.json"),
+        lambda s: s.job_key("job-1", "../../assets/x"),
+        lambda s: s.job_key("job-1", "results//x"),
+        lambda s: s.key("a", "..", "b"),
+        lambda s: s.key("/abs"),
+        lambda s: s.key("a\\b"),
+        lambda s: s.key("a\nb"),
+        lambda s: s.key(),
+        lambda s: s.key("x" * 2000),
+    ],
+)
+def test_key_validation_rejects(store: AssetStore, make) -> None:
+    with pytest.raises(BadRequest):
+        make(store)
+
+
+def test_key_validation_accepts(store: AssetStore) -> None:
+    assert store.model_key("stylegan2-ffhq.64", "weights.safetensors").endswith("models/stylegan2-ffhq.64/weights.safetensors")
+    assert store.job_key("0123abcd", "results", "3.png") == f"{store.prefix}jobs/0123abcd/results/3.png"
+    assert store.relative(store.key("a", "b/c")) == "a/b/c"
+    with pytest.raises(BadRequest, match="64 lowercase hexadecimal"):
+        store.asset_key("nope")
+
+
+# ------------------------------------------------------------------------------ failures
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_storage_unavailable(s3_server: EmbeddedS3) -> None:
+    store = AssetStore(Settings(s3_endpoint_url=f"http://127.0.0.1:{_closed_port()}", s3_bucket="collage-test"))
+
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as info:
+        store.ping()
+    assert time.monotonic() - started < 3
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "5"
+    assert info.value.detail.startswith("object storage is unreachable")
+
+    for call in (
+        lambda: store.get(store.asset_key("0" * 64)),
+        lambda: store.put(store.key("x"), b"x"),
+        lambda: store.head(store.key("x")),
+        lambda: store.list_keys(""),
+        lambda: store.ensure_bucket(),
+    ):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as info:
+            call()
+        assert time.monotonic() - started < 6  # 3 attempts with standard backoff
+        assert "botocore" not in info.value.detail
+
+
+def test_ping_reports_missing_bucket(s3_server: EmbeddedS3) -> None:
+    store = AssetStore(Settings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket="collage-missing-" + uuid.uuid4().hex[:8]))
+    with pytest.raises(StorageUnavailable, match="bucket does not exist"):
+        store.ping()
+    store.ensure_bucket()
+    store.ensure_bucket()  # idempotent
+    assert store.ping() < 3
+
+
+def test_wrong_credentials_are_storage_unavailable(s3_server: EmbeddedS3) -> None:
+    settings = Settings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket="collage-test")
+    wrong = raw_client(s3_server.endpoint_url, s3_server.access_key, "not-the-secret")
+    store = AssetStore(settings, client=wrong)
+    with pytest.raises(StorageUnavailable, match="credentials"):
+        store.get(store.key("anything"))
+
+
+# ------------------------------------------------------------------------------ embedded server
+def test_find_weed() -> None:
+    assert Path(find_weed()).name == "weed"
+
+
+def test_embedded_server_persists_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "s3"
+    # A short stop timeout makes stop() SIGKILL SeaweedFS (its filer waits 15 s on SIGTERM):
+    # acknowledged writes must survive even that.
+    server = EmbeddedS3(data_dir, stop_timeout=2)
+    try:
+        server.start()
+        creds = (server.access_key, server.secret_key)
+        endpoint = server.endpoint_url
+        assert (data_dir / "credentials.json").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "identities.json").stat().st_mode & 0o777 == 0o600
+        assert json.loads((data_dir / "ports.json").read_text()) == server.ports
+        assert len(set(server.ports.values())) == 8
+        client = raw_client(endpoint, *creds)
+        client.create_bucket(Bucket="persist")
+        client.put_object(Bucket="persist", Key="a/b.bin", Body=b"still here", Metadata={"sha256": sha(b"still here")})
+        # Signatures are checked.
+        with pytest.raises(Exception, match="SignatureDoesNotMatch"):
+            raw_client(endpoint, creds[0], "wrong-secret").list_buckets()
+        server.stop()
+        assert not server.is_running()
+
+        again = EmbeddedS3(data_dir, stop_timeout=2)
+        again.start()
+        server = again
+        assert (again.access_key, again.secret_key) == creds
+        assert again.endpoint_url == endpoint  # port=0 reuses the saved, still free ports
+        obj = raw_client(again.endpoint_url, *creds).get_object(Bucket="persist", Key="a/b.bin")
+        assert obj["Body"].read() == b"still here"
+        assert obj["Metadata"] == {"sha256": sha(b"still here")}
+        assert again.env()["COLLAGE_S3_ENDPOINT_URL"] == endpoint
+    finally:
+        server.stop()
+    assert "weed" in (data_dir / "weed.log").read_text(errors="replace").lower()
+
+
+# ------------------------------------------------------------------------------ error translation
+class _FailingClient:
+    """Stands in for the boto3 client: every call raises the given exception."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __getattr__(self, name: str):
+        def call(**kwargs):
+            raise self.exc
+
+        return call
+
+
+def _client_error(code: str, status: int, op: str = "GetObject"):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (_client_error("SlowDown", 503), StorageUnavailable),
+        (_client_error("InternalError", 500), StorageUnavailable),
+        (_client_error("NoSuchKey", 404), NotFound),
+        (_client_error("NoSuchBucket", 404), StorageUnavailable),
+        (_client_error("AccessDenied", 403), StorageUnavailable),
+    ],
+)
+def test_client_errors_are_translated(exc, expected) -> None:
+    store = AssetStore(Settings(s3_endpoint_url="http://127.0.0.1:9", s3_bucket="collage-test"), client=_FailingClient(exc))
+    with pytest.raises(expected) as info:
+        store.get(store.asset_key("1" * 64))
+    assert info.value.__class__.__module__ == "service.errors"
+
+
+def test_transport_errors_are_storage_unavailable() -> None:
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    url = "http://127.0.0.1:9"
+    for exc in (
+        EndpointConnectionError(endpoint_url=url),
+        ConnectTimeoutError(endpoint_url=url),
+        ReadTimeoutError(endpoint_url=url),
+        ConnectionClosedError(endpoint_url=url),
+        ResponseStreamingError(error="reset"),
+    ):
+        store = AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test"), client=_FailingClient(exc))
+        for call in (lambda: store.get(store.key("k")), lambda: store.put(store.key("k"), b"x"), lambda: store.delete(store.key("k"))):
+            with pytest.raises(StorageUnavailable, match="^object storage is unreachable"):
+                call()
+
+
+def test_flexible_checksum_fallback_is_detected_once() -> None:
+    """An endpoint that refuses x-amz-checksum-sha256: the put is retried plain and that is remembered."""
+
+    class NoChecksumsClient:
+        def __init__(self) -> None:
+            self.puts: list[dict] = []
+
+        def put_object(self, **kwargs):
+            if "ChecksumSHA256" in kwargs or "ChecksumAlgorithm" in kwargs:
+                raise _client_error("NotImplemented", 501, "PutObject")
+            self.puts.append(kwargs)
+            return {}
+
+    fake = NoChecksumsClient()
+    # A unique (never contacted) endpoint: detection is remembered per endpoint for the process.
+    store = AssetStore(Settings(s3_endpoint_url=f"http://fallback-{uuid.uuid4().hex[:8]}.invalid:9000", s3_bucket="collage-test"), client=fake)
+    store._plain_client = fake  # the client used once checksums are known to be unsupported
+    assert store.checksums_supported is None
+    store.put(store.key("a"), b"one")
+    assert store.checksums_supported is False
+    store.put(store.key("b"), b"two")
+    assert [p["Metadata"]["sha256"] for p in fake.puts] == [sha(b"one"), sha(b"two")]
+    assert "x-amz-checksum-sha256" not in store.presigned_put_headers("image/png", sha256=sha(b"one"))
