@@ -71,3 +71,57 @@ def store(s3_server: EmbeddedS3) -> AssetStore:
     asset_store = AssetStore(settings)
     asset_store.ensure_bucket()
     return asset_store
+
+
+# ------------------------------------------------------------------------------ service
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+TEST_MAX_BODY_BYTES = 2 * 1024 * 1024
+TEST_MAX_IMAGE_PIXELS = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
+    """The real Serve application (ingress + style family) on local Ray, against the session's S3 server.
+
+    Small body/pixel caps and a long batch wait make limits and batching observable in tests.
+    """
+    from service.runtime import LocalService
+
+    env = {
+        "COLLAGE_HTTP_PORT": str(_free_port()),
+        "COLLAGE_MAX_BODY_BYTES": str(TEST_MAX_BODY_BYTES),
+        "COLLAGE_MAX_IMAGE_PIXELS": str(TEST_MAX_IMAGE_PIXELS),
+        "COLLAGE_BATCH_MAX_SIZE": "8",
+        "COLLAGE_BATCH_WAIT_TIMEOUT_S": "0.2",
+        "COLLAGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    local = LocalService()
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def client(service):
+    import httpx
+
+    with httpx.Client(base_url=service.url, timeout=120) as http:
+        yield http

@@ -1,0 +1,235 @@
+"""End to end through HTTP: the real Serve app, the real S3 server, the shipped demo checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TEST_MAX_BODY_BYTES
+from tests.helpers import cmyk_jpeg, png16, png_bomb, random_png, truncated_png
+
+MODEL = "style-demo-random"
+CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / MODEL
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def assert_problem(response: httpx.Response, status: int, detail_contains: str = "") -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status and body["type"].startswith("https://") and body["title"] and body["detail"]
+    assert detail_contains.lower() in body["detail"].lower(), body["detail"]
+    assert response.headers.get("x-request-id")
+    return body
+
+
+# ---- probes, models -----------------------------------------------------------------------------
+def test_health_ready_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"storage": "ok", "family:style": "ok"}
+    client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 11}})
+    text = client.get("/metrics").text
+    assert 'collage_http_requests_total{op="sample",route="/v1/edits",status="200"}' in text
+    assert "collage_batch_size_bucket" in text and "collage_queue_depth" in text
+    assert "collage_http_request_duration_seconds_bucket" in text
+
+
+def test_models_lists_demo_checkpoint_with_op_parameters(client):
+    listing = client.get("/v1/models").json()
+    assert {"name": "style", "deployed": True, "ops": ["sample"]} in listing["families"]
+    model = next(m for m in listing["models"] if m["name"] == MODEL)
+    assert model["family"] == "style" and model["resolution"] == 64 and model["random_init"] is True
+    sample = next(op for op in model["ops"] if op["name"] == "sample")
+    assert sample["params_schema"]["properties"]["truncation"]["maximum"] == 2.0
+    assert set(sample["inputs_schema"]["properties"]) == {"seed", "z", "w"}
+    assert client.get(f"/v1/models/{MODEL}").json()["weights_sha256"] == model["weights_sha256"]
+
+
+def test_openapi_is_served(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/edits", "/v1/assets", "/v1/models", "/readyz"} <= set(spec["paths"])
+
+
+# ---- assets ------------------------------------------------------------------------------------
+def test_upload_multipart_then_download_by_presigned_url(client):
+    png = random_png(seed=1)
+    first = client.post("/v1/assets", files={"file": ("a.png", png, "image/png")})
+    assert first.status_code == 201, first.text
+    info = first.json()
+    assert info["asset_id"] == hashlib.sha256(png).hexdigest()
+    assert (info["width"], info["height"], info["kind"], info["created"]) == (48, 32, "image", True)
+    assert httpx.get(info["url"]).content == png
+    again = client.post("/v1/assets", files={"file": ("a.png", png, "image/png")})
+    assert again.status_code == 200 and again.json()["created"] is False
+    fetched = client.get(f"/v1/assets/{info['asset_id']}").json()
+    assert fetched["size"] == len(png)
+    redirect = client.get(f"/v1/assets/{info['asset_id']}", params={"redirect": "true"})
+    assert redirect.status_code == 307 and httpx.get(redirect.headers["location"]).content == png
+
+
+def test_upload_base64_json(client):
+    png = random_png(seed=2)
+    response = client.post("/v1/assets", json={"data_base64": base64.b64encode(png).decode(), "content_type": "image/png"})
+    assert response.status_code == 201 and response.json()["asset_id"] == hashlib.sha256(png).hexdigest()
+
+
+def test_presigned_put_upload_flow(client):
+    png = random_png(seed=3)
+    slot = client.post("/v1/assets/uploads", json={"content_type": "image/png", "size": len(png)}).json()
+    assert httpx.put(slot["url"], content=png, headers=slot["headers"]).status_code == 200
+    done = client.post(f"/v1/assets/uploads/{slot['upload_id']}/complete")
+    assert done.status_code == 201, done.text
+    assert done.json()["asset_id"] == hashlib.sha256(png).hexdigest()
+    assert_problem(client.post(f"/v1/assets/uploads/{slot['upload_id']}/complete"), 404, "does not exist")
+
+
+def test_presigned_upload_completed_before_put_is_404(client):
+    slot = client.post("/v1/assets/uploads", json={"content_type": "image/png"}).json()
+    assert_problem(client.post(f"/v1/assets/uploads/{slot['upload_id']}/complete"), 404, "PUT the bytes")
+
+
+# ---- edits -------------------------------------------------------------------------------------
+def test_sample_round_trip_matches_the_generator_run_directly(client):
+    import torch
+
+    from deployments.style import ops
+    from deployments.style.checkpoint import load_generator
+
+    response = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "params": {"truncation": 0.7},
+                                              "inputs": {"seed": 5}, "output": {"inline": True}})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["seed"] == 5 and result["random_init"] is True and (result["width"], result["height"]) == (64, 64)
+    png = httpx.get(result["url"]).content
+    assert base64.b64decode(result["image_base64"]) == png
+    served = decode(png)
+
+    manifest = json.loads((CHECKPOINT / "model.json").read_text())
+    generator, latent_avg = load_generator((CHECKPOINT / "weights.safetensors").read_bytes(), manifest["arch"])
+    with torch.inference_mode():
+        z = ops.latents_from_seeds([5], manifest["arch"]["style_dim"])
+        expected = ops.to_uint8_images(ops.sample(generator, z=z, truncation=0.7, mean_w=latent_avg))[0]
+    assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_repeated_edit_is_a_cache_hit_and_result_is_an_asset(client):
+    body = {"model": MODEL, "op": "sample", "inputs": {"seed": 123}}
+    first = client.post("/v1/edits", json=body).json()
+    second = client.post("/v1/edits", json=body).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert first["result_id"] == second["result_id"]
+    assert second["timings"]["compute_ms"] is None
+    assert httpx.get(first["url"]).content == httpx.get(second["url"]).content
+    assert client.get(f"/v1/assets/{first['result_id']}").json()["width"] == 64
+    # an equivalent request spelled differently (default param written out) is the same result
+    third = client.post("/v1/edits", json={**body, "params": {"truncation": 1.0}}).json()
+    assert third["cached"] is True and third["result_id"] == first["result_id"]
+
+
+def test_server_draws_a_seed_when_none_is_given(client):
+    a = client.post("/v1/edits", json={"model": MODEL, "op": "sample"}).json()
+    b = client.post("/v1/edits", json={"model": MODEL, "op": "sample"}).json()
+    assert isinstance(a["seed"], int) and a["seed"] != b["seed"] and a["result_id"] != b["result_id"]
+    replay = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": a["seed"]}}).json()
+    assert replay["cached"] is True and replay["result_id"] == a["result_id"]
+
+
+def test_w_and_z_inputs(client):
+    style_dim = json.loads((CHECKPOINT / "model.json").read_text())["arch"]["style_dim"]
+    z = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"z": [0.1] * style_dim}})
+    w = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"w": [0.0] * style_dim}})
+    assert z.status_code == 200 and w.status_code == 200
+    assert z.json()["seed"] is None and z.json()["result_id"] != w.json()["result_id"]
+
+
+def test_concurrent_requests_are_batched(client):
+    bodies = [{"model": MODEL, "op": "sample", "inputs": {"seed": 1000 + i}} for i in range(16)]
+    with cf.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda b: client.post("/v1/edits", json=b), bodies))
+    assert all(r.status_code == 200 for r in results)
+    sizes = [r.json()["timings"]["batch_size"] for r in results]
+    assert max(sizes) > 1, sizes
+    assert all(r.json()["timings"]["group_size"] <= r.json()["timings"]["batch_size"] for r in results)
+    assert len({r.json()["result_id"] for r in results}) == 16
+
+
+# ---- bad input: every case is a 4xx problem+json ------------------------------------------------
+BAD_EDITS = [
+    ({"model": "no-such-model", "op": "sample"}, 404, "not registered"),
+    ({"model": MODEL, "op": "paint"}, 422, "has no op"),
+    ({"model": MODEL, "op": "sample", "params": {"truncation": 5}}, 422, "truncation"),
+    ({"model": MODEL, "op": "sample", "params": {"psi": 0.5}}, 422, "psi"),
+    ({"model": MODEL, "op": "sample", "inputs": {"seed": -1}}, 422, "seed"),
+    ({"model": MODEL, "op": "sample", "inputs": {"seed": 1, "z": [0.0]}}, 422, "at most one"),
+    ({"model": MODEL, "op": "sample", "inputs": {"z": [0.0, 1.0]}}, 422, "must have 128"),
+    ({"model": MODEL, "op": "sample", "colour": "red"}, 422, "colour"),
+    ({"model": "../etc", "op": "sample"}, 422, "model"),
+    ({"op": "sample"}, 422, "model"),
+]
+
+
+@pytest.mark.parametrize("body,status,detail", BAD_EDITS, ids=[f"{s}-{d}" for _, s, d in BAD_EDITS])
+def test_bad_edit_requests(client, body, status, detail):
+    assert_problem(client.post("/v1/edits", json=body), status, detail)
+
+
+def test_malformed_json_is_400(client):
+    response = client.post("/v1/edits", content=b'{"model": ', headers={"content-type": "application/json"})
+    assert_problem(response, 400, "not valid JSON")
+
+
+BAD_UPLOADS = [
+    (b"hello, not an image", 422, "not a readable image"),
+    (png_bomb(), 413, "pixels"),
+    (cmyk_jpeg(), 422, "mode"),
+    (png16(), 422, "mode"),
+    (truncated_png(), 422, "truncated"),
+]
+
+
+@pytest.mark.parametrize("data,status,detail", BAD_UPLOADS, ids=["not-image", "bomb", "cmyk", "16-bit", "truncated"])
+def test_bad_image_uploads(client, data, status, detail):
+    assert_problem(client.post("/v1/assets", files={"file": ("x.png", data, "image/png")}), status, detail)
+
+
+def test_oversize_body_is_refused_before_reading(client):
+    big = b"\0" * (TEST_MAX_BODY_BYTES + 1)
+    assert_problem(client.post("/v1/assets", content=big, headers={"content-type": "application/json"}), 413, "exceeds")
+
+
+def test_oversize_chunked_body_is_refused(client):
+    def chunks():
+        for _ in range(5):
+            yield b"\0" * (TEST_MAX_BODY_BYTES // 4)
+
+    response = client.post("/v1/assets", content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(response, 413, "exceeds")
+
+
+def test_other_bad_requests(client):
+    assert_problem(client.post("/v1/assets", content=b"x", headers={"content-type": "text/plain"}), 415, "multipart")
+    assert_problem(client.post("/v1/assets", json={"data_base64": "***"}), 422, "base64")
+    assert_problem(client.get("/v1/assets/" + "0" * 64), 404, "does not exist")
+    assert_problem(client.get("/v1/assets/not-a-hash"), 404, "64 lowercase hex")
+    assert_problem(client.get("/v1/nothing-here"), 404, "no route")
+    assert_problem(client.get("/v1/models/unknown-model"), 404, "not registered")
+
+
+def test_request_id_is_echoed(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "test-request-0001"})
+    assert response.headers["x-request-id"] == "test-request-0001"
+    problem = client.post("/v1/edits", json={"model": "nope-model", "op": "sample"}, headers={"X-Request-ID": "test-request-0002"})
+    assert problem.json()["instance"] == "test-request-0002"
