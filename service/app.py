@@ -21,6 +21,7 @@ def family_options(settings: Settings) -> dict[str, Any]:
     return {
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(2 * settings.batch_max_size, 8),
+        "max_queued_requests": settings.max_queued_requests,
     }
 
 

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
+    max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
+    ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
 
     log_level: str = Field(default="INFO", description="root log level")

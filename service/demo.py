@@ -81,10 +81,23 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
         repeat = client.post("/v1/edits", json=requests[0]).json()
         say(f"  {len(requests)} edits in {elapsed:.1f} s; repeating the first: cached={repeat['cached']}")
 
+    if cards:
+        contact_sheet([out_dir / card["file"] for card in cards]).save(out_dir / "contact_sheet.png")
+        say(f"contact sheet: {out_dir / 'contact_sheet.png'}")
     page = out_dir / "index.html"
     page.write_text(render_gallery(cards, uploaded))
     say(f"gallery: {page}")
     return page
+
+
+def contact_sheet(files: list[Path], columns: int = 8, cell: int = 128) -> Image.Image:
+    """All result PNGs on one grid, scaled to `cell` pixels with nearest-neighbour (pixels stay visible)."""
+    rows = (len(files) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
+    for index, path in enumerate(files):
+        image = Image.open(path).convert("RGB").resize((cell, cell), Image.NEAREST)
+        sheet.paste(image, ((index % columns) * cell, (index // columns) * cell))
+    return sheet
 
 
 def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]]) -> str:

@@ -39,6 +39,7 @@ from service.errors import (
     PayloadTooLarge,
     ProblemError,
     ServiceUnavailable,
+    TooManyRequests,
     UnsupportedMediaType,
     Unprocessable,
 )
@@ -50,13 +51,12 @@ from service.tasks import EditOutput, EditTask
 
 VERSION = "0.1.0"
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
     for status, title in [(400, "Bad request"), (404, "Not found"), (413, "Too large"), (415, "Unsupported media type"),
-                          (422, "Invalid content"), (503, "Unavailable, retry later")]
+                          (422, "Invalid content"), (429, "Queue full, retry later"), (503, "Unavailable, retry later")]
 }
 
 log = get_logger("collage.ingress")
@@ -143,7 +143,8 @@ api.add_middleware(BodyLimitMiddleware)
 @api.middleware("http")
 async def _request_context(request: Request, call_next):
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    # Ray's proxy echoes the client's X-Request-ID verbatim (or mints one), so log and report that same id.
+    request_id = incoming[:128] if incoming else uuid.uuid4().hex
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     try:
@@ -377,7 +378,7 @@ class Ingress:
 
     # ---- edits -----------------------------------------------------------------------------
     @api.post("/v1/edits", response_model=EditResponse, tags=["edits"], summary="Run one edit synchronously",
-              responses={s: _PROBLEM_RESPONSES[s] for s in (400, 404, 413, 422, 503)})
+              responses={s: _PROBLEM_RESPONSES[s] for s in (400, 404, 413, 422, 429, 503)})
     async def create_edit(self, body: EditRequest, request: Request) -> EditResponse:
         started = time.perf_counter()
         request.state.op = body.op
@@ -476,8 +477,10 @@ class Ingress:
         except ProblemError:
             raise
         except Exception as exc:
-            if type(exc).__name__ in ("BackPressureError", "DeploymentUnavailableError"):
-                raise ServiceUnavailable(f"the {family} deployment is at capacity; retry shortly", retry_after_s=2) from None
+            if type(exc).__name__ == "BackPressureError":  # the family's max_queued_requests is reached
+                raise TooManyRequests(f"the {family} deployment is at capacity; retry shortly", headers={"Retry-After": "2"}) from None
+            if type(exc).__name__ == "DeploymentUnavailableError":
+                raise ServiceUnavailable(f"the {family} deployment is unavailable; retry shortly", retry_after_s=5) from None
             raise
         finally:
             metrics.QUEUE_DEPTH.labels(family).dec()

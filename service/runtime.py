@@ -74,6 +74,8 @@ class LocalService:
         if not ray.is_initialized():
             kwargs = {"num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
                       "configure_logging": False}
+            if settings.ray_metrics_port:
+                kwargs["_metrics_export_port"] = settings.ray_metrics_port
             kwargs.update(self.ray_init_kwargs)
             ray.init(**kwargs)
         serve.start(http_options={"host": settings.http_host, "port": settings.http_port})

@@ -96,6 +96,7 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
 
     env = {
         "COLLAGE_HTTP_PORT": str(_free_port()),
+        "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
         "COLLAGE_MAX_BODY_BYTES": str(TEST_MAX_BODY_BYTES),
         "COLLAGE_MAX_IMAGE_PIXELS": str(TEST_MAX_IMAGE_PIXELS),
         "COLLAGE_BATCH_MAX_SIZE": "8",

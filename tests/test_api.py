@@ -47,6 +47,21 @@ def test_health_ready_and_metrics(client):
     assert "collage_http_request_duration_seconds_bucket" in text
 
 
+def test_ray_metrics_port_exports_serve_metrics(client):
+    import os
+    import time
+
+    client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 12}})
+    url = f"http://127.0.0.1:{os.environ['COLLAGE_RAY_METRICS_PORT']}/metrics"
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:  # Ray exports on an interval; wait for the first scrape with Serve metrics
+        text = httpx.get(url, timeout=10).text
+        if "ray_serve_" in text and "collage_family_batch_size" in text:
+            break
+        time.sleep(2)
+    assert "ray_serve_" in text and "collage_family_batch_size" in text
+
+
 def test_models_lists_demo_checkpoint_with_op_parameters(client):
     listing = client.get("/v1/models").json()
     assert {"name": "style", "deployed": True, "ops": ["sample"]} in listing["families"]
