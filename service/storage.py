@@ -359,19 +359,20 @@ class AssetStore:
         """Store ``data`` under ``key``; returns its hex SHA-256 (also stored as metadata ``sha256``)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"put() needs bytes, got {type(data).__name__}")
+        kwargs, digest = self._put_request(key, data, content_type, metadata)
+        self._put_object(kwargs, digest, key)
+        return digest
+
+    def _put_request(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
+    ) -> tuple[dict[str, Any], str]:
+        """PutObject arguments (our own ``sha256`` in the metadata) and the digest of ``data``."""
         data = bytes(data)
         digest = sha256_hex(data)
         meta = self._check_metadata(metadata)
         meta["sha256"] = digest
-        kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": data,
-            "ContentType": content_type,
-            "Metadata": meta,
-        }
-        self._put_object(kwargs, digest, key)
-        return digest
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "ContentType": content_type, "Metadata": meta}
+        return kwargs, digest
 
     def _put_object(self, kwargs: dict[str, Any], digest: str, key: str) -> Any:
         supported = _CHECKSUM_SUPPORT.get(self._checksum_key)
@@ -423,21 +424,11 @@ class AssetStore:
         """Content-addressed write: store unless ``key`` exists. True when this call wrote it."""
         if self.exists(key):
             return False
-        data = bytes(data)
-        digest = sha256_hex(data)
-        meta = self._check_metadata(metadata)
-        meta["sha256"] = digest
-        kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": data,
-            "ContentType": content_type,
-            "Metadata": meta,
-            # Conditional write (S3, MinIO, SeaweedFS support it): a concurrent writer of the same
-            # key gets PreconditionFailed instead of overwriting. Endpoints that ignore it just
-            # overwrite with the same bytes, which is harmless for content-addressed keys.
-            "IfNoneMatch": "*",
-        }
+        kwargs, digest = self._put_request(key, data, content_type, metadata)
+        # Conditional write (S3, MinIO, SeaweedFS support it): a concurrent writer of the same
+        # key gets PreconditionFailed instead of overwriting. Endpoints that ignore it just
+        # overwrite with the same bytes, which is harmless for content-addressed keys.
+        kwargs["IfNoneMatch"] = "*"
         try:
             self._put_object(kwargs, digest, key)
         except Conflict:
