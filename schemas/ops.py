@@ -25,6 +25,8 @@ class OpSpec:
     prepare: Callable[[Any, Any, dict[str, Any], Callable[[], int]], dict[str, Any]]
     # input fields that hold image asset ids, with the Pillow mode they are decoded to
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not
+    fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,15 @@ OPS: dict[str, dict[str, OpSpec]] = {
             params_model=style.SampleParams,
             inputs_model=style.SampleInputs,
             prepare=style.prepare_sample,
+        ),
+        "project": OpSpec(
+            name="project",
+            description="Find the W/W+ latent whose image matches an uploaded image; returns the fit and extras.w.",
+            params_model=style.ProjectParams,
+            inputs_model=style.ProjectInputs,
+            prepare=style.prepare_project,
+            image_inputs={"image": "RGB"},
+            fit_images=style.fit_project_images,
         ),
     },
 }

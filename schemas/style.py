@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Seed, StrictModel
+from schemas.common import Seed, Sha256Hex, StrictModel
 
 
 class SampleParams(StrictModel):
@@ -42,3 +42,36 @@ def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[st
             )
         return {"w": [float(v) for v in inputs.w]}
     return {"seed": inputs.seed if inputs.seed is not None else draw_seed()}
+
+
+class ProjectParams(StrictModel):
+    steps: int = Field(default=100, ge=1, le=1000, description="optimisation steps (more: closer fit, slower)")
+    learning_rate: float = Field(default=0.05, gt=0.0, le=1.0, description="Adam step size on the latent")
+    latent_space: Literal["w", "w+"] = Field(default="w+", description="one w for all layers, or one per layer")
+    resize: bool = Field(default=False, description="resize the image to the model resolution instead of rejecting other sizes")
+
+
+class ProjectInputs(StrictModel):
+    image: Sha256Hex = Field(description="asset id of the RGB image to project (model resolution, square)")
+
+
+def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+    return {"image": inputs.image}
+
+
+def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The image must be the model's size; with ``resize`` it is resized (Lanczos) to it."""
+    import numpy as np
+    from PIL import Image
+
+    resolution = int(manifest["resolution"])
+    image = images["image"]
+    height, width = image.shape[:2]
+    if (height, width) != (resolution, resolution):
+        if not params.resize:
+            raise ValueError(
+                f"inputs.image is {width}x{height} but model {manifest['name']!r} works at {resolution}x{resolution}; "
+                f"crop/resize it, or set params.resize=true"
+            )
+        image = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
+    return {**images, "image": image}

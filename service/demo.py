@@ -22,8 +22,8 @@ def sample_images() -> dict[str, np.ndarray]:
     return {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee()}
 
 
-def demo_requests(model: dict[str, Any]) -> list[dict[str, Any]]:
-    """The edits the demo runs for one model, by op."""
+def demo_requests(model: dict[str, Any], assets: dict[str, str]) -> list[dict[str, Any]]:
+    """The edits the demo runs for one model, by op; `assets` maps sample-image names to asset ids."""
     requests: list[dict[str, Any]] = []
     ops = {op["name"] for op in model["ops"]}
     if "sample" in ops:
@@ -31,7 +31,16 @@ def demo_requests(model: dict[str, Any]) -> list[dict[str, Any]]:
             for seed in range(8):
                 requests.append({"model": model["name"], "op": "sample", "params": {"truncation": psi}, "inputs": {"seed": seed}})
         requests.append({"model": model["name"], "op": "sample", "params": {"truncation": 0.0}, "inputs": {"seed": 0}})
+    if "project" in ops:
+        for name in ("astronaut", "chelsea"):
+            requests.append({"model": model["name"], "op": "project", "params": {"steps": 100, "resize": True},
+                             "inputs": {"image": assets[name]}})
     return requests
+
+
+def short(document: dict[str, Any]) -> str:
+    """JSON with asset ids cut to 12 characters, for progress lines and captions."""
+    return json.dumps({k: (v[:12] + "…" if isinstance(v, str) and len(v) == 64 else v) for k, v in document.items()}, ensure_ascii=False)
 
 
 def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str], None] = print) -> Path:
@@ -47,12 +56,13 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
         response.raise_for_status()
         info = response.json()
         uploaded.append((name, info))
+        Image.fromarray(array).save(out_dir / f"input-{name}.png")
         say(f"  uploaded {name}: asset {info['asset_id'][:12]}… {info['width']}x{info['height']}")
 
     models = client.get("/v1/models").json()["models"]
     cards = []
     for model in models:
-        requests = demo_requests(model)
+        requests = demo_requests(model, {name: info["asset_id"] for name, info in uploaded})
         if not requests:
             continue
         label = " (RANDOM-INIT weights: structured noise, not a trained model)" if model["random_init"] else ""
@@ -73,8 +83,9 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
                 filename = f"{model['name']}-{request['op']}-{done:02d}.png"
                 (out_dir / filename).write_bytes(image)
                 t = result["timings"]
-                say(f"  [{done}/{len(requests)}] {request['op']} {json.dumps(request['inputs'])} {json.dumps(request['params'])}"
-                    f" -> batch {t.get('batch_size')}, compute {t.get('compute_ms') or 0:.0f} ms, total {t['total_ms']:.0f} ms")
+                how = "cached" if result["cached"] else f"batch {t['batch_size']}, compute {t['compute_ms']:.0f} ms"
+                say(f"  [{done}/{len(requests)}] {request['op']} {short(request['inputs'])} {short(request['params'])}"
+                    f" -> {how}, total {t['total_ms']:.0f} ms")
                 cards.append({"file": filename, "model": model["name"], "op": request["op"], "request": request,
                               "timings": t, "random_init": model["random_init"], "cached": result["cached"]})
         elapsed = time.perf_counter() - started
@@ -104,14 +115,15 @@ def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[s
     items = []
     for card in cards:
         t = card["timings"]
-        caption = (f"{card['model']} · {card['op']}<br>inputs {html.escape(json.dumps(card['request']['inputs']))}"
+        caption = (f"{card['model']} · {card['op']}<br>inputs {html.escape(short(card['request']['inputs']))}"
                    f"<br>params {html.escape(json.dumps(card['request']['params']))}"
-                   f"<br>batch {t.get('batch_size')} · compute {t.get('compute_ms') or 0:.0f} ms")
+                   + (" · cached" if card["cached"] else f"<br>batch {t['batch_size']} · compute {t['compute_ms']:.0f} ms"))
         warn = '<div class="warn">random-init weights</div>' if card["random_init"] else ""
-        items.append(f'<figure><img src="{html.escape(card["file"])}" width="128" height="128">{warn}<figcaption>{caption}</figcaption></figure>')
-    assets = "".join(f"<li>{html.escape(n)}: <code>{i['asset_id']}</code> ({i['width']}x{i['height']})</li>" for n, i in uploaded)
+        items.append(f'<figure><img src="{html.escape(card["file"])}" width="128">{warn}<figcaption>{caption}</figcaption></figure>')
+    assets = "".join(f'<figure><img src="input-{html.escape(n)}.png" height="128"><figcaption>{html.escape(n)}: '
+                     f"<code>{i['asset_id'][:16]}…</code> {i['width']}x{i['height']}</figcaption></figure>" for n, i in uploaded)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Collage demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:6px;width:180px;vertical-align:top;font-size:11px}}
-img{{image-rendering:pixelated;border:1px solid #ccc}} .warn{{color:#b00;font-weight:bold}}</style></head><body>
+img{{image-rendering:pixelated;border:1px solid #ccc;max-width:170px}} .warn{{color:#b00;font-weight:bold}}</style></head><body>
 <h1>Collage demo</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by <code>collage demo</code>.</p>
-<h2>Uploaded assets</h2><ul>{assets}</ul><h2>Edits</h2>{''.join(items)}</body></html>"""
+<h2>Uploaded assets</h2>{assets}<h2>Edits</h2>{''.join(items)}</body></html>"""

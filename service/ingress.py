@@ -415,7 +415,7 @@ class Ingress:
         if cached_head is not None:
             metrics.CACHE.labels("hit").inc()
             meta = cached_head.get("metadata") or {}
-            extras = json.loads(meta["extras"]) if meta.get("extras") else {}
+            extras = json.loads(await run_in_threadpool(self.store.get, self._extras_key(result_id))) if meta.get("extras") else {}
             png = await run_in_threadpool(self.store.get, result_key) if body.output.inline else None
             return self._edit_response(body, manifest, result_id, result_key, cached=True, seed=canonical_inputs.get("seed"),
                                        width=int(meta.get("width", 0)), height=int(meta.get("height", 0)), png=png,
@@ -425,6 +425,11 @@ class Ingress:
         t = time.perf_counter()
         images = await run_in_threadpool(self._load_image_inputs, spec.image_inputs, canonical_inputs)
         storage_s += time.perf_counter() - t
+        if spec.fit_images is not None:
+            try:
+                images = await run_in_threadpool(spec.fit_images, images, params, manifest)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from None
 
         task = EditTask(model=body.model, op=body.op, params=params_json, inputs=canonical_inputs, images=images, submitted_at=time.time())
         output = await self._dispatch(family, handle, task)
@@ -434,8 +439,10 @@ class Ingress:
         t = time.perf_counter()
         metadata = {"kind": "image", "width": str(output.width), "height": str(output.height), "mode": "RGB",
                     "model": body.model, "op": body.op}
-        if output.extras:
-            metadata["extras"] = json.dumps(output.extras, separators=(",", ":"))
+        if output.extras:  # sidecar first: the PNG's presence is what marks a result complete
+            metadata["extras"] = "sidecar"
+            await run_in_threadpool(self.store.put, self._extras_key(result_id),
+                                    json.dumps(output.extras, separators=(",", ":")).encode(), "application/json")
         await run_in_threadpool(self.store.put, result_key, output.png, "image/png", metadata)
         storage_s += time.perf_counter() - t
         return self._edit_response(
@@ -445,6 +452,9 @@ class Ingress:
                             encode_ms=output.encode_ms, storage_ms=1e3 * storage_s, batch_size=output.batch_size,
                             group_size=output.group_size),
         )
+
+    def _extras_key(self, result_id: str) -> str:
+        return self.store.result_key(result_id) + ".json"
 
     def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
         images = {}

@@ -105,7 +105,7 @@ class ModelRegistry:
         return self.register(manifest, (directory / WEIGHTS).read_bytes(), extras)
 
     def sync_dir(self, checkpoints_dir: Path) -> list[str]:
-        """Register every shipped checkpoint whose weights differ from what the store holds."""
+        """Register every shipped checkpoint whose weights or manifest fields differ from what the store holds."""
         registered = []
         for directory in sorted(p for p in checkpoints_dir.iterdir() if (p / MANIFEST).is_file()):
             manifest = json.loads((directory / MANIFEST).read_text())
@@ -114,7 +114,8 @@ class ModelRegistry:
                 current = self.get_manifest(manifest["name"])
             except NotFound:
                 current = {}
-            if current.get("weights_sha256") != sha:
+            stale = current.get("weights_sha256") != sha or any(current.get(k) != v for k, v in manifest.items())
+            if stale:
                 self.register_dir(directory)
                 registered.append(manifest["name"])
         return registered

@@ -64,12 +64,14 @@ def test_ray_metrics_port_exports_serve_metrics(client):
 
 def test_models_lists_demo_checkpoint_with_op_parameters(client):
     listing = client.get("/v1/models").json()
-    assert {"name": "style", "deployed": True, "ops": ["sample"]} in listing["families"]
+    assert {"name": "style", "deployed": True, "ops": ["project", "sample"]} in listing["families"]
     model = next(m for m in listing["models"] if m["name"] == MODEL)
     assert model["family"] == "style" and model["resolution"] == 64 and model["random_init"] is True
     sample = next(op for op in model["ops"] if op["name"] == "sample")
     assert sample["params_schema"]["properties"]["truncation"]["maximum"] == 2.0
     assert set(sample["inputs_schema"]["properties"]) == {"seed", "z", "w"}
+    project = next(op for op in model["ops"] if op["name"] == "project")
+    assert project["params_schema"]["properties"]["steps"]["maximum"] == 1000
     assert client.get(f"/v1/models/{MODEL}").json()["weights_sha256"] == model["weights_sha256"]
 
 

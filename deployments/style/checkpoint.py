@@ -221,7 +221,7 @@ def convert_rosinality(
         "resolution": config.resolution,
         "style_dim": config.style_dim,
         "n_latent": config.n_latent,
-        "ops": ["sample"],
+        "ops": ["sample", "project"],
         "random_init": bool(random_init),
         "description": description,
     }

@@ -46,6 +46,20 @@ def sample_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> torch.Tensor
         return ops.sample(generator, w=w_plus, truncation=1.0)
 
 
+def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Project requests of one model sharing (size, steps, learning rate, space) -> images + per-task extras."""
+    params = tasks[0].params
+    device = model.mean_w.device
+    target = ops.images_to_tensor([task.images["image"] for task in tasks], device)
+    w_plus, image, mse = ops.project(model.generator, target, mean_w=model.mean_w, steps=int(params["steps"]),
+                                     learning_rate=float(params["learning_rate"]), latent_space=params["latent_space"])
+    extras = []
+    for row, error in zip(w_plus, mse):
+        latent = row[:1] if params["latent_space"] == "w" else row  # W: every layer holds the same w
+        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params["latent_space"], "mse": float(error)})
+    return image, extras
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class StyleDeployment(FamilyDeployment):
     family = "style"
@@ -61,13 +75,18 @@ class StyleDeployment(FamilyDeployment):
         return LoadedStyleModel(generator=generator, mean_w=mean_w.reshape(-1).to(self.device), manifest=manifest)
 
     def group_key(self, task: EditTask) -> Hashable:
+        if task.op == "project":  # one optimisation loop needs one step count, rate and latent space
+            p = task.params
+            return (task.images["image"].shape, p["steps"], p["learning_rate"], p["latent_space"])
         return ()  # every sample request of a model maps to one W+ batch of the same output shape
 
     def run_group(self, model: LoadedStyleModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op != "sample":
-            raise Unprocessable(f"style op {op!r} is not served by this deployment")
-        images = ops.to_uint8_images(sample_batch(model, tasks))
-        return [GroupOutput(image) for image in images]
+        if op == "sample":
+            return [GroupOutput(image) for image in ops.to_uint8_images(sample_batch(model, tasks))]
+        if op == "project":
+            images, extras = project_batch(model, tasks)
+            return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
+        raise Unprocessable(f"style op {op!r} is not served by this deployment")
 
     def health_forward(self) -> None:
         with torch.inference_mode():

@@ -87,3 +87,54 @@ def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     x = x.detach().float().clamp(-1, 1)
     x = ((x + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def images_to_tensor(images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (H, W, 3) arrays of one size -> float (N, 3, H, W) in [-1, 1]."""
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+        raise ValueError(f"images must all be uint8 (H, W, 3) of one size, got shapes {sorted(shapes)}")
+    batch = torch.from_numpy(np.stack(images)).to(device=device, dtype=torch.float32)
+    return batch.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def project(
+    generator: Generator,
+    target: torch.Tensor,
+    *,
+    mean_w: torch.Tensor,
+    steps: int,
+    learning_rate: float,
+    latent_space: str = "w+",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Find latents whose image matches ``target`` (N, 3, R, R in [-1, 1]) by gradient descent.
+
+    Starts every row at the mean w and minimises pixel MSE with Adam, in W (one w for all layers)
+    or W+ (one w per layer: closer fits, less regular latents). Rows are independent: the loss is
+    a sum of per-row means and Adam's update is element-wise, so batching changes no result.
+    Returns (w_plus (N, n_latent, style_dim), image (N, 3, R, R), per-row final MSE (N,)).
+    """
+    if target.ndim != 4 or target.shape[1:] != (3, generator.resolution, generator.resolution):
+        raise ValueError(f"target must be (N, 3, {generator.resolution}, {generator.resolution}), got {tuple(target.shape)}")
+    if latent_space not in ("w", "w+"):
+        raise ValueError(f"latent_space must be 'w' or 'w+', got {latent_space!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n, n_latent = target.shape[0], generator.n_latent
+    depth = 1 if latent_space == "w" else n_latent
+    with torch.inference_mode(False), torch.enable_grad():
+        start = mean_w.detach().reshape(1, 1, -1).to(target.device)
+        w = start.repeat(n, depth, 1).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([w], lr=learning_rate)
+        target = target.detach().clone()
+        for _ in range(steps):
+            image = generator.synthesis(w.expand(n, n_latent, -1), noise_mode="const")
+            loss = (image - target).pow(2).mean(dim=(1, 2, 3)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.inference_mode():
+        w_plus = w.detach().expand(n, n_latent, -1).clone()
+        image = generator.synthesis(w_plus, noise_mode="const")
+        mse = (image - target).pow(2).mean(dim=(1, 2, 3))
+    return w_plus, image, mse
