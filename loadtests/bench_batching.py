@@ -82,6 +82,26 @@ async def served_throughput(url: str, model: str, concurrency: int, n_requests: 
     }
 
 
+def render_chart(figures: dict, path: Path) -> None:
+    """Horizontal bars of images/s: raw at every batch size, served at every concurrency (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    rows = [(f"raw batch {b}", float(v), (90, 120, 200)) for b, v in figures["raw"].items()]
+    rows += [(f"served c={c}", float(v["throughput"]), (220, 120, 60)) for c, v in figures["served"].items()]
+    width, bar_h, left, right = 720, 26, 130, 70
+    image = Image.new("RGB", (width, 40 + bar_h * len(rows) + 10), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), f"style sample, images/s - {figures['device']}", fill="black")
+    peak = max(value for _, value, _ in rows)
+    for index, (label, value, colour) in enumerate(rows):
+        top = 40 + index * bar_h
+        draw.text((10, top + 7), label, fill="black")
+        length = int((width - left - right) * value / peak)
+        draw.rectangle([left, top + 3, left + length, top + bar_h - 3], fill=colour)
+        draw.text((left + length + 6, top + 7), f"{value:.1f}", fill="black")
+    image.save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="running service; default: start one locally")
@@ -90,8 +110,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--raw-seconds", type=float, default=3.0)
-    parser.add_argument("--out", default="bench-out", help="folder for the JSON of the figures")
+    parser.add_argument("--out", default="bench-out", help="folder for the figures (JSON, Markdown table, PNG chart)")
+    parser.add_argument("--replot", help="only redraw the chart of a bench_batching.json written earlier")
     args = parser.parse_args()
+    if args.replot:
+        render_chart(json.loads(Path(args.replot).read_text()), Path(args.replot).with_suffix(".png"))
+        return
 
     from service.config import REPO_ROOT
 
@@ -129,7 +153,9 @@ def main() -> None:
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_batching.json").write_text(json.dumps({"device": device, "raw": raw, "served": served}, indent=2))
+    figures = {"device": device, "raw": raw, "served": served}
+    (out / "bench_batching.json").write_text(json.dumps(figures, indent=2))
+    render_chart(json.loads(json.dumps(figures)), out / "bench_batching.png")
     (out / "bench_batching.md").write_text("\n".join(lines) + "\n")
 
 

@@ -245,9 +245,8 @@ class Ingress:
         return self._model_info(await run_in_threadpool(self.registry.get_manifest, name))
 
     # ---- assets ----------------------------------------------------------------------------
-    def _asset_info(self, asset_id: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:
+    def _asset_info(self, asset_id: str, key: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:
         meta = head.get("metadata") or {}
-        key = self._asset_or_result_key(asset_id, head)
         return AssetInfo(
             asset_id=asset_id, size=int(head["size"]), content_type=head.get("content_type") or "application/octet-stream",
             kind=meta.get("kind", "image"), width=int(meta["width"]) if "width" in meta else None,
@@ -255,15 +254,12 @@ class Ingress:
             url=self.store.presign_get(key), url_expires_in_s=self.settings.presign_expires_s, created=created,
         )
 
-    def _asset_or_result_key(self, asset_id: str, head: dict[str, Any]) -> str:
-        return head.get("_key") or self.store.asset_key(asset_id)
-
     def _find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
         """Asset ids name uploads (``assets/``) and edit results (``results/``), both server-minted keys."""
         for key in (self.store.asset_key(asset_id), self.store.result_key(asset_id)):
             head = self.store.head(key)
             if head is not None:
-                return key, {**head, "_key": key}
+                return key, head
         raise NotFound(f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
 
     def _store_asset(self, data: bytes, content_type: str, kind: str) -> AssetInfo:
@@ -279,7 +275,7 @@ class Ingress:
         key = self.store.asset_key(asset_id)
         created = self.store.put_if_absent(key, data, content_type=content_type, metadata=metadata)
         head = self.store.head(key) or {"size": len(data), "content_type": content_type, "metadata": metadata}
-        return self._asset_info(asset_id, {**head, "_key": key}, created=created)
+        return self._asset_info(asset_id, key, head, created=created)
 
     @api.post(
         "/v1/assets", response_model=AssetInfo, status_code=201, tags=["assets"],
@@ -333,7 +329,7 @@ class Ingress:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
         key, head = await run_in_threadpool(self._find_asset, asset_id)
-        info = self._asset_info(asset_id, head)
+        info = self._asset_info(asset_id, key, head)
         if redirect:
             return RedirectResponse(info.url, status_code=307)
         return JSONResponse(info.model_dump(mode="json"))
