@@ -159,7 +159,7 @@ def test_convert_and_load_round_trip(tmp_path: Path, gen: Generator) -> None:
     assert manifest["family"] == "style" and manifest["format"] == "stylegan2"
     assert manifest["source_format"] == "rosinality-stylegan2-pytorch"
     assert (manifest["resolution"], manifest["style_dim"], manifest["n_latent"]) == (32, 32, gen.n_latent)
-    assert manifest["ops"] == ["sample"] and manifest["random_init"] is False
+    assert manifest["ops"] == ["sample", "project"] and manifest["random_init"] is False
     assert json.loads((tmp_path / "out" / "model.json").read_text()) == manifest
 
     data = (tmp_path / "out" / "weights.safetensors").read_bytes()
