@@ -7,6 +7,7 @@ once per session in a temporary directory. The session fixture points this proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,25 @@ _S3_ENV_CLEARED = (
 )
 
 
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str], cleared: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set (and clear) environment variables, refresh Settings, and restore both afterwards."""
+    saved = {name: os.environ.get(name) for name in (*values, *cleared)}
+    for name in cleared:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
 # ------------------------------------------------------------------------------ storage
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
@@ -42,21 +62,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "COLLAGE_S3_BUCKET": TEST_BUCKET,
     }
-    saved = {name: os.environ.get(name) for name in (*env, *_S3_ENV_CLEARED)}
-    for name in _S3_ENV_CLEARED:
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        AssetStore(get_settings()).ensure_bucket()
-        yield server
+        with patched_environ(env, _S3_ENV_CLEARED):
+            AssetStore(get_settings()).ensure_bucket()
+            yield server
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
         server.stop()
 
 
@@ -103,21 +113,13 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_BATCH_WAIT_TIMEOUT_S": "0.2",
         "COLLAGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    local = LocalService()
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
+    with patched_environ(env):
+        local = LocalService()
+        local.start()
+        try:
+            yield local
+        finally:
+            local.stop()
 
 
 @pytest.fixture(scope="session")
