@@ -155,7 +155,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     figures = {"device": device, "raw": raw, "served": served}
     (out / "bench_batching.json").write_text(json.dumps(figures, indent=2))
-    render_chart(json.loads(json.dumps(figures)), out / "bench_batching.png")
+    render_chart(figures, out / "bench_batching.png")
     (out / "bench_batching.md").write_text("\n".join(lines) + "\n")
 
 

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -480,14 +481,10 @@ class Ingress:
             if isinstance(cause, ProblemError):
                 raise cause from None
             raise
-        except ProblemError:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "BackPressureError":  # the family's max_queued_requests is reached
-                raise TooManyRequests(f"the {family} deployment is at capacity; retry shortly", headers={"Retry-After": "2"}) from None
-            if type(exc).__name__ == "DeploymentUnavailableError":
-                raise ServiceUnavailable(f"the {family} deployment is unavailable; retry shortly", retry_after_s=5) from None
-            raise
+        except BackPressureError:  # the family's max_queued_requests is reached
+            raise TooManyRequests(f"the {family} deployment is at capacity; retry shortly", headers={"Retry-After": "2"}) from None
+        except DeploymentUnavailableError:
+            raise ServiceUnavailable(f"the {family} deployment is unavailable; retry shortly", retry_after_s=5) from None
         finally:
             metrics.QUEUE_DEPTH.labels(family).dec()
 

@@ -124,9 +124,9 @@ def project(
     depth = 1 if latent_space == "w" else n_latent
     with torch.inference_mode(False), torch.enable_grad():
         start = mean_w.detach().reshape(1, 1, -1).to(target.device)
-        w = start.repeat(n, depth, 1).clone().requires_grad_(True)
+        w = start.repeat(n, depth, 1).requires_grad_(True)  # repeat copies, so w owns its memory
         optimizer = torch.optim.Adam([w], lr=learning_rate)
-        target = target.detach().clone()
+        target = target.detach()
         for _ in range(steps):
             image = generator.synthesis(w.expand(n, n_latent, -1), noise_mode="const")
             loss = (image - target).pow(2).mean(dim=(1, 2, 3)).sum()
