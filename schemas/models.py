@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import ModelName, Sha256Hex
+from schemas.style import LABEL_PATTERN
 
 
 class ModelManifest(BaseModel):
@@ -37,6 +38,33 @@ class OpInfo(BaseModel):
     inputs_schema: dict[str, Any]
 
 
+class CatalogLayer(BaseModel):
+    name: str = Field(description="style layer, e.g. 'convs.3'")
+    channels: int
+    resolution: int = Field(description="output resolution of the layer")
+    to_rgb: bool
+
+
+class CatalogInfo(BaseModel):
+    """The part catalog of a style model (``models/<name>/catalog.json``): what local_transfer can name."""
+
+    k: int = Field(description="number of clusters")
+    labels: list[str] = Field(description="name of each cluster, by index (several clusters may share one)")
+    cluster_layer: str = Field(description="style layer whose input activations were clustered")
+    layers: list[CatalogLayer] = Field(description="layers with a contribution matrix")
+    n_samples: int | None = None
+    seed: int | None = None
+    sha256: str = Field(description="sha256 of catalog.safetensors")
+    created_at: str | None = None
+
+
+class CatalogLabels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: dict[int, Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
+        description="cluster index -> new name, e.g. {\"3\": \"eyes\"}", min_length=1)
+
+
 class ModelInfo(BaseModel):
     name: str
     family: str
@@ -49,6 +77,7 @@ class ModelInfo(BaseModel):
     weights_sha256: str | None
     ops: list[OpInfo]
     arch: dict[str, Any]
+    catalog: CatalogInfo | None = Field(default=None, description="part catalog (style models that have one)")
 
 
 class FamilyInfo(BaseModel):

@@ -27,6 +27,8 @@ class OpSpec:
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
     # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not
     fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None
+    # input fields holding a latent reference whose {"projection": result_id} the ingress resolves
+    latent_inputs: tuple[str, ...] = ()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,33 @@ OPS: dict[str, dict[str, OpSpec]] = {
             prepare=style.prepare_project,
             image_inputs={"image": "RGB"},
             fit_images=style.fit_project_images,
+        ),
+        "catalog": OpSpec(
+            name="catalog",
+            description="Find the model's parts: spherical k-means of layer activations over generated samples, "
+            "contribution matrices per layer; stores the catalog next to the model and returns part maps of samples.",
+            params_model=style.CatalogParams,
+            inputs_model=style.CatalogInputs,
+            prepare=style.prepare_catalog,
+        ),
+        "part_map": OpSpec(
+            name="part_map",
+            description="Colour-coded per-pixel part (cluster) map of an image of the model; extras give the colours.",
+            params_model=style.PartMapParams,
+            inputs_model=style.PartMapInputs,
+            prepare=style.prepare_part_map,
+            latent_inputs=("target",),
+        ),
+        "local_transfer": OpSpec(
+            name="local_transfer",
+            description="Editing in Style: give the target the reference's style in one part (catalog labels or a mask), "
+            "by conditioned interpolation of the style coefficients of the channels that draw it.",
+            params_model=style.LocalTransferParams,
+            inputs_model=style.LocalTransferInputs,
+            prepare=style.prepare_local_transfer,
+            image_inputs={"mask": "L"},
+            fit_images=style.fit_mask_images,
+            latent_inputs=("target", "reference"),
         ),
     },
 }

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import Seed, Sha256Hex, StrictModel
+
+# Defaults of the sequential query (deployments/style/editing.py). The official code
+# (IVRL/GANLocalEditing, StyleInterpolator) takes rho and epsilon without defaults; these are ours:
+# rho 0.1 keeps channels with at least 10% of their energy inside the part; epsilon 10 lets about
+# 10-20 channels per layer through.
+SEQUENTIAL_RHO = 0.1
+SEQUENTIAL_EPSILON = 10.0
+LABEL_PATTERN = r"^[a-z][a-z0-9_\-]{0,31}$"
 
 
 class SampleParams(StrictModel):
@@ -75,3 +85,173 @@ def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: 
             )
         image = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
     return {**images, "image": image}
+
+
+# ---- Editing in Style: latents, catalog, part maps, local transfer ---------------------------------
+
+class LatentRef(StrictModel):
+    """One image of the model, named by exactly one of: a seed, a z or w latent, or a projection."""
+
+    seed: Seed | None = Field(default=None, description="seed of z ~ N(0, I)")
+    z: list[float] | None = Field(default=None, description="latent z, length style_dim")
+    w: list[float] | None = Field(default=None, description="latent w, length style_dim or n_latent*style_dim (W+)")
+    projection: Sha256Hex | None = Field(default=None, description="result_id of a `project` edit of this model: its fitted latent")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "LatentRef":
+        given = [name for name in ("seed", "z", "w", "projection") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of seed, z, w, projection (got {', '.join(given) or 'none'})")
+        return self
+
+
+def canonical_latent(ref: LatentRef, manifest: dict[str, Any], field: str) -> dict[str, Any]:
+    """The latent as it enters the result hash; a projection stays a reference (resolved by the ingress)."""
+    if ref.projection is not None:
+        return {"projection": ref.projection}
+    if ref.seed is not None:
+        return {"seed": ref.seed}
+    try:
+        return prepare_sample(SampleInputs(z=ref.z, w=ref.w), SampleParams(), manifest, lambda: 0)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("inputs.", f"inputs.{field}.")) from None
+
+
+def _catalog_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    catalog = manifest.get("catalog")
+    if not catalog:
+        raise ValueError(
+            f"model {manifest['name']!r} has no part catalog yet: run the 'catalog' op (or `collage catalog build`) first"
+        )
+    return catalog
+
+
+class CatalogParams(StrictModel):
+    k: int = Field(default=8, ge=2, le=32, description="number of parts (spherical k-means clusters)")
+    n_samples: int = Field(default=200, ge=8, le=1000, description="generated samples whose activations are clustered")
+    cluster_layer: str | None = Field(default=None, description="style layer whose input is clustered (default: the plain conv at half resolution)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of the samples and of the k-means initialisation")
+    truncation: float = Field(default=1.0, ge=0.0, le=1.0, description="psi of the samples")
+    iterations: int = Field(default=50, ge=1, le=300, description="k-means iterations at most")
+    labels: list[str] | None = Field(default=None, description="names of the k clusters in order (default cluster_0 ...)")
+
+    @model_validator(mode="after")
+    def _labels_match_k(self) -> "CatalogParams":
+        if self.labels is not None:
+            if len(self.labels) != self.k:
+                raise ValueError(f"labels must name all {self.k} clusters, got {len(self.labels)}")
+            bad = [label for label in self.labels if not re.fullmatch(LABEL_PATTERN, label)]
+            if bad:
+                raise ValueError(f"labels must match {LABEL_PATTERN}, got {bad}")
+        return self
+
+
+class CatalogInputs(StrictModel):
+    """The catalog op reads no inputs: the samples come from params.seed."""
+
+
+def prepare_catalog(inputs: CatalogInputs, params: CatalogParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+    layers = style_layer_names(int(manifest["resolution"]))
+    if params.cluster_layer is not None and params.cluster_layer not in layers:
+        raise ValueError(f"params.cluster_layer {params.cluster_layer!r} is not a style layer; layers are {layers}")
+    # The current catalog is part of the request: rebuilding after another catalog replaced it recomputes.
+    current = (manifest.get("catalog") or {}).get("sha256")
+    return {"current_catalog": current}
+
+
+class PartMapParams(StrictModel):
+    truncation: float = Field(default=1.0, ge=0.0, le=2.0, description="psi for seed/z targets")
+
+
+class PartMapInputs(StrictModel):
+    target: LatentRef = Field(description="the image whose parts are shown")
+
+
+def prepare_part_map(inputs: PartMapInputs, params: PartMapParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+    return {"target": canonical_latent(inputs.target, manifest, "target"), "catalog": _catalog_of(manifest)["sha256"]}
+
+
+QueryRule = Literal["simple", "sequential", "global"]
+
+
+class LocalTransferParams(StrictModel):
+    parts: list[str] = Field(default_factory=list, description="catalog labels of the part(s) to transfer, e.g. ['eyes']")
+    query: QueryRule = Field(default="sequential", description="channel selection: sequential (greedy, paper), simple (q=min(1, strength*M)), global (q=strength everywhere)")
+    strength: float = Field(default=1.0, ge=0.0, le=100.0, description="lambda: scales q in the simple rule; the blend weight (<= 1) in global; unused by sequential")
+    rho: float = Field(default=SEQUENTIAL_RHO, ge=0.0, le=1.0, description="sequential rule: a channel needs M above rho")
+    epsilon: float = Field(default=SEQUENTIAL_EPSILON, gt=0.0, le=1000.0, description="sequential rule: budget of the cumulative (1 - M) over chosen channels")
+    layers: list[str] | None = Field(default=None, description="style layers to edit (default: all); see the catalog's layer table")
+    truncation: float = Field(default=1.0, ge=0.0, le=2.0, description="psi for seed/z latents")
+
+    @model_validator(mode="after")
+    def _strength_in_range(self) -> "LocalTransferParams":
+        if self.query == "global" and self.strength > 1.0:
+            raise ValueError(f"global transfer blends with weight strength in [0, 1], got {self.strength}")
+        return self
+
+
+class LocalTransferInputs(StrictModel):
+    target: LatentRef = Field(description="S: the image that is edited")
+    reference: LatentRef = Field(description="R: the image the part's style comes from")
+    mask: Sha256Hex | None = Field(default=None, description="asset id of a mask on S (white = part), model resolution; instead of params.parts")
+
+
+def prepare_local_transfer(inputs: LocalTransferInputs, params: LocalTransferParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+    catalog = _catalog_of(manifest)
+    canonical: dict[str, Any] = {
+        "target": canonical_latent(inputs.target, manifest, "target"),
+        "reference": canonical_latent(inputs.reference, manifest, "reference"),
+        "catalog": catalog["sha256"],
+    }
+    layer_names = [layer["name"] for layer in catalog["layers"]]
+    unknown_layers = sorted(set(params.layers or []) - set(layer_names))
+    if unknown_layers:
+        raise ValueError(f"params.layers has unknown layer(s) {unknown_layers}; layers are {layer_names}")
+    if params.layers is not None and not params.layers:
+        raise ValueError("params.layers is empty: name at least one layer, or leave it out for all")
+    if params.query == "global":
+        if params.parts or inputs.mask:
+            raise ValueError("a global transfer takes no parts and no mask")
+        return canonical
+    if bool(params.parts) == bool(inputs.mask):
+        raise ValueError("name the part to transfer with params.parts (catalog labels) or inputs.mask, exactly one")
+    if inputs.mask is not None:
+        canonical["mask"] = inputs.mask
+        return canonical
+    labels = catalog["labels"]
+    clusters: set[int] = set()
+    for part in params.parts:
+        found = [k for k, label in enumerate(labels) if label == part]
+        if not found and re.fullmatch(r"cluster_\d+", part) and int(part[8:]) < len(labels):
+            found = [int(part[8:])]
+        if not found:
+            raise ValueError(f"unknown part {part!r}; this model's catalog has {sorted(set(labels))}")
+        clusters.update(found)
+    canonical["clusters"] = sorted(clusters)  # labels resolved: renaming a cluster keeps the result id
+    return canonical
+
+
+def fit_mask_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A mask must be the model's size; it is binarised at 128 and must not be empty."""
+    mask = images.get("mask")
+    if mask is None:
+        return images
+    resolution = int(manifest["resolution"])
+    if mask.shape[:2] != (resolution, resolution):
+        raise ValueError(
+            f"inputs.mask is {mask.shape[1]}x{mask.shape[0]} but model {manifest['name']!r} works at "
+            f"{resolution}x{resolution}: draw the mask at the model's size"
+        )
+    binary = mask >= 128
+    if not binary.any():
+        raise ValueError("inputs.mask is empty (all black): paint the part to transfer in white")
+    return {**images, "mask": binary}
+
+
+def style_layer_names(resolution: int) -> list[str]:
+    """Style layer names of a StyleGAN2 of this resolution, in synthesis order (torch-free mirror
+    of ``Generator.style_layers``)."""
+    names = ["conv1", "to_rgb1"]
+    for k in range(int(math.log2(resolution)) - 2):
+        names += [f"convs.{2 * k}", f"convs.{2 * k + 1}", f"to_rgbs.{k}"]
+    return names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures as cf
 import html
 import io
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 import httpx
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def sample_images() -> dict[str, np.ndarray]:
@@ -60,7 +61,8 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
         say(f"  uploaded {name}: asset {info['asset_id'][:12]}… {info['width']}x{info['height']}")
 
     models = client.get("/v1/models").json()["models"]
-    cards = []
+    cards: list[dict[str, Any]] = []
+    grids: list[dict[str, Any]] = []
     for model in models:
         requests = demo_requests(model, {name: info["asset_id"] for name, info in uploaded})
         if not requests:
@@ -91,12 +93,17 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
         elapsed = time.perf_counter() - started
         repeat = client.post("/v1/edits", json=requests[0]).json()
         say(f"  {len(requests)} edits in {elapsed:.1f} s; repeating the first: cached={repeat['cached']}")
+        if {"local_transfer", "part_map"} <= {op["name"] for op in model["ops"]}:
+            filename = f"{model['name']}-editing-in-style.png"
+            editing_in_style_grid(client, model, say).save(out_dir / filename)
+            say(f"  Editing in Style grid (S, R, S with R's part ..., S's part map): {out_dir / filename}")
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"]})
 
     if cards:
         contact_sheet([out_dir / card["file"] for card in cards]).save(out_dir / "contact_sheet.png")
         say(f"contact sheet: {out_dir / 'contact_sheet.png'}")
     page = out_dir / "index.html"
-    page.write_text(render_gallery(cards, uploaded))
+    page.write_text(render_gallery(cards, uploaded, grids))
     say(f"gallery: {page}")
     return page
 
@@ -111,7 +118,50 @@ def contact_sheet(files: list[Path], columns: int = 8, cell: int = 128) -> Image
     return sheet
 
 
-def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]]) -> str:
+def _edit_png(client: httpx.Client, body: dict[str, Any]) -> tuple[Image.Image, dict[str, Any]]:
+    response = client.post("/v1/edits", json={**body, "output": {"inline": True}})
+    if response.status_code != 200:
+        raise RuntimeError(f"edit failed: {response.status_code} {response.text}")
+    result = response.json()
+    return Image.open(io.BytesIO(base64.b64decode(result["image_base64"]))).convert("RGB"), result
+
+
+def editing_in_style_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
+                          pairs: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8)), cell: int = 128) -> Image.Image:
+    """One row per (S, R) seed pair: S, R, S with R's part for up to three parts, S's part map.
+
+    A model without a catalog gets one first (the `catalog` op, 6 parts from 64 samples)."""
+    name = model["name"]
+    catalog = model.get("catalog")
+    if catalog is None:
+        say(f"  {name} has no part catalog: building one (catalog op, k=6, 64 samples) …")
+        _, result = _edit_png(client, {"model": name, "op": "catalog", "params": {"k": 6, "n_samples": 64}})
+        catalog = result["extras"]["catalog"]
+    preferred = [label for label in ("eyes", "mouth", "hair") if label in catalog["labels"]]
+    parts = preferred or list(dict.fromkeys(catalog["labels"]))[:3]
+    header = ["S (target)", "R (reference)", *[f"S + R's {part}" for part in parts], "part map of S"]
+    font_h = 18
+    grid = Image.new("RGB", (cell * len(header), font_h + cell * len(pairs)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, text in enumerate(header):
+        draw.text((column * cell + 4, 3), text, fill="black")
+    for row, (s, r) in enumerate(pairs):
+        target, reference = {"seed": s}, {"seed": r}
+        tiles = [_edit_png(client, {"model": name, "op": "sample", "inputs": target})[0],
+                 _edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0]]
+        for part in parts:
+            image, result = _edit_png(client, {"model": name, "op": "local_transfer", "params": {"parts": [part]},
+                                               "inputs": {"target": target, "reference": reference}})
+            tiles.append(image)
+            say(f"    seeds {s} <- {r}: {part}: {result['extras']['total_channels_changed']} channels changed")
+        tiles.append(_edit_png(client, {"model": name, "op": "part_map", "inputs": {"target": target}})[0])
+        for column, tile in enumerate(tiles):
+            grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, font_h + row * cell))
+    return grid
+
+
+def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]],
+                   grids: list[dict[str, Any]] | None = None) -> str:
     items = []
     for card in cards:
         t = card["timings"]
@@ -120,10 +170,14 @@ def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[s
                    + (" · cached" if card["cached"] else f"<br>batch {t['batch_size']} · compute {t['compute_ms']:.0f} ms"))
         warn = '<div class="warn">random-init weights</div>' if card["random_init"] else ""
         items.append(f'<figure><img src="{html.escape(card["file"])}" width="128">{warn}<figcaption>{caption}</figcaption></figure>')
+    style_grids = "".join(
+        f'<h2>Editing in Style: {html.escape(g["model"])}</h2>'
+        + ('<div class="warn">random-init weights: parts are clusters of noise</div>' if g["random_init"] else "")
+        + f'<img src="{html.escape(g["file"])}" style="max-width:100%">' for g in (grids or []))
     assets = "".join(f'<figure><img src="input-{html.escape(n)}.png" height="128"><figcaption>{html.escape(n)}: '
                      f"<code>{i['asset_id'][:16]}…</code> {i['width']}x{i['height']}</figcaption></figure>" for n, i in uploaded)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Collage demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:6px;width:180px;vertical-align:top;font-size:11px}}
 img{{image-rendering:pixelated;border:1px solid #ccc;max-width:170px}} .warn{{color:#b00;font-weight:bold}}</style></head><body>
 <h1>Collage demo</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by <code>collage demo</code>.</p>
-<h2>Uploaded assets</h2>{assets}<h2>Edits</h2>{''.join(items)}</body></html>"""
+<h2>Uploaded assets</h2>{assets}{style_grids}<h2>Edits</h2>{''.join(items)}</body></html>"""

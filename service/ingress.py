@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.assets import AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest
 from schemas.edits import EditRequest, EditResponse, Timings
-from schemas.models import FamilyInfo, ModelInfo, ModelList
+from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
 from schemas.ops import OPS, get_op
 from schemas.problems import Problem
 from service import metrics
@@ -230,6 +230,7 @@ class Ingress:
             random_init=bool(manifest.get("random_init")), description=manifest.get("description", ""),
             weights_sha256=manifest.get("weights_sha256"), arch=manifest.get("arch", {}),
             ops=[family_ops[op].info() for op in manifest.get("ops", []) if op in family_ops],
+            catalog=manifest.get("catalog"),
         )
 
     @api.get("/v1/models", response_model=ModelList, tags=["models"], summary="Families, checkpoints and op parameters",
@@ -244,6 +245,14 @@ class Ingress:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
         return self._model_info(await run_in_threadpool(self.registry.get_manifest, name))
+
+    @api.put("/v1/models/{name}/catalog/labels", response_model=CatalogInfo, tags=["models"],
+             summary="Name clusters of a model's part catalog (e.g. {\"labels\": {\"3\": \"eyes\"}})",
+             responses={s: _PROBLEM_RESPONSES[s] for s in (404, 422)})
+    async def label_catalog(self, name: str, body: CatalogLabels) -> CatalogInfo:
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
+            raise NotFound(f"model {name!r} is not registered")
+        return CatalogInfo.model_validate(await run_in_threadpool(self.registry.set_catalog_labels, name, body.labels))
 
     # ---- assets ----------------------------------------------------------------------------
     def _asset_info(self, asset_id: str, key: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:
@@ -428,7 +437,12 @@ class Ingress:
             except ValueError as exc:
                 raise Unprocessable(str(exc)) from None
 
-        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=canonical_inputs, images=images, submitted_at=time.time())
+        task_inputs = canonical_inputs
+        if spec.latent_inputs:
+            t = time.perf_counter()
+            task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
+            storage_s += time.perf_counter() - t
+        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time())
         output = await self._dispatch(family, handle, task)
         metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
@@ -442,6 +456,8 @@ class Ingress:
                                     json.dumps(output.extras, separators=(",", ":")).encode(), "application/json")
         await run_in_threadpool(self.store.put, result_key, output.png, "image/png", metadata)
         storage_s += time.perf_counter() - t
+        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
+            self.registry.invalidate(body.model)
         return self._edit_response(
             body, manifest, result_id, result_key, cached=False, seed=canonical_inputs.get("seed"), width=output.width,
             height=output.height, png=output.png, extras=output.extras,
@@ -452,6 +468,24 @@ class Ingress:
 
     def _extras_key(self, result_id: str) -> str:
         return self.store.result_key(result_id) + ".json"
+
+    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:
+        """Replace each {"projection": result_id} by the W/W+ latent that `project` edit stored."""
+        resolved = dict(inputs)
+        for field in fields:
+            ref = inputs.get(field)
+            if not isinstance(ref, dict) or "projection" not in ref:
+                continue
+            result_id = ref["projection"]
+            head = self.store.head(self.store.result_key(result_id))
+            meta = (head or {}).get("metadata") or {}
+            if head is None or meta.get("op") != "project" or not meta.get("extras"):
+                raise Unprocessable(f"inputs.{field}.projection {result_id} is not the result_id of a finished 'project' edit")
+            if meta.get("model") != model:
+                raise Unprocessable(f"inputs.{field}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
+            extras = json.loads(self.store.get(self._extras_key(result_id)))
+            resolved[field] = {"projection": result_id, "w": extras["w"]}
+        return resolved
 
     def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
         images = {}

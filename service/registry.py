@@ -19,6 +19,8 @@ from service.storage import AssetStore
 
 MANIFEST = "model.json"
 WEIGHTS = "weights.safetensors"
+CATALOG = "catalog.safetensors"  # part catalog tensors (style family), see deployments/style/catalog.py
+CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into the manifest as "catalog"
 
 
 class IntegrityFailure(ProblemError):
@@ -44,9 +46,18 @@ class ModelRegistry:
         except NotFound:
             raise NotFound(f"model {name!r} is not registered; GET /v1/models lists the available ones") from None
         manifest = json.loads(raw)
+        catalog = self._catalog_meta(name)
+        # A catalog describes one set of weights; after re-registration it is stale until rebuilt.
+        if catalog is not None and catalog.get("weights_sha256") == manifest.get("weights_sha256"):
+            manifest["catalog"] = catalog
         with self._lock:
             self._cache[name] = (now, manifest)
         return manifest
+
+    def invalidate(self, name: str) -> None:
+        """Forget the cached manifest of ``name`` (after this process learns it changed)."""
+        with self._lock:
+            self._cache.pop(name, None)
 
     def list_manifests(self) -> list[dict[str, Any]]:
         names = sorted(
@@ -69,7 +80,53 @@ class ModelRegistry:
             raise IntegrityFailure(f"weights of model {name!r} do not match the sha256 in its manifest")
         return data
 
+    def _catalog_meta(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get(self.store.model_key(name, CATALOG_META)))
+        except NotFound:
+            return None
+
+    def load_catalog(self, name: str) -> tuple[bytes, dict[str, Any]]:
+        """(catalog.safetensors bytes, catalog.json) of a model, the bytes checked against its sha256."""
+        meta = self.get_manifest(name).get("catalog")
+        if meta is None:
+            raise NotFound(f"model {name!r} has no part catalog; build one with the 'catalog' op or `collage catalog build`")
+        data = self.store.get(self.store.model_key(name, CATALOG))
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise IntegrityFailure(f"catalog of model {name!r} does not match the sha256 in its catalog.json")
+        return data, meta
+
     # ---- writing -----------------------------------------------------------------------
+    def put_catalog(self, name: str, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
+        """Store a part catalog next to the model: tensors first, then the JSON that makes it visible."""
+        manifest = self.get_manifest(name)  # 404 for an unknown model
+        meta = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                "weights_sha256": manifest.get("weights_sha256")}
+        meta.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        self.store.put(self.store.model_key(name, CATALOG), data, content_type="application/octet-stream")
+        self._write_catalog_meta(name, meta)
+        return meta
+
+    def set_catalog_labels(self, name: str, labels: dict[int, str]) -> dict[str, Any]:
+        """Rename clusters (index -> label); the tensors and their sha256 stay as they are."""
+        meta = self.get_manifest(name).get("catalog")
+        if meta is None:
+            raise NotFound(f"model {name!r} has no part catalog to label")
+        names = list(meta["labels"])
+        for index, label in labels.items():
+            if not 0 <= index < len(names):
+                raise Unprocessable(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
+            names[index] = label
+        meta = {**meta, "labels": names}
+        self._write_catalog_meta(name, meta)
+        return meta
+
+    def _write_catalog_meta(self, name: str, meta: dict[str, Any]) -> None:
+        body = json.dumps(meta, indent=2, sort_keys=True).encode()
+        self.store.put(self.store.model_key(name, CATALOG_META), body, content_type="application/json")
+        with self._lock:
+            self._cache.pop(name, None)
+
     def register(self, manifest: dict[str, Any], weights: bytes, extra_files: dict[str, bytes] | None = None) -> dict[str, Any]:
         manifest = dict(manifest)
         manifest["weights_sha256"] = hashlib.sha256(weights).hexdigest()
@@ -117,5 +174,11 @@ class ModelRegistry:
             stale = current.get("weights_sha256") != sha or any(current.get(k) != v for k, v in manifest.items())
             if stale:
                 self.register_dir(directory)
+                registered.append(manifest["name"])
+            elif "catalog" not in current and (directory / CATALOG_META).is_file():
+                # A shipped catalog fills a gap only: one built or relabelled in the store wins.
+                meta = json.loads((directory / CATALOG_META).read_text())
+                self.store.put(self.store.model_key(manifest["name"], CATALOG), (directory / CATALOG).read_bytes())
+                self._write_catalog_meta(manifest["name"], meta)
                 registered.append(manifest["name"])
         return registered

@@ -36,6 +36,7 @@ WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "model.json"
 LATENT_AVG_KEY = "latent_avg"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")  # same rule as schemas.common.ModelName
+STYLE_OPS = ("sample", "project", "catalog", "part_map", "local_transfer")  # what a converted model serves
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def convert_rosinality(
         "resolution": config.resolution,
         "style_dim": config.style_dim,
         "n_latent": config.n_latent,
-        "ops": ["sample", "project"],
+        "ops": list(STYLE_OPS),
         "random_init": bool(random_init),
         "description": description,
     }

@@ -8,10 +8,13 @@ from typing import Any, Hashable
 import torch
 from ray import serve
 
-from deployments.style import ops
+import numpy as np
+
+from deployments.style import editing, ops
+from deployments.style.catalog import PALETTE, Catalog, build_catalog, cluster_maps, colorize, mask_part_weights, upsample_labels
 from deployments.style.checkpoint import load_generator
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
-from service.errors import Unprocessable
+from service.errors import Conflict, Unprocessable
 from service.family import FamilyDeployment, GroupOutput
 from service.tasks import EditTask
 
@@ -21,29 +24,36 @@ class LoadedStyleModel:
     generator: Generator  # eval mode, on the replica's device
     mean_w: torch.Tensor  # (style_dim,) truncation centre: the checkpoint's latent_avg or a seeded estimate
     manifest: dict[str, Any]
+    catalogs: dict[str, Catalog] = dataclasses.field(default_factory=dict)  # part catalogs by sha256
+
+
+def ws_from_latent(model: LoadedStyleModel, latent: dict[str, Any], truncation: float) -> torch.Tensor:
+    """One canonical latent ({seed} | {z} | {w}, projections resolved to {w}) -> W+ (n_latent, style_dim).
+
+    Truncation lerps every latent toward the model's mean w (psi = 1: unchanged).
+    """
+    generator = model.generator
+    device = model.mean_w.device
+    n_latent, style_dim = generator.n_latent, model.mean_w.shape[-1]
+    if "w" in latent:
+        w = torch.tensor(latent["w"], dtype=torch.float32, device=device)
+        ws = w.view(1, style_dim).expand(n_latent, style_dim) if w.numel() == style_dim else w.view(n_latent, style_dim)
+    else:
+        if "z" in latent:
+            z = torch.tensor(latent["z"], dtype=torch.float32).view(1, style_dim)
+        else:
+            z = ops.latents_from_seeds([int(latent["seed"])], style_dim)
+        ws = generator.mapping(z.to(device)).view(1, style_dim).expand(n_latent, style_dim)
+    if truncation == 1.0:
+        return ws
+    return model.mean_w.view(1, -1) + float(truncation) * (ws - model.mean_w.view(1, -1))
 
 
 def sample_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> torch.Tensor:
     """Seeds, z and w requests of one model as one W+ batch -> images (N, 3, R, R) in [-1, 1]."""
-    generator = model.generator
-    device = model.mean_w.device
-    n_latent, style_dim = generator.n_latent, model.mean_w.shape[-1]
-    ws = []
     with torch.inference_mode():
-        for task in tasks:
-            if "w" in task.inputs:
-                w = torch.tensor(task.inputs["w"], dtype=torch.float32, device=device)
-                ws.append(w.view(-1, style_dim).expand(n_latent, style_dim) if w.numel() == style_dim else w.view(n_latent, style_dim))
-                continue
-            if "z" in task.inputs:
-                z = torch.tensor(task.inputs["z"], dtype=torch.float32).view(1, style_dim)
-            else:
-                z = ops.latents_from_seeds([int(task.inputs["seed"])], style_dim)
-            ws.append(generator.mapping(z.to(device)).view(1, style_dim).expand(n_latent, style_dim))
-        w_plus = torch.stack(ws)  # (N, n_latent, style_dim)
-        psi = torch.tensor([float(t.params.get("truncation", 1.0)) for t in tasks], device=device).view(-1, 1, 1)
-        w_plus = model.mean_w.view(1, 1, -1) + psi * (w_plus - model.mean_w.view(1, 1, -1))
-        return ops.sample(generator, w=w_plus, truncation=1.0)
+        w_plus = torch.stack([ws_from_latent(model, task.inputs, task.params.get("truncation", 1.0)) for task in tasks])
+        return ops.sample(model.generator, w=w_plus, truncation=1.0)
 
 
 def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
@@ -58,6 +68,89 @@ def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch
         latent = row[:1] if params["latent_space"] == "w" else row  # W: every layer holds the same w
         extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params["latent_space"], "mse": float(error)})
     return image, extras
+
+
+def catalog_batch(model: LoadedStyleModel, task: EditTask) -> tuple[Catalog, np.ndarray]:
+    """Build a catalog from the task's params -> (catalog, preview: 8 samples above their part maps)."""
+    p = task.params
+    generator = model.generator
+    catalog = build_catalog(generator, k=int(p["k"]), n_samples=int(p["n_samples"]), seed=int(p["seed"]),
+                            cluster_layer=p.get("cluster_layer"), truncation=float(p["truncation"]),
+                            mean_w=model.mean_w, iterations=int(p["iterations"]))
+    if p.get("labels"):
+        catalog.labels = list(p["labels"])
+    with torch.inference_mode():
+        z = torch.randn(8, generator.style_dim, generator=torch.Generator().manual_seed(int(p["seed"])))
+        styles = generator.styles_from_ws(generator.broadcast_w(generator.mapping(z.to(generator.device))))
+        images, labels = cluster_maps(generator, catalog, styles)
+    maps = colorize(upsample_labels(labels, generator.resolution))
+    preview = np.concatenate([np.concatenate(list(ops.to_uint8_images(images)), 1), np.concatenate(list(maps), 1)], 0)
+    return catalog, preview
+
+
+def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Targets -> colour-coded part maps (N, R, R, 3) and per-task extras (legend, pixel share per label)."""
+    generator = model.generator
+    with torch.inference_mode():
+        ws = torch.stack([ws_from_latent(model, task.inputs["target"], task.params.get("truncation", 1.0)) for task in tasks])
+        _, labels = cluster_maps(generator, catalog, generator.styles_from_ws(ws))
+    full = upsample_labels(labels, generator.resolution)
+    extras = []
+    for row in full:
+        counts = torch.bincount(row.flatten(), minlength=catalog.k).tolist()
+        share: dict[str, float] = {}
+        for k, count in enumerate(counts):
+            share[catalog.labels[k]] = share.get(catalog.labels[k], 0.0) + count / row.numel()
+        legend = {f"{k}:{label}": PALETTE[k % len(PALETTE)].tolist() for k, label in enumerate(catalog.labels)}
+        extras.append({"legend": legend, "share": {k: round(v, 4) for k, v in share.items() if v > 0}})
+    return colorize(full), extras
+
+
+def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """(S, R, part) requests as one batch: sigma_G = sigma_S + Q (sigma_R - sigma_S) per layer -> images + extras."""
+    generator = model.generator
+    device = model.mean_w.device
+    with torch.inference_mode():
+        ws_target = torch.stack([ws_from_latent(model, t.inputs["target"], t.params.get("truncation", 1.0)) for t in tasks])
+        ws_reference = torch.stack([ws_from_latent(model, t.inputs["reference"], t.params.get("truncation", 1.0)) for t in tasks])
+        styles_target = generator.styles_from_ws(ws_target)
+        styles_reference = generator.styles_from_ws(ws_reference)
+        part_weights = torch.zeros(len(tasks), catalog.k, device=device)
+        masked = [i for i, t in enumerate(tasks) if "mask" in t.images]
+        if masked:  # a mask names a part by how it overlaps the target's own cluster map
+            _, labels = cluster_maps(generator, catalog, [s[masked] for s in styles_target])
+            masks = torch.from_numpy(np.stack([tasks[i].images["mask"] for i in masked])).to(device)
+            part_weights[masked] = mask_part_weights(labels, masks, catalog.k).to(device)
+        for i, task in enumerate(tasks):
+            for k in task.inputs.get("clusters", []):
+                part_weights[i, k] = 1.0
+        queries: list[torch.Tensor | None] = []
+        changed: list[dict[str, int]] = [{} for _ in tasks]
+        for layer in generator.style_layers:
+            m = catalog.contributions[layer.name].to(device)  # (K, C)
+            q = torch.zeros(len(tasks), layer.channels, device=device)
+            for i, task in enumerate(tasks):
+                p = task.params
+                if p.get("layers") is not None and layer.name not in p["layers"]:
+                    continue
+                if p["query"] == "global":
+                    q[i] = editing.global_query(layer.channels, float(p["strength"])).to(device)
+                    continue
+                m_part = editing.part_contribution(m, part_weights[i])
+                if p["query"] == "simple":
+                    q[i] = editing.simple_query(m_part, float(p["strength"]))
+                else:
+                    q[i] = editing.sequential_query(m_part, rho=float(p["rho"]), epsilon=float(p["epsilon"]))
+                changed[i][layer.name] = int((q[i] > 0).sum())
+            queries.append(q)
+        styles = editing.interpolate_styles(styles_target, styles_reference, queries)
+        images = generator.synthesis_from_styles(styles, noise_mode="const")
+    extras = []
+    for i, task in enumerate(tasks):
+        weights = {f"{k}:{catalog.labels[k]}": round(float(v), 4) for k, v in enumerate(part_weights[i].tolist()) if v > 0}
+        extras.append({"part_weights": weights, "channels_changed": {k: v for k, v in changed[i].items() if v},
+                       "total_channels_changed": sum(changed[i].values())})
+    return images, extras
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
@@ -78,13 +171,39 @@ class StyleDeployment(FamilyDeployment):
         if task.op == "project":  # one optimisation loop needs one step count, rate and latent space
             p = task.params
             return (task.images["image"].shape, p["steps"], p["learning_rate"], p["latent_space"])
+        if task.op == "catalog":  # each build is its own job
+            return id(task)
+        if task.op in ("part_map", "local_transfer"):  # one catalog per batch
+            return task.inputs["catalog"]
         return ()  # every sample request of a model maps to one W+ batch of the same output shape
+
+    def catalog_for(self, model: LoadedStyleModel, model_name: str, sha256: str) -> Catalog:
+        """The catalog a request was validated against, loaded once per replica and checked."""
+        if sha256 not in model.catalogs:
+            data, meta = self.registry.load_catalog(model_name)
+            if meta["sha256"] != sha256:
+                raise Conflict(f"the catalog of {model_name!r} was replaced while this request was queued; send it again")
+            model.catalogs = {sha256: Catalog.from_bytes(data, meta)}
+        return model.catalogs[sha256]
 
     def run_group(self, model: LoadedStyleModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
         if op == "sample":
             return [GroupOutput(image) for image in ops.to_uint8_images(sample_batch(model, tasks))]
         if op == "project":
             images, extras = project_batch(model, tasks)
+            return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
+        if op == "catalog":
+            (task,) = tasks
+            catalog, preview = catalog_batch(model, task)
+            meta = self.registry.put_catalog(task.model, catalog.to_bytes(), catalog.meta(model.generator.style_layers))
+            model.catalogs = {meta["sha256"]: catalog}
+            return [GroupOutput(preview, {"catalog": meta})]
+        if op in ("part_map", "local_transfer"):
+            catalog = self.catalog_for(model, tasks[0].model, tasks[0].inputs["catalog"])
+            if op == "part_map":
+                maps, extras = part_map_batch(model, catalog, tasks)
+                return [GroupOutput(image, extra) for image, extra in zip(maps, extras)]
+            images, extras = local_transfer_batch(model, catalog, tasks)
             return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
         raise Unprocessable(f"style op {op!r} is not served by this deployment")
 

@@ -249,6 +249,9 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
+        # Fused: one grouped conv with per-sample weights (the port's default). Unfused: modulate
+        # activations and share one weight across the batch, which is much faster to train on CPU.
+        self.fused = True
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self.modulated(x, self.modulation(w))
@@ -259,6 +262,8 @@ class ModulatedConv2d(nn.Module):
         k = self.kernel_size
         _check(c == self.in_channels, f"ModulatedConv2d expects {self.in_channels} input channels, got {c}")
         _check(tuple(s.shape) == (n, c), f"style coefficients must be {(n, c)}, got {tuple(s.shape)}")
+        if not self.fused:
+            return self._modulated_unfused(x, s)
         weight = self.scale * self.weight * s.view(n, 1, c, 1, 1)  # (N, out, in, k, k)
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
@@ -272,6 +277,21 @@ class ModulatedConv2d(nn.Module):
             weight = weight.reshape(n * self.out_channels, c, k, k)
             out = F.conv2d(x, weight, padding=self.padding, groups=n)
             out = out.view(n, self.out_channels, out.shape[-2], out.shape[-1])
+        return out
+
+    def _modulated_unfused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Same result as the fused path up to float rounding: scale the input by s, convolve with the
+        shared weight, then scale the output by the per-sample demodulation factor."""
+        n = x.shape[0]
+        weight = self.scale * self.weight[0]  # (out, in, k, k)
+        x = x * s.view(n, -1, 1, 1)
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            demod = torch.rsqrt((weight.unsqueeze(0) * s.view(n, 1, -1, 1, 1)).pow(2).sum([2, 3, 4]) + 1e-8)  # (N, out)
+            out = out * demod.view(n, -1, 1, 1)
         return out
 
     def extra_repr(self) -> str:
@@ -411,6 +431,13 @@ class Generator(nn.Module):
     def feature_layers(self) -> list[StyleLayer]:
         """The styled convs whose activations ``return_features=True`` returns, in that order."""
         return [layer for layer in self.style_layers if not layer.to_rgb]
+
+    def set_fused_modconv(self, fused: bool) -> "Generator":
+        """Choose the fused (grouped-conv) or unfused modulated convolution in every layer; same outputs."""
+        for module in self.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.fused = bool(fused)
+        return self
 
     @property
     def device(self) -> torch.device:
