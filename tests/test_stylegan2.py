@@ -159,7 +159,7 @@ def test_convert_and_load_round_trip(tmp_path: Path, gen: Generator) -> None:
     assert manifest["family"] == "style" and manifest["format"] == "stylegan2"
     assert manifest["source_format"] == "rosinality-stylegan2-pytorch"
     assert (manifest["resolution"], manifest["style_dim"], manifest["n_latent"]) == (32, 32, gen.n_latent)
-    assert manifest["ops"] == ["sample", "project"] and manifest["random_init"] is False
+    assert manifest["ops"] == ["sample", "project", "catalog", "part_map", "local_transfer"] and manifest["random_init"] is False
     assert json.loads((tmp_path / "out" / "model.json").read_text()) == manifest
 
     data = (tmp_path / "out" / "weights.safetensors").read_bytes()
@@ -340,3 +340,16 @@ def test_shipped_demo_checkpoint_loads() -> None:
     assert img.shape == (1, 3, manifest["resolution"], manifest["resolution"])
     assert (root / "weights.safetensors").stat().st_size < 5_000_000
     assert set(safetensors.torch.load_file(root / "weights.safetensors")) == {*g.state_dict(), "latent_avg"}
+
+
+def test_unfused_modulated_conv_matches_the_fused_one():
+    """Training uses the unfused form (shared weight, modulated activations); it must be the same maths."""
+    torch.manual_seed(0)
+    gen = Generator(StyleGAN2Config(resolution=32, style_dim=32, n_mlp=2, channel_max=32)).eval()
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-trivial biases and noise strengths
+        z = torch.randn(3, 32)
+        fused = gen(z=z)
+        unfused = gen.set_fused_modconv(False)(z=z)
+    assert torch.allclose(fused, unfused, atol=1e-4, rtol=1e-4)
