@@ -56,16 +56,34 @@ def projected_faces(generator: Generator, mean_w: torch.Tensor, n: int, seed: in
     return torch.cat(ws), faces.masks, torch.cat(errors)
 
 
-def name_clusters(labels: torch.Tensor, masks: torch.Tensor, k: int) -> tuple[list[str], np.ndarray]:
-    """labels (N, R, R) cluster maps, masks (N, P, R, R) -> a part name per cluster (best IoU) and the IoU table (K, P)."""
-    iou = np.zeros((k, len(PARTS)))
+SMALL_PARTS = ("eyes", "mouth", "nose")  # the parts worth a cluster of their own, even when they lose on IoU
+
+
+def name_clusters(labels: torch.Tensor, masks: torch.Tensor, k: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """labels (N, R, R) cluster maps, masks (N, P, R, R) -> (a part name per cluster, IoU (K, P), lift (K, P)).
+
+    Each cluster first takes the part it overlaps best (IoU). Small parts hardly ever win on IoU at
+    a coarse cluster grid, so then each small part still without a cluster takes the cluster with
+    its best IoU, if that cluster is at least twice as dense in the part as the image is
+    (lift = P(part | cluster) / P(part) >= 2) and its old name is kept by another cluster.
+    """
+    iou, lift = np.zeros((k, len(PARTS))), np.zeros((k, len(PARTS)))
     for c in range(k):
         in_cluster = labels == c
         for p in range(len(PARTS)):
             inter = (in_cluster & masks[:, p]).sum().item()
             union = (in_cluster | masks[:, p]).sum().item()
             iou[c, p] = inter / union if union else 0.0
-    return [PARTS[int(np.argmax(row))] for row in iou], iou
+            lift[c, p] = (inter / max(in_cluster.sum().item(), 1)) / max(masks[:, p].float().mean().item(), 1e-9)
+    names = [PARTS[int(np.argmax(row))] for row in iou]
+    for part in SMALL_PARTS:
+        p = PARTS.index(part)
+        if part in names:
+            continue
+        c = int(np.argmax(iou[:, p]))
+        if lift[c, p] >= 2.0 and names.count(names[c]) > 1:
+            names[c] = part
+    return names, iou, lift
 
 
 def cmd_label(args: argparse.Namespace) -> None:
@@ -73,11 +91,12 @@ def cmd_label(args: argparse.Namespace) -> None:
     ws, masks, mse = projected_faces(generator, mean_w, args.faces, args.seed, args.steps)
     with torch.inference_mode():
         _, labels = cluster_maps(generator, catalog, generator.styles_from_ws(ws))
-    names, iou = name_clusters(upsample_labels(labels, generator.resolution), masks, catalog.k)
-    print(f"projected {args.faces} faces (mean fit MSE {mse.mean():.4f}); IoU of each cluster with each part:")
-    print("cluster  " + "  ".join(f"{p:>10s}" for p in PARTS) + "  -> name")
-    for c, row in enumerate(iou):
-        print(f"{c:7d}  " + "  ".join(f"{v:10.3f}" for v in row) + f"  -> {names[c]}")
+    names, iou, lift = name_clusters(upsample_labels(labels, generator.resolution), masks, catalog.k)
+    print(f"projected {args.faces} faces (mean fit MSE {mse.mean():.4f}); IoU (lift) of each cluster with each part:")
+    print("cluster  " + "  ".join(f"{p:>14s}" for p in PARTS) + "  -> name")
+    for c in range(catalog.k):
+        cells = "  ".join(f"{iou[c, p]:7.3f} ({lift[c, p]:4.1f})" for p in range(len(PARTS)))
+        print(f"{c:7d}  {cells}  -> {names[c]}")
     path = args.dir / "catalog.json"
     meta = json.loads(path.read_text())
     meta["labels"] = names

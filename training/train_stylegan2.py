@@ -123,6 +123,10 @@ def train(args: argparse.Namespace) -> dict:
         os.replace(work / "snapshot.tmp", snapshot)
         sample_grid(g_ema, fixed_z, work / f"samples-{step:06d}.png")
 
+    if args.export_only:  # export the snapshot as it is (e.g. while a run still trains into it)
+        if not (args.resume and step):
+            raise SystemExit("--export-only needs --resume and an existing WORK/snapshot.pt")
+        return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": spent, "fixed_z": fixed_z}
     while step < args.steps and time.perf_counter() - started < budget_s:
         real = render_faces(args.batch, config.resolution, generator=rng).images
 
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", default=None, help="model name (default: the out directory's name)")
     parser.add_argument("--work", default=None, help="snapshots and sample grids (default: OUT/../.train-NAME)")
     parser.add_argument("--resume", action="store_true", help="continue from WORK/snapshot.pt if it exists")
+    parser.add_argument("--export-only", action="store_true", help="with --resume: export the snapshot's g_ema, no training")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--style-dim", type=int, default=128, help="length of z and w")
     parser.add_argument("--n-mlp", type=int, default=4, help="mapping network depth")

@@ -1,0 +1,1 @@
+"""Training data: procedural images with known part layouts."""
