@@ -88,8 +88,8 @@ class ModelRegistry:
 
     def load_catalog(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """(catalog.safetensors bytes, catalog.json) of a model, the bytes checked against its sha256."""
-        meta = self.get_manifest(name).get("catalog")
-        if meta is None:
+        meta = self._catalog_meta(name)  # not the cached manifest: a rebuilt catalog must match its own sha256
+        if meta is None or meta.get("weights_sha256") != self.get_manifest(name).get("weights_sha256"):
             raise NotFound(f"model {name!r} has no part catalog; build one with the 'catalog' op or `collage catalog build`")
         data = self.store.get(self.store.model_key(name, CATALOG))
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):

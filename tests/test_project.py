@@ -58,6 +58,9 @@ def test_project_returns_a_latent_that_sample_reproduces(client):
     result = response.json()
     n_latent, style_dim = json.loads((CHECKPOINT / "model.json").read_text())["n_latent"], 128
     assert len(result["extras"]["w"]) == n_latent * style_dim and result["extras"]["mse"] > 0
+    progress = result["extras"]["progress"]  # the loss along the optimisation: first step, every 10%, final fit
+    assert progress[0]["step"] == 1 and progress[-1] == {"step": 15, "mse": round(result["extras"]["mse"], 6), "final": True}
+    assert [p["step"] for p in progress[1:-1]] == list(range(2, 16)) and progress[-1]["mse"] < progress[0]["mse"]
     projected = decode(httpx.get(result["url"]).content)
 
     replay = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"w": result["extras"]["w"]}}).json()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from deployments.style import editing, ops
 from deployments.style.catalog import Catalog, cluster_maps, colorize, save_meta, upsample_labels
@@ -189,7 +189,15 @@ def _example_grid(generator, catalog, ws_s, ws_r, base, examples, parts, path: P
     columns = [ops.to_uint8_images(base), ops.to_uint8_images(reference), colorize(upsample_labels(labels, generator.resolution))]
     columns += [ops.to_uint8_images(examples[(part, rule)]) for part in parts for rule in ("simple", "sequential")]
     grid = np.concatenate([np.concatenate(list(column), 0) for column in columns], 1)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+    body = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    titles = ["S", "R", "parts of S"] + [f"{part} {rule}" for part in parts for rule in ("simple", "seq.")]
+    cell = body.width // len(titles)
+    image = Image.new("RGB", (body.width, body.height + 16), "white")
+    image.paste(body, (0, 16))
+    draw = ImageDraw.Draw(image)
+    for i, title in enumerate(titles):
+        draw.text((i * cell + 3, 2), title, fill="black")
+    image.save(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,17 +56,31 @@ def sample_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> torch.Tensor
         return ops.sample(model.generator, w=w_plus, truncation=1.0)
 
 
+PROGRESS_POINTS = 10  # loss samples reported per projection (plus the first step and the final fit)
+
+
 def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Project requests of one model sharing (size, steps, learning rate, space) -> images + per-task extras."""
     params = tasks[0].params
     device = model.mean_w.device
     target = ops.images_to_tensor([task.images["image"] for task in tasks], device)
-    w_plus, image, mse = ops.project(model.generator, target, mean_w=model.mean_w, steps=int(params["steps"]),
-                                     learning_rate=float(params["learning_rate"]), latent_space=params["latent_space"])
+    steps = int(params["steps"])
+    every = max(1, steps // PROGRESS_POINTS)
+    trace: list[tuple[int, list[float]]] = []
+
+    def record(step: int, row_mse: torch.Tensor) -> None:
+        if step == 1 or step % every == 0:
+            trace.append((step, row_mse.tolist()))
+
+    w_plus, image, mse = ops.project(model.generator, target, mean_w=model.mean_w, steps=steps,
+                                     learning_rate=float(params["learning_rate"]), latent_space=params["latent_space"],
+                                     on_step=record)
     extras = []
-    for row, error in zip(w_plus, mse):
+    for i, (row, error) in enumerate(zip(w_plus, mse)):
         latent = row[:1] if params["latent_space"] == "w" else row  # W: every layer holds the same w
-        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params["latent_space"], "mse": float(error)})
+        progress = [{"step": step, "mse": round(values[i], 6)} for step, values in trace]
+        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params["latent_space"], "mse": float(error),
+                       "progress": progress + [{"step": steps, "mse": round(float(error), 6), "final": True}]})
     return image, extras
 
 
@@ -135,12 +149,11 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
                     continue
                 if p["query"] == "global":
                     q[i] = editing.global_query(layer.channels, float(p["strength"])).to(device)
-                    continue
-                m_part = editing.part_contribution(m, part_weights[i])
-                if p["query"] == "simple":
-                    q[i] = editing.simple_query(m_part, float(p["strength"]))
+                elif p["query"] == "simple":
+                    q[i] = editing.simple_query(editing.part_contribution(m, part_weights[i]), float(p["strength"]))
                 else:
-                    q[i] = editing.sequential_query(m_part, rho=float(p["rho"]), epsilon=float(p["epsilon"]))
+                    q[i] = editing.sequential_query(editing.part_contribution(m, part_weights[i]),
+                                                    rho=float(p["rho"]), epsilon=float(p["epsilon"]))
                 changed[i][layer.name] = int((q[i] > 0).sum())
             queries.append(q)
         styles = editing.interpolate_styles(styles_target, styles_reference, queries)

@@ -7,7 +7,7 @@ of a batch gives the same result as that request run alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,7 @@ def project(
     steps: int,
     learning_rate: float,
     latent_space: str = "w+",
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Find latents whose image matches ``target`` (N, 3, R, R in [-1, 1]) by gradient descent.
 
@@ -113,6 +114,7 @@ def project(
     or W+ (one w per layer: closer fits, less regular latents). Rows are independent: the loss is
     a sum of per-row means and Adam's update is element-wise, so batching changes no result.
     Returns (w_plus (N, n_latent, style_dim), image (N, 3, R, R), per-row final MSE (N,)).
+    ``on_step(step, mse (N,))`` is called after every step (1-based) with the rows' MSE before it.
     """
     if target.ndim != 4 or target.shape[1:] != (3, generator.resolution, generator.resolution):
         raise ValueError(f"target must be (N, 3, {generator.resolution}, {generator.resolution}), got {tuple(target.shape)}")
@@ -127,12 +129,14 @@ def project(
         w = start.repeat(n, depth, 1).requires_grad_(True)  # repeat copies, so w owns its memory
         optimizer = torch.optim.Adam([w], lr=learning_rate)
         target = target.detach()
-        for _ in range(steps):
+        for step in range(steps):
             image = generator.synthesis(w.expand(n, n_latent, -1), noise_mode="const")
-            loss = (image - target).pow(2).mean(dim=(1, 2, 3)).sum()
+            row_mse = (image - target).pow(2).mean(dim=(1, 2, 3))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            row_mse.sum().backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step + 1, row_mse.detach())
     with torch.inference_mode():
         w_plus = w.detach().expand(n, n_latent, -1).clone()
         image = generator.synthesis(w_plus, noise_mode="const")
