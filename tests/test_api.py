@@ -64,7 +64,7 @@ def test_ray_metrics_port_exports_serve_metrics(client):
 
 def test_models_lists_demo_checkpoint_with_op_parameters(client):
     listing = client.get("/v1/models").json()
-    assert {"name": "style", "deployed": True, "ops": ["project", "sample"]} in listing["families"]
+    assert {"name": "style", "deployed": True, "ops": ["catalog", "local_transfer", "part_map", "project", "sample"]} in listing["families"]
     model = next(m for m in listing["models"] if m["name"] == MODEL)
     assert model["family"] == "style" and model["resolution"] == 64 and model["random_init"] is True
     sample = next(op for op in model["ops"] if op["name"] == "sample")

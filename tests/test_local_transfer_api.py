@@ -27,6 +27,13 @@ def _image(response) -> np.ndarray:
     return decode(base64.b64decode(response.json()["image_base64"]))
 
 
+def _same_image(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to one uint8 level: a cached result may come from another batch size, whose conv
+    kernels can round the last float bit differently (the exact q = 0 / q = 1 identities are
+    tested on tensors in tests/test_catalog.py)."""
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
 def _upload(client, png: bytes) -> str:
     response = client.post("/v1/assets", files={"file": ("x.png", png, "image/png")})
     assert response.status_code in (200, 201), response.text
@@ -82,12 +89,12 @@ def test_transfer_of_eyes_between_two_seeds(client, catalog):
     # Strength 0 asks for no change: exactly S (same styles, same synthesis as `sample`).
     unchanged = _image(_edit(client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 0},
                              {"target": {"seed": 1}, "reference": {"seed": 2}}))
-    assert np.array_equal(unchanged, target)
+    assert _same_image(unchanged, target)
     # Global transfer with weight 1 gives R's styles everywhere: exactly R.
     reference = _image(_edit(client, "sample", inputs={"seed": 2}))
     swapped = _image(_edit(client, "local_transfer", {"query": "global", "strength": 1.0},
                            {"target": {"seed": 1}, "reference": {"seed": 2}}))
-    assert np.array_equal(swapped, reference)
+    assert _same_image(swapped, reference)
 
 
 def test_sequential_query_and_layer_range(client, catalog):
@@ -108,7 +115,7 @@ def test_transfer_onto_a_projected_upload(client, catalog):
     # The projection's own image comes back unchanged at strength 0.
     same = _image(_edit(client, "local_transfer", {"parts": ["eyes"], "strength": 0, "query": "simple"},
                         {"target": {"projection": projection}, "reference": {"seed": 2}}))
-    assert np.array_equal(same, _image(projected))
+    assert _same_image(same, _image(projected))
     assert not np.array_equal(result, same)
 
 
@@ -172,3 +179,14 @@ def test_catalog_params_are_validated(client):
     assert_problem(_edit(client, "catalog", {"k": 1}), 422)
     assert_problem(_edit(client, "catalog", {"k": 3, "labels": ["a", "b"]}), 422)
     assert_problem(_edit(client, "catalog", {"cluster_layer": "convs.77"}), 422)
+
+
+def test_shipped_faces_model_serves_its_catalog(client):
+    """The trained demo model ships a labelled catalog: it is listed and its parts can be named at once."""
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["style-faces"]
+    assert listed["random_init"] is False and listed["resolution"] == 32
+    assert {"eyes", "mouth"} <= set(listed["catalog"]["labels"]) and listed["catalog"]["k"] == 12
+    response = _edit(client, "local_transfer", {"parts": ["eyes"]},
+                     {"target": {"seed": 1}, "reference": {"seed": 2}}, model="style-faces")
+    assert _image(response).shape == (32, 32, 3)
+    assert response.json()["extras"]["total_channels_changed"] > 0
