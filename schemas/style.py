@@ -218,17 +218,29 @@ def prepare_local_transfer(inputs: LocalTransferInputs, params: LocalTransferPar
     if inputs.mask is not None:
         canonical["mask"] = inputs.mask
         return canonical
-    labels = catalog["labels"]
-    clusters: set[int] = set()
-    for part in params.parts:
-        found = [k for k, label in enumerate(labels) if label == part]
-        if not found and re.fullmatch(r"cluster_\d+", part) and int(part[8:]) < len(labels):
-            found = [int(part[8:])]
-        if not found:
-            raise ValueError(f"unknown part {part!r}; this model's catalog has {sorted(set(labels))}")
-        clusters.update(found)
-    canonical["clusters"] = sorted(clusters)  # labels resolved: renaming a cluster keeps the result id
+    clusters = sorted({k for part in params.parts for k in clusters_of(catalog["labels"], part)})
+    canonical["clusters"] = clusters  # labels resolved: renaming a cluster keeps the result id
     return canonical
+
+
+def clusters_of(labels: list[str], part: str) -> list[int]:
+    """Cluster indices named ``part``; ``cluster_<k>`` also names cluster k. ValueError if none."""
+    found = [k for k, label in enumerate(labels) if label == part]
+    if not found and re.fullmatch(r"cluster_\d+", part) and int(part[8:]) < len(labels):
+        found = [int(part[8:])]
+    if not found:
+        raise ValueError(f"unknown part {part!r}; this catalog has {sorted(set(labels))}")
+    return found
+
+
+def relabel(labels: list[str], renames: dict[int, str]) -> list[str]:
+    """Catalog labels with clusters renamed (index -> name); ValueError for a cluster that does not exist."""
+    names = list(labels)
+    for index, name in renames.items():
+        if not 0 <= index < len(names):
+            raise ValueError(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
+        names[index] = name
+    return names
 
 
 def fit_mask_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -194,13 +194,13 @@ def cmd_catalog_label(args: argparse.Namespace) -> int:
         from deployments.style.catalog import save_meta
 
         path = Path(args.dir) / "catalog.json"
+        from schemas.style import relabel
+
         meta = json.loads(path.read_text())
-        names = list(meta["labels"])
-        for index, label in labels.items():
-            if not 0 <= index < len(names):
-                raise SystemExit(f"cluster {index} does not exist (0..{len(names) - 1})")
-            names[index] = label
-        meta["labels"] = names
+        try:
+            meta["labels"] = relabel(meta["labels"], labels)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         path.write_bytes(save_meta(meta))
     else:
         with _registry() as registry:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.models import ModelManifest
+from schemas.style import relabel
 from service.errors import NotFound, ProblemError, Unprocessable
 from service.storage import AssetStore
 
@@ -112,12 +113,10 @@ class ModelRegistry:
         meta = self.get_manifest(name).get("catalog")
         if meta is None:
             raise NotFound(f"model {name!r} has no part catalog to label")
-        names = list(meta["labels"])
-        for index, label in labels.items():
-            if not 0 <= index < len(names):
-                raise Unprocessable(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
-            names[index] = label
-        meta = {**meta, "labels": names}
+        try:
+            meta = {**meta, "labels": relabel(meta["labels"], labels)}
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
         self._write_catalog_meta(name, meta)
         return meta
 

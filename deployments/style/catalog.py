@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 
 from deployments.style import editing
+from schemas.style import clusters_of
 from deployments.style.stylegan2 import Generator, StyleLayer
 
 CENTROIDS_KEY = "centroids"
@@ -55,12 +56,7 @@ class Catalog:
 
     def clusters_of(self, label: str) -> list[int]:
         """Cluster indices named ``label`` (a label may also be written ``cluster_<k>``)."""
-        found = [k for k, name in enumerate(self.labels) if name == label]
-        if not found and label.startswith("cluster_") and label[8:].isdigit() and int(label[8:]) < self.k:
-            found = [int(label[8:])]
-        if not found:
-            raise ValueError(f"unknown part {label!r}; this catalog has {sorted(set(self.labels))}")
-        return found
+        return clusters_of(self.labels, label)
 
     def to_bytes(self) -> bytes:
         tensors = {CENTROIDS_KEY: self.centroids.float().contiguous()}
