@@ -113,11 +113,7 @@ def transfer(generator: Generator, catalog: Catalog, ws_s: torch.Tensor, ws_r: t
     weights[catalog.clusters_of(part)] = 1.0
     queries = []
     for layer in generator.style_layers:
-        m_part = editing.part_contribution(catalog.contributions[layer.name], weights)
-        if rule == "simple":
-            queries.append(editing.simple_query(m_part, strength))
-        else:
-            queries.append(editing.sequential_query(m_part, rho=SEQUENTIAL_RHO, epsilon=SEQUENTIAL_EPSILON))
+        queries.append(editing.part_query(catalog.contributions[layer.name], weights, rule, strength=strength))
     with torch.inference_mode():
         styles = editing.interpolate_styles(generator.styles_from_ws(ws_s), generator.styles_from_ws(ws_r), queries)
         return generator.synthesis_from_styles(styles, noise_mode="const")

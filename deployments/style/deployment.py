@@ -109,13 +109,13 @@ def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTa
         ws = torch.stack([ws_from_latent(model, task.inputs["target"], task.params.get("truncation", 1.0)) for task in tasks])
         _, labels = cluster_maps(generator, catalog, generator.styles_from_ws(ws))
     full = upsample_labels(labels, generator.resolution)
+    legend = {f"{k}:{label}": PALETTE[k % len(PALETTE)].tolist() for k, label in enumerate(catalog.labels)}
     extras = []
     for row in full:
         counts = torch.bincount(row.flatten(), minlength=catalog.k).tolist()
         share: dict[str, float] = {}
         for k, count in enumerate(counts):
             share[catalog.labels[k]] = share.get(catalog.labels[k], 0.0) + count / row.numel()
-        legend = {f"{k}:{label}": PALETTE[k % len(PALETTE)].tolist() for k, label in enumerate(catalog.labels)}
         extras.append({"legend": legend, "share": {k: round(v, 4) for k, v in share.items() if v > 0}})
     return colorize(full), extras
 
@@ -147,13 +147,8 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
                 p = task.params
                 if p.get("layers") is not None and layer.name not in p["layers"]:
                     continue
-                if p["query"] == "global":
-                    q[i] = editing.global_query(layer.channels, float(p["strength"])).to(device)
-                elif p["query"] == "simple":
-                    q[i] = editing.simple_query(editing.part_contribution(m, part_weights[i]), float(p["strength"]))
-                else:
-                    q[i] = editing.sequential_query(editing.part_contribution(m, part_weights[i]),
-                                                    rho=float(p["rho"]), epsilon=float(p["epsilon"]))
+                q[i] = editing.part_query(m, part_weights[i], p["query"], strength=float(p["strength"]),
+                                          rho=float(p["rho"]), epsilon=float(p["epsilon"]))
                 changed[i][layer.name] = int((q[i] > 0).sum())
             queries.append(q)
         styles = editing.interpolate_styles(styles_target, styles_reference, queries)

@@ -355,6 +355,27 @@ def global_query(channels: int, strength: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- interpolation
 
 
+def part_query(
+    m: torch.Tensor,
+    part_weights: torch.Tensor,
+    rule: str,
+    *,
+    strength: float = 1.0,
+    rho: float = SEQUENTIAL_RHO,
+    epsilon: float = SEQUENTIAL_EPSILON,
+) -> torch.Tensor:
+    """Query q (C,) of one layer for one part by ``rule``: "simple" (strength), "sequential" (rho,
+    epsilon) or "global" (strength everywhere; part_weights unused). m (K, C), part_weights (K,)."""
+    if rule == "global":
+        return global_query(m.shape[1], strength).to(m.device)
+    m_part = part_contribution(m, part_weights)
+    if rule == "simple":
+        return simple_query(m_part, strength)
+    if rule == "sequential":
+        return sequential_query(m_part, rho=rho, epsilon=epsilon)
+    raise ValueError(f"rule must be 'simple', 'sequential' or 'global', got {rule!r}")
+
+
 def interpolate_styles(
     target: Sequence[torch.Tensor],
     reference: Sequence[torch.Tensor],
