@@ -5,4 +5,5 @@ Imported lazily by the app builder so the ingress never pulls torch.
 
 FAMILY_DEPLOYMENTS: dict[str, str] = {
     "style": "deployments.style.deployment:StyleDeployment",
+    "collage": "deployments.collage.deployment:CollageDeployment",
 }

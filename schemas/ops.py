@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from schemas import style
+from schemas import collage, style
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,11 +23,12 @@ class OpSpec:
     inputs_model: type[BaseModel]
     # (inputs, params, manifest, draw_seed) -> canonical inputs dict; raises ValueError on a bad shape
     prepare: Callable[[Any, Any, dict[str, Any], Callable[[], int]], dict[str, Any]]
-    # input fields that hold image asset ids, with the Pillow mode they are decoded to
+    # input fields that hold image asset ids (or lists of them), with the Pillow mode they are decoded to
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
     # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not
     fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None
-    # input fields holding a latent reference whose {"projection": result_id} the ingress resolves
+    # input fields holding a latent reference (or a list of them) whose {"projection": result_id}
+    # the ingress resolves to the fitted latent that the `project` edit stored; "" = the inputs themselves
     latent_inputs: tuple[str, ...] = ()
 
     def info(self) -> dict[str, Any]:
@@ -83,6 +84,48 @@ OPS: dict[str, dict[str, OpSpec]] = {
             image_inputs={"mask": "L"},
             fit_images=style.fit_mask_images,
             latent_inputs=("target", "reference"),
+        ),
+    },
+    "collage": {
+        "sample": OpSpec(
+            name="sample",
+            description="Generate an image of a class (id, name or soft class vector) from a seed or z, with truncation.",
+            params_model=collage.SampleParams,
+            inputs_model=collage.SampleInputs,
+            prepare=collage.prepare_sample,
+            latent_inputs=("",),
+        ),
+        "label_collage": OpSpec(
+            name="label_collage",
+            description="Neural Collage sCBN: regions (masks) of the base image take other classes; the conditional batch "
+            "norms of the chosen blocks mix the classes per pixel (early blocks: shape, late blocks: texture).",
+            params_model=collage.LabelCollageParams,
+            inputs_model=collage.LabelCollageInputs,
+            prepare=collage.prepare_label_collage,
+            image_inputs={"masks": "L"},
+            fit_images=collage.fit_masks,
+            latent_inputs=("base",),
+        ),
+        "feature_collage": OpSpec(
+            name="feature_collage",
+            description="Neural Collage feature blending: paste references' intermediate features into the base under "
+            "masks, at chosen blocks, optionally shifted: F = (1 - M) F_base + M shift(F_ref).",
+            params_model=collage.FeatureCollageParams,
+            inputs_model=collage.FeatureCollageInputs,
+            prepare=collage.prepare_feature_collage,
+            image_inputs={"masks": "L"},
+            fit_images=collage.fit_masks,
+            latent_inputs=("base", "references"),
+        ),
+        "project": OpSpec(
+            name="project",
+            description="Manifold projection: find z (and the class, among candidates) whose image matches an uploaded "
+            "image, so the collage ops can edit real photos; returns the fit and extras.z / extras.class.",
+            params_model=collage.ProjectParams,
+            inputs_model=collage.ProjectInputs,
+            prepare=collage.prepare_project,
+            image_inputs={"image": "RGB"},
+            fit_images=collage.fit_project_images,
         ),
     },
 }

@@ -469,32 +469,49 @@ class Ingress:
     def _extras_key(self, result_id: str) -> str:
         return self.store.result_key(result_id) + ".json"
 
+    # Fields of a `project` edit's extras that make up the fitted latent (style: w; collage: z and class).
+    _LATENT_KEYS = ("w", "z", "class")
+
     def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:
-        """Replace each {"projection": result_id} by the W/W+ latent that `project` edit stored."""
-        resolved = dict(inputs)
-        for field in fields:
-            ref = inputs.get(field)
+        """Replace each {"projection": result_id} by the latent that `project` edit stored.
+
+        A field may hold one reference or a list of them; "" names the inputs object itself. Keys
+        the request gave next to the projection (e.g. a class) win over the fitted ones.
+        """
+
+        def resolve(ref: Any, where: str) -> Any:
             if not isinstance(ref, dict) or "projection" not in ref:
-                continue
+                return ref
             result_id = ref["projection"]
             head = self.store.head(self.store.result_key(result_id))
             meta = (head or {}).get("metadata") or {}
             if head is None or meta.get("op") != "project" or not meta.get("extras"):
-                raise Unprocessable(f"inputs.{field}.projection {result_id} is not the result_id of a finished 'project' edit")
+                raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished 'project' edit")
             if meta.get("model") != model:
-                raise Unprocessable(f"inputs.{field}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
+                raise Unprocessable(f"{where}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
             extras = json.loads(self.store.get(self._extras_key(result_id)))
-            resolved[field] = {"projection": result_id, "w": extras["w"]}
+            return {**{k: extras[k] for k in self._LATENT_KEYS if k in extras}, **ref}
+
+        resolved = dict(inputs)
+        for field in fields:
+            if field == "":
+                resolved = resolve(resolved, "inputs")
+            elif isinstance(inputs.get(field), list):
+                resolved[field] = [resolve(ref, f"inputs.{field}[{i}]") for i, ref in enumerate(inputs[field])]
+            else:
+                resolved[field] = resolve(inputs.get(field), f"inputs.{field}")
         return resolved
 
     def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
-        images = {}
+        """Decode the image assets the inputs name; a field holding a list of ids gives a list of arrays."""
+        images: dict[str, Any] = {}
         for field, mode in image_inputs.items():
-            asset_id = inputs.get(field)
-            if asset_id is None:
+            ids = inputs.get(field)
+            if ids is None:
                 continue
-            key, _ = self._find_asset(asset_id)
-            images[field] = decode_image(self.store.get(key), self.settings.max_image_pixels, mode=mode)
+            decoded = [decode_image(self.store.get(self._find_asset(asset_id)[0]), self.settings.max_image_pixels, mode=mode)
+                       for asset_id in (ids if isinstance(ids, list) else [ids])]
+            images[field] = decoded if isinstance(ids, list) else decoded[0]
         return images
 
     @staticmethod

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deployments.collage.conditioning import ClassMixture, Condition, condition_batch, mix_by_class, pool_class_map  # noqa: F401
+
 CHAINER_BN_EPS = 2e-5
 
 FeatureEdit = Callable[[int, torch.Tensor], torch.Tensor]
@@ -36,16 +38,6 @@ FeatureEdit = Callable[[int, torch.Tensor], torch.Tensor]
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-def pool_class_map(class_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Spatial class weights (B, K, H, W) at a layer's size (h, w): area average when shrinking
-    (weights that sum to 1 per pixel still do), nearest when growing."""
-    if tuple(class_map.shape[-2:]) == tuple(size):
-        return class_map
-    if class_map.shape[-2] >= size[0] and class_map.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(class_map, size)
-    return F.interpolate(class_map, size=size, mode="nearest")
 
 
 @dataclass(frozen=True)
@@ -92,19 +84,14 @@ class CategoricalConditionalBatchNorm(nn.Module):
         self.register_buffer("avg_mean", torch.zeros(num_features))
         self.register_buffer("avg_var", torch.ones(num_features))
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W); condition: class weights (B, K) or a spatial class-weight map (B, K, h, w)."""
+    def forward(self, x: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """x (B, C, H, W); condition: class weights (B, K), a spatial map (B, K, h, w) or a ClassMixture."""
         if self.training:  # batch statistics, running averages updated (training only)
             normed = F.batch_norm(x, self.avg_mean, self.avg_var, None, None, True, 0.1, self.eps)
         else:
             normed = (x - self.avg_mean[:, None, None]) * torch.rsqrt(self.avg_var[:, None, None] + self.eps)
-        if condition.dim() == 2:
-            gamma = (condition @ self.gammas)[:, :, None, None]
-            beta = (condition @ self.betas)[:, :, None, None]
-        else:
-            weights = pool_class_map(condition, x.shape[-2:])
-            gamma = torch.einsum("bkhw,kc->bchw", weights, self.gammas)
-            beta = torch.einsum("bkhw,kc->bchw", weights, self.betas)
+        gamma = mix_by_class(condition, lambda v: v @ self.gammas, x.shape[-2:])
+        beta = mix_by_class(condition, lambda v: v @ self.betas, x.shape[-2:])
         return normed * gamma + beta
 
 
@@ -123,7 +110,7 @@ class ResBlock(nn.Module):
         self.c2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.c_sc = nn.Conv2d(in_channels, out_channels, 1)  # upsampling always makes the shortcut learnable
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: Condition) -> torch.Tensor:
         h = F.relu(self.b1(x, condition))
         h = self.c1(F.interpolate(h, scale_factor=2, mode="nearest"))
         h = self.c2(F.relu(self.b2(h, condition)))
@@ -178,7 +165,7 @@ class SNGANGenerator(nn.Module):
         z: torch.Tensor,
         class_weights: torch.Tensor,
         truncation: float = 1.0,
-        class_maps: Sequence[torch.Tensor | None] | None = None,
+        class_maps: Sequence[Condition | None] | None = None,
         feature_edit: FeatureEdit | None = None,
     ) -> torch.Tensor:
         """Generate images.
@@ -186,8 +173,8 @@ class SNGANGenerator(nn.Module):
         z: (B, z_dim) latents.
         class_weights: (B, K) soft class vectors (one-hot rows = class labels).
         truncation: unused here (no truncation-dependent statistics); part of the family contract.
-        class_maps: per block, None (use class_weights) or a spatial class-weight map (B, K, H, W)
-            for that block's CBNs (sCBN).
+        class_maps: per block, None (use class_weights) or a spatial class condition for that
+            block's CBNs (sCBN): a map (B, K, H, W) or a ClassMixture, at any size (pooled per layer).
         feature_edit: called as ``feature_edit(i, h)`` on each block's output h; its return value
             continues the forward pass (feature blending, feature capture).
         """
@@ -200,9 +187,7 @@ class SNGANGenerator(nn.Module):
         h = self.l1(z).view(batch, -1, cfg.bottom_width, cfg.bottom_width)
         for i, block in enumerate(self.blocks()):
             condition = class_maps[i] if class_maps is not None and class_maps[i] is not None else class_weights
-            if condition.dim() == 4:
-                _check(condition.shape[:2] == (batch, cfg.n_classes),
-                       f"class map of block {i} must be ({batch}, {cfg.n_classes}, H, W), got {tuple(condition.shape)}")
+            _check(condition_batch(condition) == batch, f"class map of block {i} is not for a batch of {batch}")
             h = block(h, condition)
             if feature_edit is not None:
                 h = feature_edit(i, h)
