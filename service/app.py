@@ -17,11 +17,16 @@ from service.ingress import Ingress
 
 
 def family_options(settings: Settings) -> dict[str, Any]:
-    """Deployment options every family gets; ``max_ongoing_requests`` leaves room for a full batch plus the next one."""
+    """Deployment options every family gets; ``max_ongoing_requests`` leaves room for a full batch plus the next one.
+
+    Each family replica reserves ``family_num_cpus`` (default 0.5) so that every family fits a
+    2-CPU local Ray next to the ingress; on a cluster the Helm values set it (and GPUs) per family.
+    """
     return {
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(2 * settings.batch_max_size, 8),
         "max_queued_requests": settings.max_queued_requests,
+        "ray_actor_options": {"num_cpus": settings.family_num_cpus},
     }
 
 

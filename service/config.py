@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
+    family_num_cpus: float = Field(default=0.5, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families must fit)")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
     max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")

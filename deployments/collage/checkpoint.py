@@ -212,3 +212,134 @@ def convert_sngan_chainer(source: str | Path, out_dir: str | Path, name: str, *,
 # ---------------------------------------------------------------------------------------------
 # BigGAN-deep, pytorch_pretrained_biggan (section owned by deployments/collage/biggan_deep.py's author)
 # ---------------------------------------------------------------------------------------------
+
+from deployments.collage.biggan_deep import BigGANDeep, BigGANDeepConfig  # noqa: E402  (this section's own import)
+
+# The package keeps every spectrally normalised layer as torch.nn.utils.spectral_norm leaves it:
+# ``X.weight_orig`` (the raw parameter), ``X.weight_u`` (out,) and ``X.weight_v`` (in * kh * kw,).
+# In eval mode that layer's weight is weight_orig / (u . (W_orig v)), W_orig seen as (out, -1);
+# :class:`BigGANDeep` stores exactly that as ``X.weight``. Every other key maps unchanged.
+
+PRETRAINED_BIGGAN_CONFIG = "config.json"
+PRETRAINED_BIGGAN_WEIGHTS = "pytorch_model.bin"
+_SN_LEAVES = ("weight_orig", "weight_u", "weight_v", "weight")
+
+
+def spectral_norm_weight(weight_orig: torch.Tensor, weight_u: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
+    """The weight an eval-mode ``torch.nn.utils.spectral_norm`` layer uses (same arithmetic as torch)."""
+    sigma = torch.dot(weight_u, torch.mv(weight_orig.reshape(weight_orig.shape[0], -1), weight_v))
+    return weight_orig / sigma
+
+
+def spectral_norm_vectors(weight: torch.Tensor, iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v) for which ``spectral_norm_weight(weight, u, v)`` gives ``weight`` back.
+
+    v: the top right singular vector of W (power iteration from a fixed start), unit length.
+    u: W v / |W v|^2, so that u . (W v) = 1; it is the unit top left singular vector when W's spectral
+    norm is 1, as it is after SN. One component of u is then stepped an ulp at a time until the
+    float32 product is exactly 1, so the round trip is bit-exact (else off by an ulp or two).
+    """
+    matrix = weight.detach().reshape(weight.shape[0], -1).double()
+    v = torch.ones(matrix.shape[1], dtype=torch.float64)
+    for _ in range(iterations):
+        w_v = matrix.T @ (matrix @ v)
+        if not torch.linalg.vector_norm(w_v) > 0:
+            raise ValueError(f"a weight of shape {tuple(weight.shape)} that maps everything to 0 cannot be stored as spectral norm")
+        v = w_v / torch.linalg.vector_norm(w_v)
+    w_v = matrix @ v
+    u = (w_v / (w_v @ w_v)).float()
+    v = v.float()
+    w_v = torch.mv(weight.detach().reshape(weight.shape[0], -1).float(), v)
+    # step the component whose term u_i (W v)_i is largest but below 1/4, so one ulp of u_i moves the
+    # product by at most half an ulp of 1
+    terms = (u * w_v).abs()
+    small = torch.where(terms <= 0.25, terms, torch.zeros_like(terms))
+    i = int(torch.argmax(small if small.max() > 0 else terms))
+    for _ in range(64):
+        product = torch.dot(u, w_v)
+        if product == 1.0:
+            break
+        up = bool(product < 1.0) == bool(w_v[i] > 0)
+        u[i] = torch.nextafter(u[i], torch.tensor(float("inf") if up else float("-inf")))
+    return u, v
+
+
+def biggan_state_dict_from_pretrained(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """pytorch_pretrained_biggan state dict -> :class:`BigGANDeep` state dict (keys are not checked here)."""
+    spectral = {key[: -len(".weight_orig")] for key in state if key.endswith(".weight_orig")}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module in spectral and leaf in _SN_LEAVES:
+            continue
+        out[key] = value.float() if value.is_floating_point() else value
+    for module in sorted(spectral):
+        orig = state[f"{module}.weight_orig"].float()
+        u, v, plain = (state.get(f"{module}.{leaf}") for leaf in ("weight_u", "weight_v", "weight"))
+        if u is not None and v is not None:
+            out[f"{module}.weight"] = spectral_norm_weight(orig, u.float(), v.float())
+        elif u is not None and plain is not None:
+            # torch's older SN layout (no weight_v; the last computed weight stored as a buffer): torch's
+            # load hook takes sigma = mean(weight_orig / weight); the layer then uses weight_orig / sigma
+            out[f"{module}.weight"] = orig / (orig / plain.float()).mean()
+        else:
+            raise ValueError(f"spectral-norm layer {module!r} has weight_orig but not weight_u and weight_v")
+    return out
+
+
+def _load_exactly(generator: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = generator.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{source} does not match the BigGAN-deep layout of its config.json: "
+                         f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                         f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}, "
+                         f"shape mismatches {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}")
+    generator.load_state_dict(state, strict=True)
+
+
+def load_pretrained_biggan(src_dir: str | Path) -> BigGANDeep:
+    """A ``pytorch_pretrained_biggan`` directory (config.json + pytorch_model.bin) -> BigGANDeep in eval mode."""
+    src = Path(src_dir)
+    for file in (PRETRAINED_BIGGAN_CONFIG, PRETRAINED_BIGGAN_WEIGHTS):
+        if not (src / file).is_file():
+            raise FileNotFoundError(f"{src} is not a pytorch_pretrained_biggan directory: no {file}")
+    config = BigGANDeepConfig.from_dict(json.loads((src / PRETRAINED_BIGGAN_CONFIG).read_text()))
+    state = torch.load(src / PRETRAINED_BIGGAN_WEIGHTS, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{src / PRETRAINED_BIGGAN_WEIGHTS} is not a state dict of tensors")
+    generator = BigGANDeep(config)
+    _load_exactly(generator, biggan_state_dict_from_pretrained(state), str(src / PRETRAINED_BIGGAN_WEIGHTS))
+    return generator.eval()
+
+
+def save_pretrained_biggan(generator: BigGANDeep, dst_dir: str | Path) -> None:
+    """Write ``generator`` in the package's layout: every linear and convolution under ``generator.``
+    as spectral norm (weight_orig = the weight, u and v from :func:`spectral_norm_vectors`), so that
+    :func:`load_pretrained_biggan` and the package in eval mode both use this module's weights."""
+    spectral = {f"generator.{name}" for name, m in generator.generator.named_modules()
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in generator.state_dict().items():
+        value = value.detach().cpu().contiguous().clone()
+        module, _, leaf = key.rpartition(".")
+        if module in spectral and leaf == "weight":
+            state[f"{module}.weight_orig"] = value
+            state[f"{module}.weight_u"], state[f"{module}.weight_v"] = spectral_norm_vectors(value)
+        else:
+            state[key] = value
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dst / PRETRAINED_BIGGAN_WEIGHTS)
+    (dst / PRETRAINED_BIGGAN_CONFIG).write_text(json.dumps(generator.config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def convert_pretrained_biggan(src_dir: str | Path, out_dir: str | Path, name: str, *, classes: list[str] | None = None,
+                              description: str = "") -> dict[str, Any]:
+    """``pytorch_pretrained_biggan`` directory -> project format in ``out_dir``."""
+    generator = load_pretrained_biggan(src_dir)
+    return export(generator, out_dir, name=name, classes=classes, description=description,
+                  source_format="pytorch-pretrained-biggan")
