@@ -109,19 +109,39 @@ def _registry() -> Iterator["object"]:
             server.stop()
 
 
-def cmd_models_upload(args: argparse.Namespace) -> int:
-    from deployments.style.checkpoint import convert_rosinality
+def _convert(source: Path, out: Path, args: argparse.Namespace) -> None:
+    """Public checkpoint -> project format in ``out`` (format chosen by --format)."""
+    classes = None
+    if args.classes:
+        path = Path(args.classes)
+        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() \
+            else [c.strip() for c in args.classes.split(",")]
+    if args.format == "rosinality-stylegan2":
+        from deployments.style.checkpoint import convert_rosinality
 
+        convert_rosinality(source, out, args.name, description=args.description)
+    elif args.format == "sngan-chainer":
+        from deployments.collage.checkpoint import convert_sngan_chainer
+
+        convert_sngan_chainer(source, out, args.name, classes=classes, description=args.description)
+    else:
+        from deployments.collage.checkpoint import convert_pretrained_biggan
+
+        convert_pretrained_biggan(source, out, args.name, classes=classes, description=args.description)
+
+
+def cmd_models_upload(args: argparse.Namespace) -> int:
     source = Path(args.path)
     with _registry() as registry, tempfile.TemporaryDirectory() as tmp:
-        if source.is_dir():
+        if (source / "model.json").is_file():  # already in the project format
             manifest = registry.register_dir(source, name=args.name)
-        elif args.format == "rosinality-stylegan2":
-            convert_rosinality(source, Path(tmp), args.name, description=args.description)
-            manifest = registry.register_dir(Path(tmp), name=args.name)
         else:
-            print(f"unknown --format {args.format!r}", file=sys.stderr)
-            return 2
+            try:
+                _convert(source, Path(tmp), args)
+            except (ValueError, FileNotFoundError) as exc:
+                print(f"cannot convert {source} as {args.format}: {exc}", file=sys.stderr)
+                return 2
+            manifest = registry.register_dir(Path(tmp), name=args.name)
     _say(f"registered {manifest['name']} ({manifest['family']}, {manifest['weights_bytes']} bytes, sha256 {manifest['weights_sha256'][:12]}…)")
     return 0
 
@@ -237,9 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
     upload = models.add_parser("upload", help="convert and register a checkpoint")
-    upload.add_argument("path", help="public checkpoint file (e.g. rosinality .pt) or a converted directory")
+    upload.add_argument("path", help="public checkpoint (rosinality .pt, Chainer SNGAN .npz, pytorch_pretrained_biggan "
+                        "directory) or a converted directory (with model.json)")
     upload.add_argument("--name", required=True)
-    upload.add_argument("--format", default="rosinality-stylegan2", choices=["rosinality-stylegan2"])
+    upload.add_argument("--format", default="rosinality-stylegan2",
+                        choices=["rosinality-stylegan2", "sngan-chainer", "pytorch-pretrained-biggan"])
+    upload.add_argument("--classes", help="class names of a conditional model: a file (one per line) or a comma-separated list")
     upload.add_argument("--description", default="")
     upload.set_defaults(func=cmd_models_upload)
     listing = models.add_parser("list", help="list registered models")

@@ -12,6 +12,7 @@ from PIL import Image
 from deployments.style.checkpoint import save_rosinality
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
 from service.cli import main
+from tests.helpers import png_bytes
 from tests.test_api import MODEL
 
 
@@ -47,3 +48,40 @@ def test_models_upload_registers_a_rosinality_checkpoint_that_is_served_beside_t
     assert sizes == {("tiny-32", 32), (MODEL, 64)}
     png = client.get(results[0].json()["url"]).content
     assert Image.open(io.BytesIO(png)).size == (32, 32)
+
+
+def test_models_upload_converts_a_chainer_sngan_npz(service, client, tmp_path):
+    from deployments.collage.checkpoint import save_sngan_npz
+    from tests.test_collage_ops import random_sngan
+
+    source = tmp_path / "gen.npz"
+    save_sngan_npz(random_sngan(seed=5), source, prefix="updater/model:gen/")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tabby\nbeagle\nbarn_owl\nred_fox\n")
+    args = ["models", "upload", str(source), "--name", "sngan-cli", "--format", "sngan-chainer", "--classes", str(classes)]
+    assert main(args) == 0
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["sngan-cli"]
+    assert listed["family"] == "collage" and listed["classes"] == ["tabby", "beagle", "barn_owl", "red_fox"]
+    response = client.post("/v1/edits", json={"model": "sngan-cli", "op": "sample", "inputs": {"seed": 1, "class_id": "red_fox"}})
+    assert response.status_code == 200 and response.json()["width"] == 32, response.text
+
+
+def test_models_upload_converts_pytorch_pretrained_biggan_and_serves_a_collage(service, client, tmp_path):
+    from deployments.collage.biggan_deep import BigGANDeepConfig, random_biggan_deep
+    from deployments.collage.checkpoint import save_pretrained_biggan
+
+    config = BigGANDeepConfig(output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_classes=3,
+                              layers=((False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1), (False, 1, 1), (True, 1, 1)),
+                              attention_layer_position=2)
+    save_pretrained_biggan(random_biggan_deep(config, seed=2), tmp_path / "biggan")
+    args = ["models", "upload", str(tmp_path / "biggan"), "--name", "biggan-cli", "--format", "pytorch-pretrained-biggan",
+            "--classes", "a,b,c"]
+    assert main(args) == 0
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255
+    upload = client.post("/v1/assets", files={"file": ("m.png", png_bytes(mask), "image/png")}).json()
+    body = {"model": "biggan-cli", "op": "label_collage", "params": {"truncation": 0.5, "layers": [0, 1]},
+            "inputs": {"base": {"seed": 3, "class_id": "a"}, "regions": [{"mask": upload["asset_id"], "class_id": "c"}]}}
+    response = client.post("/v1/edits", json=body)
+    assert response.status_code == 200 and response.json()["width"] == 32, response.text
+    assert main(["models", "upload", str(tmp_path), "--name", "nothing-here", "--format", "pytorch-pretrained-biggan"]) == 2
