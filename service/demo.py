@@ -27,6 +27,12 @@ def demo_requests(model: dict[str, Any], assets: dict[str, str]) -> list[dict[st
     """The edits the demo runs for one model, by op; `assets` maps sample-image names to asset ids."""
     requests: list[dict[str, Any]] = []
     ops = {op["name"] for op in model["ops"]}
+    if model["family"] == "collage":  # class-conditional: a few seeds of every class
+        classes = model.get("classes") or []
+        for index, name in enumerate(classes[:8]):
+            for seed in range(4):
+                requests.append({"model": model["name"], "op": "sample", "params": {}, "inputs": {"seed": seed, "class_id": name}})
+        return requests
     if "sample" in ops:
         for psi in (1.0, 0.7):
             for seed in range(8):
@@ -97,7 +103,13 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             filename = f"{model['name']}-editing-in-style.png"
             editing_in_style_grid(client, model, say).save(out_dir / filename)
             say(f"  Editing in Style grid (S, R, S with R's part ..., S's part map): {out_dir / filename}")
-            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"]})
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"],
+                          "title": "Editing in Style"})
+        if model["family"] == "collage":
+            filename = f"{model['name']}-neural-collage.png"
+            neural_collage_grid(client, model, say).save(out_dir / filename)
+            say(f"  Neural Collage grid (base, eyes -> each other class, late blocks only, feature collage): {out_dir / filename}")
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Neural Collage"})
 
     if cards:
         contact_sheet([out_dir / card["file"] for card in cards]).save(out_dir / "contact_sheet.png")
@@ -160,6 +172,69 @@ def editing_in_style_grid(client: httpx.Client, model: dict[str, Any], say: Call
     return grid
 
 
+def _upload_png(client: httpx.Client, array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    response = client.post("/v1/assets", files={"file": ("mask.png", buffer.getvalue(), "image/png")})
+    response.raise_for_status()
+    return response.json()["asset_id"]
+
+
+def collage_masks(model: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Region masks of a collage model: the shipped ``checkpoints/<name>/masks/*.png`` (written by
+    ``training.collage_locality --write-masks``), else a centred box as "the middle"."""
+    from service.config import get_settings
+
+    resolution = int(model["resolution"])
+    folder = Path(get_settings().checkpoints_dir) / model["name"] / "masks"
+    masks = {p.stem: np.asarray(Image.open(p).convert("L")) for p in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
+    masks = {name: m for name, m in masks.items() if m.shape == (resolution, resolution)}
+    if not masks:
+        box = np.zeros((resolution, resolution), np.uint8)
+        box[resolution // 4: 3 * resolution // 4, resolution // 4: 3 * resolution // 4] = 255
+        masks = {"middle": box}
+    return masks
+
+
+def neural_collage_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
+                        seeds: tuple[int, ...] = (1, 2, 3, 4), cell: int = 96) -> Image.Image:
+    """One row per base (seed, class): the base; its region (eyes if the model ships an eyes mask)
+    turned into every other class by label_collage (all blocks); the same with the late blocks only;
+    feature_collage of the region from another seed of another class; the mask."""
+    name, classes = model["name"], list(model.get("classes") or [])[:4]
+    masks = collage_masks(model)
+    part = "eyes" if "eyes" in masks else sorted(masks)[0]
+    mask_id = _upload_png(client, masks[part])
+    n_blocks = len(model.get("layers") or [])
+    late = [n_blocks - 1]
+    header = ["base", *[f"{part} -> {c}" for c in classes[1:]], f"{part} -> {classes[1]}, block {late[0]} only",
+              "reference", f"{part} features pasted", "mask"]
+    font_h = 18
+    grid = Image.new("RGB", (cell * len(header), font_h + cell * len(seeds)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, text in enumerate(header):
+        draw.text((column * cell + 3, 3), text[:16], fill="black")
+    for row, seed in enumerate(seeds):
+        base_class = classes[row % len(classes)]
+        others = [c for c in classes if c != base_class]
+        base = {"seed": seed, "class_id": base_class}
+        tiles = [_edit_png(client, {"model": name, "op": "sample", "inputs": base})[0]]
+        for target in others:
+            tiles.append(_edit_png(client, {"model": name, "op": "label_collage",
+                                            "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": target}]}})[0])
+        tiles.append(_edit_png(client, {"model": name, "op": "label_collage", "params": {"layers": late},
+                                        "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": others[0]}]}})[0])
+        reference = {"seed": seed + 100, "class_id": others[-1]}
+        tiles.append(_edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0])
+        tiles.append(_edit_png(client, {"model": name, "op": "feature_collage",
+                                        "inputs": {"base": base, "references": [{**reference, "mask": mask_id}]}})[0])
+        tiles.append(Image.fromarray(masks[part]).convert("RGB"))
+        say(f"    base seed {seed} ({base_class}): {part} -> {', '.join(others)}; features from seed {seed + 100} ({others[-1]})")
+        for column, tile in enumerate(tiles):
+            grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, font_h + row * cell))
+    return grid
+
+
 def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]],
                    grids: list[dict[str, Any]] | None = None) -> str:
     items = []
@@ -171,8 +246,8 @@ def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[s
         warn = '<div class="warn">random-init weights</div>' if card["random_init"] else ""
         items.append(f'<figure><img src="{html.escape(card["file"])}" width="128">{warn}<figcaption>{caption}</figcaption></figure>')
     style_grids = "".join(
-        f'<h2>Editing in Style: {html.escape(g["model"])}</h2>'
-        + ('<div class="warn">random-init weights: parts are clusters of noise</div>' if g["random_init"] else "")
+        f'<h2>{html.escape(g["title"])}: {html.escape(g["model"])}</h2>'
+        + ('<div class="warn">random-init weights: structured noise</div>' if g["random_init"] else "")
         + f'<img src="{html.escape(g["file"])}" style="max-width:100%">' for g in (grids or []))
     assets = "".join(f'<figure><img src="input-{html.escape(n)}.png" height="128"><figcaption>{html.escape(n)}: '
                      f"<code>{i['asset_id'][:16]}…</code> {i['width']}x{i['height']}</figcaption></figure>" for n, i in uploaded)

@@ -210,3 +210,13 @@ def test_resize_masks_accepts_other_sizes(client, model):
                      {"base": {"seed": 1, "class_id": 0}, "regions": [{"mask": mask, "class_id": 2}]})
     assert response.status_code == 200, response.text
     assert response.json()["extras"]["regions"][0]["area"] == 0.25
+
+
+def test_demo_grid_runs_every_collage_op(client, model):
+    from service.demo import neural_collage_grid
+
+    info = client.get(f"/v1/models/{MODEL}").json()
+    lines: list[str] = []
+    grid = neural_collage_grid(client, info, say=lines.append, seeds=(1, 2), cell=32)
+    assert grid.size == (32 * 8, 18 + 2 * 32)  # base, 3 targets, late-only, reference, pasted, mask
+    assert len(lines) == 2 and "middle" in lines[0]  # no shipped masks for this model: the centred box
