@@ -217,3 +217,14 @@ def test_projection_finds_the_class_and_fits(generator):
     start = ops.reconstruction_error(generator(ops.truncated_latents([0, 1], CONFIG.z_dim) * 0.5, one_hot([2, 1])), targets)
     assert (fit["error"] < 0.5 * start.detach()).all()
     assert all(p.requires_grad for p in generator.parameters())  # frozen only while fitting
+
+
+def test_locality_measure_and_region_masks(generator):
+    from training.collage_locality import measure, region_masks
+
+    masks = region_masks(32, n=64)
+    assert set(masks) == {"eyes", "mouth"} and masks["eyes"].dtype == np.uint8 and 0 < (masks["eyes"] > 0).mean() < 0.3
+    everywhere = measure(generator, torch.ones(32, 32), seeds=[1, 2], blocks=None)
+    assert everywhere["inside"] == pytest.approx(1.0) and everywhere["toward_target"] == pytest.approx(0.0, abs=1e-4)
+    eyes = measure(generator, torch.from_numpy(masks["eyes"]).float() / 255, seeds=[1, 2], blocks=[2])
+    assert 0 < eyes["inside"] < eyes["near"] <= 1 and eyes["edits"] == 2 * K * (K - 1)

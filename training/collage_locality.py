@@ -20,6 +20,10 @@ then
 * ``toward_target`` = inside the mask, distance(edited, target image) / distance(base, target
   image), where the target image is the same z drawn entirely as the target species: below 1 means
   the region moved toward the target species.
+
+With ``--project N`` it also projects N held-out rendered faces (a seed range training never draws)
+with every species as a candidate and reports how often the chosen class is the rendered species,
+and the mean reconstruction error (ops.project, the service's `project` op).
 """
 
 from __future__ import annotations
@@ -82,6 +86,16 @@ def measure(generator: torch.nn.Module, mask: torch.Tensor, seeds: list[int], bl
             "mask_area": float((mask > 0.5).float().mean()), "edits": len(inside)}
 
 
+def projection_accuracy(generator: torch.nn.Module, n: int, steps: int, seed: int = 10**6) -> dict[str, float]:
+    """Project n held-out rendered faces with all classes as candidates; share whose class is right."""
+    faces = render_species_faces(n, generator.resolution, seed=seed)
+    candidates = [list(range(generator.num_classes))] * n
+    fit = ops.project(generator, faces.images, candidates, steps=steps)
+    correct = (fit["class_index"] == faces.species).float()
+    return {"faces": n, "steps": steps, "class_accuracy": float(correct.mean()),
+            "mean_error": float(fit["error"].mean()), "chance": 1 / generator.num_classes}
+
+
 def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: list[int], scale: int = 4) -> None:
     """Rows = seeds; columns: base, then per target species the collage (all blocks) and its change map."""
     n_classes = generator.num_classes
@@ -119,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=32, help="base seeds per species pair")
     parser.add_argument("--mask-threshold", type=float, default=0.25)
     parser.add_argument("--write-masks", action="store_true", help="write <model-dir>/masks/{eyes,mouth}.png")
+    parser.add_argument("--project", type=int, default=0, metavar="N", help="also measure class recovery by projecting N held-out faces")
+    parser.add_argument("--project-steps", type=int, default=150)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--figure", type=Path, help="write an example grid PNG here")
     args = parser.parse_args(argv)
@@ -146,10 +162,17 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = measure(generator, mask, seeds, blocks)
         r = results[name]
         print(f"{name:8s} {r['inside']:8.3f} {r['near']:8.3f} {r['toward_target']:8.3f}")
+    projection = None
+    if args.project:
+        projection = projection_accuracy(generator, args.project, args.project_steps)
+        print(f"projection of {args.project} held-out faces ({args.project_steps} steps, all classes as candidates): "
+              f"class right {100 * projection['class_accuracy']:.0f}% (chance {100 * projection['chance']:.0f}%), "
+              f"mean error {projection['mean_error']:.4f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": manifest["name"], "part": args.part, "seeds": args.seeds,
-                                         "classes": manifest.get("classes"), "results": results}, indent=2) + "\n")
+                                         "classes": manifest.get("classes"), "results": results,
+                                         "projection": projection}, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.figure:
         figure(generator, mask, args.figure, seeds=list(range(4)))
