@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from training.data import faces
-from training.data.faces import PARTS, FaceBatch, render_faces
+from training.data.faces import PARTS, SPECIES, FaceBatch, render_faces, render_species_faces
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,100 @@ def test_cli_writes_grids(tmp_path) -> None:
     for name in ("faces.png", "parts.png"):
         with Image.open(tmp_path / "preview" / name) as image:
             assert image.size == (3 * 34, 2 * 34)  # 3 columns, 2 rows of 32 px tiles with a 2 px gap
+
+
+# --- the old path is unchanged by the species path ----------------------------------------------
+
+def test_render_faces_unchanged_by_species_support() -> None:
+    """SHA-256 of render_faces(16, 32, seed=0) taken before species were added (torch CPU float32)."""
+    import hashlib
+
+    batch = render_faces(16, 32, seed=0)
+    assert batch.species is None
+    assert hashlib.sha256(batch.images.numpy().tobytes()).hexdigest() == (
+        "b581ea26116f10fd30fea3b43d53d55b8d49d03b957f29562ee5fc8588d96239")
+    assert hashlib.sha256(batch.masks.numpy().tobytes()).hexdigest() == (
+        "bbb1283e9f25ed52d7fca82083a45971adcff7c7d9c7ab49f239be623bf48168")
+
+
+# --- species faces ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def per_species() -> list[FaceBatch]:
+    """32 faces of each species at 64 px, the same seed (so the same colours, hair, background)."""
+    return [render_species_faces(32, 64, seed=5, species=[s] * 32) for s in range(len(SPECIES))]
+
+
+def test_species_names() -> None:
+    assert len(SPECIES) >= 4 and len(set(SPECIES)) == len(SPECIES)
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_species_ids_respected_and_masks_partition(resolution: int) -> None:
+    ids = [3, 0, 1, 2, 2, 1, 0, 3]
+    out = render_species_faces(8, resolution, seed=0, species=ids)
+    assert out.species.dtype == torch.long and out.species.tolist() == ids
+    assert out.images.shape == (8, 3, resolution, resolution) and out.masks.shape == (8, len(PARTS), resolution, resolution)
+    assert out.images.min() >= -1 and out.images.max() <= 1
+    assert (out.masks.sum(1) == 1).all()
+    assert torch.equal(render_species_faces(8, resolution, seed=0, species=torch.tensor(ids)).images, out.images)
+
+
+def test_species_deterministic_per_seed_and_drawn_uniformly() -> None:
+    a, b = render_species_faces(6, 32, seed=7), render_species_faces(6, 32, seed=7)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks) and torch.equal(a.species, b.species)
+    assert not torch.equal(render_species_faces(6, 32, seed=8).images, a.images)
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(render_species_faces(6, 32, generator=g).images, a.images)
+    assert not torch.equal(render_species_faces(6, 32, generator=g).images, a.images)
+    counts = torch.bincount(render_species_faces(400, 16, seed=1, supersample=1).species, minlength=len(SPECIES))
+    assert len(counts) == len(SPECIES) and (counts > 60).all(), counts
+
+
+def test_species_share_everything_but_shape(per_species: list[FaceBatch]) -> None:
+    # same seed: the same background (the top-left corner is background for every species)
+    corners = [b.images[:, :, 0, 0] for b in per_species]
+    assert all(torch.equal(c, corners[0]) for c in corners[1:])
+    assert all(b.part_mask("background")[:, 0, 0].all() for b in per_species)
+    # ... but different faces
+    assert not torch.equal(per_species[0].images, per_species[1].images)
+
+
+def test_species_differ_in_eyes_mouth_and_head(per_species: list[FaceBatch]) -> None:
+    def stats(b: FaceBatch) -> dict:
+        eyes, mouth = b.part_mask("eyes"), b.part_mask("mouth")
+        return dict(eye_area=eyes.flatten(1).sum(1).float().mean(),
+                    eye_aspect=(eyes.any(1).sum(1) / eyes.any(2).sum(1).clamp(min=1)).float().mean(),
+                    mouth_w=mouth.any(1).sum(1).float().mean())
+
+    st = {name: stats(b) for name, b in zip(SPECIES, per_species)}
+    # every face has two eyes, a mouth and a nose of a few pixels
+    for b in per_species:
+        assert (b.part_mask("eyes").flatten(1).sum(1) >= 20).all()
+        assert (b.part_mask("mouth").flatten(1).sum(1) >= 6).all()
+    assert st["owl"]["eye_area"] > 1.1 * st["frog"]["eye_area"] > 1.5 * st["cat"]["eye_area"]
+    assert st["cat"]["eye_area"] > 1.4 * st["round"]["eye_area"]
+    assert st["cat"]["eye_aspect"] > 1.5 * st["owl"]["eye_aspect"]  # long narrow slits vs circles
+    assert st["frog"]["mouth_w"] > 1.5 * st["round"]["mouth_w"] > 2 * st["cat"]["mouth_w"]
+    # cats have pointed ears on top (hair part, fur): hair pixels even on the bald faces (the same
+    # seed draws the same hair styles for every species)
+    bald = per_species[SPECIES.index("round")].part_mask("hair").flatten(1).sum(1) == 0
+    assert bald.any()
+    assert (per_species[SPECIES.index("cat")].part_mask("hair")[bald].flatten(1).sum(1) >= 10).all()
+
+
+@pytest.mark.parametrize("species, message", [
+    ([0, 1], "species must be 3"),
+    ([0, 1, 4], "species ids"),
+    ([0, -1, 1], "species ids"),
+    ([0.0, 1.0, 2.0], "integer"),
+])
+def test_species_invalid(species, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_species_faces(3, 32, seed=0, species=species)
+
+
+def test_cli_species_grid(tmp_path) -> None:
+    faces.main(["--out", str(tmp_path / "p"), "--species", "--n", "3", "--resolution", "32", "--scale", "1"])
+    with Image.open(tmp_path / "p" / "faces.png") as image:
+        assert image.size == (3 * 34, len(SPECIES) * 34)  # a row per species

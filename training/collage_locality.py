@@ -45,7 +45,7 @@ from training.data.faces import PARTS, SPECIES, render_species_faces
 DEFAULT_BLOCK_SETS = {"all": None, "block0": [0], "block1": [1], "block2": [2]}
 
 
-def region_masks(resolution: int, parts=("eyes", "mouth"), n: int = 2048, threshold: float = 0.25, seed: int = 0) -> dict[str, np.ndarray]:
+def region_masks(resolution: int, parts=("eyes", "mouth"), n: int = 2048, threshold: float = 0.1, seed: int = 0) -> dict[str, np.ndarray]:
     """Per part, a uint8 mask (0/255) of where the renderer puts that part in at least ``threshold`` of faces."""
     batch = render_species_faces(n, resolution, seed=seed)
     out = {}
@@ -96,17 +96,23 @@ def projection_accuracy(generator: torch.nn.Module, n: int, steps: int, seed: in
             "mean_error": float(fit["error"].mean()), "chance": 1 / generator.num_classes}
 
 
-def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: list[int], scale: int = 4) -> None:
-    """Rows = seeds; columns: base, then per target species the collage (all blocks) and its change map."""
+def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: list[int], classes: list[str],
+           scale: int = 4) -> None:
+    """Rows = seeds (base species = seed mod K); per other species: the collage (all blocks) and its
+    change map (|edited - base| summed over RGB, normalised per map; the region outlined in magenta)."""
+    from PIL import ImageDraw
+
     n_classes = generator.num_classes
-    tiles_rows = []
+    outline = ((F.max_pool2d(mask[None, None], 3, 1, 1)[0] - mask[None]) > 0).expand(3, -1, -1).clone()
+    outline[1] = False  # magenta: red + blue
+    rows, labels = [], []
     with torch.inference_mode():
         for seed in seeds:
             z = ops.truncated_latents([seed], generator.z_dim)
             base_class = seed % n_classes
             base = F.one_hot(torch.tensor([base_class]), n_classes).float()
             plain = generator(z, base)
-            row = [plain[0]]
+            row, label = [plain[0]], [f"{classes[base_class]} (base)"]
             for target_class in range(n_classes):
                 if target_class == base_class:
                     continue
@@ -114,16 +120,22 @@ def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: li
                 mixture = ops.spatial_class_weights(base, [mask[None]], [target], [torch.ones(1)])
                 edited = ops.label_collage(generator, z, base, mixture, torch.ones(1, generator.n_blocks, dtype=torch.bool))
                 change = (edited - plain).abs().sum(1, keepdim=True)[0]
-                heat = (change / change.max().clamp(min=1e-8)) * 2 - 1
-                outline = (F.max_pool2d(mask[None, None], 3, 1, 1)[0] - mask[None]) > 0
-                heat = torch.cat([heat, heat, heat]).masked_fill(torch.cat([outline, torch.zeros_like(outline), outline]), 1.0)
+                heat = ((change / change.max().clamp(min=1e-8)) * 2 - 1).expand(3, -1, -1).masked_fill(outline, 1.0)
                 row += [edited[0], heat]
-            tiles_rows.append(torch.cat(row, 2))
-    grid = torch.cat(tiles_rows, 1)
-    pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    image = Image.fromarray(pixels)
+                label += [f"-> {classes[target_class]}", "change"]
+            rows.append(torch.cat(row, 2))
+            labels.append(label)
+    tile, strip = generator.resolution * scale, 14
+    canvas = Image.new("RGB", (len(labels[0]) * tile, len(rows) * (tile + strip)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (row, label) in enumerate(zip(rows, labels)):
+        pixels = ((row.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        image = Image.fromarray(pixels)
+        canvas.paste(image.resize((image.width * scale, image.height * scale), Image.NEAREST), (0, r * (tile + strip) + strip))
+        for c, text in enumerate(label):
+            draw.text((c * tile + 3, r * (tile + strip) + 1), text, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    canvas.save(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("checkpoints/collage-faces"))
     parser.add_argument("--part", default="eyes", choices=[p for p in PARTS if p != "background"])
     parser.add_argument("--seeds", type=int, default=32, help="base seeds per species pair")
-    parser.add_argument("--mask-threshold", type=float, default=0.25)
+    parser.add_argument("--mask-threshold", type=float, default=0.1,
+                        help="a pixel is in a part's region when at least this share of rendered faces has the part there")
     parser.add_argument("--write-masks", action="store_true", help="write <model-dir>/masks/{eyes,mouth}.png")
     parser.add_argument("--project", type=int, default=0, metavar="N", help="also measure class recovery by projecting N held-out faces")
     parser.add_argument("--project-steps", type=int, default=150)
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                                          "projection": projection}, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.figure:
-        figure(generator, mask, args.figure, seeds=list(range(4)))
+        figure(generator, mask, args.figure, seeds=list(range(4)), classes=list(manifest["classes"]))
         print(f"wrote {args.figure}")
 
 

@@ -20,6 +20,10 @@ sub-samples, so the masks partition the image.
 CLI, a preview grid of images and of colour-coded part maps:
 
     python -m training.data.faces --out DIR --n 16 --resolution 64 --seed 0
+    python -m training.data.faces --out DIR --species --n 8 --resolution 32   # a row per species
+
+Species faces (``render_species_faces``, class-conditional data for ``training.train_collage``):
+every face is one of :data:`SPECIES`, which differ in head shape, eyes and mouth.
 """
 
 from __future__ import annotations
@@ -50,6 +54,36 @@ _IRIS = torch.tensor([[0.35, 0.20, 0.10], [0.20, 0.12, 0.07], [0.45, 0.40, 0.18]
                       [0.25, 0.45, 0.25], [0.25, 0.45, 0.75], [0.45, 0.52, 0.58]])
 _LIP = torch.tensor([0.75, 0.25, 0.28])
 
+# Species (render_species_faces): cartoon creatures that differ in head, eye and mouth shape, with
+# colours, hair and background drawn as for every face. Each entry overrides the generic uniform
+# range of a draw (see _draw_faces; lengths in normalised coordinates, factors as there).
+SPECIES: tuple[str, ...] = ("round", "cat", "owl", "frog")
+_SPECIES_RANGES: dict[str, dict[str, tuple[float, ...]]] = {
+    # round head, small dark dot eyes, a big (mostly open) grin, ears at the sides
+    "round": dict(fa=(0.56, 0.63), fb=(0.58, 0.66), taper=(0.0, 0.08), eye_y=(-0.08, 0.02), nose_y=(0.28, 0.34),
+                  mouth_y=(0.24, 0.30), ea=(0.06, 0.075), eb=(0.92, 1.0), lw=(0.02, 0.03), sep=(0.32, 0.40),
+                  r=(0.95, 1.0), mw=(0.22, 0.30), smile=(0.55, 1.0), open=(0.9,), pupil_w=(0.75, 0.85),
+                  pupil_h=(0.75, 0.85), side_ears=(1.0,)),
+    # wide head with a pointed chin and pointed ears on top, long narrow almond eyes with a vertical
+    # slit pupil, a small closed mouth
+    "cat": dict(fa=(0.60, 0.68), fb=(0.52, 0.60), taper=(0.25, 0.45), eye_y=(-0.14, -0.04), nose_y=(0.34, 0.40),
+                mouth_y=(0.16, 0.22), ea=(0.13, 0.16), eb=(0.36, 0.46), lw=(0.02, 0.03), sep=(0.40, 0.46),
+                r=(0.60, 0.75), mw=(0.08, 0.12), smile=(0.25, 0.6), open=(0.15,), mh_closed=(0.035, 0.045),
+                pupil_w=(0.16, 0.22), pupil_h=(1.1, 1.3), top_ears=(1.0,)),
+    # tall head tapering to the chin, huge round eyes without lids, close together, a tiny
+    # downward beak-like mouth
+    "owl": dict(fa=(0.50, 0.56), fb=(0.66, 0.74), taper=(0.35, 0.5), eye_y=(-0.22, -0.10), nose_y=(0.40, 0.46),
+                mouth_y=(0.14, 0.20), ea=(0.17, 0.20), eb=(0.95, 1.0), lw=(0.0, 0.003), sep=(0.36, 0.41),
+                r=(0.62, 0.75), mw=(0.06, 0.09), smile=(-0.9, -0.5), open=(0.0,), mh_closed=(0.07, 0.09),
+                pupil_w=(0.5, 0.6), pupil_h=(0.5, 0.6)),
+    # very wide flat head, bulging eyes with thick lids on top of the head, set far apart, a very
+    # wide thin mouth; horizontal pupils
+    "frog": dict(fa=(0.72, 0.80), fb=(0.46, 0.54), taper=(0.0, 0.05), eye_y=(-0.62, -0.52), nose_y=(0.55, 0.62),
+                 mouth_y=(0.24, 0.32), ea=(0.11, 0.135), eb=(0.80, 0.92), lw=(0.045, 0.06), sep=(0.50, 0.56),
+                 r=(0.55, 0.65), mw=(0.45, 0.60), smile=(0.15, 0.4), open=(0.08,), mh_closed=(0.035, 0.045),
+                 pupil_w=(0.75, 0.85), pupil_h=(0.28, 0.36)),
+}
+
 # Hair styles (per sample).
 BALD, SHORT, LONG, BANGS, LONG_BANGS = range(5)
 _STYLE_P = torch.tensor([0.10, 0.32, 0.26, 0.17, 0.15])
@@ -67,6 +101,7 @@ class FaceBatch:
 
     images: torch.Tensor
     masks: torch.Tensor
+    species: torch.Tensor | None = None  # (N,) long ids into SPECIES (render_species_faces only)
 
     def part_mask(self, name: str) -> torch.Tensor:
         """(N, R, R) bool mask of part ``name`` (one of :data:`PARTS`)."""
@@ -77,16 +112,40 @@ class FaceBatch:
 
 class _Draw:
     """Random draws for a batch of n: scalars as (N, 1, 1), to broadcast against the (N, S, S) grid;
-    colours as (N, 3)."""
+    colours as (N, 3).
 
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.g = n, generator
+    species: None, or (N,) long species ids; then :meth:`su` / :meth:`scoin` use the per-species
+    ranges of :data:`_SPECIES_RANGES` where a species has one. Either way they consume exactly one
+    ``rand(n, 1, 1)`` like :meth:`u` / :meth:`coin`, and without species they compute the same
+    numbers, so ``render_faces`` (species=None) is unchanged by the species path.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator, species: torch.Tensor | None = None):
+        self.n, self.g, self.species = n, generator, species
 
     def u(self, lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(self.n, 1, 1, generator=self.g)
 
     def coin(self, p: float) -> torch.Tensor:
         return torch.rand(self.n, 1, 1, generator=self.g) < p
+
+    def _table(self, key: str, default) -> torch.Tensor:
+        """Per-sample (N, 1, 1[, 2]) values of ``key`` from the species table (default where absent)."""
+        rows = [_SPECIES_RANGES[name].get(key, default) for name in SPECIES]
+        return torch.tensor(rows, dtype=torch.float32)[self.species].view(self.n, 1, 1, -1)
+
+    def su(self, key: str, lo: float, hi: float) -> torch.Tensor:
+        """Uniform in [lo, hi], or in the sample's species range for ``key``."""
+        if self.species is None:
+            return self.u(lo, hi)
+        r = self._table(key, (lo, hi))
+        return r[..., 0] + (r[..., 1] - r[..., 0]) * torch.rand(self.n, 1, 1, generator=self.g)
+
+    def scoin(self, key: str, p: float) -> torch.Tensor:
+        """True with probability p, or with the sample's species probability for ``key``."""
+        if self.species is None:
+            return self.coin(p)
+        return torch.rand(self.n, 1, 1, generator=self.g) < self._table(key, (p,))[..., 0]
 
     def choice(self, probs: torch.Tensor) -> torch.Tensor:
         """(N,) indices drawn with probabilities ``probs`` (K,)."""
@@ -174,7 +233,38 @@ def render_faces(n: int, resolution: int = 64, *, seed: int | None = None,
     _check(n, resolution, seed, generator, supersample)
     if generator is None:
         generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
-    params = _draw_faces(_Draw(n, generator))
+    return _render_batch(_draw_faces(_Draw(n, generator)), n, resolution, supersample)
+
+
+def render_species_faces(n: int, resolution: int = 64, *, seed: int | None = None,
+                         generator: torch.Generator | None = None, species=None,
+                         supersample: int = 2) -> FaceBatch:
+    """Like :func:`render_faces`, but every face is one of the cartoon :data:`SPECIES`, which differ
+    in head shape (and ears), eye shape and mouth shape; colours, hair and background are drawn as
+    for every face. The class-conditional training data of ``training.train_collage``.
+
+    species: None (drawn uniformly from the seed / generator, before the faces), or the ``n``
+        per-sample species ids (a sequence of ints or a (n,) integer tensor, each in
+        [0, len(SPECIES))). The returned batch's ``species`` holds the ids.
+    """
+    _check(n, resolution, seed, generator, supersample)
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
+    if species is None:
+        species = torch.randint(len(SPECIES), (n,), generator=generator)
+    else:
+        species = torch.as_tensor(species)
+        if species.shape != (n,) or species.dtype.is_floating_point or species.dtype == torch.bool:
+            raise ValueError(f"species must be {n} integer ids, got {tuple(species.shape)} {species.dtype}")
+        species = species.long()
+        if n and (species.min() < 0 or species.max() >= len(SPECIES)):
+            raise ValueError(f"species ids must be in [0, {len(SPECIES)}), got {species.tolist()}")
+    batch = _render_batch(_draw_faces(_Draw(n, generator, species)), n, resolution, supersample)
+    batch.species = species.clone()
+    return batch
+
+
+def _render_batch(params: "_Params", n: int, resolution: int, supersample: int) -> FaceBatch:
     # The grid work runs on chunks of about 2**18 sub-samples a tensor (1 MB of float32), which stay
     # in cache; whole-batch tensors at 128 px and more would not.
     chunk = max(1, 2**18 // (resolution * supersample) ** 2)
@@ -197,17 +287,20 @@ class _Params(types.SimpleNamespace):
 
 
 def _draw_faces(d: _Draw) -> _Params:
-    """Every random choice of a batch, drawn at once so that chunking the rendering changes nothing."""
+    """Every random choice of a batch, drawn at once so that chunking the rendering changes nothing.
+
+    With ``d.species`` set, the head, eye and mouth geometry come from the species' ranges
+    (``d.su`` / ``d.scoin``) and a few species-only parameters are drawn at the end."""
     p = _Params()
     n = d.n
 
     # Head layout, the way aligned face photos are: centred, eyes about half-way down.
     p.cx, p.cy = d.u(-0.04, 0.04), d.u(0.0, 0.08)
-    p.fa, p.fb = d.u(0.47, 0.57), d.u(0.62, 0.72)  # face half-width, half-height
-    p.taper = d.u(0.0, 0.3)  # narrows the jaw: the half-width shrinks below the centre
-    p.eye_y = p.cy + p.fb * d.u(-0.14, 0.0)
-    p.nose_y = p.eye_y + p.fb * d.u(0.30, 0.38)
-    p.mouth_y = p.nose_y + p.fb * d.u(0.22, 0.30)
+    p.fa, p.fb = d.su("fa", 0.47, 0.57), d.su("fb", 0.62, 0.72)  # face half-width, half-height
+    p.taper = d.su("taper", 0.0, 0.3)  # narrows the jaw: the half-width shrinks below the centre
+    p.eye_y = p.cy + p.fb * d.su("eye_y", -0.14, 0.0)
+    p.nose_y = p.eye_y + p.fb * d.su("nose_y", 0.30, 0.38)
+    p.mouth_y = p.nose_y + p.fb * d.su("mouth_y", 0.22, 0.30)
 
     # Hair: long hair sits behind everything; a cap (top of the head, maybe with bangs) goes over
     # the face's top. A shape a sample does not have is moved _FAR off the canvas.
@@ -223,11 +316,11 @@ def _draw_faces(d: _Draw) -> _Params:
     p.ends, p.ends_f, p.ends_ph = d.u(0.55, 1.05), d.u(14, 24), d.u(0, 6.3)  # ragged ends: |sin| in x
 
     # Eyes (needed for the fringe, which must stay above them).
-    p.ea = d.u(0.085, 0.125)  # eye half-width: 5.5 to 8 px an eye at 64 px
-    p.eb = p.ea * torch.where(d.coin(0.3), d.u(0.38, 0.55), d.u(0.60, 0.85))  # some narrowed
-    p.lw = d.u(0.018, 0.03)  # outline
-    p.sep = p.fa * d.u(0.36, 0.46)  # eye centres at cx +- sep
-    p.r = p.ea * d.u(0.45, 0.62)  # iris radius
+    p.ea = d.su("ea", 0.085, 0.125)  # eye half-width: 5.5 to 8 px an eye at 64 px
+    p.eb = p.ea * torch.where(d.coin(0.3), d.su("eb", 0.38, 0.55), d.su("eb", 0.60, 0.85))  # some narrowed
+    p.lw = d.su("lw", 0.018, 0.03)  # outline
+    p.sep = p.fa * d.su("sep", 0.36, 0.46)  # eye centres at cx +- sep
+    p.r = p.ea * d.su("r", 0.45, 0.62)  # iris radius
     p.gx, p.iris_y = p.ea * d.u(-0.3, 0.3), p.eye_y + p.eb * d.u(-0.25, 0.15)  # gaze
     p.glint_off = d.coin(0.3) * _FAR
 
@@ -256,10 +349,10 @@ def _draw_faces(d: _Draw) -> _Params:
     # sometimes a row of teeth along the top.
     rel = (p.mouth_y - p.cy) / p.fb
     face_half_w = p.fa * (1 - p.taper * rel) * (1 - rel.square()).clamp(min=0).sqrt()
-    p.mw = torch.minimum(d.u(0.19, 0.30), 0.75 * face_half_w)  # half-width: 12 to 19 px at 64 px
-    p.smile = d.u(-0.15, 0.9) / p.mw
-    is_open = d.coin(0.55)
-    p.mh = torch.where(is_open, d.u(0.06, 0.12), d.u(0.035, 0.05))
+    p.mw = torch.minimum(d.su("mw", 0.19, 0.30), 0.75 * face_half_w)  # half-width: 12 to 19 px at 64 px
+    p.smile = d.su("smile", -0.15, 0.9) / p.mw
+    is_open = d.scoin("open", 0.55)
+    p.mh = torch.where(is_open, d.su("mh_open", 0.06, 0.12), d.su("mh_closed", 0.035, 0.05))
     p.inner_h = (p.mh - d.u(0.022, 0.035)).clamp(min=0.015)
     p.inner_off = (~is_open) * _FAR
     p.teeth_cut = torch.where(d.coin(0.5), -p.inner_h * d.u(0.2, 0.5), -_FAR)  # teeth where bent < this
@@ -288,7 +381,25 @@ def _draw_faces(d: _Draw) -> _Params:
     p.tex = torch.cat([torch.cat([d.u(0.0, 0.25), d.u(0.5, 4.0), d.u(0, 6.3), d.u(0.5, 4.0), d.u(0, 6.3)], 2)
                        for _ in range(3)], 1)  # (N, 3 terms, amplitude fx phase_x fy phase_y)
     p.streak_f, p.streak_ph = d.u(20, 35), d.u(0, 6.3)  # hair streaks
+    if d.species is not None:
+        _species_extras(d, p)
     return p
+
+
+def _species_extras(d: _Draw, p: _Params) -> None:
+    """Species-only shapes: pupil proportions, which species keep side ears, cat ears on top."""
+    p.species = d.species
+    p.pupil_w = p.r * d.su("pupil_w", 0.5, 0.5)  # pupil half-axes (the generic pupil is r / 2)
+    p.pupil_h = p.r * d.su("pupil_h", 0.5, 0.5)
+    side_ears = d._table("side_ears", (0.0,))[..., 0] > 0
+    p.ear_off = torch.where(side_ears, p.ear_off, torch.full_like(p.ear_off, _FAR))
+    # Pointed ears on top of the head (cats): triangles from apex (x = +-top_ear_x, top_ear_apex)
+    # down to a base of half-width top_ear_hw at top_ear_base, painted behind the head.
+    p.top_ear_on = d._table("top_ears", (0.0,))[..., 0] > 0
+    p.top_ear_x = p.fa * d.u(0.52, 0.64)
+    p.top_ear_base = p.cy - p.fb * d.u(0.55, 0.70)
+    p.top_ear_apex = p.cy - p.fb - d.u(0.20, 0.32)
+    p.top_ear_hw = p.fa * d.u(0.26, 0.34)
 
 
 def _render(p: _Params, resolution: int, supersample: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,6 +421,10 @@ def _render(p: _Params, resolution: int, supersample: int) -> tuple[torch.Tensor
     ends = p.ends + 0.04 * torch.sin(x * p.ends_f + p.ends_ph).abs()  # (N, 1, S)
     sides = _less(adx, p.long_w + p.long_flare * (y - p.cy) + from_top) * _less(y, ends)
     paint(HAIR_BACK, torch.maximum(sides, _ellipse(x, y, p.cx, p.cap_cy + p.long_off, p.long_w, p.cap_b * 1.08)))
+    if hasattr(p, "top_ear_on"):  # species: pointed ears on top (fur: hair colour, behind the head)
+        in_rows = (y > p.top_ear_apex) & (y < p.top_ear_base) & p.top_ear_on
+        ear_w = torch.where(in_rows, p.top_ear_hw * (y - p.top_ear_apex) / (p.top_ear_base - p.top_ear_apex), -1.0)
+        paint(HAIR_BACK, _less((adx - p.top_ear_x).abs(), ear_w))
 
     # Neck and ears, then the face over them.
     paint(NECK, _less(adx, p.neck_w + torch.where(y > p.cy, 0.0, -_FAR)))
@@ -339,7 +454,10 @@ def _render(p: _Params, resolution: int, supersample: int) -> tuple[torch.Tensor
     paint(SCLERA, sclera)
     ix = (dx - p.gx).abs()
     paint(IRIS, sclera * _ellipse(ix, y, p.sep, p.iris_y, p.r, p.r))
-    paint(PUPIL, sclera * _ellipse(ix, y, p.sep, p.iris_y, p.r * 0.5, p.r * 0.5))
+    if hasattr(p, "pupil_w"):  # species: slit or dot pupils
+        paint(PUPIL, sclera * _ellipse(ix, y, p.sep, p.iris_y, p.pupil_w, p.pupil_h))
+    else:
+        paint(PUPIL, sclera * _ellipse(ix, y, p.sep, p.iris_y, p.r * 0.5, p.r * 0.5))
     glint_x = (dx - p.gx - 0.35 * p.r).abs()
     paint(GLINT, sclera * _ellipse(glint_x, y, p.sep, p.iris_y - 0.35 * p.r + p.glint_off, p.r * 0.28, p.r * 0.28))
 
@@ -421,9 +539,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling of the PNGs")
+    parser.add_argument("--species", action="store_true",
+                        help="render_species_faces: one row per species (of SPECIES), N faces a row")
     args = parser.parse_args(argv)
-    batch = render_faces(args.n, args.resolution, seed=args.seed)
-    columns = math.ceil(math.sqrt(args.n))
+    if args.species:
+        ids = torch.arange(len(SPECIES)).repeat_interleave(args.n)
+        batch = render_species_faces(len(ids), args.resolution, seed=args.seed, species=ids)
+        columns = args.n
+        print("rows: " + ", ".join(SPECIES))
+    else:
+        batch = render_faces(args.n, args.resolution, seed=args.seed)
+        columns = math.ceil(math.sqrt(args.n))
     part_maps = torch.einsum("nprc,pk->nkrc", batch.masks.float(), PART_COLOURS)
     args.out.mkdir(parents=True, exist_ok=True)
     _save(_grid((batch.images + 1) / 2, columns), args.out / "faces.png", args.scale)
