@@ -198,40 +198,39 @@ def collage_masks(model: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def neural_collage_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
                         seeds: tuple[int, ...] = (1, 2, 3, 4), cell: int = 96) -> Image.Image:
-    """One row per base (seed, class): the base; its region (eyes if the model ships an eyes mask)
-    turned into every other class by label_collage (all blocks); the same with the late blocks only;
-    feature_collage of the region from another seed of another class; the mask."""
+    """One row per base (seed, class), each tile captioned: the base; its region (eyes if the model
+    ships an eyes mask) turned into every other class by label_collage (all blocks); the same with
+    the last block only; a reference of another class; its region's features pasted into the base
+    (feature_collage); the mask."""
     name, classes = model["name"], list(model.get("classes") or [])[:4]
     masks = collage_masks(model)
     part = "eyes" if "eyes" in masks else sorted(masks)[0]
     mask_id = _upload_png(client, masks[part])
-    n_blocks = len(model.get("layers") or [])
-    late = [n_blocks - 1]
-    header = ["base", *[f"{part} -> {c}" for c in classes[1:]], f"{part} -> {classes[1]}, block {late[0]} only",
-              "reference", f"{part} features pasted", "mask"]
-    font_h = 18
-    grid = Image.new("RGB", (cell * len(header), font_h + cell * len(seeds)), "white")
+    last = len(model.get("layers") or []) - 1
+    caption_h = 14
+    columns = len(classes) + 4
+    grid = Image.new("RGB", (cell * columns, (caption_h + cell) * len(seeds)), "white")
     draw = ImageDraw.Draw(grid)
-    for column, text in enumerate(header):
-        draw.text((column * cell + 3, 3), text[:16], fill="black")
     for row, seed in enumerate(seeds):
         base_class = classes[row % len(classes)]
         others = [c for c in classes if c != base_class]
         base = {"seed": seed, "class_id": base_class}
-        tiles = [_edit_png(client, {"model": name, "op": "sample", "inputs": base})[0]]
-        for target in others:
-            tiles.append(_edit_png(client, {"model": name, "op": "label_collage",
-                                            "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": target}]}})[0])
-        tiles.append(_edit_png(client, {"model": name, "op": "label_collage", "params": {"layers": late},
-                                        "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": others[0]}]}})[0])
         reference = {"seed": seed + 100, "class_id": others[-1]}
-        tiles.append(_edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0])
-        tiles.append(_edit_png(client, {"model": name, "op": "feature_collage",
-                                        "inputs": {"base": base, "references": [{**reference, "mask": mask_id}]}})[0])
-        tiles.append(Image.fromarray(masks[part]).convert("RGB"))
+        tiles = [(_edit_png(client, {"model": name, "op": "sample", "inputs": base})[0], f"{base_class} {seed}")]
+        for target in others:
+            tiles.append((_edit_png(client, {"model": name, "op": "label_collage", "inputs": {
+                "base": base, "regions": [{"mask": mask_id, "class_id": target}]}})[0], f"{part}->{target}"))
+        tiles.append((_edit_png(client, {"model": name, "op": "label_collage", "params": {"layers": [last]}, "inputs": {
+            "base": base, "regions": [{"mask": mask_id, "class_id": others[0]}]}})[0], f"{part}->{others[0]} b{last}"))
+        tiles.append((_edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0], f"ref {others[-1]} {seed + 100}"))
+        tiles.append((_edit_png(client, {"model": name, "op": "feature_collage", "inputs": {
+            "base": base, "references": [{**reference, "mask": mask_id}]}})[0], f"ref {part} pasted"))
+        tiles.append((Image.fromarray(masks[part]).convert("RGB"), f"mask: {part}"))
         say(f"    base seed {seed} ({base_class}): {part} -> {', '.join(others)}; features from seed {seed + 100} ({others[-1]})")
-        for column, tile in enumerate(tiles):
-            grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, font_h + row * cell))
+        top = row * (caption_h + cell)
+        for column, (tile, caption) in enumerate(tiles):
+            draw.text((column * cell + 2, top + 1), caption, fill="black")
+            grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, top + caption_h))
     return grid
 
 

@@ -227,5 +227,5 @@ def test_demo_grid_runs_every_collage_op(client, model):
     info = client.get(f"/v1/models/{MODEL}").json()
     lines: list[str] = []
     grid = neural_collage_grid(client, info, say=lines.append, seeds=(1, 2), cell=32)
-    assert grid.size == (32 * 8, 18 + 2 * 32)  # base, 3 targets, late-only, reference, pasted, mask
+    assert grid.size == (32 * 8, 2 * (14 + 32))  # base, 3 targets, late-only, reference, pasted, mask
     assert len(lines) == 2 and "middle" in lines[0]  # no shipped masks for this model: the centred box
