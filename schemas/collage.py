@@ -113,6 +113,7 @@ def check_layers(layers: list[int] | None, manifest: dict[str, Any], where: str)
 
 
 Truncation = Field(default=1.0, gt=0.0, le=1.0, description="truncation of seeded z (and BigGAN's batch-norm statistics); 1 = none")
+ResizeMasks = Field(default=False, description="resize masks to the model resolution instead of rejecting other sizes")
 
 
 # ---- sample ------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class LabelCollageParams(StrictModel):
     layers: list[int] | None = Field(
         default=None, description="blocks whose CBNs take the spatial class map (default all); early blocks change shape, late ones texture")
     truncation: float = Truncation
-    resize_masks: bool = Field(default=False, description="resize masks to the model resolution instead of rejecting other sizes")
+    resize_masks: bool = ResizeMasks
 
 
 class LabelCollageInputs(StrictModel):
@@ -192,7 +193,7 @@ class FeatureReference(CollageLatent):
 
 class FeatureCollageParams(StrictModel):
     truncation: float = Truncation
-    resize_masks: bool = Field(default=False, description="resize masks to the model resolution instead of rejecting other sizes")
+    resize_masks: bool = ResizeMasks
 
 
 class FeatureCollageInputs(StrictModel):

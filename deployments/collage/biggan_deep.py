@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deployments.collage.conditioning import ClassMixture, Condition, condition_batch, mix_by_class, pool_class_map
+from deployments.collage.conditioning import ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map
 from deployments.collage.sngan import FeatureEdit
 
 BOTTOM_WIDTH = 4  # side of gen_z's output
@@ -348,7 +348,7 @@ class GeneratorBody(nn.Module):
         return torch.tanh(h)
 
 
-class BigGANDeep(nn.Module):
+class BigGANDeep(CollageGenerator):
     """z (B, z_dim) + class weights (B, K) -> images (B, 3, R, R) in [-1, 1]."""
 
     def __init__(self, config: BigGANDeepConfig) -> None:
@@ -356,33 +356,6 @@ class BigGANDeep(nn.Module):
         self.config = config
         self.embeddings = nn.Linear(config.num_classes, config.class_embed_dim, bias=False)
         self.generator = GeneratorBody(config)
-
-    # The family-wide generator contract (deployments/collage/ops.py relies on it) ------------
-    @property
-    def z_dim(self) -> int:
-        return self.config.z_dim
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def n_blocks(self) -> int:
-        """Number of GenBlocks (self-attention is not a block)."""
-        return self.config.n_blocks
-
-    @property
-    def block_resolutions(self) -> list[int]:
-        """Output side of each GenBlock, in block order."""
-        return self.config.block_resolutions
-
-    @property
-    def block_channels(self) -> list[int]:
-        return self.config.block_channels
 
     def blocks(self) -> list[GenBlock]:
         return self.generator.blocks()

@@ -15,10 +15,11 @@ and biases per pixel: that is how sCBN is computed here.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class ClassMixture(NamedTuple):
@@ -67,3 +68,40 @@ def mix_by_class(condition: Condition, rows_of: Callable[[torch.Tensor], torch.T
         pooled = pool_class_map(condition, size)
         return rows_of(pooled.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     raise ValueError(f"a class condition is (B, K), (B, K, H, W) or a ClassMixture, got shape {tuple(condition.shape)}")
+
+
+class CollageGenerator(nn.Module):
+    """The collage family's generator contract (``deployments/collage/ops.py`` relies on it).
+
+    Subclasses set ``self.config``, whose fields and properties supply the figures, and implement
+    ``forward(z, class_weights, truncation=1.0, class_maps=None, feature_edit=None)``.
+    """
+
+    config: Any
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks that layers in the API name (class maps and feature edits act per block)."""
+        return self.config.n_blocks
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        """Output side of each block, in block order."""
+        return self.config.block_resolutions
+
+    @property
+    def block_channels(self) -> list[int]:
+        """Output channels of each block, in block order."""
+        return self.config.block_channels

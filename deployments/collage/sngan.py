@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deployments.collage.conditioning import ClassMixture, Condition, condition_batch, mix_by_class, pool_class_map  # noqa: F401
+from deployments.collage.conditioning import (  # noqa: F401  (pool_class_map: re-exported)
+    ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map)
 
 CHAINER_BN_EPS = 2e-5
 
@@ -62,6 +63,18 @@ class SNGANConfig:
     @property
     def resolution(self) -> int:
         return self.bottom_width * 2**self.n_blocks
+
+    @property
+    def num_classes(self) -> int:
+        return self.n_classes
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [self.bottom_width * 2 ** (i + 1) for i in range(self.n_blocks)]
+
+    @property
+    def block_channels(self) -> list[int]:
+        return [self.ch * m for m in self.channel_multipliers[1:]]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -117,7 +130,7 @@ class ResBlock(nn.Module):
         return h + self.c_sc(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-class SNGANGenerator(nn.Module):
+class SNGANGenerator(CollageGenerator):
     """z (B, z_dim) + class weights (B, K) -> images (B, 3, R, R) in [-1, 1]."""
 
     def __init__(self, config: SNGANConfig) -> None:
@@ -130,32 +143,6 @@ class SNGANGenerator(nn.Module):
             self.add_module(f"block{i + 2}", ResBlock(widths[i], widths[i + 1], config.n_classes))
         self.add_module(f"b{n + 2}", nn.BatchNorm2d(widths[-1], eps=CHAINER_BN_EPS))
         self.add_module(f"l{n + 2}", nn.Conv2d(widths[-1], 3, 3, padding=1))
-
-    # The family-wide generator contract (deployments/collage/ops.py relies on it) ------------
-    @property
-    def z_dim(self) -> int:
-        return self.config.z_dim
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.n_classes
-
-    @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def n_blocks(self) -> int:
-        return self.config.n_blocks
-
-    @property
-    def block_resolutions(self) -> list[int]:
-        """Output side of each block, in block order."""
-        return [self.config.bottom_width * 2 ** (i + 1) for i in range(self.config.n_blocks)]
-
-    @property
-    def block_channels(self) -> list[int]:
-        return [self.config.ch * m for m in self.config.channel_multipliers[1:]]
 
     def blocks(self) -> list[ResBlock]:
         return [getattr(self, f"block{i + 2}") for i in range(self.config.n_blocks)]
