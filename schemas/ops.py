@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from schemas import collage, style
+from schemas import collage, inpaint, style
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +126,18 @@ OPS: dict[str, dict[str, OpSpec]] = {
             prepare=collage.prepare_project,
             image_inputs={"image": "RGB"},
             fit_images=collage.fit_project_images,
+        ),
+    },
+    "inpaint": {
+        "inpaint": OpSpec(
+            name="inpaint",
+            description="EdgeConnect: complete the edges inside the hole (mask white = hole), then the image along them; "
+            "optional user-drawn edges steer the structure; returns the image and extras.edges_asset_id (the edge map).",
+            params_model=inpaint.InpaintParams,
+            inputs_model=inpaint.InpaintInputs,
+            prepare=inpaint.prepare_inpaint,
+            image_inputs={"image": "RGB", "mask": "L", "edges": "L"},
+            fit_images=inpaint.fit_inpaint_images,
         ),
     },
 }

@@ -1,0 +1,101 @@
+"""Ray Serve deployment of the ``inpaint`` family: a thin adapter over ``deployments.inpaint.ops``.
+
+Requests of one image size run as one tensor batch (the group key is the size; the generators are
+fully convolutional). Canny edges are found per image on the CPU before the batch. The completed
+edge map is stored as an asset of its own (content-addressed like an upload), so it can be fetched
+with ``GET /v1/assets/{id}``, edited, and sent back as ``inputs.edges``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Hashable
+
+import numpy as np
+import torch
+from ray import serve
+
+from deployments.inpaint import ops as edge_connect  # not "ops": cloudpickle would take it for torch.ops
+from deployments.inpaint.checkpoint import load_model
+from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
+from service.errors import Unprocessable
+from service.family import FamilyDeployment, GroupOutput
+from service.images import encode_png
+from service.tasks import EditTask
+
+
+def gray_of(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float (H, W) luma in [0, 1] (the weights of ops.to_gray)."""
+    return (image.astype(np.float32) / 255.0) @ np.asarray(edge_connect.GRAY_WEIGHTS, np.float32)
+
+
+def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Tasks of one image size -> merged images (N, H, W, 3) uint8 and completed edges (N, H, W) uint8."""
+    holes = np.stack([t.images["mask"] for t in tasks]).astype(np.float32)
+    edges = np.stack([edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], float(t.params["sigma"])) for t in tasks])
+    images = torch.from_numpy(np.stack([t.images["image"] for t in tasks])).to(device).permute(0, 3, 1, 2).float() / 255
+    user = None
+    if any("edges" in t.images for t in tasks):
+        strokes = [t.images["edges"] if "edges" in t.images else np.zeros(holes.shape[1:], bool) for t in tasks]
+        user = torch.from_numpy(np.stack(strokes).astype(np.float32)).unsqueeze(1).to(device)
+    with torch.inference_mode():
+        merged, completed = edge_connect.complete(model, images, torch.from_numpy(holes).unsqueeze(1).to(device),
+                                         torch.from_numpy(edges).unsqueeze(1).to(device), user)
+    out_images = (merged.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out_edges = (completed[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return out_images, out_edges
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
+class InpaintDeployment(FamilyDeployment):
+    family = "inpaint"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self._canary = EdgeConnect(EdgeConnectConfig(channels=2, residual_blocks=1)).eval().to(self.device)
+
+    def load_model(self, manifest: dict[str, Any], weights: bytes) -> EdgeConnect:
+        return load_model(weights, manifest, device=str(self.device))
+
+    def group_key(self, task: EditTask) -> Hashable:
+        return task.images["image"].shape  # fully convolutional: one batch per image size
+
+    def _store_edges(self, edges: np.ndarray) -> dict[str, Any]:
+        png = encode_png(edges)
+        asset_id = hashlib.sha256(png).hexdigest()
+        key = self.store.asset_key(asset_id)
+        metadata = {"kind": "image", "width": str(edges.shape[1]), "height": str(edges.shape[0]), "mode": "L"}
+        self.store.put_if_absent(key, png, content_type="image/png", metadata=metadata)
+        return {"edges_asset_id": asset_id}
+
+    def run_group(self, model: EdgeConnect, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
+        if op != "inpaint":
+            raise Unprocessable(f"inpaint op {op!r} is not served by this deployment")
+        outputs: list[GroupOutput | None] = [None] * len(tasks)
+        work = []
+        for i, task in enumerate(tasks):
+            if not task.images["mask"].any():  # nothing to fill: the input back, flagged
+                edges = edge_connect.canny_edges(gray_of(task.images["image"]), task.images["mask"], float(task.params["sigma"]))
+                extras = {"empty_mask": True, "hole_pixels": 0, "hole_share": 0.0,
+                          **self._store_edges((edges * 255).astype(np.uint8))}
+                outputs[i] = GroupOutput(task.images["image"], extras)
+            else:
+                work.append(i)
+        if work:
+            images, edges = inpaint_batch(model, [tasks[i] for i in work], self.device)
+            for i, image, edge_map in zip(work, images, edges):
+                hole = tasks[i].images["mask"]
+                extras = {"empty_mask": False, "hole_pixels": int(hole.sum()), "hole_share": round(float(hole.mean()), 4),
+                          "user_edges": "edges" in tasks[i].images, **self._store_edges(edge_map)}
+                outputs[i] = GroupOutput(image, extras)
+        return outputs  # type: ignore[return-value]
+
+    def health_forward(self) -> None:
+        image = torch.rand(1, 3, 8, 8, device=self.device)
+        mask = torch.zeros(1, 1, 8, 8, device=self.device)
+        mask[..., 2:6, 2:6] = 1
+        with torch.inference_mode():
+            merged, _ = edge_connect.complete(self._canary, image, mask, torch.zeros_like(mask))
+        if not torch.isfinite(merged).all():
+            raise RuntimeError("inpaint canary forward produced non-finite values")

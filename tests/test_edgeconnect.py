@@ -1,0 +1,161 @@
+"""EdgeConnect generators, the official checkpoint format, and the inpainting pipeline (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deployments.inpaint import ops
+from deployments.inpaint.checkpoint import (EDGE_FILE, INPAINT_FILE, config_from_state_dict, export, fold_spectral_norm,
+                                            load_model, load_official, save_official)
+from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
+from schemas.inpaint import InpaintParams, dilate_mask, fit_inpaint_images
+
+CONFIG = EdgeConnectConfig(channels=4, residual_blocks=2)
+
+
+def random_edgeconnect(seed: int = 0, config: EdgeConnectConfig = CONFIG) -> EdgeConnect:
+    torch.manual_seed(seed)
+    return EdgeConnect(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> EdgeConnect:
+    return random_edgeconnect()
+
+
+def _batch(height=30, width=26, n=2, seed=0):
+    rng = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, height, width, generator=rng)
+    masks = torch.zeros(n, 1, height, width)
+    masks[:, :, 6:18, 5:15] = 1
+    edges = (torch.rand(n, 1, height, width, generator=rng) > 0.9).float() * (1 - masks)
+    return images, masks, edges
+
+
+def test_official_layout_keys(model, tmp_path):
+    save_official(model, tmp_path, iteration=7)
+    edge = torch.load(tmp_path / EDGE_FILE, weights_only=True)
+    inpaint = torch.load(tmp_path / INPAINT_FILE, weights_only=True)["generator"]
+    assert edge["iteration"] == 7
+    edge = edge["generator"]
+    # spectral norm everywhere but the last conv; the residual convs of the edge generator have no bias
+    assert {"encoder.1.weight_orig", "encoder.1.weight_u", "encoder.1.weight_v", "encoder.1.bias"} <= set(edge)
+    assert "middle.0.conv_block.1.weight_orig" in edge and "middle.0.conv_block.1.bias" not in edge
+    assert "decoder.7.weight" in edge and "decoder.7.weight_orig" not in edge
+    assert {"encoder.1.weight", "middle.1.conv_block.5.bias", "decoder.0.weight", "decoder.7.bias"} <= set(inpaint)
+    assert edge["decoder.7.weight"].shape == (1, 4, 7, 7) and inpaint["decoder.7.weight"].shape == (3, 4, 7, 7)
+    assert inpaint["encoder.1.weight"].shape == (4, 4, 7, 7) and edge["encoder.1.weight_orig"].shape == (4, 3, 7, 7)
+    assert config_from_state_dict(edge) == CONFIG
+
+
+def test_official_files_load_with_identical_output(model, tmp_path):
+    save_official(model, tmp_path)
+    loaded = load_official(tmp_path)
+    images, masks, edges = _batch()
+    expected = ops.complete(model, images, masks, edges)
+    got = ops.complete(loaded, images, masks, edges)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Conv2d(3, 5, 3), torch.nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1)])
+def test_spectral_norm_folding_matches_torch(layer):
+    torch.manual_seed(1)
+    wrapped = torch.nn.utils.spectral_norm(layer)
+    x = torch.randn(2, layer.in_channels, 8, 8)
+    wrapped.train()
+    for _ in range(3):  # power iterations move u and v away from their init
+        wrapped(x)
+    wrapped.eval()
+    expected = wrapped(x)
+    state = wrapped.state_dict()
+    dim = 1 if isinstance(layer, torch.nn.ConvTranspose2d) else 0
+    weight = fold_spectral_norm(state["weight_orig"], state["weight_u"], state["weight_v"], dim)
+    plain = type(layer)(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding)
+    plain.load_state_dict({"weight": weight, "bias": state["bias"]})
+    torch.testing.assert_close(plain(x), expected, rtol=0, atol=1e-5)
+
+
+def test_broken_official_files_are_refused(model, tmp_path):
+    save_official(model, tmp_path)
+    data = torch.load(tmp_path / INPAINT_FILE, weights_only=True)
+    del data["generator"]["decoder.3.weight"]
+    torch.save(data, tmp_path / INPAINT_FILE)
+    with pytest.raises(ValueError, match="missing"):
+        load_official(tmp_path)
+    (tmp_path / EDGE_FILE).unlink()
+    with pytest.raises(FileNotFoundError):
+        load_official(tmp_path)
+
+
+def test_project_format_round_trip(model, tmp_path):
+    manifest = export(model, tmp_path, name="inpaint-test")
+    assert manifest["family"] == "inpaint" and manifest["arch"] == {"channels": 4, "residual_blocks": 2}
+    loaded = load_model((tmp_path / "weights.safetensors").read_bytes(), manifest)
+    images, masks, edges = _batch()
+    assert torch.equal(ops.complete(loaded, images, masks, edges)[0], ops.complete(model, images, masks, edges)[0])
+
+
+def test_complete_keeps_the_outside_and_takes_any_size(model):
+    for height, width in [(30, 26), (32, 32), (5, 7)]:
+        images, masks, edges = _batch(height, width)
+        masks = torch.zeros_like(masks)
+        masks[..., 1:4, 2:5] = 1
+        merged, completed = ops.complete(model, images, masks, edges)
+        assert merged.shape == images.shape and completed.shape == masks.shape
+        assert torch.equal(merged * (1 - masks), images * (1 - masks))  # outside the hole: the input
+        assert torch.equal(completed * (1 - masks), edges * (1 - masks))  # and its own edges
+        assert 0 <= merged.min() and merged.max() <= 1
+
+
+def test_user_edges_steer_the_hole(model):
+    images, masks, edges = _batch()
+    plain, plain_edges = ops.complete(model, images, masks, edges)
+    strokes = torch.zeros_like(masks)
+    strokes[..., 12, :] = 1  # a horizontal line, through the hole and outside it
+    steered, steered_edges = ops.complete(model, images, masks, edges, strokes)
+    assert torch.all(steered_edges[..., 12, 5:15] == 1)  # inside the hole the stroke is an edge
+    assert torch.equal(steered_edges * (1 - masks), plain_edges * (1 - masks))  # outside it is ignored
+    assert not torch.allclose(steered, plain)
+
+
+def test_edge_and_image_inputs_follow_the_official_conventions():
+    images, masks, edges = _batch()
+    gray = ops.to_gray(images)
+    inputs = ops.edge_inputs(gray, edges, masks)
+    assert torch.all(inputs[:, 0][masks[:, 0] == 1] == 1) and torch.all(inputs[:, 1][masks[:, 0] == 1] == 0)
+    assert torch.equal(inputs[:, 2:], masks)
+    assert ops.image_inputs(images, edges, masks).shape == (2, 4, 30, 26)
+    assert torch.equal(ops.dilate(masks, 1)[..., 5:19, 4:16], torch.ones(2, 1, 14, 12))
+
+
+def test_canny_edges_only_outside_the_hole():
+    gray = np.zeros((32, 32))
+    gray[:, 16:] = 1.0  # a vertical step edge
+    hole = np.zeros((32, 32), bool)
+    hole[:16] = True
+    edges = ops.canny_edges(gray, hole, sigma=1.0)
+    assert edges[20:28].sum() > 0 and edges[:14].sum() == 0
+
+
+# ---- the op contract's mask handling (schemas/inpaint.py) ------------------------------------------
+
+def test_fit_thresholds_dilates_and_refuses_bad_masks():
+    image = np.zeros((20, 24, 3), np.uint8)
+    mask = np.zeros((20, 24), np.uint8)
+    mask[5:10, 5:10] = 255
+    fitted = fit_inpaint_images({"image": image, "mask": mask}, InpaintParams(dilate=2), {})
+    assert fitted["mask"].dtype == bool and fitted["mask"].sum() == 9 * 9
+    assert np.array_equal(dilate_mask(mask > 0, 0), mask > 0)
+    with pytest.raises(ValueError, match="resize_mask"):
+        fit_inpaint_images({"image": image, "mask": mask[:10]}, InpaintParams(), {})
+    resized = fit_inpaint_images({"image": image, "mask": np.kron(mask, np.ones((2, 2), np.uint8))}, InpaintParams(resize_mask=True), {})
+    assert resized["mask"].shape == (20, 24)
+    with pytest.raises(ValueError, match="grey"):
+        fit_inpaint_images({"image": image, "mask": np.full((20, 24), 128, np.uint8)}, InpaintParams(), {})
+    with pytest.raises(ValueError, match="whole image"):
+        fit_inpaint_images({"image": image, "mask": np.full((20, 24), 255, np.uint8)}, InpaintParams(), {})
+    with pytest.raises(ValueError, match="after dilating"):
+        fit_inpaint_images({"image": image, "mask": mask}, InpaintParams(dilate=20), {})

@@ -1,0 +1,128 @@
+"""EdgeConnect inpainting through the REST API (real Serve + SeaweedFS) on a random-init model."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployments.inpaint.checkpoint import export
+from tests.helpers import png_bytes
+from tests.test_api import assert_problem, decode
+from tests.test_edgeconnect import random_edgeconnect
+
+MODEL = "inpaint-test-random"
+
+
+@pytest.fixture(scope="module")
+def model(client):
+    from service.config import get_settings
+    from service.registry import ModelRegistry
+    from service.storage import AssetStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export(random_edgeconnect(seed=4), Path(tmp), name=MODEL, random_init=True, description="test model")
+        ModelRegistry(AssetStore(get_settings())).register_dir(Path(tmp))
+    return MODEL
+
+
+def _upload(client, array: np.ndarray) -> str:
+    response = client.post("/v1/assets", files={"file": ("x.png", png_bytes(array), "image/png")})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["asset_id"]
+
+
+def _inpaint(client, image: str, mask: str, params: dict | None = None, edges: str | None = None):
+    inputs = {"image": image, "mask": mask, **({"edges": edges} if edges else {})}
+    return client.post("/v1/edits", json={"model": MODEL, "op": "inpaint", "params": params or {}, "inputs": inputs,
+                                          "output": {"inline": True}})
+
+
+def _image(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return decode(base64.b64decode(response.json()["image_base64"]))
+
+
+def _photo(height=40, width=36, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = (200, 40, 40)
+    image[:, width // 2:] = (30, 60, 180)
+    return np.clip(image.astype(int) + rng.integers(-10, 10, image.shape), 0, 255).astype(np.uint8)
+
+
+def _hole(height=40, width=36, box=(10, 25, 8, 28)) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    top, bottom, left, right = box
+    mask[top:bottom, left:right] = 255
+    return mask
+
+
+def test_inpaint_round_trip_keeps_size_and_outside_and_returns_the_edge_map(client, model):
+    photo, hole = _photo(), _hole()
+    response = _inpaint(client, _upload(client, photo), _upload(client, hole))
+    result = _image(response)
+    assert result.shape == photo.shape  # 40 x 36: padded to multiples of 4 inside, cropped back
+    outside = hole == 0
+    assert np.array_equal(result[outside], photo[outside])
+    extras = response.json()["extras"]
+    assert extras["empty_mask"] is False and extras["hole_pixels"] == 15 * 20 and extras["user_edges"] is False
+    edges = client.get(f"/v1/assets/{extras['edges_asset_id']}")
+    assert edges.status_code == 200 and (edges.json()["width"], edges.json()["height"]) == (36, 40)
+    assert edges.json()["mode"] == "L"
+    edge_map = decode(client.get(edges.json()["url"]).content)[..., 0]  # decode gives RGB
+    assert edge_map.shape == (40, 36) and edge_map[:, 17:19][outside[:, 17:19]].max() == 255  # the colour step, outside
+
+
+def test_user_edges_and_dilation(client, model):
+    photo, hole = _upload(client, _photo()), _upload(client, _hole())
+    strokes = np.zeros((40, 36), np.uint8)
+    strokes[17, :] = 255
+    steered = _inpaint(client, photo, hole, edges=_upload(client, strokes))
+    assert steered.status_code == 200 and steered.json()["extras"]["user_edges"] is True
+    plain = _inpaint(client, photo, hole)
+    assert not np.array_equal(_image(steered), _image(plain))
+    grown = _inpaint(client, photo, hole, {"dilate": 2})
+    assert grown.json()["extras"]["hole_pixels"] == 19 * 24
+
+
+def test_empty_mask_returns_the_input_flagged(client, model):
+    photo = _photo()
+    response = _inpaint(client, _upload(client, photo), _upload(client, np.zeros((40, 36), np.uint8)))
+    assert np.array_equal(_image(response), photo)
+    assert response.json()["extras"]["empty_mask"] is True and response.json()["extras"]["hole_pixels"] == 0
+
+
+def test_same_size_requests_share_a_batch(client, model):
+    photo = _upload(client, _photo(seed=3))
+    masks = [_upload(client, _hole(box=(i, i + 8, 4, 30))) for i in range(2, 30, 5)]
+    with ThreadPoolExecutor(len(masks)) as pool:
+        responses = list(pool.map(lambda m: _inpaint(client, photo, m), masks))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert max(r.json()["timings"]["group_size"] for r in responses) > 1
+
+
+def test_resize_mask_flag(client, model):
+    photo = _upload(client, _photo())
+    big = _upload(client, np.kron(_hole(), np.ones((2, 2), np.uint8)))
+    assert_problem(_inpaint(client, photo, big), 422, "resize_mask")
+    response = _inpaint(client, photo, big, {"resize_mask": True})
+    assert response.status_code == 200 and response.json()["extras"]["hole_pixels"] == 15 * 20
+
+
+@pytest.mark.parametrize("mask,params,detail", [
+    (np.full((40, 36), 255, np.uint8), {}, "whole image"),
+    (np.full((40, 36), 120, np.uint8), {}, "not black and white"),
+    (_hole(), {"dilate": 40}, "less than or equal to 32"),
+    (_hole(), {"sigma": 0}, "greater than 0"),
+])
+def test_bad_masks_and_params_are_422(client, model, mask, params, detail):
+    assert_problem(_inpaint(client, _upload(client, _photo()), _upload(client, mask), params), 422, detail)
+
+
+def test_unknown_asset_is_404(client, model):
+    assert_problem(_inpaint(client, _upload(client, _photo()), "0" * 64), 404, "does not exist")
