@@ -50,8 +50,8 @@ def _image(response) -> np.ndarray:
 def _photo(height=40, width=36, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.uint8)
-    image[:, : width // 2] = (200, 40, 40)
-    image[:, width // 2:] = (30, 60, 180)
+    image[:, : width // 2] = (30, 20, 60)  # a dark half and a bright half: a Canny edge between
+    image[:, width // 2:] = (230, 220, 160)
     return np.clip(image.astype(int) + rng.integers(-10, 10, image.shape), 0, 255).astype(np.uint8)
 
 
