@@ -85,3 +85,19 @@ def test_models_upload_converts_pytorch_pretrained_biggan_and_serves_a_collage(s
     response = client.post("/v1/edits", json=body)
     assert response.status_code == 200 and response.json()["width"] == 32, response.text
     assert main(["models", "upload", str(tmp_path), "--name", "nothing-here", "--format", "pytorch-pretrained-biggan"]) == 2
+
+
+def test_models_upload_converts_official_edgeconnect_files(service, client, tmp_path):
+    from deployments.inpaint.checkpoint import save_official
+    from tests.test_edgeconnect import random_edgeconnect
+
+    save_official(random_edgeconnect(seed=6), tmp_path / "edgeconnect")
+    assert main(["models", "upload", str(tmp_path / "edgeconnect"), "--name", "edgeconnect-cli", "--format", "edgeconnect-official"]) == 0
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["edgeconnect-cli"]
+    assert listed["family"] == "inpaint" and listed["arch"] == {"channels": 4, "residual_blocks": 2}
+    image = np.full((16, 20, 3), 90, np.uint8)
+    mask = np.zeros((16, 20), np.uint8)
+    mask[4:10, 4:12] = 255
+    ids = [client.post("/v1/assets", files={"file": ("a.png", png_bytes(a), "image/png")}).json()["asset_id"] for a in (image, mask)]
+    response = client.post("/v1/edits", json={"model": "edgeconnect-cli", "op": "inpaint", "inputs": {"image": ids[0], "mask": ids[1]}})
+    assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (20, 16), response.text
