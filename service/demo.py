@@ -70,6 +70,13 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
     cards: list[dict[str, Any]] = []
     grids: list[dict[str, Any]] = []
     for model in models:
+        if model["family"] == "inpaint":  # one before/after grid says it all
+            filename = f"{model['name']}-inpaint.png"
+            say(f"model {model['name']} [inpaint]: holes in two photos, each filled along its completed edges")
+            inpaint_grid(client, model, say).save(out_dir / filename)
+            say(f"  inpainting grid (input with hole, completed edges, result, original): {out_dir / filename}")
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Inpainting"})
+            continue
         requests = demo_requests(model, {name: info["asset_id"] for name, info in uploaded})
         if not requests:
             continue
@@ -231,6 +238,55 @@ def neural_collage_grid(client: httpx.Client, model: dict[str, Any], say: Callab
         for column, (tile, caption) in enumerate(tiles):
             draw.text((column * cell + 2, top + 1), caption, fill="black")
             grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, top + caption_h))
+    return grid
+
+
+def demo_holes(size: int) -> dict[str, np.ndarray]:
+    """Two masks (white = hole) of a square image: a rectangle and free-hand strokes."""
+    rectangle = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(rectangle).rectangle([size * 0.3, size * 0.35, size * 0.62, size * 0.6], fill=255)
+    strokes = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(strokes)
+    width = max(2, size // 14)
+    for points in ([(0.15, 0.2), (0.4, 0.45), (0.55, 0.3), (0.85, 0.5)], [(0.2, 0.8), (0.45, 0.6), (0.8, 0.85)]):
+        draw.line([(x * size, y * size) for x, y in points], fill=255, width=width, joint="curve")
+    return {"rectangle": np.asarray(rectangle), "strokes": np.asarray(strokes)}
+
+
+def inpaint_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
+                 size: int = 128, cell: int = 160) -> Image.Image:
+    """Rows: (photo, hole); columns: the input with its hole white, the completed edge map, the
+    inpainted result, the original. Photos: skimage's chelsea and rocket, centre crops at ``size``."""
+    from skimage import data
+
+    photos = {}
+    for name, array in (("chelsea", data.chelsea()), ("rocket", data.rocket())):
+        image = Image.fromarray(array)
+        scale = size / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        photos[name] = np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"))
+    header = ["input (hole white)", "completed edges", "inpainted", "original"]
+    caption_h = 16
+    rows = [(p, h) for p in photos for h in ("rectangle", "strokes")]
+    grid = Image.new("RGB", (cell * len(header), caption_h + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, text in enumerate(header):
+        draw.text((column * cell + 3, 2), text, fill="black")
+    holes = demo_holes(size)
+    for row, (photo_name, hole_name) in enumerate(rows):
+        photo, hole = photos[photo_name], holes[hole_name]
+        image_id, mask_id = _upload_png(client, photo), _upload_png(client, hole)
+        result, response = _edit_png(client, {"model": model["name"], "op": "inpaint", "inputs": {"image": image_id, "mask": mask_id}})
+        edges = client.get(f"/v1/assets/{response['extras']['edges_asset_id']}").json()
+        edge_map = Image.open(io.BytesIO(client.get(edges["url"]).content)).convert("RGB")
+        masked = photo.copy()
+        masked[hole > 127] = 255
+        tiles = [Image.fromarray(masked), edge_map, result, Image.fromarray(photo)]
+        say(f"    {photo_name} + {hole_name} hole ({100 * response['extras']['hole_share']:.0f}% of the image): "
+            f"compute {response['timings'].get('compute_ms') or 0:.0f} ms")
+        for column, tile in enumerate(tiles):
+            grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, caption_h + row * cell))
     return grid
 
 

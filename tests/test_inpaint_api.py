@@ -126,3 +126,14 @@ def test_bad_masks_and_params_are_422(client, model, mask, params, detail):
 
 def test_unknown_asset_is_404(client, model):
     assert_problem(_inpaint(client, _upload(client, _photo()), "0" * 64), 404, "does not exist")
+
+
+def test_demo_grid_inpaints_two_photos_with_two_holes(client, model):
+    from service.demo import demo_holes, inpaint_grid
+
+    holes = demo_holes(32)
+    assert all(m.dtype == np.uint8 and 0 < (m > 0).mean() < 0.5 for m in holes.values())
+    lines: list[str] = []
+    info = client.get(f"/v1/models/{MODEL}").json()
+    grid = inpaint_grid(client, info, say=lines.append, size=32, cell=32)
+    assert grid.size == (4 * 32, 16 + 4 * 32) and len(lines) == 4
