@@ -159,3 +159,26 @@ def test_fit_thresholds_dilates_and_refuses_bad_masks():
         fit_inpaint_images({"image": image, "mask": np.full((20, 24), 255, np.uint8)}, InpaintParams(), {})
     with pytest.raises(ValueError, match="after dilating"):
         fit_inpaint_images({"image": image, "mask": mask}, InpaintParams(dilate=20), {})
+
+
+def test_size_bucket_batch_equals_each_image_alone(model):
+    from deployments.inpaint.deployment import gray_of, inpaint_batch, size_bucket
+    from service.tasks import EditTask
+
+    rng = np.random.default_rng(0)
+    tasks = []
+    for height, width in [(30, 26), (29, 28), (32, 25)]:  # all pad to 32 x 28
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        hole = np.zeros((height, width), bool)
+        hole[8:20, 6:18] = True
+        tasks.append(EditTask(model="m", op="inpaint", params={"sigma": 2.0}, inputs={}, images={"image": image, "mask": hole},
+                              submitted_at=0.0))
+    assert {size_bucket(t.images["image"].shape) for t in tasks} == {(32, 28)} and size_bucket((5, 7)) == (12, 12)
+    for task, (merged, completed) in zip(tasks, inpaint_batch(model, tasks, torch.device("cpu"))):
+        image, hole = task.images["image"], task.images["mask"]
+        edges = ops.canny_edges(gray_of(image), hole, 2.0)
+        alone, alone_edges = ops.complete(model, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
+                                          torch.from_numpy(hole)[None, None].float(), torch.from_numpy(edges)[None, None])
+        expected = (alone.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        assert merged.shape == image.shape and np.abs(merged.astype(int) - expected.astype(int)).max() <= 1
+        assert np.array_equal(merged[~hole], image[~hole])

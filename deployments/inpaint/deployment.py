@@ -1,7 +1,7 @@
 """Ray Serve deployment of the ``inpaint`` family: a thin adapter over ``deployments.inpaint.ops``.
 
-Requests of one image size run as one tensor batch (the group key is the size; the generators are
-fully convolutional). Canny edges are found per image on the CPU before the batch. The completed
+Requests whose images pad to the same size (multiples of 4, at least 12 px) run as one tensor
+batch; each image is padded on its own, so its result is what it would get alone. Canny edges are found per image on the CPU before the batch. The completed
 edge map is stored as an asset of its own (content-addressed like an upload), so it can be fetched
 with ``GET /v1/assets/{id}``, edited, and sent back as ``inputs.edges``.
 """
@@ -29,21 +29,40 @@ def gray_of(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / 255.0) @ np.asarray(edge_connect.GRAY_WEIGHTS, np.float32)
 
 
-def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Tasks of one image size -> merged images (N, H, W, 3) uint8 and completed edges (N, H, W) uint8."""
-    holes = np.stack([t.images["mask"] for t in tasks]).astype(np.float32)
-    edges = np.stack([edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], float(t.params["sigma"])) for t in tasks])
-    images = torch.from_numpy(np.stack([t.images["image"] for t in tasks])).to(device).permute(0, 3, 1, 2).float() / 255
+def size_bucket(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The padded size an image of ``shape`` (H, W[, C]) runs at: the group key of the batcher."""
+    height, width = shape[:2]
+    side = lambda n: max(edge_connect.MIN_SIDE, n + (-n) % edge_connect.SIZE_MULTIPLE)  # noqa: E731
+    return side(height), side(width)
+
+
+def _padded(array: np.ndarray, mode: str) -> torch.Tensor:
+    """(H, W[, C]) -> (C, Hb, Wb) float tensor padded like ops.pad_to_multiple pads."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).float()
+    tensor = tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor.unsqueeze(0)
+    return edge_connect.pad_to_multiple(tensor.unsqueeze(0), mode=mode)[0]
+
+
+def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tasks of one size bucket -> per task (merged image (H, W, 3) uint8, completed edges (H, W) uint8).
+
+    Each image is padded to the bucket on its own (as ``ops.complete`` would pad it alone), so a
+    result does not depend on what else shares the batch.
+    """
+    holes = [t.images["mask"] for t in tasks]
+    edges = [edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], float(t.params["sigma"])) for t in tasks]
+    images = torch.stack([_padded(t.images["image"], "reflect") / 255 for t in tasks]).to(device)
+    masks = torch.stack([_padded(h.astype(np.float32), "constant") for h in holes]).to(device)
+    edge_maps = torch.stack([_padded(e, "constant") for e in edges]).to(device)
     user = None
     if any("edges" in t.images for t in tasks):
-        strokes = [t.images["edges"] if "edges" in t.images else np.zeros(holes.shape[1:], bool) for t in tasks]
-        user = torch.from_numpy(np.stack(strokes).astype(np.float32)).unsqueeze(1).to(device)
+        strokes = [t.images["edges"] if "edges" in t.images else np.zeros(h.shape, bool) for t, h in zip(tasks, holes)]
+        user = torch.stack([_padded(s.astype(np.float32), "constant") for s in strokes]).to(device)
     with torch.inference_mode():
-        merged, completed = edge_connect.complete(model, images, torch.from_numpy(holes).unsqueeze(1).to(device),
-                                         torch.from_numpy(edges).unsqueeze(1).to(device), user)
-    out_images = (merged.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out_edges = (completed[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return out_images, out_edges
+        merged, completed = edge_connect.complete(model, images, masks, edge_maps, user)
+    merged = (merged.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    completed = (completed[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return [(m[: h.shape[0], : h.shape[1]], c[: h.shape[0], : h.shape[1]]) for m, c, h in zip(merged, completed, holes)]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
@@ -59,7 +78,7 @@ class InpaintDeployment(FamilyDeployment):
         return load_model(weights, manifest, device=str(self.device))
 
     def group_key(self, task: EditTask) -> Hashable:
-        return task.images["image"].shape  # fully convolutional: one batch per image size
+        return size_bucket(task.images["image"].shape)  # images that pad to one size share a batch
 
     def _store_edges(self, edges: np.ndarray) -> dict[str, Any]:
         png = encode_png(edges)
@@ -83,8 +102,7 @@ class InpaintDeployment(FamilyDeployment):
             else:
                 work.append(i)
         if work:
-            images, edges = inpaint_batch(model, [tasks[i] for i in work], self.device)
-            for i, image, edge_map in zip(work, images, edges):
+            for i, (image, edge_map) in zip(work, inpaint_batch(model, [tasks[i] for i in work], self.device)):
                 hole = tasks[i].images["mask"]
                 extras = {"empty_mask": False, "hole_pixels": int(hole.sum()), "hole_share": round(float(hole.mean()), 4),
                           "user_edges": "edges" in tasks[i].images, **self._store_edges(edge_map)}
