@@ -214,6 +214,7 @@ def convert_sngan_chainer(source: str | Path, out_dir: str | Path, name: str, *,
 # ---------------------------------------------------------------------------------------------
 
 from deployments.collage.biggan_deep import BigGANDeep, BigGANDeepConfig  # noqa: E402  (this section's own import)
+from deployments.spectral_norm import spectral_norm_vectors, spectral_norm_weight  # noqa: E402,F401  (re-exported for tests)
 
 # The package keeps every spectrally normalised layer as torch.nn.utils.spectral_norm leaves it:
 # ``X.weight_orig`` (the raw parameter), ``X.weight_u`` (out,) and ``X.weight_v`` (in * kh * kw,).
@@ -223,45 +224,6 @@ from deployments.collage.biggan_deep import BigGANDeep, BigGANDeepConfig  # noqa
 PRETRAINED_BIGGAN_CONFIG = "config.json"
 PRETRAINED_BIGGAN_WEIGHTS = "pytorch_model.bin"
 _SN_LEAVES = ("weight_orig", "weight_u", "weight_v", "weight")
-
-
-def spectral_norm_weight(weight_orig: torch.Tensor, weight_u: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-    """The weight an eval-mode ``torch.nn.utils.spectral_norm`` layer uses (same arithmetic as torch)."""
-    sigma = torch.dot(weight_u, torch.mv(weight_orig.reshape(weight_orig.shape[0], -1), weight_v))
-    return weight_orig / sigma
-
-
-def spectral_norm_vectors(weight: torch.Tensor, iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u, v) for which ``spectral_norm_weight(weight, u, v)`` gives ``weight`` back.
-
-    v: the top right singular vector of W (power iteration from a fixed start), unit length.
-    u: W v / |W v|^2, so that u . (W v) = 1; it is the unit top left singular vector when W's spectral
-    norm is 1, as it is after SN. One component of u is then stepped an ulp at a time until the
-    float32 product is exactly 1, so the round trip is bit-exact (else off by an ulp or two).
-    """
-    matrix = weight.detach().reshape(weight.shape[0], -1).double()
-    v = torch.ones(matrix.shape[1], dtype=torch.float64)
-    for _ in range(iterations):
-        w_v = matrix.T @ (matrix @ v)
-        if not torch.linalg.vector_norm(w_v) > 0:
-            raise ValueError(f"a weight of shape {tuple(weight.shape)} that maps everything to 0 cannot be stored as spectral norm")
-        v = w_v / torch.linalg.vector_norm(w_v)
-    w_v = matrix @ v
-    u = (w_v / (w_v @ w_v)).float()
-    v = v.float()
-    w_v = torch.mv(weight.detach().reshape(weight.shape[0], -1).float(), v)
-    # step the component whose term u_i (W v)_i is largest but below 1/4, so one ulp of u_i moves the
-    # product by at most half an ulp of 1
-    terms = (u * w_v).abs()
-    small = torch.where(terms <= 0.25, terms, torch.zeros_like(terms))
-    i = int(torch.argmax(small if small.max() > 0 else terms))
-    for _ in range(64):
-        product = torch.dot(u, w_v)
-        if product == 1.0:
-            break
-        up = bool(product < 1.0) == bool(w_v[i] > 0)
-        u[i] = torch.nextafter(u[i], torch.tensor(float("inf") if up else float("-inf")))
-    return u, v
 
 
 def biggan_state_dict_from_pretrained(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import safetensors.torch
 import torch
 
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig, _EncoderDecoder
+from deployments.spectral_norm import spectral_norm_vectors, spectral_norm_weight
 
 FAMILY = "inpaint"
 FORMAT = "edgeconnect"
@@ -36,13 +37,6 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 
 def _sn_dim(module: torch.nn.Module) -> int:
     return 1 if isinstance(module, torch.nn.ConvTranspose2d) else 0
-
-
-def fold_spectral_norm(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """The weight a ``spectral_norm`` layer uses in eval mode: weight_orig / (u . (W v))."""
-    matrix = weight_orig.movedim(dim, 0).reshape(weight_orig.shape[dim], -1)
-    sigma = torch.dot(u, matrix @ v)
-    return weight_orig / sigma
 
 
 def config_from_state_dict(state: dict[str, torch.Tensor]) -> EdgeConnectConfig:
@@ -67,7 +61,7 @@ def load_official_generator(generator: _EncoderDecoder, state: dict[str, torch.T
             module = modules.get(name)
             if module is None:
                 raise ValueError(f"{source}: unexpected key {key}")
-            plain[name + ".weight"] = fold_spectral_norm(value, state[name + ".weight_u"], state[name + ".weight_v"], _sn_dim(module))
+            plain[name + ".weight"] = spectral_norm_weight(value, state[name + ".weight_u"], state[name + ".weight_v"], _sn_dim(module))
         else:
             plain[key] = value
     expected = generator.state_dict()
@@ -104,23 +98,6 @@ def load_official(src_dir: str | Path) -> EdgeConnect:
     return model.eval()
 
 
-def _spectral_vectors(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u, v) with u . (W v) == 1 exactly in float32, so that weight_orig = W folds back to W bit for bit.
-
-    v is W's top right singular vector; u = W v / |W v|^2, then nudged until the float32 dot is 1.
-    """
-    matrix = weight.movedim(dim, 0).reshape(weight.shape[dim], -1)
-    v = torch.linalg.svd(matrix.double(), full_matrices=False)[2][0].float()
-    wv = matrix @ v
-    u = wv / wv.dot(wv)
-    for _ in range(50):
-        sigma = torch.dot(u, matrix @ v)
-        if sigma == 1.0:
-            break
-        u = u / sigma
-    return u, v
-
-
 def save_official(model: EdgeConnect, dst_dir: str | Path, iteration: int = 0) -> None:
     """Write ``model`` as the two official files (edge generator in spectral-norm layout); for tests."""
     dst = Path(dst_dir)
@@ -133,7 +110,7 @@ def save_official(model: EdgeConnect, dst_dir: str | Path, iteration: int = 0) -
             name, _, leaf = key.rpartition(".")
             module = modules[name]
             if spectral and leaf == "weight" and name != last_conv and isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                u, v = _spectral_vectors(value.detach(), _sn_dim(module))
+                u, v = spectral_norm_vectors(value.detach(), _sn_dim(module))
                 state[f"{name}.weight_orig"], state[f"{name}.weight_u"], state[f"{name}.weight_v"] = value.detach().clone(), u, v
             else:
                 state[key] = value.detach().clone()
