@@ -17,6 +17,7 @@ from ray import serve
 from deployments.collage import ops
 from deployments.collage.checkpoint import load_generator
 from deployments.collage.sngan import SNGANConfig, SNGANGenerator
+from deployments.images import images_to_tensor, to_uint8_images
 from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput
 from service.tasks import EditTask
@@ -34,15 +35,6 @@ class LoadedCollageModel:
     @property
     def classes(self) -> list[str]:
         return list(self.manifest.get("classes") or [])
-
-
-def to_uint8_images(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, R, R) in [-1, 1] -> (N, R, R, 3) uint8."""
-    return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def images_to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def latents(model: LoadedCollageModel, refs: list[dict[str, Any]], truncation: float) -> tuple[torch.Tensor, torch.Tensor]:

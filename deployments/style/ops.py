@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from deployments.images import images_to_tensor, to_uint8_images  # noqa: F401  (re-exported)
+
 from deployments.style.stylegan2 import Generator
 
 SEED_MAX = 2**32 - 1
@@ -78,24 +80,6 @@ def sample(
             mean = mean_w.reshape(1, 1, sd).to(device, dtype)
             ws = mean + truncation * (ws - mean)
         return generator.synthesis(ws, noise_mode="const")
-
-
-def to_uint8_images(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [-1, 1] -> numpy uint8 (N, H, W, 3); values outside [-1, 1] are clipped."""
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
-    x = x.detach().float().clamp(-1, 1)
-    x = ((x + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def images_to_tensor(images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (H, W, 3) arrays of one size -> float (N, 3, H, W) in [-1, 1]."""
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
-        raise ValueError(f"images must all be uint8 (H, W, 3) of one size, got shapes {sorted(shapes)}")
-    batch = torch.from_numpy(np.stack(images)).to(device=device, dtype=torch.float32)
-    return batch.permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def project(
