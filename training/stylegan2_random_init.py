@@ -22,6 +22,7 @@ import torch
 
 from deployments.style.checkpoint import WEIGHTS_FILE, convert_rosinality, save_rosinality
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
+from training.model_card import arch_and_command
 
 
 def build(config: StyleGAN2Config, seed: int) -> tuple[Generator, torch.Tensor]:
@@ -39,7 +40,6 @@ def model_card(manifest: dict, weights: Path, command: str, seed: int, generator
         peak = generator(w=generator.mean_latent(64, seed=seed + 1)[None]).abs().max().item()
     size = weights.stat().st_size
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    rows = "\n".join(f"| `{key}` | {value} |" for key, value in arch.items())
     return f"""# {manifest['name']} — RANDOM-INIT StyleGAN2 (not trained)
 
 **This checkpoint is a RANDOM INITIALISATION, not a trained model.** Its outputs are structured
@@ -58,17 +58,7 @@ public weights. A trained demo checkpoint comes later.
 - parameters: {n_params:,} (float32)
 - `{weights.name}`: {size:,} bytes ({size / 1e6:.2f} MB), sha256 `{sha}`
 
-## Architecture (`arch` in model.json)
-
-| field | value |
-|---|---|
-{rows}
-
-## How it was made
-
-```
-{command}
-```
+{arch_and_command(arch, command)}
 
 The command is deterministic: running it again gives the same bytes (same sha256).
 """

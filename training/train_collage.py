@@ -28,7 +28,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -44,6 +43,7 @@ from deployments.collage.checkpoint import WEIGHTS_FILE, export
 from deployments.collage.sngan import CategoricalConditionalBatchNorm, SNGANConfig, SNGANGenerator
 from training.data.faces import SPECIES, render_species_faces
 from training.projection_discriminator import ProjectionDiscriminator
+from training.model_card import arch_and_command, hardware as model_card_hardware
 
 RESOLUTION = 32
 
@@ -221,8 +221,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
     size = (out / WEIGHTS_FILE).stat().st_size
-    rows = "\n".join(f"| `{key}` | {value} |" for key, value in manifest["arch"].items())
-    hardware = f"{platform.machine()} CPU, {args.threads} torch threads ({platform.processor() or platform.system()})"
+    hardware = model_card_hardware(args.threads)
     log = run["log"]
     rate = run["seen"] / max(run["seconds"], 1e-9)
     return f"""# {manifest['name']} — SNGAN-projection trained on procedural cartoon species
@@ -256,17 +255,7 @@ edits, e.g. a `cat`'s eyes on a `round` face. It has never seen a photograph.
 | parameters | {n_params:,} (generator, float32) |
 | `{WEIGHTS_FILE}` | {size:,} bytes ({size / 1e6:.2f} MB) |
 
-## Architecture (`arch` in model.json)
-
-| field | value |
-|---|---|
-{rows}
-
-## How it was made
-
-```
-{command}
-```
+{arch_and_command(manifest["arch"], command)}
 
 ## Limitations
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -56,6 +55,7 @@ from deployments.inpaint.ops import complete, edge_inputs, image_inputs, to_gray
 from training.data.inpaint_data import (EDGE_SIGMA, HELDOUT_FACE_SEED, HELDOUT_PHOTOS, MAX_HOLE, MIN_HOLE,
                                         TRAIN_PHOTOS, heldout_set, random_masks, service_edges, train_edges,
                                         training_images)
+from training.model_card import arch_and_command, hardware as model_card_hardware
 
 
 class PatchDiscriminator(nn.Module):
@@ -271,8 +271,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
     size = (out / WEIGHTS_FILE).stat().st_size
-    rows = "\n".join(f"| `{key}` | {value} |" for key, value in manifest["arch"].items())
-    hardware = f"{platform.machine()} CPU, {args.threads} torch threads ({platform.processor() or platform.system()})"
+    hardware = model_card_hardware(args.threads)
     log = run["log"]
     rate = run["seen"] / max(run["seconds"], 1e-9)
     return f"""# {manifest['name']} — a small EdgeConnect trained on CPU
@@ -310,17 +309,7 @@ white), completed edges (black on white; the hole tinted red), output (the servi
 | parameters | {n_params:,} (both generators, float32) |
 | `{WEIGHTS_FILE}` | {size:,} bytes ({size / 1e6:.2f} MB) |
 
-## Architecture (`arch` in model.json)
-
-| field | value |
-|---|---|
-{rows}
-
-## How it was made
-
-```
-{command}
-```
+{arch_and_command(manifest["arch"], command)}
 
 Quality on held-out images (PSNR / SSIM inside the hole, against `skimage.restoration.inpaint_biharmonic`):
 `python -m training.inpaint_quality --model-dir {out}` (see `training/README.md`).

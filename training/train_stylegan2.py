@@ -23,7 +23,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from deployments.style.ops import to_uint8_images
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
 from training.data.faces import render_faces
 from training.discriminator import Discriminator
+from training.model_card import arch_and_command, hardware as model_card_hardware
 
 
 def sample_ws(generator: Generator, batch: int, mixing_prob: float, rng: torch.Generator) -> torch.Tensor:
@@ -176,8 +176,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
     size = (out / WEIGHTS_FILE).stat().st_size
-    rows = "\n".join(f"| `{key}` | {value} |" for key, value in manifest["arch"].items())
-    hardware = f"{platform.machine()} CPU, {args.threads} torch threads ({platform.processor() or platform.system()})"
+    hardware = model_card_hardware(args.threads)
     return f"""# {manifest['name']} — StyleGAN2 trained on procedural cartoon faces
 
 A small StyleGAN2 ({manifest['resolution']} px) trained from scratch on the procedural faces of
@@ -200,17 +199,7 @@ project onto it only roughly.
 | parameters | {n_params:,} (generator, float32) |
 | `{WEIGHTS_FILE}` | {size:,} bytes ({size / 1e6:.2f} MB) |
 
-## Architecture (`arch` in model.json)
-
-| field | value |
-|---|---|
-{rows}
-
-## How it was made
-
-```
-{command}
-```
+{arch_and_command(manifest["arch"], command)}
 
 `samples.png`: `g_ema` on 32 fixed z's (seed {args.seed + 1}), no truncation, constant noise.
 """

@@ -1,0 +1,27 @@
+"""Pieces every demo checkpoint's model card (``checkpoints/<name>/README.md``) shares."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+
+def hardware(threads: int) -> str:
+    """What the run ran on, e.g. 'x86_64 CPU, 2 torch threads (Linux)'."""
+    return f"{platform.machine()} CPU, {threads} torch threads ({platform.processor() or platform.system()})"
+
+
+def arch_and_command(arch: dict[str, Any], command: str) -> str:
+    """The card's '## Architecture' table (the manifest's arch) and '## How it was made' block."""
+    rows = "\n".join(f"| `{key}` | {value} |" for key, value in arch.items())
+    return f"""## Architecture (`arch` in model.json)
+
+| field | value |
+|---|---|
+{rows}
+
+## How it was made
+
+```
+{command}
+```"""
