@@ -1,4 +1,4 @@
-"""The Ray Serve application: one ingress plus one deployment per generator family.
+"""The Ray Serve application: one ingress, one deployment per generator family, one job runner.
 
 ``service.app:app`` is importable, so ``serve run service.app:app`` and a Serve config YAML
 (``import_path: service.app:app``) deploy it like any Serve app; ``build_app`` takes overrides.
@@ -14,6 +14,7 @@ from ray.serve import Application
 from deployments import FAMILY_DEPLOYMENTS
 from service.config import Settings, get_settings
 from service.ingress import Ingress
+from service.job_runner import JobRunner
 
 
 def family_options(settings: Settings) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     if unknown:
         raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
     families = {name: load_family(name).options(**family_options(settings)).bind() for name in names}
-    return Ingress.bind(families)
+    runner = JobRunner.options(ray_actor_options={"num_cpus": settings.jobs_num_cpus}).bind(families)
+    return Ingress.bind(families, runner)
 
 
 app = build_app()

@@ -27,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.port is not None:
         os.environ["COLLAGE_HTTP_PORT"] = str(args.port)
-    service = LocalService()
+    service = LocalService(families=args.families)
     _say("starting Collage: storage, Ray, Serve app (first start takes a minute) …")
     service.start()
     _say(f"Collage is ready at {service.url}  (API docs: {service.url}/docs, metrics: {service.url}/metrics)")
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="start the service (embedded S3 when no endpoint is configured)")
     serve.add_argument("--port", type=int, help="HTTP port (default COLLAGE_HTTP_PORT or 8000)")
+    serve.add_argument("--families", help="comma-separated families to deploy (default: all)")
     serve.add_argument("--demo", action="store_true", help="run the demo once the service is ready")
     serve.add_argument("--exit-after-demo", action="store_true", help="stop after the demo instead of serving on")
     serve.add_argument("--out", default="demo-out", help="demo output folder")

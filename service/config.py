@@ -10,7 +10,7 @@ import functools
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
+
+    # --- async batch jobs (POST /v1/jobs) --------------------------------------------------
+    jobs_max_items: int = Field(default=100_000, ge=1, description="most edits in one job (inline list or manifest lines)")
+    jobs_max_in_flight: int = Field(default=8, ge=1, description="job items dispatched at once by the runner, all jobs together; "
+                                    "enough to fill one dynamic batch, few enough that a synchronous edit waits behind one batch at most")
+    jobs_item_attempts: int = Field(default=6, ge=1, description="tries per item while its family answers 429/503 (backoff 0.5 s doubling to 8 s)")
+    jobs_poll_interval_s: float = Field(default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet")
+    jobs_status_flush_s: float = Field(default=0.5, gt=0, description="how often a running job's status.json is rewritten")
+    jobs_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved by the job runner replica (it only waits on I/O)")
+    webhook_secret: SecretStr = Field(default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset")
+    webhook_max_attempts: int = Field(default=5, ge=1, description="deliveries tried per webhook before it is recorded as failed")
+    webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay of a webhook, doubled per attempt")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="timeout of one webhook POST")
 
     log_level: str = Field(default="INFO", description="root log level")
 

@@ -16,39 +16,38 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ValidationError
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.assets import AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest
-from schemas.edits import EditRequest, EditResponse, Timings
+from schemas.edits import EditRequest, EditResponse
+from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, JobStatus
 from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
-from schemas.ops import OPS, get_op
+from schemas.ops import OPS
 from schemas.problems import Problem
 from service import metrics
 from service.config import get_settings
+from service.edits import EditPipeline, _await, canonical_hash, clean_errors, validate
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     ProblemError,
     ServiceUnavailable,
-    TooManyRequests,
     UnsupportedMediaType,
     Unprocessable,
 )
 from service.images import decode_image, inspect_image
+from service.jobs import JobStore, is_terminal, new_job_id, parse_manifest, utcnow
 from service.logs import get_logger, request_id_var
 from service.registry import ModelRegistry
 from service.storage import AssetStore
-from service.tasks import EditOutput, EditTask
 
 VERSION = "0.1.0"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -57,7 +56,7 @@ IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
     for status, title in [(400, "Bad request"), (404, "Not found"), (413, "Too large"), (415, "Unsupported media type"),
-                          (422, "Invalid content"), (429, "Queue full, retry later"), (503, "Unavailable, retry later")]
+                          (409, "Conflict with the current state"), (422, "Invalid content"), (429, "Queue full, retry later"), (503, "Unavailable, retry later")]
 }
 
 log = get_logger("collage.ingress")
@@ -80,13 +79,9 @@ async def _on_problem(request: Request, exc: ProblemError) -> JSONResponse:
     return problem_response(exc)
 
 
-def _clean_errors(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
-    return [{"loc": list(prefix) + [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
-
-
 @api.exception_handler(RequestValidationError)
 async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = _clean_errors(list(exc.errors()))
+    errors = clean_errors(list(exc.errors()))
     if any(e["type"] == "json_invalid" for e in errors):
         return problem_response(BadRequest("request body is not valid JSON", errors=errors))
     summary = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:5])
@@ -168,29 +163,18 @@ async def _request_context(request: Request, call_next):
     return response
 
 
-# ---- helpers ---------------------------------------------------------------------------------
-def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = _clean_errors(exc.errors(include_url=False), (where,))
-        summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
-        raise Unprocessable(f"invalid {where}: {summary}", errors=errors) from None
-
-
-def canonical_hash(document: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 # ---- the deployment --------------------------------------------------------------------------
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, families: dict[str, Any]) -> None:
+    def __init__(self, families: dict[str, Any], job_runner: Any = None) -> None:
         self.settings = get_settings()
         self.store = AssetStore(self.settings)
         self.registry = ModelRegistry(self.store)
         self.families = families  # family name -> DeploymentHandle
+        self.job_runner = job_runner  # DeploymentHandle of service.job_runner.JobRunner
+        self.jobs = JobStore(self.store)
+        self.edits = EditPipeline(self.settings, self.store, self.registry, families)
         self._seed_rng = random.SystemRandom()
 
     # ---- probes and metrics ----------------------------------------------------------------
@@ -207,12 +191,15 @@ class Ingress:
             checks["storage"] = "ok"
         except ProblemError as exc:
             checks["storage"] = exc.detail
-        for name, handle in self.families.items():
+        probes = {f"family:{name}": handle for name, handle in self.families.items()}
+        if self.job_runner is not None:
+            probes["jobs"] = self.job_runner
+        for name, handle in probes.items():
             try:
-                await asyncio.wait_for(self._await(handle.ready.remote()), timeout=10)
-                checks[f"family:{name}"] = "ok"
+                await asyncio.wait_for(_await(handle.ready.remote()), timeout=10)
+                checks[name] = "ok"
             except Exception as exc:  # not ready, whatever the cause
-                checks[f"family:{name}"] = f"{type(exc).__name__}: {exc}"[:300]
+                checks[name] = f"{type(exc).__name__}: {exc}"[:300]
         if any(v != "ok" for v in checks.values()):
             raise ServiceUnavailable("not ready: " + ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok"), checks=checks)
         return {"status": "ready", "checks": checks}
@@ -264,14 +251,6 @@ class Ingress:
             url=self.store.presign_get(key), url_expires_in_s=self.settings.presign_expires_s, created=created,
         )
 
-    def _find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
-        """Asset ids name uploads (``assets/``) and edit results (``results/``), both server-minted keys."""
-        for key in (self.store.asset_key(asset_id), self.store.result_key(asset_id)):
-            head = self.store.head(key)
-            if head is not None:
-                return key, head
-        raise NotFound(f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
-
     def _store_asset(self, data: bytes, content_type: str, kind: str) -> AssetInfo:
         if not data:
             raise Unprocessable("the upload is empty")
@@ -319,7 +298,7 @@ class Ingress:
                 body = json.loads(await request.body())
             except ValueError:
                 raise BadRequest("request body is not valid JSON") from None
-            payload = _validate(AssetUploadJSON, body if isinstance(body, dict) else {"_": body}, "body")
+            payload = validate(AssetUploadJSON, body if isinstance(body, dict) else {"_": body}, "body")
             try:
                 data = base64.b64decode(payload.data_base64, validate=True)
             except (binascii.Error, ValueError):
@@ -338,7 +317,7 @@ class Ingress:
     async def get_asset(self, asset_id: str, redirect: bool = False) -> Response:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
-        key, head = await run_in_threadpool(self._find_asset, asset_id)
+        key, head = await run_in_threadpool(self.edits.find_asset, asset_id)
         info = self._asset_info(asset_id, key, head)
         if redirect:
             return RedirectResponse(info.url, status_code=307)
@@ -386,169 +365,117 @@ class Ingress:
     @api.post("/v1/edits", response_model=EditResponse, tags=["edits"], summary="Run one edit synchronously",
               responses={s: _PROBLEM_RESPONSES[s] for s in (400, 404, 413, 422, 429, 503)})
     async def create_edit(self, body: EditRequest, request: Request) -> EditResponse:
-        started = time.perf_counter()
         request.state.op = body.op
-        storage_s = 0.0
-
-        t = time.perf_counter()
-        manifest = await run_in_threadpool(self.registry.get_manifest, body.model)
-        storage_s += time.perf_counter() - t
-        family = manifest["family"]
-        spec = get_op(family, body.op)
-        if spec is None or body.op not in manifest.get("ops", []):
-            raise Unprocessable(
-                f"model {body.model!r} (family {family!r}) has no op {body.op!r}; its ops are {sorted(manifest.get('ops', []))}"
-            )
-        handle = self.families.get(family)
-        if handle is None:
-            raise ServiceUnavailable(f"family {family!r} is not deployed in this application")
-
-        params = _validate(spec.params_model, body.params, "params")
-        inputs = _validate(spec.inputs_model, body.inputs, "inputs")
-        try:
-            canonical_inputs = spec.prepare(inputs, params, manifest, lambda: self._seed_rng.randrange(2**32))
-        except ValueError as exc:
-            raise Unprocessable(str(exc)) from None
-        params_json = params.model_dump(mode="json")
-        result_id = canonical_hash(
-            {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json, "inputs": canonical_inputs}
-        )
-        result_key = self.store.result_key(result_id)
-
-        t = time.perf_counter()
-        cached_head = await run_in_threadpool(self.store.head, result_key)
-        storage_s += time.perf_counter() - t
-        if cached_head is not None:
-            metrics.CACHE.labels("hit").inc()
-            meta = cached_head.get("metadata") or {}
-            extras = json.loads(await run_in_threadpool(self.store.get, self._extras_key(result_id))) if meta.get("extras") else {}
-            png = await run_in_threadpool(self.store.get, result_key) if body.output.inline else None
-            return self._edit_response(body, manifest, result_id, result_key, cached=True, seed=canonical_inputs.get("seed"),
-                                       width=int(meta.get("width", 0)), height=int(meta.get("height", 0)), png=png,
-                                       extras=extras, timings=Timings(total_ms=1e3 * (time.perf_counter() - started), storage_ms=1e3 * storage_s))
-        metrics.CACHE.labels("miss").inc()
-
-        t = time.perf_counter()
-        images = await run_in_threadpool(self._load_image_inputs, spec.image_inputs, canonical_inputs)
-        storage_s += time.perf_counter() - t
-        if spec.fit_images is not None:
-            try:
-                images = await run_in_threadpool(spec.fit_images, images, params, manifest)
-            except ValueError as exc:
-                raise Unprocessable(str(exc)) from None
-
-        task_inputs = canonical_inputs
-        if spec.latent_inputs:
-            t = time.perf_counter()
-            task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
-            storage_s += time.perf_counter() - t
-        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time())
-        output = await self._dispatch(family, handle, task)
-        metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
-        metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
-
-        t = time.perf_counter()
-        metadata = {"kind": "image", "width": str(output.width), "height": str(output.height), "mode": "RGB",
-                    "model": body.model, "op": body.op}
-        if output.extras:  # sidecar first: the PNG's presence is what marks a result complete
-            metadata["extras"] = "sidecar"
-            await run_in_threadpool(self.store.put, self._extras_key(result_id),
-                                    json.dumps(output.extras, separators=(",", ":")).encode(), "application/json")
-        await run_in_threadpool(self.store.put, result_key, output.png, "image/png", metadata)
-        storage_s += time.perf_counter() - t
-        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
-            self.registry.invalidate(body.model)
-        return self._edit_response(
-            body, manifest, result_id, result_key, cached=False, seed=canonical_inputs.get("seed"), width=output.width,
-            height=output.height, png=output.png, extras=output.extras,
-            timings=Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
-                            encode_ms=output.encode_ms, storage_ms=1e3 * storage_s, batch_size=output.batch_size,
-                            group_size=output.group_size),
-        )
-
-    def _extras_key(self, result_id: str) -> str:
-        return self.store.result_key(result_id) + ".json"
-
-    # Fields of a `project` edit's extras that make up the fitted latent (style: w; collage: z and class).
-    _LATENT_KEYS = ("w", "z", "class")
-
-    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:
-        """Replace each {"projection": result_id} by the latent that `project` edit stored.
-
-        A field may hold one reference or a list of them; "" names the inputs object itself. Keys
-        the request gave next to the projection (e.g. a class) win over the fitted ones.
-        """
-
-        def resolve(ref: Any, where: str) -> Any:
-            if not isinstance(ref, dict) or "projection" not in ref:
-                return ref
-            result_id = ref["projection"]
-            head = self.store.head(self.store.result_key(result_id))
-            meta = (head or {}).get("metadata") or {}
-            if head is None or meta.get("op") != "project" or not meta.get("extras"):
-                raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished 'project' edit")
-            if meta.get("model") != model:
-                raise Unprocessable(f"{where}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
-            extras = json.loads(self.store.get(self._extras_key(result_id)))
-            return {**{k: extras[k] for k in self._LATENT_KEYS if k in extras}, **ref}
-
-        resolved = dict(inputs)
-        for field in fields:
-            if field == "":
-                resolved = resolve(resolved, "inputs")
-            elif isinstance(inputs.get(field), list):
-                resolved[field] = [resolve(ref, f"inputs.{field}[{i}]") for i, ref in enumerate(inputs[field])]
-            else:
-                resolved[field] = resolve(inputs.get(field), f"inputs.{field}")
-        return resolved
-
-    def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
-        """Decode the image assets the inputs name; a field holding a list of ids gives a list of arrays."""
-        images: dict[str, Any] = {}
-        for field, mode in image_inputs.items():
-            ids = inputs.get(field)
-            if ids is None:
-                continue
-            decoded = [decode_image(self.store.get(self._find_asset(asset_id)[0]), self.settings.max_image_pixels, mode=mode)
-                       for asset_id in (ids if isinstance(ids, list) else [ids])]
-            images[field] = decoded if isinstance(ids, list) else decoded[0]
-        return images
-
-    @staticmethod
-    async def _await(response) -> Any:
-        return await response
-
-    async def _dispatch(self, family: str, handle, task: EditTask) -> EditOutput:
-        metrics.QUEUE_DEPTH.labels(family).inc()
-        response = handle.options(multiplexed_model_id=task.model).remote(task)
-        try:
-            return await asyncio.wait_for(self._await(response), timeout=self.settings.edit_timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise ServiceUnavailable(f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s",
-                                     retry_after_s=10) from None
-        except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, ProblemError):
-                raise cause from None
-            raise
-        except BackPressureError:  # the family's max_queued_requests is reached
-            raise TooManyRequests(f"the {family} deployment is at capacity; retry shortly", headers={"Retry-After": "2"}) from None
-        except DeploymentUnavailableError:
-            raise ServiceUnavailable(f"the {family} deployment is unavailable; retry shortly", retry_after_s=5) from None
-        finally:
-            metrics.QUEUE_DEPTH.labels(family).dec()
-
-    def _edit_response(self, body: EditRequest, manifest: dict[str, Any], result_id: str, result_key: str, *, cached: bool,
-                       seed: int | None, width: int, height: int, png: bytes | None, extras: dict[str, Any],
-                       timings: Timings) -> EditResponse:
+        result = await self.edits.run(body, lambda: self._seed_rng.randrange(2**32), want_png=body.output.inline)
         inline = None
-        if body.output.inline and png is not None and len(png) <= self.settings.inline_max_bytes:
-            inline = base64.b64encode(png).decode()
+        if body.output.inline and result.png is not None and len(result.png) <= self.settings.inline_max_bytes:
+            inline = base64.b64encode(result.png).decode()
         return EditResponse(
-            result_id=result_id, model=body.model, op=body.op, cached=cached, seed=seed, width=width, height=height,
-            url=self.store.presign_get(result_key) if body.output.presign else None,
+            result_id=result.result_id, model=body.model, op=body.op, cached=result.cached, seed=result.seed,
+            width=result.width, height=result.height,
+            url=self.store.presign_get(result.result_key) if body.output.presign else None,
             url_expires_in_s=self.settings.presign_expires_s if body.output.presign else None,
-            image_base64=inline, extras=extras, random_init=bool(manifest.get("random_init")), timings=timings,
+            image_base64=inline, extras=result.extras, random_init=bool(result.manifest.get("random_init")), timings=result.timings,
         )
 
+    # ---- jobs ------------------------------------------------------------------------------
+    def _read_job_status(self, job_id: str) -> dict[str, Any]:
+        if not re.match(JOB_ID_PATTERN, job_id):
+            raise NotFound(f"job {job_id!r} does not exist: job ids are 32 lowercase hex characters")
+        request_doc = self.jobs.read_request(job_id)
+        status = self.jobs.read_status(job_id) or self.jobs.initial_status(request_doc)
+        if not is_terminal(status) and self.jobs.cancel_requested(job_id):
+            status["state"] = "cancelling"
+        return status
+
+    async def _poke_runner(self, method: str, job_id: str) -> None:
+        """Tell the runner now; if it is down, its poll of job-queue/ picks the job up when it is back."""
+        if self.job_runner is None:
+            return
+        try:
+            await asyncio.wait_for(_await(getattr(self.job_runner, method).remote(job_id)), timeout=5)
+        except Exception as exc:  # the job is safe in S3 either way
+            log.warning("job runner not reached", extra={"job_id": job_id, "call": method, "error": repr(exc)[:200]})
+
+    @api.post("/v1/jobs", response_model=JobStatus, status_code=202, tags=["jobs"],
+              summary="Submit a batch of edits (inline list or JSON Lines manifest asset); poll GET /v1/jobs/{id}",
+              responses={200: {"model": JobStatus, "description": "the same Idempotency-Key and body were submitted before"},
+                         **{s: _PROBLEM_RESPONSES[s] for s in (400, 404, 409, 413, 422, 503)}})
+    async def submit_job(self, body: JobRequest, idempotency_key: str | None = Header(
+            default=None, alias="Idempotency-Key", description="same key and body: the same job; same key, other body: 409")) -> Response:
+        if idempotency_key is not None and not re.fullmatch(r"[\x21-\x7e]{1,255}", idempotency_key):
+            raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+        if body.webhook_url is not None and not self.settings.webhook_secret.get_secret_value():
+            raise Unprocessable("webhooks are signed and this service has no COLLAGE_WEBHOOK_SECRET configured")
+        limit = self.settings.jobs_max_items
+        if body.items is not None and len(body.items) > limit:
+            raise Unprocessable(f"a job holds at most {limit} edits (COLLAGE_JOBS_MAX_ITEMS); this one has {len(body.items)}")
+        body_json = body.model_dump(mode="json", exclude_none=True)
+        job_id = new_job_id(idempotency_key)
+
+        def create() -> tuple[dict[str, Any], bool]:
+            if body.manifest is not None:
+                total = len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
+            else:
+                total = len(body.items)
+            request_doc = {"job_id": job_id, "source": "items" if body.items is not None else "manifest", "total": total,
+                           "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
+            if self.jobs.create(job_id, request_doc):
+                self.jobs.write_status(job_id, self.jobs.initial_status(request_doc))
+                self.jobs.enqueue(job_id)
+                return request_doc, True
+            existing = self.jobs.read_request(job_id)
+            if existing.get("body_sha256") != request_doc["body_sha256"]:
+                raise Conflict("this Idempotency-Key was used for a job with a different body; use a new key for a new job",
+                               job_id=job_id)
+            if self.jobs.read_status(job_id) is None:  # the first submit died between its writes: finish them
+                self.jobs.write_status(job_id, self.jobs.initial_status(existing))
+                self.jobs.enqueue(job_id)
+            return existing, False
+
+        request_doc, created = await run_in_threadpool(create)
+        await self._poke_runner("start", job_id)
+        status = await run_in_threadpool(self._read_job_status, job_id)
+        return JSONResponse(JobStatus.model_validate(status).model_dump(mode="json"), status_code=202 if created else 200,
+                            headers={"Location": f"/v1/jobs/{job_id}"})
+
+    @api.get("/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], summary="State, counts, first errors, webhook delivery",
+             responses={404: _PROBLEM_RESPONSES[404]})
+    async def get_job(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id))
+
+    @api.get("/v1/jobs/{job_id}/results", response_model=JobResultsPage, tags=["jobs"],
+             summary="Page through the items in order: finished ones with result or problem, the rest pending or cancelled",
+             responses={404: _PROBLEM_RESPONSES[404]})
+    async def get_job_results(self, job_id: str, cursor: int = Query(default=0, ge=0, description="first item index"),
+                              limit: int = Query(default=100, ge=1, le=1000, description="items per page")) -> JobResultsPage:
+        def page() -> JobResultsPage:
+            status = self._read_job_status(job_id)
+            total = status["counts"]["total"]
+            records = self.jobs.item_records(job_id, cursor, limit) if cursor < total else {}
+            unfinished = "cancelled" if status["state"] == "cancelled" else "pending"
+            items = []
+            for index in range(cursor, min(total, cursor + limit)):
+                record = records.get(index) or {"index": index, "state": unfinished}
+                item = JobItem.model_validate(record)
+                if item.state == "succeeded" and item.result_id:
+                    item.url = self.store.presign_get(self.store.result_key(item.result_id))
+                items.append(item)
+            next_cursor = cursor + limit if cursor + limit < total else None
+            return JobResultsPage(job_id=job_id, state=status["state"], total=total, items=items, next_cursor=next_cursor)
+
+        return await run_in_threadpool(page)
+
+    @api.delete("/v1/jobs/{job_id}", response_model=JobStatus, status_code=202, tags=["jobs"],
+                summary="Cancel: items in flight finish, the rest are marked cancelled",
+                responses={s: _PROBLEM_RESPONSES[s] for s in (404, 409)})
+    async def cancel_job(self, job_id: str) -> JobStatus:
+        def request_cancel() -> None:
+            status = self._read_job_status(job_id)
+            if is_terminal(status):
+                raise Conflict(f"job {job_id} already finished ({status['state']}); nothing to cancel", state=status["state"])
+            self.jobs.request_cancel(job_id)
+
+        await run_in_threadpool(request_cancel)
+        await self._poke_runner("cancel", job_id)
+        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id))

@@ -72,7 +72,8 @@ class LocalService:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         settings = self.start_storage()
         if not ray.is_initialized():
-            kwargs = {"num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
+            # "local": always a new Ray of our own, never a cluster some other driver left running
+            kwargs = {"address": "local", "num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
                       "configure_logging": False}
             if settings.ray_metrics_port:
                 kwargs["_metrics_export_port"] = settings.ray_metrics_port

@@ -512,6 +512,16 @@ class AssetStore:
         keys.sort()
         return keys
 
+    def list_page(self, prefix: str, *, start_after: str = "", max_keys: int = 1000) -> list[str]:
+        """One listing page: up to ``max_keys`` keys under ``prefix`` sorting after ``start_after`` (both relative)."""
+        if prefix.startswith("/") or any(s in (".", "..") for s in prefix.split("/")):
+            raise BadRequest(f"invalid listing prefix {prefix!r}")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "MaxKeys": max(1, min(1000, int(max_keys)))}
+        if start_after:
+            kwargs["StartAfter"] = self.prefix + start_after
+        page = self._call("list", None, self._client.list_objects_v2, **kwargs)
+        return sorted(obj["Key"][len(self.prefix):] for obj in page.get("Contents") or ())
+
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy; keeps content type, metadata (our sha256 too) and checksum."""
         self._call(

@@ -112,6 +112,10 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_BATCH_MAX_SIZE": "8",
         "COLLAGE_BATCH_WAIT_TIMEOUT_S": "0.2",
         "COLLAGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "COLLAGE_WEBHOOK_SECRET": "test-webhook-secret",
+        "COLLAGE_WEBHOOK_MAX_ATTEMPTS": "3",
+        "COLLAGE_WEBHOOK_BACKOFF_S": "0.2",
+        "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
     }
     with patched_environ(env):
         local = LocalService()

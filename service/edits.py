@@ -1,0 +1,247 @@
+"""The edit pipeline: one edit request -> a stored, content-addressed result.
+
+Shared by the two callers that run edits: the ingress (``POST /v1/edits``, synchronous) and the job
+runner (``POST /v1/jobs``, one call per item). Both therefore validate, cache, dispatch and store
+exactly alike, and a job item that names the same edit as an earlier request is not computed again.
+
+Steps: model manifest -> op spec -> params/inputs validated -> canonical inputs (seed drawn) ->
+result id = hash of the canonical request -> cached result? -> decode image inputs -> resolve
+projections -> family deployment (dynamic batch) -> extras sidecar, then PNG, written to S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from starlette.concurrency import run_in_threadpool
+
+from schemas.edits import EditRequest, Timings
+from schemas.ops import get_op
+from service import metrics
+from service.config import Settings
+from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
+from service.images import decode_image
+from service.registry import ModelRegistry
+from service.storage import AssetStore
+from service.tasks import EditOutput, EditTask
+
+
+def clean_errors(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
+    """Pydantic errors reduced to what a client needs: location, message, type."""
+    return [{"loc": list(prefix) + [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+
+
+def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    """``model.model_validate(data)`` with schema errors turned into one 422 problem naming ``where``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = clean_errors(exc.errors(include_url=False), (where,))
+        summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        raise Unprocessable(f"invalid {where}: {summary}", errors=errors) from None
+
+
+def canonical_hash(document: dict[str, Any]) -> str:
+    """SHA-256 of the key-sorted compact JSON: equal documents, equal ids, whatever the key order."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class EditResult:
+    result_id: str
+    result_key: str
+    manifest: dict[str, Any]
+    cached: bool  # served from S3 without computing
+    seed: int | None
+    width: int
+    height: int
+    png: bytes | None  # present when computed now, or when the caller asked for it on a cache hit
+    extras: dict[str, Any]
+    timings: Timings
+
+
+async def _await(response) -> Any:
+    return await response
+
+
+class EditPipeline:
+    """Runs edits against the family deployments; see the module docstring for the steps."""
+
+    # Fields of a `project` edit's extras that make up the fitted latent (style: w; collage: z and class).
+    LATENT_KEYS = ("w", "z", "class")
+
+    def __init__(self, settings: Settings, store: AssetStore, registry: ModelRegistry, families: dict[str, Any]) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.families = families  # family name -> DeploymentHandle
+
+    # ---- storage helpers -------------------------------------------------------------------
+    def find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
+        """Asset ids name uploads (``assets/``) and edit results (``results/``), both server-minted keys."""
+        for key in (self.store.asset_key(asset_id), self.store.result_key(asset_id)):
+            head = self.store.head(key)
+            if head is not None:
+                return key, head
+        raise NotFound(f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
+
+    def extras_key(self, result_id: str) -> str:
+        return self.store.result_key(result_id) + ".json"
+
+    # ---- the pipeline ----------------------------------------------------------------------
+    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False) -> EditResult:
+        """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none.
+
+        Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down).
+        """
+        started = time.perf_counter()
+        storage_s = 0.0
+
+        t = time.perf_counter()
+        manifest = await run_in_threadpool(self.registry.get_manifest, body.model)
+        storage_s += time.perf_counter() - t
+        family = manifest["family"]
+        spec = get_op(family, body.op)
+        if spec is None or body.op not in manifest.get("ops", []):
+            raise Unprocessable(
+                f"model {body.model!r} (family {family!r}) has no op {body.op!r}; its ops are {sorted(manifest.get('ops', []))}"
+            )
+        handle = self.families.get(family)
+        if handle is None:
+            raise ServiceUnavailable(f"family {family!r} is not deployed in this application")
+
+        params = validate(spec.params_model, body.params, "params")
+        inputs = validate(spec.inputs_model, body.inputs, "inputs")
+        try:
+            canonical_inputs = spec.prepare(inputs, params, manifest, draw_seed)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
+        params_json = params.model_dump(mode="json")
+        result_id = canonical_hash(
+            {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json, "inputs": canonical_inputs}
+        )
+        result_key = self.store.result_key(result_id)
+        seed = canonical_inputs.get("seed")
+
+        t = time.perf_counter()
+        cached_head = await run_in_threadpool(self.store.head, result_key)
+        storage_s += time.perf_counter() - t
+        if cached_head is not None:
+            metrics.CACHE.labels("hit").inc()
+            meta = cached_head.get("metadata") or {}
+            extras = json.loads(await run_in_threadpool(self.store.get, self.extras_key(result_id))) if meta.get("extras") else {}
+            png = await run_in_threadpool(self.store.get, result_key) if want_png else None
+            return EditResult(result_id, result_key, manifest, True, seed, int(meta.get("width", 0)), int(meta.get("height", 0)),
+                              png, extras, Timings(total_ms=1e3 * (time.perf_counter() - started), storage_ms=1e3 * storage_s))
+        metrics.CACHE.labels("miss").inc()
+
+        t = time.perf_counter()
+        images = await run_in_threadpool(self._load_image_inputs, spec.image_inputs, canonical_inputs)
+        storage_s += time.perf_counter() - t
+        if spec.fit_images is not None:
+            try:
+                images = await run_in_threadpool(spec.fit_images, images, params, manifest)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from None
+
+        task_inputs = canonical_inputs
+        if spec.latent_inputs:
+            t = time.perf_counter()
+            task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
+            storage_s += time.perf_counter() - t
+        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time())
+        output = await self.dispatch(family, handle, task)
+        metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
+        metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
+
+        t = time.perf_counter()
+        metadata = {"kind": "image", "width": str(output.width), "height": str(output.height), "mode": "RGB",
+                    "model": body.model, "op": body.op}
+        if output.extras:  # sidecar first: the PNG's presence is what marks a result complete
+            metadata["extras"] = "sidecar"
+            await run_in_threadpool(self.store.put, self.extras_key(result_id),
+                                    json.dumps(output.extras, separators=(",", ":")).encode(), "application/json")
+        await run_in_threadpool(self.store.put, result_key, output.png, "image/png", metadata)
+        storage_s += time.perf_counter() - t
+        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
+            self.registry.invalidate(body.model)
+        return EditResult(
+            result_id, result_key, manifest, False, seed, output.width, output.height, output.png, output.extras,
+            Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
+                    encode_ms=output.encode_ms, storage_ms=1e3 * storage_s, batch_size=output.batch_size,
+                    group_size=output.group_size),
+        )
+
+    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:
+        """Replace each {"projection": result_id} by the latent that `project` edit stored.
+
+        A field may hold one reference or a list of them; "" names the inputs object itself. Keys
+        the request gave next to the projection (e.g. a class) win over the fitted ones.
+        """
+
+        def resolve(ref: Any, where: str) -> Any:
+            if not isinstance(ref, dict) or "projection" not in ref:
+                return ref
+            result_id = ref["projection"]
+            head = self.store.head(self.store.result_key(result_id))
+            meta = (head or {}).get("metadata") or {}
+            if head is None or meta.get("op") != "project" or not meta.get("extras"):
+                raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished 'project' edit")
+            if meta.get("model") != model:
+                raise Unprocessable(f"{where}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
+            extras = json.loads(self.store.get(self.extras_key(result_id)))
+            return {**{k: extras[k] for k in self.LATENT_KEYS if k in extras}, **ref}
+
+        resolved = dict(inputs)
+        for field in fields:
+            if field == "":
+                resolved = resolve(resolved, "inputs")
+            elif isinstance(inputs.get(field), list):
+                resolved[field] = [resolve(ref, f"inputs.{field}[{i}]") for i, ref in enumerate(inputs[field])]
+            else:
+                resolved[field] = resolve(inputs.get(field), f"inputs.{field}")
+        return resolved
+
+    def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
+        """Decode the image assets the inputs name; a field holding a list of ids gives a list of arrays."""
+        images: dict[str, Any] = {}
+        for field, mode in image_inputs.items():
+            ids = inputs.get(field)
+            if ids is None:
+                continue
+            decoded = [decode_image(self.store.get(self.find_asset(asset_id)[0]), self.settings.max_image_pixels, mode=mode)
+                       for asset_id in (ids if isinstance(ids, list) else [ids])]
+            images[field] = decoded if isinstance(ids, list) else decoded[0]
+        return images
+
+    async def dispatch(self, family: str, handle, task: EditTask) -> EditOutput:
+        """Send one task to its family deployment; busy -> 429, down or too slow -> 503."""
+        metrics.QUEUE_DEPTH.labels(family).inc()
+        response = handle.options(multiplexed_model_id=task.model).remote(task)
+        try:
+            return await asyncio.wait_for(_await(response), timeout=self.settings.edit_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ServiceUnavailable(f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s",
+                                     retry_after_s=10) from None
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ProblemError):
+                raise cause from None
+            raise
+        except RayActorError:  # the replica died with this task in flight; Serve starts a new one
+            raise ServiceUnavailable(f"the {family} replica serving this edit died; retry shortly", retry_after_s=5) from None
+        except BackPressureError:  # the family's max_queued_requests is reached
+            raise TooManyRequests(f"the {family} deployment is at capacity; retry shortly", headers={"Retry-After": "2"}) from None
+        except DeploymentUnavailableError:
+            raise ServiceUnavailable(f"the {family} deployment is unavailable; retry shortly", retry_after_s=5) from None
+        finally:
+            metrics.QUEUE_DEPTH.labels(family).dec()

@@ -1,0 +1,211 @@
+"""The job runner: a Serve deployment (one replica) that executes jobs in the background.
+
+It runs every item through the same :class:`~service.edits.EditPipeline` as ``POST /v1/edits``,
+calling the family deployments through their handles with at most ``jobs_max_in_flight`` items
+dispatched at a time (all jobs together): enough to fill a dynamic batch, and a synchronous edit
+arriving meanwhile queues behind one batch of job items at most.
+
+It keeps no state of its own that matters: everything is in S3 (``service/jobs.py``). On start and
+every ``jobs_poll_interval_s`` it picks up the jobs in ``job-queue/`` it is not running, so a job
+whose runner (or whole service) died resumes with the unfinished items only. The ingress also
+pokes it on submit and cancel so that work starts without waiting for the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from ray import serve
+
+from schemas.edits import EditRequest
+from service.config import get_settings
+from service.edits import EditPipeline, validate
+from service.errors import ProblemError, ServiceUnavailable, TooManyRequests
+from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
+from service.logs import get_logger
+from service.registry import ModelRegistry
+from service.storage import AssetStore
+
+log = get_logger("collage.job_runner")
+
+
+class JobProgress:
+    """Counts and first errors of one running job, and whether status.json needs rewriting."""
+
+    def __init__(self, status: dict[str, Any], finished: dict[int, str]) -> None:
+        self.status = status
+        total = status["counts"]["total"]
+        succeeded = sum(1 for s in finished.values() if s == "succeeded")
+        failed = len(finished) - succeeded
+        status["counts"] = {"total": total, "succeeded": succeeded, "failed": failed, "cancelled": 0, "pending": total - len(finished)}
+        self.dirty = True
+
+    def finish_item(self, record: dict[str, Any]) -> None:
+        counts = self.status["counts"]
+        counts[record["state"]] += 1
+        counts["pending"] -= 1
+        if record["state"] == "failed" and len(self.status["errors"]) < MAX_LISTED_ERRORS:
+            self.status["errors"].append({"index": record["index"], "problem": record["problem"]})
+        self.dirty = True
+
+    def set(self, **fields: Any) -> None:
+        self.status.update(fields)
+        self.dirty = True
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
+class JobRunner:
+    async def __init__(self, families: dict[str, Any]) -> None:
+        self.settings = get_settings()
+        store = AssetStore(self.settings)
+        self.jobs = JobStore(store)
+        self.edits = EditPipeline(self.settings, store, ModelRegistry(store), families)
+        self._running: dict[str, asyncio.Task] = {}
+        self._cancel_events: dict[str, asyncio.Event] = {}
+        self._slots = asyncio.Semaphore(self.settings.jobs_max_in_flight)
+        self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    # ---- called by the ingress ---------------------------------------------------------------
+    async def start(self, job_id: str) -> None:
+        self._ensure_running(job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        if job_id in self._cancel_events:
+            self._cancel_events[job_id].set()
+
+    async def ready(self) -> bool:
+        self.check_health()
+        return True
+
+    def check_health(self) -> None:
+        if self._poller.done():
+            raise RuntimeError(f"the job poller stopped: {self._poller.exception()!r}")
+
+    # ---- scheduling --------------------------------------------------------------------------
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                for job_id in await asyncio.to_thread(self.jobs.queued_ids):
+                    self._ensure_running(job_id)
+            except ProblemError as exc:  # S3 down: try again at the next poll
+                log.warning("job queue scan failed", extra={"error": exc.detail})
+            await asyncio.sleep(self.settings.jobs_poll_interval_s)
+
+    def _ensure_running(self, job_id: str) -> None:
+        if job_id not in self._running:
+            self._cancel_events[job_id] = asyncio.Event()
+            self._running[job_id] = asyncio.get_running_loop().create_task(self._run_job_guarded(job_id))
+
+    async def _run_job_guarded(self, job_id: str) -> None:
+        try:
+            await self._run_job(job_id)
+        except Exception:  # e.g. S3 unavailable: the job stays queued and the next poll resumes it
+            log.exception("job interrupted; it stays queued", extra={"job_id": job_id})
+        finally:
+            self._running.pop(job_id, None)
+            self._cancel_events.pop(job_id, None)
+
+    # ---- one job -----------------------------------------------------------------------------
+    async def _run_job(self, job_id: str) -> None:
+        request = await asyncio.to_thread(self.jobs.read_request, job_id)
+        status = await asyncio.to_thread(self.jobs.read_status, job_id) or self.jobs.initial_status(request)
+        if is_terminal(status):  # finished, but the runner stopped before the webhook or dequeue
+            await self._finish(job_id, request, status)
+            return
+        items = await asyncio.to_thread(self.jobs.load_items, request, self.settings.jobs_max_items)
+        finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
+        progress = JobProgress(status, finished)
+        if status["started_at"] is None:
+            progress.set(state="running", started_at=utcnow())
+        else:
+            progress.set(state="running", resumed=status.get("resumed", 0) + 1)
+            log.info("job resumed", extra={"job_id": job_id, "finished": len(finished), "total": len(items)})
+        cancel = self._cancel_events[job_id]
+        flusher = asyncio.get_running_loop().create_task(self._flush_status(job_id, progress, cancel))
+        in_flight: set[asyncio.Task] = set()
+        try:
+            await self._flush_once(job_id, progress, cancel)
+            for index, item in enumerate(items):
+                if index in finished:
+                    continue
+                await self._slots.acquire()
+                if cancel.is_set():
+                    self._slots.release()
+                    break
+                task = asyncio.get_running_loop().create_task(self._run_item(job_id, index, item, progress))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            # Cancelled or not, items already dispatched finish; a failed record write (S3 down)
+            # is re-raised only after the others are done, so no item runs twice at once on resume.
+            outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        finally:
+            flusher.cancel()
+        counts = progress.status["counts"]
+        counts["cancelled"], counts["pending"] = counts["pending"], 0
+        progress.set(state=final_state(counts), finished_at=utcnow(), updated_at=utcnow())
+        await asyncio.to_thread(self.jobs.write_status, job_id, progress.status)
+        log.info("job finished", extra={"job_id": job_id, "state": progress.status["state"], "counts": counts})
+        await self._finish(job_id, request, progress.status)
+
+    async def _run_item(self, job_id: str, index: int, item: dict[str, Any], progress: JobProgress) -> None:
+        record: dict[str, Any] = {"index": index, "attempts": 0}
+        try:
+            try:
+                body = validate(EditRequest, item, f"items[{index}]")
+                while True:  # the family is busy or restarting: wait, then try again
+                    record["attempts"] += 1
+                    try:
+                        result = await self.edits.run(body, lambda: item_seed(job_id, index))
+                        break
+                    except (TooManyRequests, ServiceUnavailable):
+                        if record["attempts"] >= self.settings.jobs_item_attempts:
+                            raise
+                        await asyncio.sleep(min(8.0, 0.5 * 2 ** (record["attempts"] - 1)))
+                record.update(state="succeeded", result_id=result.result_id, model=body.model, op=body.op, cached=result.cached,
+                              seed=result.seed, width=result.width, height=result.height, extras=result.extras)
+            except ProblemError as exc:
+                record.update(state="failed", problem=exc.to_problem())
+            except Exception as exc:  # a bug or a device failure in this item only
+                log.exception("job item failed", extra={"job_id": job_id, "index": index})
+                record.update(state="failed", problem=ProblemError(f"internal error: {type(exc).__name__}").to_problem())
+            if isinstance(item, dict) and record["state"] == "failed":
+                record.update(model=item.get("model"), op=item.get("op"))
+            record["completed_at"] = utcnow()
+            await asyncio.to_thread(self.jobs.write_item, job_id, record)
+            progress.finish_item(record)
+        finally:
+            self._slots.release()
+
+    async def _flush_once(self, job_id: str, progress: JobProgress, cancel: asyncio.Event) -> None:
+        if not cancel.is_set() and await asyncio.to_thread(self.jobs.cancel_requested, job_id):
+            cancel.set()
+        if progress.dirty:
+            progress.dirty = False
+            progress.status["updated_at"] = utcnow()
+            await asyncio.to_thread(self.jobs.write_status, job_id, json.loads(json.dumps(progress.status)))
+
+    async def _flush_status(self, job_id: str, progress: JobProgress, cancel: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.settings.jobs_status_flush_s)
+            try:
+                await self._flush_once(job_id, progress, cancel)
+            except ProblemError as exc:  # a missed flush is harmless; the next one writes the same counts
+                log.warning("status flush failed", extra={"job_id": job_id, "error": exc.detail})
+
+    async def _finish(self, job_id: str, request: dict[str, Any], status: dict[str, Any]) -> None:
+        """Deliver the webhook (once; its outcome goes into status.json), then drop the job from the queue."""
+        webhook = status.get("webhook")
+        if webhook and webhook.get("state") == "pending":
+            body = json.dumps({k: v for k, v in status.items() if k != "webhook"}, separators=(",", ":"), default=str).encode()
+            secret = self.settings.webhook_secret.get_secret_value()
+            status["webhook"] = await deliver_webhook(
+                webhook["url"], body, secret, job_id=job_id, attempts=self.settings.webhook_max_attempts,
+                backoff_s=self.settings.webhook_backoff_s, timeout_s=self.settings.webhook_timeout_s)
+            status["updated_at"] = utcnow()
+            await asyncio.to_thread(self.jobs.write_status, job_id, status)
+        await asyncio.to_thread(self.jobs.dequeue, job_id)

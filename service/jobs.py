@@ -1,0 +1,223 @@
+"""Job state in S3, and the pieces of a job that are not Serve plumbing (manifest, seeds, webhooks).
+
+Layout under the store prefix (every key server-minted; job ids are 32 hex characters)::
+
+    jobs/<id>/request.json                 what was submitted (items inline, or the manifest asset id)
+    jobs/<id>/status.json                  state, counts, first errors, webhook delivery, timestamps
+    jobs/<id>/items/<index>.<state>.json   one record per finished item (state: succeeded | failed)
+    jobs/<id>/cancel.json                  present once DELETE /v1/jobs/<id> was called
+    job-queue/<id>                         present while the job is not finished (runner's work list)
+
+An item record is written once, after its result is stored, so "which items are finished" is one
+listing, and a job resumed after a crash runs exactly the items without a record. Results are
+content-addressed (``service/edits.py``), so an item that was computed but not yet recorded when
+the process died is found in S3 on the re-run instead of being computed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from schemas.jobs import TERMINAL_STATES
+from service.errors import NotFound, Unprocessable
+from service.logs import get_logger
+from service.storage import AssetStore
+
+log = get_logger("collage.jobs")
+
+JOB_QUEUE = "job-queue"
+SIGNATURE_HEADER = "X-Collage-Signature"
+_ITEM_KEY = re.compile(r"/items/(\d{7})\.(succeeded|failed)\.json$")
+MAX_LISTED_ERRORS = 20
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def new_job_id(idempotency_key: str | None) -> str:
+    """A random id, or one derived from the Idempotency-Key so that a retried submit finds its job."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(b"collage-job:" + idempotency_key.encode()).hexdigest()[:32]
+
+
+def item_seed(job_id: str, index: int) -> int:
+    """Seed of an item that names none: fixed per (job, item), so a resumed item redoes the same edit."""
+    return int.from_bytes(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:4], "big")
+
+
+def parse_manifest(data: bytes, max_items: int) -> list[dict[str, Any]]:
+    """JSON Lines -> edit request objects; blank lines are skipped. A line that is no JSON object is a 422."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unprocessable("the manifest is not UTF-8 text (JSON Lines: one edit request object per line)") from None
+    items: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise Unprocessable(f"manifest line {number} is not JSON: {exc}", line=number) from None
+        if not isinstance(item, dict):
+            raise Unprocessable(f"manifest line {number} is a JSON {type(item).__name__}, not an edit request object", line=number)
+        items.append(item)
+        if len(items) > max_items:
+            raise Unprocessable(f"the manifest has more than {max_items} edits (COLLAGE_JOBS_MAX_ITEMS)")
+    if not items:
+        raise Unprocessable("the manifest holds no edit requests")
+    return items
+
+
+def sign_body(body: bytes, secret: str) -> str:
+    """``sha256=<hex HMAC-SHA256 of the raw body>``, the value of the X-Collage-Signature header."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(body: bytes, secret: str, header: str | None) -> bool:
+    """What a webhook receiver runs: constant-time comparison of the header with its own signature."""
+    return bool(header) and hmac.compare_digest(sign_body(body, secret), header or "")
+
+
+async def deliver_webhook(url: str, body: bytes, secret: str, *, job_id: str, attempts: int, backoff_s: float,
+                          timeout_s: float) -> dict[str, Any]:
+    """POST ``body`` until a 2xx or ``attempts`` tries (delays backoff_s, 2·backoff_s, …); returns the delivery record."""
+    record: dict[str, Any] = {"url": url, "state": "failed", "attempts": 0, "last_status": None, "last_error": None, "delivered_at": None}
+    headers = {"content-type": "application/json", SIGNATURE_HEADER: sign_body(body, secret), "X-Collage-Job-Id": job_id}
+    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+            record["attempts"] = attempt + 1
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                record["last_status"], record["last_error"] = None, f"{type(exc).__name__}: {exc}"[:300]
+                continue
+            record["last_status"] = response.status_code
+            if 200 <= response.status_code < 300:
+                record.update(state="delivered", last_error=None, delivered_at=utcnow())
+                return record
+            record["last_error"] = f"HTTP {response.status_code}"
+    log.warning("webhook not delivered", extra={"job_id": job_id, "url": url, "error": record["last_error"]})
+    return record
+
+
+def final_state(counts: dict[str, int]) -> str:
+    if counts["cancelled"]:
+        return "cancelled"
+    if counts["failed"] == 0:
+        return "succeeded"
+    return "failed" if counts["succeeded"] == 0 else "completed_with_errors"
+
+
+def is_terminal(status: dict[str, Any]) -> bool:
+    return status.get("state") in TERMINAL_STATES
+
+
+class JobStore:
+    """Reads and writes the S3 objects of jobs (layout in the module docstring)."""
+
+    def __init__(self, store: AssetStore) -> None:
+        self.store = store
+
+    def _key(self, job_id: str, *parts: str) -> str:
+        return self.store.job_key(job_id, *parts)
+
+    def item_key(self, job_id: str, index: int, state: str) -> str:
+        return self._key(job_id, "items", f"{index:07d}.{state}.json")
+
+    # ---- request and status ----------------------------------------------------------------
+    def create(self, job_id: str, request_doc: dict[str, Any]) -> bool:
+        """Store the request unless the job exists; True when this call created the job (race-safe)."""
+        return self.store.put_if_absent(self._key(job_id, "request.json"), _dump(request_doc), "application/json")
+
+    def read_request(self, job_id: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.store.get(self._key(job_id, "request.json")))
+        except NotFound:
+            raise NotFound(f"job {job_id} does not exist") from None
+
+    def read_status(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get(self._key(job_id, "status.json")))
+        except NotFound:
+            return None
+
+    def write_status(self, job_id: str, status: dict[str, Any]) -> None:
+        self.store.put(self._key(job_id, "status.json"), _dump(status), "application/json")
+
+    @staticmethod
+    def initial_status(request_doc: dict[str, Any]) -> dict[str, Any]:
+        webhook = request_doc.get("webhook_url")
+        return {
+            "job_id": request_doc["job_id"], "state": "queued", "source": request_doc["source"],
+            "counts": {"total": request_doc["total"], "succeeded": 0, "failed": 0, "cancelled": 0, "pending": request_doc["total"]},
+            "created_at": request_doc["created_at"], "started_at": None, "updated_at": request_doc["created_at"],
+            "finished_at": None, "resumed": 0, "errors": [],
+            "webhook": {"url": webhook, "state": "pending", "attempts": 0} if webhook else None,
+        }
+
+    # ---- the queue of unfinished jobs --------------------------------------------------------
+    def enqueue(self, job_id: str) -> None:
+        self.store.put(self.store.key(JOB_QUEUE, job_id), b"", "application/octet-stream")
+
+    def dequeue(self, job_id: str) -> None:
+        self.store.delete(self.store.key(JOB_QUEUE, job_id))
+
+    def queued_ids(self) -> list[str]:
+        return [key.rsplit("/", 1)[-1] for key in self.store.list_keys(JOB_QUEUE + "/")]
+
+    def is_queued(self, job_id: str) -> bool:
+        return self.store.exists(self.store.key(JOB_QUEUE, job_id))
+
+    # ---- cancellation ------------------------------------------------------------------------
+    def request_cancel(self, job_id: str) -> None:
+        self.store.put_if_absent(self._key(job_id, "cancel.json"), _dump({"requested_at": utcnow()}), "application/json")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.store.exists(self._key(job_id, "cancel.json"))
+
+    # ---- items -------------------------------------------------------------------------------
+    def load_items(self, request_doc: dict[str, Any], max_items: int) -> list[dict[str, Any]]:
+        if request_doc["source"] == "items":
+            return request_doc["items"]
+        return parse_manifest(self.store.get(self.store.asset_key(request_doc["manifest"]["asset_id"])), max_items)
+
+    def write_item(self, job_id: str, record: dict[str, Any]) -> None:
+        self.store.put(self.item_key(job_id, record["index"], record["state"]), _dump(record), "application/json")
+
+    def finished_items(self, job_id: str) -> dict[int, str]:
+        """Index -> state of every recorded item, from one listing."""
+        finished: dict[int, str] = {}
+        for key in self.store.list_keys(self.store.relative(self._key(job_id, "items")) + "/"):
+            match = _ITEM_KEY.search(key)
+            if match:
+                finished[int(match.group(1))] = match.group(2)
+        return finished
+
+    def item_records(self, job_id: str, cursor: int, limit: int) -> dict[int, dict[str, Any]]:
+        """Records of the finished items with cursor <= index < cursor + limit."""
+        prefix = self.store.relative(self._key(job_id, "items")) + "/"
+        keys = self.store.list_page(prefix, start_after=f"{prefix}{cursor:07d}", max_keys=limit)
+        records: dict[int, dict[str, Any]] = {}
+        for key in keys:
+            match = _ITEM_KEY.search(key)
+            if match and int(match.group(1)) < cursor + limit:
+                records[int(match.group(1))] = json.loads(self.store.get(self.store.prefix + key))
+        return records
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), default=str).encode()
