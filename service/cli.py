@@ -1,4 +1,4 @@
-"""The ``collage`` command: serve, demo, edit, models, catalog."""
+"""The ``collage`` command: serve, demo, edit, jobs, models, catalog."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -76,6 +77,135 @@ def cmd_edit(args: argparse.Namespace) -> int:
             Path(args.output).write_bytes(client.get(result["url"]).content)
             result["saved_to"] = args.output
     print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+TERMINAL_JOB_STATES = ("succeeded", "completed_with_errors", "failed", "cancelled")
+
+
+def _problem_exit(response: httpx.Response) -> int:
+    print(json.dumps(response.json(), indent=2) if response.content else response.reason_phrase, file=sys.stderr)
+    return 1
+
+
+def _upload_data(client: httpx.Client, path: Path) -> str:
+    """Upload a file as a 'data' asset (presigned PUT when it is larger than a request body may be); its asset id."""
+    data = path.read_bytes()
+    if len(data) <= 8 * 1024 * 1024:
+        response = client.post("/v1/assets", files={"file": (path.name, data, "application/x-ndjson")}, data={"kind": "data"})
+    else:
+        slot = client.post("/v1/assets/uploads", json={"content_type": "application/x-ndjson", "kind": "data", "size": len(data)})
+        slot.raise_for_status()
+        httpx.put(slot.json()["url"], content=data, headers=slot.json()["headers"], timeout=300).raise_for_status()
+        response = client.post(f"/v1/assets/uploads/{slot.json()['upload_id']}/complete")
+    if response.status_code not in (200, 201):
+        raise SystemExit(_problem_exit(response))
+    return response.json()["asset_id"]
+
+
+def progress_line(status: dict, elapsed_s: float, width: int = 30) -> str:
+    """``[#######.......] 120/200 · 3 failed · 14.2 items/s · ETA 6 s · running``."""
+    counts = status["counts"]
+    done = counts["total"] - counts["pending"]
+    filled = int(width * done / max(1, counts["total"]))
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {done}/{counts['total']}"]
+    if counts["failed"]:
+        parts.append(f"{counts['failed']} failed")
+    if counts["cancelled"]:
+        parts.append(f"{counts['cancelled']} cancelled")
+    if rate > 0:
+        parts.append(f"{rate:.1f} items/s")
+        if counts["pending"] and status["state"] == "running":
+            parts.append(f"ETA {counts['pending'] / rate:.0f} s")
+    parts.append(status["state"])
+    return " · ".join(parts)
+
+
+def _wait_job(client: httpx.Client, job_id: str, interval_s: float = 0.5) -> dict:
+    """Poll until the job is finished, drawing a progress bar on stderr (one line every 5 s when not a terminal)."""
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    last_print = 0.0
+    while True:
+        response = client.get(f"/v1/jobs/{job_id}")
+        response.raise_for_status()
+        status = response.json()
+        finished = status["state"] in TERMINAL_JOB_STATES
+        line = progress_line(status, time.monotonic() - started)
+        if tty:
+            print("\r" + line.ljust(100), end="\n" if finished else "", file=sys.stderr, flush=True)
+        elif finished or time.monotonic() - last_print >= 5:
+            print(line, file=sys.stderr, flush=True)
+            last_print = time.monotonic()
+        if finished:
+            return status
+        time.sleep(interval_s)
+
+
+def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 1
+    with httpx.Client(base_url=args.url, timeout=120) as client:
+        body: dict = {"manifest": {"asset_id": _upload_data(client, path)}}
+        if args.webhook:
+            body["webhook_url"] = args.webhook
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+        response = client.post("/v1/jobs", json=body, headers=headers)
+        if response.status_code not in (200, 202):
+            return _problem_exit(response)
+        status = response.json()
+        _say(f"job {status['job_id']}: {status['counts']['total']} edits ({'submitted' if response.status_code == 202 else 'submitted before'})")
+        if args.wait:
+            status = _wait_job(client, status["job_id"])
+            print(json.dumps(status, indent=2))
+            return 0 if status["state"] == "succeeded" else 2
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        if args.wait:
+            status = _wait_job(client, args.job_id)
+        else:
+            response = client.get(f"/v1/jobs/{args.job_id}")
+            if response.status_code != 200:
+                return _problem_exit(response)
+            status = response.json()
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        response = client.delete(f"/v1/jobs/{args.job_id}")
+    if response.status_code != 202:
+        return _problem_exit(response)
+    print(json.dumps(response.json(), indent=2))
+    return 0
+
+
+def cmd_jobs_results(args: argparse.Namespace) -> int:
+    """Every item as one JSON line on stdout; with --out, the result PNGs as <index>.png too."""
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(base_url=args.url, timeout=120) as client:
+        cursor: int | None = 0
+        while cursor is not None:
+            response = client.get(f"/v1/jobs/{args.job_id}/results", params={"cursor": cursor, "limit": 500})
+            if response.status_code != 200:
+                return _problem_exit(response)
+            page = response.json()
+            for item in page["items"]:
+                if out and item.get("url"):
+                    (out / f"{item['index']:06d}.png").write_bytes(httpx.get(item["url"], timeout=60).content)
+                print(json.dumps(item))
+            cursor = page["next_cursor"]
     return 0
 
 
@@ -259,6 +389,25 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--seed", type=int, help="shortcut for inputs.seed")
     edit.add_argument("-o", "--output", help="write the result PNG here")
     edit.set_defaults(func=cmd_edit)
+
+    jobs = sub.add_parser("jobs", help="async batch edit jobs").add_subparsers(dest="jobs_command", required=True)
+    submit = jobs.add_parser("submit", help="upload a JSON Lines file of edit requests and start a job")
+    submit.add_argument("file", help="JSON Lines: one POST /v1/edits body per line")
+    submit.add_argument("--url", default=DEFAULT_URL)
+    submit.add_argument("--wait", action="store_true", help="show a progress bar until the job finishes (exit 2 unless all succeeded)")
+    submit.add_argument("--webhook", help="URL POSTed the signed final status")
+    submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    submit.set_defaults(func=cmd_jobs_submit)
+    for name, func, text in [("status", cmd_jobs_status, "state and counts of a job"), ("cancel", cmd_jobs_cancel, "cancel a job"),
+                             ("results", cmd_jobs_results, "every item as a JSON line (and --out DIR: the PNGs)")]:
+        command = jobs.add_parser(name, help=text)
+        command.add_argument("job_id")
+        command.add_argument("--url", default=DEFAULT_URL)
+        if name == "status":
+            command.add_argument("--wait", action="store_true", help="show a progress bar until the job finishes")
+        if name == "results":
+            command.add_argument("--out", help="folder for the result PNGs")
+        command.set_defaults(func=func)
 
     models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
     upload = models.add_parser("upload", help="convert and register a checkpoint")

@@ -1,0 +1,137 @@
+"""Job pieces without the service: manifest parsing, seeds, signatures, final states, S3 records, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+
+import pytest
+
+from service.errors import Unprocessable
+from service.jobs import (
+    JobStore,
+    deliver_webhook,
+    final_state,
+    item_seed,
+    new_job_id,
+    parse_manifest,
+    sign_body,
+    signature_valid,
+)
+
+
+def test_parse_manifest_skips_blank_lines_and_names_the_bad_line():
+    assert parse_manifest(b'{"a": 1}\n\n  \n{"b": 2}\r\n', 10) == [{"a": 1}, {"b": 2}]
+    with pytest.raises(Unprocessable, match="line 2 is not JSON"):
+        parse_manifest(b'{"a": 1}\n{oops\n', 10)
+    with pytest.raises(Unprocessable, match="line 1 is a JSON str"):
+        parse_manifest(b'"text"\n', 10)
+    with pytest.raises(Unprocessable, match="more than 2 edits"):
+        parse_manifest(b"{}\n{}\n{}\n", 2)
+    with pytest.raises(Unprocessable, match="no edit requests"):
+        parse_manifest(b"", 2)
+
+
+def test_job_ids_and_item_seeds():
+    assert new_job_id("key-1") == new_job_id("key-1") != new_job_id("key-2")
+    assert len(new_job_id(None)) == 32 and new_job_id(None) != new_job_id(None)
+    assert item_seed("a" * 32, 3) == item_seed("a" * 32, 3)
+    assert len({item_seed("a" * 32, i) for i in range(100)}) == 100
+    assert 0 <= item_seed("b" * 32, 0) < 2**32
+
+
+def test_signature_is_hmac_sha256_of_the_exact_body():
+    import hashlib
+    import hmac
+
+    body = b'{"job_id":"x","state":"succeeded"}'
+    assert sign_body(body, "s3cret") == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert signature_valid(body, "s3cret", sign_body(body, "s3cret"))
+    assert not signature_valid(body, "s3cret", None)
+    assert not signature_valid(body, "other", sign_body(body, "s3cret"))
+
+
+@pytest.mark.parametrize("counts, state", [
+    ({"succeeded": 3, "failed": 0, "cancelled": 0}, "succeeded"),
+    ({"succeeded": 2, "failed": 1, "cancelled": 0}, "completed_with_errors"),
+    ({"succeeded": 0, "failed": 3, "cancelled": 0}, "failed"),
+    ({"succeeded": 1, "failed": 1, "cancelled": 1}, "cancelled"),
+])
+def test_final_state(counts, state):
+    assert final_state(counts) == state
+
+
+def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts():
+    seen: list[bytes] = []
+    answers = [500, 502, 200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen.append(self.rfile.read(int(self.headers["content-length"])))
+            assert signature_valid(seen[-1], "k", self.headers["X-Collage-Signature"])
+            self.send_response(answers.pop(0) if answers else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=5, backoff_s=0.01, timeout_s=5))
+        assert record["state"] == "delivered" and record["attempts"] == 3 and record["delivered_at"]
+        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=2, backoff_s=0.01, timeout_s=5))
+        assert record["state"] == "failed" and record["attempts"] == 2 and record["last_error"] == "HTTP 500"
+    finally:
+        server.shutdown()
+
+
+def test_job_store_records_items_once_and_pages_them(store):
+    jobs = JobStore(store)
+    job_id = "d" * 32
+    doc = {"job_id": job_id, "source": "items", "total": 5, "created_at": "now", "items": [{}] * 5}
+    assert jobs.create(job_id, doc) is True
+    assert jobs.create(job_id, {**doc, "total": 6}) is False  # the first request stays
+    assert jobs.read_request(job_id)["total"] == 5
+    for index, state in [(0, "succeeded"), (1, "failed"), (3, "succeeded")]:
+        jobs.write_item(job_id, {"index": index, "state": state})
+    assert jobs.finished_items(job_id) == {0: "succeeded", 1: "failed", 3: "succeeded"}
+    assert sorted(jobs.item_records(job_id, 1, 2)) == [1]
+    assert sorted(jobs.item_records(job_id, 0, 100)) == [0, 1, 3]
+    assert jobs.item_records(job_id, 4, 10) == {}
+    jobs.enqueue(job_id)
+    assert jobs.queued_ids() == [job_id]
+    jobs.dequeue(job_id)
+    assert jobs.queued_ids() == []
+    assert not jobs.cancel_requested(job_id)
+    jobs.request_cancel(job_id)
+    jobs.request_cancel(job_id)  # twice is fine
+    assert jobs.cancel_requested(job_id)
+
+
+def test_cli_jobs_submit_waits_with_a_progress_bar_and_writes_results(service, tmp_path, capsys):
+    from service.cli import main, progress_line
+
+    manifest = tmp_path / "edits.jsonl"
+    manifest.write_text("\n".join(json.dumps({"model": "collage-faces", "op": "sample", "inputs": {"seed": 30_000 + i, "class_id": "cat"}})
+                                  for i in range(6)))
+    assert main(["jobs", "submit", str(manifest), "--url", service.url, "--wait"]) == 0
+    captured = capsys.readouterr()
+    status = json.loads(captured.out[captured.out.index("{"):])
+    assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 6
+    assert "6/6" in captured.err and "[" + "#" * 30 + "]" in captured.err
+
+    out = tmp_path / "pngs"
+    assert main(["jobs", "results", status["job_id"], "--url", service.url, "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [item["index"] for item in lines] == list(range(6))
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(6)]
+
+    assert main(["jobs", "cancel", status["job_id"], "--url", service.url]) == 1
+    assert "already finished" in capsys.readouterr().err
+    assert main(["jobs", "status", "f" * 32, "--url", service.url]) == 1
+    line = progress_line({"state": "running", "counts": {"total": 10, "pending": 6, "failed": 1, "cancelled": 0}}, 2.0, width=10)
+    assert line == "[####......] 4/10 · 1 failed · 2.0 items/s · ETA 3 s · running"
