@@ -56,8 +56,14 @@ class Settings(BaseSettings):
 
     # --- async batch jobs (POST /v1/jobs) --------------------------------------------------
     jobs_max_items: int = Field(default=100_000, ge=1, description="most edits in one job (inline list or manifest lines)")
-    jobs_max_in_flight: int = Field(default=8, ge=1, description="job items dispatched at once by the runner, all jobs together; "
-                                    "enough to fill one dynamic batch, few enough that a synchronous edit waits behind one batch at most")
+    jobs_max_in_flight: int = Field(default=8, ge=1, description="job items dispatched at once by the runner (all jobs) while no "
+                                    "synchronous edit is coming in: enough to keep a dynamic batch full")
+    jobs_min_in_flight: int = Field(default=2, ge=1, description="job items dispatched at once while synchronous edits are coming in, "
+                                    "so they keep the latency they have alone (loadtests/job_priority.py measures it)")
+    jobs_sync_quiet_s: float = Field(default=1.0, ge=0, description="a family replica that saw no synchronous edit for this long "
+                                     "counts as quiet; the runner then goes back to jobs_max_in_flight")
+    jobs_max_yield_s: float = Field(default=2.0, ge=0, description="longest a job item waits in a family replica for synchronous "
+                                    "edits to clear before it runs anyway (so a busy service still makes job progress)")
     jobs_item_attempts: int = Field(default=6, ge=1, description="tries per item while its family answers 429/503 (backoff 0.5 s doubling to 8 s)")
     jobs_poll_interval_s: float = Field(default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet")
     jobs_status_flush_s: float = Field(default=0.5, gt=0, description="how often a running job's status.json is rewritten")

@@ -66,6 +66,7 @@ class EditResult:
     png: bytes | None  # present when computed now, or when the caller asked for it on a cache hit
     extras: dict[str, Any]
     timings: Timings
+    sync_idle_s: float | None = None  # from the family replica: seconds since it last had a synchronous edit
 
 
 async def _await(response) -> Any:
@@ -97,8 +98,10 @@ class EditPipeline:
         return self.store.result_key(result_id) + ".json"
 
     # ---- the pipeline ----------------------------------------------------------------------
-    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False) -> EditResult:
-        """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none.
+    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False,
+                  background: bool = False) -> EditResult:
+        """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none;
+        ``background`` (job items) lets synchronous edits go first in the family replica.
 
         Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down).
         """
@@ -157,7 +160,8 @@ class EditPipeline:
             t = time.perf_counter()
             task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
             storage_s += time.perf_counter() - t
-        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time())
+        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time(),
+                        background=background)
         output = await self.dispatch(family, handle, task)
         metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
@@ -178,6 +182,7 @@ class EditPipeline:
             Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
                     encode_ms=output.encode_ms, storage_ms=1e3 * storage_s, batch_size=output.batch_size,
                     group_size=output.group_size),
+            output.sync_idle_s,
         )
 
     def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,63 @@ class GroupOutput:
         self.extras = extras or {}
 
 
+class PriorityGate:
+    """Synchronous edits first: job items enter the batch queue only while none is waiting or running.
+
+    Interactive tasks pass at once. A background task waits until no interactive task is in this
+    replica and fewer than ``background_limit`` background tasks are in the queue, so a synchronous
+    edit arriving during a job waits behind at most one small batch of job items and never shares a
+    batch with more than that. After ``max_wait_s`` a background task goes anyway, so jobs still
+    progress on a replica that is never idle.
+    """
+
+    def __init__(self, background_limit: int, max_wait_s: float) -> None:
+        self.background_limit = background_limit
+        self.max_wait_s = max_wait_s
+        self.interactive_in = 0
+        self.background_in = 0
+        self.last_interactive = float("-inf")  # time.monotonic() when an interactive task last left
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # made on first use, inside the replica's event loop
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def interactive_idle_s(self) -> float:
+        """0 while an interactive task is in; else seconds since the last one left (inf: none yet)."""
+        return 0.0 if self.interactive_in else time.monotonic() - self.last_interactive
+
+    async def _notify(self) -> None:
+        async with self._condition():
+            self._condition().notify_all()
+
+    async def run(self, background: bool, work):
+        """Await ``work()`` (the batch queue) once this task may enter."""
+        if not background:
+            self.interactive_in += 1
+            try:
+                return await work()
+            finally:
+                self.interactive_in -= 1
+                self.last_interactive = time.monotonic()
+                await self._notify()
+        deadline = time.monotonic() + self.max_wait_s
+        changed = self._condition()
+        async with changed:
+            while (self.interactive_in or self.background_in >= self.background_limit) and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+            self.background_in += 1
+        try:
+            return await work()
+        finally:
+            self.background_in -= 1
+            await self._notify()
+
+
 class FamilyDeployment(abc.ABC):
     family: str = ""
 
@@ -50,6 +107,7 @@ class FamilyDeployment(abc.ABC):
         self.store = AssetStore(self.settings)
         self.registry = ModelRegistry(self.store)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.gate = PriorityGate(max(1, DEFAULT_BATCH["max_batch_size"] // 2), self.settings.jobs_max_yield_s)
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
         self._batch_hist = None
         try:
@@ -86,6 +144,7 @@ class FamilyDeployment(abc.ABC):
         config = {**DEFAULT_BATCH, **(config or {})}
         self.handle_batch.set_max_batch_size(int(config["max_batch_size"]))
         self.handle_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        self.gate.background_limit = max(1, int(config["max_batch_size"]) // 2)
         self.log.info("batch settings", extra={"batch": config})
 
     def check_health(self) -> None:
@@ -107,9 +166,10 @@ class FamilyDeployment(abc.ABC):
         return model
 
     async def __call__(self, task: EditTask) -> EditOutput:
-        result = await self.handle_batch(task)
+        result = await self.gate.run(task.background, lambda: self.handle_batch(task))
         if isinstance(result, BaseException):
             raise result
+        result.sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
         return result
 
     @serve.batch(**DEFAULT_BATCH)

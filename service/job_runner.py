@@ -1,9 +1,11 @@
 """The job runner: a Serve deployment (one replica) that executes jobs in the background.
 
 It runs every item through the same :class:`~service.edits.EditPipeline` as ``POST /v1/edits``,
-calling the family deployments through their handles with at most ``jobs_max_in_flight`` items
-dispatched at a time (all jobs together): enough to fill a dynamic batch, and a synchronous edit
-arriving meanwhile queues behind one batch of job items at most.
+calling the family deployments through their handles. Synchronous edits keep priority in two
+places: the runner dispatches ``jobs_max_in_flight`` items at a time (all jobs together; enough to
+fill a dynamic batch) only while the families report no synchronous traffic, and
+``jobs_min_in_flight`` while they do (:class:`DispatchLimit`); inside a family replica, job items
+step aside while a synchronous edit waits (:class:`service.family.PriorityGate`).
 
 It keeps no state of its own that matters: everything is in S3 (``service/jobs.py``). On start and
 every ``jobs_poll_interval_s`` it picks up the jobs in ``job-queue/`` it is not running, so a job
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from ray import serve
@@ -55,6 +58,37 @@ class JobProgress:
         self.dirty = True
 
 
+class DispatchLimit:
+    """How many job items may be in flight: ``high`` while the families are quiet, ``low`` while
+    synchronous edits come in (family replicas report it with every result: ``sync_idle_s``)."""
+
+    def __init__(self, high: int, low: int, quiet_s: float) -> None:
+        self.high, self.low, self.quiet_s = high, min(low, high), quiet_s
+        self.in_flight = 0
+        self.last_sync = float("-inf")  # time.monotonic() of the latest synchronous edit a family reported
+        self._released = asyncio.Event()
+
+    def limit(self) -> int:
+        return self.low if time.monotonic() - self.last_sync < self.quiet_s else self.high
+
+    def observe(self, sync_idle_s: float | None) -> None:
+        if sync_idle_s is not None:
+            self.last_sync = max(self.last_sync, time.monotonic() - sync_idle_s)
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self.limit():
+            self._released.clear()
+            try:  # re-check now and then: the limit rises by itself once sync traffic has been quiet for quiet_s
+                await asyncio.wait_for(self._released.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                pass
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._released.set()
+
+
 @serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.1})
 class JobRunner:
     async def __init__(self, families: dict[str, Any]) -> None:
@@ -64,7 +98,7 @@ class JobRunner:
         self.edits = EditPipeline(self.settings, store, ModelRegistry(store), families)
         self._running: dict[str, asyncio.Task] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
-        self._slots = asyncio.Semaphore(self.settings.jobs_max_in_flight)
+        self._slots = DispatchLimit(self.settings.jobs_max_in_flight, self.settings.jobs_min_in_flight, self.settings.jobs_sync_quiet_s)
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     # ---- called by the ingress ---------------------------------------------------------------
@@ -160,7 +194,8 @@ class JobRunner:
                 while True:  # the family is busy or restarting: wait, then try again
                     record["attempts"] += 1
                     try:
-                        result = await self.edits.run(body, lambda: item_seed(job_id, index))
+                        result = await self.edits.run(body, lambda: item_seed(job_id, index), background=True)
+                        self._slots.observe(result.sync_idle_s)
                         break
                     except (TooManyRequests, ServiceUnavailable):
                         if record["attempts"] >= self.settings.jobs_item_attempts:

@@ -16,6 +16,7 @@ class EditTask:
     inputs: dict[str, Any]  # canonical inputs (seed drawn, asset ids resolved), JSON-able
     images: dict[str, np.ndarray]  # decoded image inputs by field name: uint8 (H,W,3) or (H,W)
     submitted_at: float  # time.time() when the ingress dispatched it, for queue timing
+    background: bool = False  # a job item: yields to synchronous edits in the family replica (service.family.PriorityGate)
 
 
 @dataclasses.dataclass
@@ -29,3 +30,4 @@ class EditOutput:
     encode_ms: float  # PNG encoding time of the group, per item share
     batch_size: int  # edits in the dynamic batch
     group_size: int  # edits in the (model, op, shape) group run as one tensor batch
+    sync_idle_s: float | None = None  # seconds since the replica last had a synchronous edit in it (0 = has one now)

@@ -66,3 +66,84 @@ def test_a_failing_group_fails_only_its_own_tasks():
     assert isinstance(results[0], EditOutput)
     assert isinstance(results[1], RuntimeError) and "ZeroDivisionError" in str(results[1])
     assert isinstance(results[2], Unprocessable) and results[2].status == 422
+
+
+# ---- synchronous edits first: the replica's PriorityGate and the job runner's DispatchLimit ---------
+def test_priority_gate_holds_job_items_while_a_synchronous_edit_is_in():
+    from service.family import PriorityGate
+
+    async def scenario():
+        gate = PriorityGate(background_limit=2, max_wait_s=5)
+        order: list[str] = []
+        release_sync = asyncio.Event()
+
+        async def sync_work():
+            order.append("sync starts")
+            await release_sync.wait()
+            order.append("sync ends")
+
+        async def job_work(name):
+            order.append(name)
+
+        sync = asyncio.create_task(gate.run(False, sync_work))
+        await asyncio.sleep(0.01)
+        assert gate.interactive_idle_s() == 0.0
+        jobs = [asyncio.create_task(gate.run(True, lambda n=n: job_work(f"job {n}"))) for n in range(3)]
+        await asyncio.sleep(0.05)
+        assert order == ["sync starts"], "job items wait while the synchronous edit is in"
+        release_sync.set()
+        await asyncio.gather(sync, *jobs)
+        assert order[:2] == ["sync starts", "sync ends"] and sorted(order[2:]) == ["job 0", "job 1", "job 2"]
+        assert 0 < gate.interactive_idle_s() < 1
+
+    asyncio.run(scenario())
+
+
+def test_priority_gate_limits_job_items_and_gives_up_waiting_after_max_wait():
+    from service.family import PriorityGate
+
+    async def scenario():
+        gate = PriorityGate(background_limit=2, max_wait_s=0.2)
+        peak = 0
+        hold = asyncio.Event()
+
+        async def job_work():
+            nonlocal peak
+            peak = max(peak, gate.background_in)
+            await asyncio.sleep(0.01)
+
+        jobs = [asyncio.create_task(gate.run(True, job_work)) for _ in range(6)]
+        await asyncio.gather(*jobs)
+        assert peak == 2, "at most background_limit job items in the batch queue"
+
+        sync = asyncio.create_task(gate.run(False, hold.wait))  # a synchronous edit that stays in
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await gate.run(True, job_work)
+        assert 0.15 < time.monotonic() - started < 2, "a job item runs anyway after max_wait_s"
+        hold.set()
+        await sync
+
+    asyncio.run(scenario())
+
+
+def test_dispatch_limit_drops_while_sync_edits_come_in_and_recovers_when_quiet():
+    from service.job_runner import DispatchLimit
+
+    async def scenario():
+        limit = DispatchLimit(high=4, low=1, quiet_s=0.2)
+        assert limit.limit() == 4
+        limit.observe(None)  # a cached result says nothing
+        assert limit.limit() == 4
+        limit.observe(0.0)  # a replica has a synchronous edit in it right now
+        assert limit.limit() == 1
+        await limit.acquire()
+        waiter = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0.05)
+        assert not waiter.done(), "one in flight is the limit while sync traffic is recent"
+        await asyncio.sleep(0.3)
+        assert waiter.done() and limit.in_flight == 2, "quiet for quiet_s: back to the high limit"
+        limit.observe(5.0)  # an old sighting does not lower it again
+        assert limit.limit() == 4
+
+    asyncio.run(scenario())
