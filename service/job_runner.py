@@ -99,6 +99,15 @@ class JobRunner:
         self._running: dict[str, asyncio.Task] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._slots = DispatchLimit(self.settings.jobs_max_in_flight, self.settings.jobs_min_in_flight, self.settings.jobs_sync_quiet_s)
+        self._item_counter = self._running_gauge = None
+        try:  # exported on Ray's metrics port, beside Serve's own and the families' batch histogram
+            from ray.util import metrics as ray_metrics
+
+            self._item_counter = ray_metrics.Counter("collage_job_items", description="Job items finished, by state.",
+                                                     tag_keys=("state",))
+            self._running_gauge = ray_metrics.Gauge("collage_jobs_running", description="Jobs this runner is executing.")
+        except Exception:  # metrics are optional outside a Ray worker
+            pass
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     # ---- called by the ingress ---------------------------------------------------------------
@@ -131,6 +140,11 @@ class JobRunner:
         if job_id not in self._running:
             self._cancel_events[job_id] = asyncio.Event()
             self._running[job_id] = asyncio.get_running_loop().create_task(self._run_job_guarded(job_id))
+            self._report_running()
+
+    def _report_running(self) -> None:
+        if self._running_gauge is not None:
+            self._running_gauge.set(len(self._running))
 
     async def _run_job_guarded(self, job_id: str) -> None:
         try:
@@ -140,6 +154,7 @@ class JobRunner:
         finally:
             self._running.pop(job_id, None)
             self._cancel_events.pop(job_id, None)
+            self._report_running()
 
     # ---- one job -----------------------------------------------------------------------------
     async def _run_job(self, job_id: str) -> None:
@@ -213,6 +228,8 @@ class JobRunner:
             record["completed_at"] = utcnow()
             await asyncio.to_thread(self.jobs.write_item, job_id, record)
             progress.finish_item(record)
+            if self._item_counter is not None:
+                self._item_counter.inc(tags={"state": record["state"]})
         finally:
             self._slots.release()
 

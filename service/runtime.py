@@ -32,6 +32,7 @@ class LocalService:
         self.ray_init_kwargs = ray_init_kwargs or {}
         self.s3 = None
         self.settings: Settings | None = None
+        self._saved_env: dict[str, str | None] = {}  # variables start_storage set, with their previous values
 
     @property
     def url(self) -> str:
@@ -50,7 +51,9 @@ class LocalService:
 
             self.s3 = EmbeddedS3(Path(settings.data_dir) / "s3", port=settings.embedded_s3_port)
             self.s3.start()
-            os.environ.update(self.s3.env())
+            s3_env = self.s3.env()
+            self._saved_env = {name: os.environ.get(name) for name in s3_env}
+            os.environ.update(s3_env)
             get_settings.cache_clear()
             settings = get_settings()
             log.info("embedded S3 started", extra={"endpoint": self.s3.endpoint_url, "data_dir": str(settings.data_dir)})
@@ -111,6 +114,14 @@ class LocalService:
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
+        # the embedded server is gone: its endpoint and keys must not outlive it in this process
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        get_settings.cache_clear()
 
     def __enter__(self) -> "LocalService":
         return self.start()

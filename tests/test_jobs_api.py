@@ -286,3 +286,19 @@ def test_killing_the_runner_replica_mid_job_resumes_it_without_losing_or_repeati
     assert all(after[key] == record for key, record in before.items()), "items finished before the kill were not run again"
     items = all_results(client, job_id, limit=1000)
     assert len({item["result_id"] for item in items}) == total
+
+
+def test_job_items_are_counted_on_the_ray_metrics_port(client):
+    import os
+
+    import httpx
+
+    wait_for(client, submit(client, {"items": [sample(18_000), sample(18_001, class_id="nope")]}).json()["job_id"])
+    url = f"http://127.0.0.1:{os.environ['COLLAGE_RAY_METRICS_PORT']}/metrics"
+    deadline, lines = time.monotonic() + 60, []
+    while time.monotonic() < deadline:  # Ray exports on an interval
+        lines = [line for line in httpx.get(url, timeout=10).text.splitlines() if line.startswith("ray_collage_job_items")]
+        if any('state="failed"' in line for line in lines) and any('state="succeeded"' in line for line in lines):
+            break
+        time.sleep(2)
+    assert any('state="failed"' in line for line in lines) and any('state="succeeded"' in line for line in lines), lines
