@@ -25,7 +25,7 @@ from ray import serve
 from schemas.edits import EditRequest
 from service.config import get_settings
 from service.edits import EditPipeline, validate
-from service.errors import ProblemError, ServiceUnavailable, TooManyRequests
+from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests
 from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
 from service.logs import get_logger
 from service.registry import ModelRegistry
@@ -158,7 +158,12 @@ class JobRunner:
 
     # ---- one job -----------------------------------------------------------------------------
     async def _run_job(self, job_id: str) -> None:
-        request = await asyncio.to_thread(self.jobs.read_request, job_id)
+        try:
+            request = await asyncio.to_thread(self.jobs.read_request, job_id)
+        except NotFound:  # a queue marker whose job is gone: nothing to run, ever
+            log.warning("queued job has no request.json; dropped from the queue", extra={"job_id": job_id})
+            await asyncio.to_thread(self.jobs.dequeue, job_id)
+            return
         status = await asyncio.to_thread(self.jobs.read_status, job_id) or self.jobs.initial_status(request)
         if is_terminal(status):  # finished, but the runner stopped before the webhook or dequeue
             await self._finish(job_id, request, status)

@@ -302,3 +302,18 @@ def test_job_items_are_counted_on_the_ray_metrics_port(client):
             break
         time.sleep(2)
     assert any('state="failed"' in line for line in lines) and any('state="succeeded"' in line for line in lines), lines
+
+
+def test_a_queue_marker_without_a_job_is_dropped_by_the_runner(client):
+    from service.config import get_settings
+    from service.jobs import JobStore
+    from service.storage import AssetStore
+
+    jobs = JobStore(AssetStore(get_settings()))
+    orphan = "e" * 32
+    jobs.enqueue(orphan)
+    deadline = time.monotonic() + 30
+    while orphan in jobs.queued_ids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert orphan not in jobs.queued_ids()
+    assert client.get("/readyz").json()["checks"]["jobs"] == "ok"
