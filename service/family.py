@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import time
 from collections import defaultdict
 from typing import Any, Hashable
@@ -149,6 +150,19 @@ class FamilyDeployment(abc.ABC):
 
     def check_health(self) -> None:
         self.health_forward()
+
+    async def resources(self) -> dict[str, Any]:
+        """Peak memory of this replica process (and of its GPU, when it has one), for the benchmarks."""
+        import resource
+
+        import torch
+
+        report: dict[str, Any] = {"pid": os.getpid(), "device": str(self.device),
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if self.device.type == "cuda":
+            report["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            report["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+        return report
 
     async def ready(self) -> bool:
         await asyncio.to_thread(self.health_forward)
