@@ -96,7 +96,7 @@ def feature_collage_batch(model: LoadedCollageModel, tasks: list[EditTask], trun
     refs = [(i, ref) for i, t in enumerate(tasks) for ref in t.inputs["references"]]
     z_ref, classes_ref = latents(model, [ref for _, ref in refs], truncation)
     owners = torch.tensor([i for i, _ in refs], device=device)
-    masks = torch.stack([torch.from_numpy(tasks[i].images["masks"][ref["mask"]]) for i, ref in refs]).to(device)
+    masks = torch.stack([torch.tensor(tasks[i].images["masks"][ref["mask"]]) for i, ref in refs]).to(device)
     uses_block = torch.zeros(len(refs), generator.n_blocks, dtype=torch.bool)
     for r, (_, ref) in enumerate(refs):
         uses_block[r, ref["layers"]] = True

@@ -38,7 +38,7 @@ def size_bucket(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _padded(array: np.ndarray, mode: str) -> torch.Tensor:
     """(H, W[, C]) -> (C, Hb, Wb) float tensor padded like ops.pad_to_multiple pads."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).float()
+    tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: decoded images are read-only
     tensor = tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor.unsqueeze(0)
     return edge_connect.pad_to_multiple(tensor.unsqueeze(0), mode=mode)[0]
 

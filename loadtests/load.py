@@ -1,0 +1,126 @@
+"""Run the Locust scenarios headless at several concurrencies; CSV per level, one table, one chart.
+
+    python -m loadtests.load [--url URL] [--scenario mixed|collage.sample,...|jobs|mixed,jobs]
+                             [--users 1,8,32] [--run-time 20s] [--max-requests 0] [--out load-out]
+
+Without --url the service is started locally and stopped afterwards. For each user count (closed
+loop: concurrency = users) it runs ``locust -f loadtests/locustfile.py --headless`` with that many
+users for --run-time (and at most --max-requests requests), keeps Locust's CSVs in
+``<out>/u<N>_stats.csv`` …, and at the end writes ``<out>/load.md`` (throughput, p50/p95/p99 and
+failures per op and concurrency) and ``<out>/load.png`` (throughput and latency vs concurrency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: int, job_items: int, out: Path) -> dict[str, dict]:
+    """One headless Locust run; its stats per request name (plus 'Aggregated')."""
+    env = {**os.environ, "COLLAGE_LOAD_OPS": scenario, "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
+           "COLLAGE_LOAD_JOB_ITEMS": str(job_items)}
+    prefix = out / f"u{users}"
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "-u", str(users),
+               "-r", str(users), "-t", run_time, "--stop-timeout", "30", "--host", url, "--csv", str(prefix), "--exit-code-on-error", "0"]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    if completed.returncode != 0:
+        raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    rows = {}
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                                 "per_s": float(row["Requests/s"]), "p50_ms": float(row["50%"] or 0),
+                                 "p95_ms": float(row["95%"] or 0), "p99_ms": float(row["99%"] or 0)}
+    return rows
+
+
+def chart(levels: dict[int, dict[str, dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    users = sorted(levels)
+    names = sorted({name for rows in levels.values() for name in rows if name.startswith(("edit ", "job "))})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, name in enumerate(names + ["Aggregated"]):
+        colour = "black" if name == "Aggregated" else f"C{k % 10}"
+        left.plot(users, [levels[u].get(name, {}).get("per_s", float("nan")) for u in users], marker="o", color=colour,
+                  lw=2 if name == "Aggregated" else 1, label=name.replace("edit ", ""))
+        if name == "Aggregated":
+            continue
+        for quantile, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
+            right.plot(users, [levels[u].get(name, {}).get(quantile, float("nan")) for u in users], style, color=colour, marker=".",
+                       label=f"{name.replace('edit ', '')} {quantile[:3]}" if quantile == "p50_ms" else None)
+    left.set_xscale("log", base=2)
+    left.set_xlabel("concurrent users (closed loop)")
+    left.set_ylabel("requests / s")
+    left.legend(fontsize=7)
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("concurrent users")
+    right.set_ylabel("latency ms (solid p50, dashed p95, dotted p99)")
+    right.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(levels: dict[int, dict[str, dict]]) -> str:
+    lines = ["| users | request | requests | failures | req/s | p50 ms | p95 ms | p99 ms |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for users in sorted(levels):
+        for name, r in sorted(levels[users].items(), key=lambda item: (item[0] == "Aggregated", item[0])):
+            lines.append(f"| {users} | {name} | {r['requests']} | {r['failures']} | {r['per_s']:.1f} | {r['p50_ms']:.0f} | "
+                         f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="running service; default: start one locally")
+    parser.add_argument("--scenario", default="mixed", help="mixed | family.op[,family.op…] | jobs | mixed,jobs")
+    parser.add_argument("--users", default="1,8,32", help="concurrency levels (Locust users)")
+    parser.add_argument("--run-time", default="20s", help="duration per level (Locust time string)")
+    parser.add_argument("--max-requests", type=int, default=0, help="stop a level after this many requests (0 = no bound)")
+    parser.add_argument("--job-items", type=int, default=20, help="edits per job in the jobs scenario")
+    parser.add_argument("--out", default="load-out")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    service, url = None, args.url
+    if url is None:
+        from service.runtime import LocalService
+
+        print("starting a local service …", flush=True)
+        service = LocalService().start()
+        url = service.url
+    levels: dict[int, dict[str, dict]] = {}
+    try:
+        for users in [int(u) for u in args.users.split(",")]:
+            print(f"locust: {users} users, {args.run_time}, scenario {args.scenario} …", flush=True)
+            levels[users] = run_level(url, users, args.run_time, args.scenario, args.max_requests, args.job_items, out)
+            total = levels[users].get("Aggregated", {})
+            print(f"  {total.get('per_s', 0):.1f} req/s, p50 {total.get('p50_ms', 0):.0f} ms, failures {total.get('failures', 0)}", flush=True)
+    finally:
+        if service is not None:
+            service.stop()
+    text = table(levels)
+    print("\n" + text)
+    (out / "load.md").write_text(text + "\n")
+    (out / "load.json").write_text(json.dumps({"scenario": args.scenario, "run_time": args.run_time, "levels": levels}, indent=2) + "\n")
+    chart(levels, out / "load.png", f"Locust, scenario {args.scenario}, {args.run_time} per level")
+    print(f"wrote {out}/load.md, load.json, load.png and Locust's CSVs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""The load-test and benchmark scripts run end to end against the test service (tiny sizes, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+from loadtests import bench, job_priority, load
+
+
+def test_locust_scenario_runs_headless_with_bounded_requests(service, tmp_path):
+    rows = load.run_level(service.url, users=2, run_time="20s", scenario="collage.sample,jobs", max_requests=12, job_items=3,
+                          out=tmp_path)
+    assert rows["edit collage.sample"]["requests"] > 0 and rows["Aggregated"]["failures"] == 0
+    assert rows["Aggregated"]["requests"] <= 12 + 4, "the request bound stops the run (give or take requests in flight)"
+    assert (tmp_path / "u2_stats.csv").exists()
+    load.chart({2: rows}, tmp_path / "load.png", "test")
+    assert (tmp_path / "load.png").stat().st_size > 1000
+
+
+def test_bench_reports_raw_and_served_figures_per_op(service, tmp_path):
+    assert bench.main(["--url", service.url, "--ops", "collage.sample,inpaint.inpaint", "--requests", "4", "--concurrency", "1,2",
+                       "--batches", "1,2", "--raw-seconds", "0.2", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "bench.json").read_text())
+    for op in ("collage.sample", "inpaint.inpaint"):
+        entry = results["ops"][op]
+        assert set(entry["raw"]) == {"1", "2"} and entry["raw_best"] > 0
+        assert entry["served"]["2"]["images_per_s"] > 0 and entry["served"]["1"]["cached"] == 0
+    assert "| `inpaint.inpaint` |" in (tmp_path / "bench.md").read_text()
+
+
+def test_job_priority_measures_sync_latency_beside_a_job(service, tmp_path):
+    assert job_priority.main(["--url", service.url, "--seconds", "2", "--job-items", "600", "--out", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "job-priority.json").read_text())["runs"]
+    assert runs["priority"]["sync_only"]["requests"] > 0 and runs["priority"]["sync_with_job"]["requests"] > 0
+    assert runs["priority"]["job_items_per_s_alone"] > 0
