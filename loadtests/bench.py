@@ -96,7 +96,7 @@ class RawRunner:
     """One op's tasks built exactly as the ingress builds them (schemas, prepare, fit_images), run by
     an in-process instance of the family deployment class, without Ray or HTTP."""
 
-    def __init__(self, bench: BenchOp, asset_bytes: dict[str, bytes], asset_ids: dict[str, str]) -> None:
+    def __init__(self, bench: BenchOp, asset_bytes: dict[str, bytes], asset_ids: dict[str, str], acceleration=None) -> None:
         from schemas.ops import get_op
         from service.app import load_family
         from service.config import get_settings
@@ -110,7 +110,14 @@ class RawRunner:
         self.manifest = registry.get_manifest(bench.model)
         self.spec = get_op(bench.family, bench.op)
         self.family = load_family(bench.family).func_or_class()
-        self.model = self.family.load_model(self.manifest, registry.load_weights(bench.model))
+        if acceleration is not None:  # instead of the COLLAGE_ACCEL_* settings
+            acceleration.check_device(self.family.device)
+            self.family.acceleration = acceleration
+        self.model = self.family.acceleration.prepare(self.family.load_model(self.manifest, registry.load_weights(bench.model)))
+
+    def run(self, tasks: list) -> list:
+        """The group's outputs, as a family replica computes them (configured autocast included)."""
+        return self.family.run_group_accelerated(self.model, self.bench.op, tasks)
 
     def tasks(self, numbers: list[int]) -> list:
         from service.images import decode_image
@@ -136,10 +143,10 @@ class RawRunner:
         import torch
 
         tasks = self.tasks(list(range(batch)))
-        self.family.run_group(self.model, self.bench.op, tasks)  # warm-up
+        self.run(tasks)  # warm-up (and, with compile, the compilation for this batch size)
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            self.family.run_group(self.model, self.bench.op, tasks)
+            self.run(tasks)
             done += batch
         if torch.cuda.is_available():
             torch.cuda.synchronize()

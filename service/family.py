@@ -104,10 +104,14 @@ class FamilyDeployment(abc.ABC):
     def __init__(self) -> None:
         import torch  # families need torch; the ingress never imports this module
 
+        from deployments.acceleration import Acceleration
+
         self.settings = get_settings()
         self.store = AssetStore(self.settings)
         self.registry = ModelRegistry(self.store)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.acceleration = Acceleration.from_settings(self.settings)
+        self.acceleration.check_device(self.device)
         self.gate = PriorityGate(max(1, DEFAULT_BATCH["max_batch_size"] // 2), self.settings.jobs_max_yield_s)
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
         self._batch_hist = None
@@ -139,6 +143,11 @@ class FamilyDeployment(abc.ABC):
     @abc.abstractmethod
     def health_forward(self) -> None:
         """A tiny forward pass proving the replica can compute; raise on failure."""
+
+    def run_group_accelerated(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
+        """``run_group`` under the configured autocast precision (deployments/acceleration.py)."""
+        with self.acceleration.autocast(self.device):
+            return self.run_group(model, op, tasks)
 
     # ---- Serve plumbing --------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -175,7 +184,7 @@ class FamilyDeployment(abc.ABC):
             raise Unprocessable(f"model {model_id!r} belongs to family {manifest.get('family')!r}, not {self.family!r}")
         weights = await asyncio.to_thread(self.registry.load_weights, model_id)
         started = time.perf_counter()
-        model = await asyncio.to_thread(self.load_model, manifest, weights)
+        model = await asyncio.to_thread(lambda: self.acceleration.prepare(self.load_model(manifest, weights)))
         self.log.info("model loaded", extra={"model": model_id, "load_ms": round(1e3 * (time.perf_counter() - started), 1)})
         return model
 
@@ -201,7 +210,7 @@ class FamilyDeployment(abc.ABC):
             try:
                 model = await self.get_model(model_id)
                 compute_started = time.perf_counter()
-                outputs = await asyncio.to_thread(self.run_group, model, op, members)
+                outputs = await asyncio.to_thread(self.run_group_accelerated, model, op, members)
                 compute_ms = 1e3 * (time.perf_counter() - compute_started)
                 assert len(outputs) == len(members), f"run_group returned {len(outputs)} outputs for {len(members)} tasks"
                 encode_started = time.perf_counter()

@@ -111,6 +111,10 @@ class LocalService:
             finally:
                 if not keep_ray:
                     ray.shutdown()
+        self.stop_storage()
+
+    def stop_storage(self) -> None:
+        """Stop the embedded S3 server (if this object started one); Ray is left alone."""
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None

@@ -16,7 +16,12 @@ class RecordingFamily(FamilyDeployment):
     family = "fake"
 
     def __init__(self) -> None:  # no storage, no metrics: the batch logic only
+        import torch
+
+        from deployments.acceleration import Acceleration
+
         self.groups: list[tuple[str, str, list[int]]] = []
+        self.acceleration, self.device = Acceleration(), torch.device("cpu")
         self._batch_hist = None
         self.log = __import__("logging").getLogger("test")
 

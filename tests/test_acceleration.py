@@ -1,0 +1,73 @@
+"""Generator speed options (deployments/acceleration.py): what they keep and what they change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deployments.acceleration import Acceleration
+from deployments.images import to_uint8_images
+from tests.test_collage_ops import random_sngan
+
+
+def _style_generator():
+    from deployments.style.stylegan2 import Generator, StyleGAN2Config
+
+    torch.manual_seed(0)
+    return Generator(StyleGAN2Config(resolution=16, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=64)).eval()
+
+
+def _sample(generator, z, acceleration: Acceleration) -> torch.Tensor:
+    with torch.inference_mode(), acceleration.autocast(torch.device("cpu")):
+        if hasattr(generator, "n_blocks"):  # SNGAN: class-conditional
+            return generator(z, torch.nn.functional.one_hot(torch.arange(len(z)) % generator.num_classes, generator.num_classes).float())
+        from deployments.style import ops
+
+        return ops.sample(generator, z=z)
+
+
+@pytest.mark.parametrize("make", [random_sngan, _style_generator], ids=["sngan", "stylegan2"])
+def test_channels_last_keeps_outputs_and_bf16_stays_close(make):
+    generator = make()
+    z = torch.randn(4, getattr(generator, "z_dim", None) or generator.style_dim, generator=torch.Generator().manual_seed(1))
+    reference = to_uint8_images(_sample(generator, z, Acceleration())).astype(int)
+
+    Acceleration(channels_last=True).prepare(generator)
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in generator.parameters()), "rank-4 weights are NHWC now"
+    assert abs(to_uint8_images(_sample(generator, z, Acceleration())).astype(int) - reference).max() <= 1
+
+    low = _sample(generator, z, Acceleration(precision="bf16"))
+    difference = abs(to_uint8_images(low).astype(int) - reference)
+    assert 0 < difference.max() <= 32 and difference.mean() < 2, "bf16 changes pixels, but only a little"
+
+
+def test_prepare_uses_the_models_generator_and_leaves_other_objects_alone():
+    class Loaded:
+        def __init__(self, generator):
+            self.generator = generator
+
+    generator = random_sngan()
+    loaded = Acceleration(channels_last=True).prepare(Loaded(generator))
+    assert loaded.generator is generator
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in generator.parameters())
+    assert Acceleration(channels_last=True).prepare("not a module") == "not a module"
+
+
+def test_invalid_options_are_refused():
+    with pytest.raises(ValueError, match="precision"):
+        Acceleration(precision="int8")
+    with pytest.raises(ValueError, match="CUDA"):
+        Acceleration(precision="fp16").check_device(torch.device("cpu"))
+    assert Acceleration(precision="bf16", channels_last=True, compile=True).describe() == "bf16+channels_last+compile"
+
+
+def test_settings_reach_the_family_options(monkeypatch):
+    from service.config import Settings
+
+    monkeypatch.setenv("COLLAGE_ACCEL_PRECISION", "bf16")
+    monkeypatch.setenv("COLLAGE_ACCEL_CHANNELS_LAST", "true")
+    assert Acceleration.from_settings(Settings()) == Acceleration(precision="bf16", channels_last=True)
+    monkeypatch.setenv("COLLAGE_ACCEL_PRECISION", "fp8")
+    with pytest.raises(ValueError):
+        Settings()
