@@ -5,7 +5,7 @@
 For every op of ``loadtests.bench.BENCH_OPS`` and every configuration of
 ``deployments/acceleration.py`` that the device supports (CPU: fp32, channels_last, bf16 autocast,
 both; CUDA adds fp16; ``--compile`` adds torch.compile variants), it runs the family's own
-``run_group`` on one fixed batch and prints throughput relative to fp32 and the output difference
+``run_group`` on one fixed batch (interleaved rounds, median) and prints throughput relative to fp32 and the output difference
 vs fp32 in uint8 grey levels (max and mean over all pixels; 1 level = 1/255).
 
 It needs only storage (the registered checkpoints), not Ray: without a configured S3 endpoint it
@@ -41,23 +41,28 @@ def images_of(outputs) -> np.ndarray:
     return np.stack([np.atleast_3d(o.image) for o in outputs]).astype(np.int16)
 
 
-def measure(ops: list, batch: int, seconds: float, compile_too: bool, asset_bytes: dict, asset_ids: dict) -> dict:
+def measure(ops: list, batch: int, seconds: float, rounds: int, compile_too: bool, asset_bytes: dict, asset_ids: dict) -> dict:
+    """Per op: every configuration's model loaded side by side, timed in interleaved rounds (median),
+    so a slow spell of a shared machine hits all configurations alike."""
     results: dict = {}
     for bench in ops:
-        reference = None
-        for config in configurations(compile_too):
-            runner = RawRunner(bench, asset_bytes, asset_ids, acceleration=config)
-            tasks = runner.tasks(list(range(batch)))
-            images = images_of(runner.run(tasks))
-            if reference is None:
-                reference = images
-            diff = np.abs(images - reference)
-            rate = runner.throughput(batch, seconds)
+        configs = configurations(compile_too)
+        runners = [RawRunner(bench, asset_bytes, asset_ids, acceleration=config) for config in configs]
+        tasks = runners[0].tasks(list(range(batch)))
+        reference = images_of(runners[0].run(tasks))
+        rates: dict[str, list[float]] = {config.describe(): [] for config in configs}
+        for _ in range(rounds):
+            for config, runner in zip(configs, runners):
+                rates[config.describe()].append(runner.throughput(batch, seconds / rounds))
+        for config, runner in zip(configs, runners):
+            diff = np.abs(images_of(runner.run(tasks)) - reference)
+            rate = float(np.median(rates[config.describe()]))
             results.setdefault(bench.name, {})[config.describe()] = {
-                "images_per_s": rate, "max_diff": int(diff.max()), "mean_diff": float(diff.mean())}
+                "images_per_s": rate, "rounds": rates[config.describe()], "max_diff": int(diff.max()), "mean_diff": float(diff.mean())}
             base = results[bench.name]["fp32"]["images_per_s"]
             print(f"{bench.name:26} {config.describe():28} {rate:8.1f} img/s  x{rate / base:4.2f}  "
                   f"max diff {int(diff.max()):3d}  mean {diff.mean():.3f}", flush=True)
+        del runners
     return results
 
 
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", default=",".join(b.name for b in BENCH_OPS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time per configuration, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median counts")
     parser.add_argument("--compile", action="store_true", help="also torch.compile variants (slow to compile on CPU)")
     parser.add_argument("--inpaint-size", type=int, default=64)
     parser.add_argument("--out", default="accel-out")
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asset_ids[name] = hashlib.sha256(data).hexdigest()
             store.put_if_absent(store.asset_key(asset_ids[name]), data, "image/png", {"kind": "image"})
-        results = measure(ops, args.batch, args.seconds, args.compile, asset_bytes, asset_ids)
+        results = measure(ops, args.batch, args.seconds, args.rounds, args.compile, asset_bytes, asset_ids)
     finally:
         local.stop_storage()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()}, {torch.get_num_threads()} torch threads"

@@ -49,14 +49,14 @@ def chart(levels: dict[int, dict[str, dict]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     users = sorted(levels)
-    names = sorted({name for rows in levels.values() for name in rows if name.startswith(("edit ", "job "))})
+    names = sorted({name for rows in levels.values() for name in rows if name.startswith(("edit ", "job "))})  # not the polls
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for k, name in enumerate(names + ["Aggregated"]):
-        colour = "black" if name == "Aggregated" else f"C{k % 10}"
+    edits_per_s = [sum(r["per_s"] for n, r in levels[u].items() if n.startswith("edit ")) for u in users]
+    left.plot(users, edits_per_s, marker="o", color="black", lw=2, label="all synchronous edits")
+    for k, name in enumerate(names):
+        colour = f"C{k % 10}"
         left.plot(users, [levels[u].get(name, {}).get("per_s", float("nan")) for u in users], marker="o", color=colour,
-                  lw=2 if name == "Aggregated" else 1, label=name.replace("edit ", ""))
-        if name == "Aggregated":
-            continue
+                  lw=1, label=name.replace("edit ", ""))
         for quantile, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
             right.plot(users, [levels[u].get(name, {}).get(quantile, float("nan")) for u in users], style, color=colour, marker=".",
                        label=f"{name.replace('edit ', '')} {quantile[:3]}" if quantile == "p50_ms" else None)
@@ -92,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=0, help="stop a level after this many requests (0 = no bound)")
     parser.add_argument("--job-items", type=int, default=20, help="edits per job in the jobs scenario")
     parser.add_argument("--out", default="load-out")
+    parser.add_argument("--replot", help="only redraw the chart of a load.json written earlier (into its folder)")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        chart({int(u): rows for u, rows in saved["levels"].items()}, Path(args.replot).with_name("load.png"),
+              f"Locust, scenario {saved['scenario']}, {saved['run_time']} per level")
+        return 0
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

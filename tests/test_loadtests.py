@@ -38,7 +38,7 @@ def test_job_priority_measures_sync_latency_beside_a_job(service, tmp_path):
 def test_accel_compares_speed_options_against_fp32(service, tmp_path):
     from loadtests import accel
 
-    assert accel.main(["--ops", "collage.sample", "--batch", "2", "--seconds", "0.1", "--out", str(tmp_path)]) == 0
+    assert accel.main(["--ops", "collage.sample", "--batch", "2", "--seconds", "0.2", "--rounds", "2", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "accel.json").read_text())["ops"]["collage.sample"]
     assert set(results) >= {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
     assert results["fp32"]["max_diff"] == 0 and results["bf16"]["max_diff"] > 0
