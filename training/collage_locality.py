@@ -40,7 +40,7 @@ from PIL import Image
 
 from deployments.collage import ops
 from deployments.collage.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, load_generator
-from training.data.faces import PARTS, SPECIES, render_species_faces
+from training.data.faces import PARTS, render_species_faces
 
 DEFAULT_BLOCK_SETS = {"all": None, "block0": [0], "block1": [1], "block2": [2]}
 

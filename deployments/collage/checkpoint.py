@@ -73,7 +73,7 @@ def sngan_state_dict_from_npz(arrays: dict[str, np.ndarray]) -> tuple[SNGANConfi
     arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     config = sngan_config_from_npz(arrays)
     n = config.n_blocks
-    final_bn, final_conv = f"b{n + 2}", f"l{n + 2}"
+    final_bn = f"b{n + 2}"  # the last BN; the last conv (l{n + 2}) maps by the generic rules
     state: dict[str, torch.Tensor] = {}
     for key, value in arrays.items():
         path = key.split("/")
