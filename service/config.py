@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     family_num_cpus: float = Field(default=0.5, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families must fit)")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
+    batch_idle_fast_path: bool = Field(default=True, description="run an edit at once, without the batch wait, when its family "
+                                       "replica has nothing else in flight (no batch could form anyway)")
     max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")

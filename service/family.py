@@ -189,14 +189,27 @@ class FamilyDeployment(abc.ABC):
         return model
 
     async def __call__(self, task: EditTask) -> EditOutput:
-        result = await self.gate.run(task.background, lambda: self.handle_batch(task))
+        # Nothing else in this replica: no batch can form, so waiting batch_wait_timeout_s for one
+        # only adds latency. (Check and the gate's count happen with no await between them, so two
+        # edits arriving together do not both take this path.)
+        idle = self.settings.batch_idle_fast_path and self.gate.interactive_in == 0 and self.gate.background_in == 0
+        run = (lambda: self._run_batch_now(task)) if idle else (lambda: self.handle_batch(task))
+        result = await self.gate.run(task.background, run)
         if isinstance(result, BaseException):
             raise result
         result.sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
         return result
 
+    async def _run_batch_now(self, task: EditTask) -> EditOutput | BaseException:
+        (result,) = await self.run_batch([task])
+        return result
+
     @serve.batch(**DEFAULT_BATCH)
     async def handle_batch(self, tasks: list[EditTask]) -> list[EditOutput | BaseException]:
+        return await self.run_batch(tasks)
+
+    async def run_batch(self, tasks: list[EditTask]) -> list[EditOutput | BaseException]:
+        """One dynamic batch: grouped by (model, op, group_key), each group one tensor batch, PNGs encoded."""
         batch_started = time.time()
         if self._batch_hist is not None:
             self._batch_hist.observe(len(tasks), tags={"family": self.family})

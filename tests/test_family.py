@@ -21,7 +21,11 @@ class RecordingFamily(FamilyDeployment):
         from deployments.acceleration import Acceleration
 
         self.groups: list[tuple[str, str, list[int]]] = []
+        from service.config import Settings
+        from service.family import PriorityGate
+
         self.acceleration, self.device = Acceleration(), torch.device("cpu")
+        self.settings, self.gate = Settings(), PriorityGate(background_limit=4, max_wait_s=1.0)
         self._batch_hist = None
         self.log = __import__("logging").getLogger("test")
 
@@ -52,7 +56,7 @@ def test_mixed_batch_runs_one_tensor_batch_per_model_op_shape_and_keeps_order():
     family = RecordingFamily()
     tasks = [task(0, "a", "sample", 8), task(1, "b", "sample", 8), task(2, "a", "sample", 8),
              task(3, "a", "sample", 16), task(4, "a", "other", 8), task(5, "b", "sample", 8)]
-    results = asyncio.run(FamilyDeployment.handle_batch.__wrapped__(family, tasks))
+    results = asyncio.run(family.run_batch(tasks))
     assert sorted(family.groups) == sorted([("a", "sample", [0, 2]), ("b", "sample", [1, 5]), ("a", "sample", [3]), ("a", "other", [4])])
     assert all(isinstance(r, EditOutput) for r in results)
     assert [r.height for r in results] == [8, 8, 8, 16, 8, 8]
@@ -67,7 +71,7 @@ def test_mixed_batch_runs_one_tensor_batch_per_model_op_shape_and_keeps_order():
 def test_a_failing_group_fails_only_its_own_tasks():
     family = RecordingFamily()
     tasks = [task(0, "a", "sample", 8), task(1, "a", "explode", 8), task(2, "broken", "sample", 8)]
-    results = asyncio.run(FamilyDeployment.handle_batch.__wrapped__(family, tasks))
+    results = asyncio.run(family.run_batch(tasks))
     assert isinstance(results[0], EditOutput)
     assert isinstance(results[1], RuntimeError) and "ZeroDivisionError" in str(results[1])
     assert isinstance(results[2], Unprocessable) and results[2].status == 422
@@ -150,5 +154,29 @@ def test_dispatch_limit_drops_while_sync_edits_come_in_and_recovers_when_quiet()
         assert waiter.done() and limit.in_flight == 2, "quiet for quiet_s: back to the high limit"
         limit.observe(5.0)  # an old sighting does not lower it again
         assert limit.limit() == 4
+
+    asyncio.run(scenario())
+
+
+def test_an_edit_on_an_idle_replica_skips_the_batch_queue_and_a_busy_one_uses_it():
+    family = RecordingFamily()
+    queued: list[int] = []
+
+    async def fake_batch_queue(task_):
+        queued.append(task_.inputs["i"])
+        return (await family.run_batch([task_]))[0]
+
+    family.handle_batch = fake_batch_queue
+
+    async def scenario():
+        alone = await family(task(1, "a", "sample", 8))
+        assert alone.batch_size == 1 and queued == [], "idle replica: run at once, no batch wait"
+        family.gate.interactive_in += 1  # another edit is in the replica
+        busy = await family(task(2, "a", "sample", 8))
+        family.gate.interactive_in -= 1
+        assert busy.batch_size == 1 and queued == [2], "busy replica: through the batch queue"
+        family.settings = family.settings.model_copy(update={"batch_idle_fast_path": False})
+        await family(task(3, "a", "sample", 8))
+        assert queued == [2, 3], "fast path switched off: always the batch queue"
 
     asyncio.run(scenario())
