@@ -47,10 +47,14 @@ class Settings(BaseSettings):
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
     family_num_cpus: float = Field(default=0.5, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families must fit)")
+    family_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved per family replica; a fraction shares one GPU "
+                                   "(0.25: four family replicas on one GPU); 0 = CPU only")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
     batch_idle_fast_path: bool = Field(default=True, description="run an edit at once, without the batch wait, when its family "
                                        "replica has nothing else in flight (no batch could form anyway)")
+    family_max_ongoing_requests: int = Field(default=64, ge=1, description="edits a family replica takes at once (Serve "
+                                             "max_ongoing_requests; at least 2 x batch_max_size); the rest queue in the caller")
     max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")

@@ -180,3 +180,16 @@ def test_an_edit_on_an_idle_replica_skips_the_batch_queue_and_a_busy_one_uses_it
         assert queued == [2, 3], "fast path switched off: always the batch queue"
 
     asyncio.run(scenario())
+
+
+def test_family_options_reserve_cpus_and_optionally_a_gpu_share():
+    from service.app import family_options
+    from service.config import Settings
+
+    options = family_options(Settings(family_num_cpus=0.5))
+    assert options["ray_actor_options"] == {"num_cpus": 0.5}
+    assert options["max_ongoing_requests"] == 64, "edits queue in the replica, where batches fill"
+    small = family_options(Settings(family_max_ongoing_requests=4, batch_max_size=8))
+    assert small["max_ongoing_requests"] == 16, "never below two full batches, or batches never fill"
+    shared = family_options(Settings(family_num_gpus=0.25))["ray_actor_options"]
+    assert shared == {"num_cpus": 0.5, "num_gpus": 0.25}, "four family replicas per GPU"
