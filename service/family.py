@@ -189,10 +189,12 @@ class FamilyDeployment(abc.ABC):
         return model
 
     async def __call__(self, task: EditTask) -> EditOutput:
-        # Nothing else in this replica: no batch can form, so waiting batch_wait_timeout_s for one
-        # only adds latency. (Check and the gate's count happen with no await between them, so two
-        # edits arriving together do not both take this path.)
-        idle = self.settings.batch_idle_fast_path and self.gate.interactive_in == 0 and self.gate.background_in == 0
+        # A synchronous edit alone in this replica: no batch can form, so waiting batch_wait_timeout_s
+        # for one only adds latency. (Check and the gate's count happen with no await between them,
+        # so two edits arriving together do not both take this path.) Job items always go through
+        # the batch queue: they come in numbers and want full batches, not the lowest latency.
+        idle = (self.settings.batch_idle_fast_path and not task.background
+                and self.gate.interactive_in == 0 and self.gate.background_in == 0)
         run = (lambda: self._run_batch_now(task)) if idle else (lambda: self.handle_batch(task))
         result = await self.gate.run(task.background, run)
         if isinstance(result, BaseException):

@@ -175,9 +175,13 @@ def test_an_edit_on_an_idle_replica_skips_the_batch_queue_and_a_busy_one_uses_it
         busy = await family(task(2, "a", "sample", 8))
         family.gate.interactive_in -= 1
         assert busy.batch_size == 1 and queued == [2], "busy replica: through the batch queue"
+        job_item = task(4, "a", "sample", 8)
+        job_item.background = True
+        await family(job_item)
+        assert queued == [2, 4], "job items use the batch queue even on an idle replica"
         family.settings = family.settings.model_copy(update={"batch_idle_fast_path": False})
         await family(task(3, "a", "sample", 8))
-        assert queued == [2, 3], "fast path switched off: always the batch queue"
+        assert queued == [2, 4, 3], "fast path switched off: always the batch queue"
 
     asyncio.run(scenario())
 
