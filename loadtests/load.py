@@ -23,6 +23,14 @@ from pathlib import Path
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
+def _number(cell: str) -> float:
+    """A Locust CSV figure; 'N/A' (a request name with no finished request yet) is NaN."""
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: int, job_items: int, out: Path) -> dict[str, dict]:
     """One headless Locust run; its stats per request name (plus 'Aggregated')."""
     env = {**os.environ, "COLLAGE_LOAD_OPS": scenario, "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
@@ -33,12 +41,17 @@ def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: 
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     if completed.returncode != 0:
         raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    return read_stats(Path(f"{prefix}_stats.csv"))
+
+
+def read_stats(path: Path) -> dict[str, dict]:
+    """Locust's ``*_stats.csv``: figures per request name (and 'Aggregated')."""
     rows = {}
-    with open(f"{prefix}_stats.csv", newline="") as handle:
+    with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             rows[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                                 "per_s": float(row["Requests/s"]), "p50_ms": float(row["50%"] or 0),
-                                 "p95_ms": float(row["95%"] or 0), "p99_ms": float(row["99%"] or 0)}
+                                 "per_s": _number(row["Requests/s"]), "p50_ms": _number(row["50%"]),
+                                 "p95_ms": _number(row["95%"]), "p99_ms": _number(row["99%"])}
     return rows
 
 

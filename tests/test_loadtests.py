@@ -43,3 +43,16 @@ def test_accel_compares_speed_options_against_fp32(service, tmp_path):
     assert set(results) >= {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
     assert results["fp32"]["max_diff"] == 0 and results["bf16"]["max_diff"] > 0
     assert (tmp_path / "img" / "accel.png").exists()
+
+
+def test_locust_stats_with_unfinished_request_names_are_read(tmp_path):
+    import math
+
+    csv_file = tmp_path / "u2_stats.csv"
+    csv_file.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Requests/s,50%,95%,99%\n"
+        "POST,edit collage.sample,10,0,61,4.5,61,80,90\n"
+        "JOB,job 3 items,0,0,N/A,0.0,N/A,N/A,N/A\n")
+    rows = load.read_stats(csv_file)
+    assert rows["edit collage.sample"] == {"requests": 10, "failures": 0, "per_s": 4.5, "p50_ms": 61.0, "p95_ms": 80.0, "p99_ms": 90.0}
+    assert rows["job 3 items"]["requests"] == 0 and math.isnan(rows["job 3 items"]["p50_ms"])
