@@ -8,13 +8,19 @@ from loadtests import bench, job_priority, load
 
 
 def test_locust_scenario_runs_headless_with_bounded_requests(service, tmp_path):
-    rows = load.run_level(service.url, users=2, run_time="20s", scenario="collage.sample,jobs", max_requests=12, job_items=3,
+    rows = load.run_level(service.url, users=2, run_time="30s", scenario="collage.sample", max_requests=10, job_items=3,
                           out=tmp_path)
     assert rows["edit collage.sample"]["requests"] > 0 and rows["Aggregated"]["failures"] == 0
-    assert rows["Aggregated"]["requests"] <= 12 + 4, "the request bound stops the run (give or take requests in flight)"
+    assert rows["Aggregated"]["requests"] <= 10 + 2, "the request bound stops the run (give or take requests in flight)"
     assert (tmp_path / "u2_stats.csv").exists()
     load.chart({2: rows}, tmp_path / "load.png", "test")
     assert (tmp_path / "load.png").stat().st_size > 1000
+
+
+def test_locust_jobs_scenario_times_whole_jobs(service, tmp_path):
+    rows = load.run_level(service.url, users=1, run_time="12s", scenario="jobs", max_requests=0, job_items=3, out=tmp_path)
+    assert rows["job 3 items"]["requests"] >= 1 and rows["job 3 items"]["failures"] == 0
+    assert rows["submit job"]["requests"] >= 1 and "edit collage.sample" not in rows
 
 
 def test_bench_reports_raw_and_served_figures_per_op(service, tmp_path):
