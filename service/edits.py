@@ -69,7 +69,8 @@ class EditResult:
     sync_idle_s: float | None = None  # from the family replica: seconds since it last had a synchronous edit
 
 
-async def _await(response) -> Any:
+async def awaited(response) -> Any:
+    """A Serve DeploymentResponse as a coroutine, so asyncio.wait_for can bound it."""
     return await response
 
 
@@ -232,7 +233,7 @@ class EditPipeline:
         metrics.QUEUE_DEPTH.labels(family).inc()
         response = handle.options(multiplexed_model_id=task.model).remote(task)
         try:
-            return await asyncio.wait_for(_await(response), timeout=self.settings.edit_timeout_s)
+            return await asyncio.wait_for(awaited(response), timeout=self.settings.edit_timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise ServiceUnavailable(f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s",

@@ -31,7 +31,7 @@ from schemas.ops import OPS
 from schemas.problems import Problem
 from service import metrics
 from service.config import get_settings
-from service.edits import EditPipeline, _await, canonical_hash, clean_errors, validate
+from service.edits import EditPipeline, awaited, canonical_hash, clean_errors, validate
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
@@ -196,7 +196,7 @@ class Ingress:
             probes["jobs"] = self.job_runner
         for name, handle in probes.items():
             try:
-                await asyncio.wait_for(_await(handle.ready.remote()), timeout=10)
+                await asyncio.wait_for(awaited(handle.ready.remote()), timeout=10)
                 checks[name] = "ok"
             except Exception as exc:  # not ready, whatever the cause
                 checks[name] = f"{type(exc).__name__}: {exc}"[:300]
@@ -393,7 +393,7 @@ class Ingress:
         if self.job_runner is None:
             return
         try:
-            await asyncio.wait_for(_await(getattr(self.job_runner, method).remote(job_id)), timeout=5)
+            await asyncio.wait_for(awaited(getattr(self.job_runner, method).remote(job_id)), timeout=5)
         except Exception as exc:  # the job is safe in S3 either way
             log.warning("job runner not reached", extra={"job_id": job_id, "call": method, "error": repr(exc)[:200]})
 
