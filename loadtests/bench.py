@@ -91,6 +91,12 @@ def bench_assets(inpaint_size: int) -> dict[str, bytes]:
     return {"eyes_mask": eyes, "photo": png(photo), "hole": png(hole)}
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile by rank (no interpolation); NaN for no values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 # ---- raw: the family's run_group in this process ---------------------------------------------
 class RawRunner:
     """One op's tasks built exactly as the ingress builds them (schemas, prepare, fit_images), run by
@@ -120,7 +126,7 @@ class RawRunner:
         return self.family.run_group_accelerated(self.model, self.bench.op, tasks)
 
     def tasks(self, numbers: list[int]) -> list:
-        from service.images import decode_image
+        from service.edits import decode_image_inputs
         from service.tasks import EditTask
 
         tasks = []
@@ -128,12 +134,7 @@ class RawRunner:
             params = self.spec.params_model.model_validate(self.bench.params(i))
             inputs = self.spec.inputs_model.model_validate(self.bench.inputs(i, self.asset_ids))
             canonical = self.spec.prepare(inputs, params, self.manifest, lambda: i)
-            images: dict[str, Any] = {}
-            for field, mode in self.spec.image_inputs.items():
-                ids = canonical.get(field)
-                if ids is not None:
-                    decoded = [decode_image(self.bytes_by_id[a], self.settings.max_image_pixels, mode=mode) for a in (ids if isinstance(ids, list) else [ids])]
-                    images[field] = decoded if isinstance(ids, list) else decoded[0]
+            images = decode_image_inputs(self.spec.image_inputs, canonical, self.bytes_by_id.__getitem__, self.settings.max_image_pixels)
             if self.spec.fit_images is not None:
                 images = self.spec.fit_images(images, params, self.manifest)
             tasks.append(EditTask(self.bench.model, self.bench.op, params.model_dump(mode="json"), canonical, images, time.time()))
@@ -178,9 +179,8 @@ async def served(url: str, bench: BenchOp, assets: dict[str, str], concurrency: 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"images_per_s": len(numbers) / elapsed, "p50_ms": 1e3 * latencies[len(latencies) // 2],
-            "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    return {"images_per_s": len(numbers) / elapsed, "p50_ms": 1e3 * percentile(latencies, 0.5),
+            "p99_ms": 1e3 * percentile(latencies, 0.99),
             "mean_batch": statistics.mean(batch_sizes), "added_ms_p50": sorted(added)[len(added) // 2], "cached": cached}
 
 

@@ -28,12 +28,9 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.bench import percentile
+
 TERMINAL = ("succeeded", "completed_with_errors", "failed", "cancelled")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def sync_load(url: str, body_for_seed, clients: int, seconds: float, seeds) -> dict:

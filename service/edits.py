@@ -54,6 +54,20 @@ def canonical_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def decode_image_inputs(image_inputs: dict[str, str], inputs: dict[str, Any], read_asset: Callable[[str], bytes],
+                        max_pixels: int) -> dict[str, Any]:
+    """Decode the image assets the canonical inputs name (``read_asset``: asset id -> bytes), each in
+    its field's Pillow mode; a field holding a list of ids gives a list of arrays."""
+    images: dict[str, Any] = {}
+    for field, mode in image_inputs.items():
+        ids = inputs.get(field)
+        if ids is None:
+            continue
+        decoded = [decode_image(read_asset(asset_id), max_pixels, mode=mode) for asset_id in (ids if isinstance(ids, list) else [ids])]
+        images[field] = decoded if isinstance(ids, list) else decoded[0]
+    return images
+
+
 @dataclasses.dataclass
 class EditResult:
     result_id: str
@@ -217,16 +231,8 @@ class EditPipeline:
         return resolved
 
     def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
-        """Decode the image assets the inputs name; a field holding a list of ids gives a list of arrays."""
-        images: dict[str, Any] = {}
-        for field, mode in image_inputs.items():
-            ids = inputs.get(field)
-            if ids is None:
-                continue
-            decoded = [decode_image(self.store.get(self.find_asset(asset_id)[0]), self.settings.max_image_pixels, mode=mode)
-                       for asset_id in (ids if isinstance(ids, list) else [ids])]
-            images[field] = decoded if isinstance(ids, list) else decoded[0]
-        return images
+        return decode_image_inputs(image_inputs, inputs, lambda asset_id: self.store.get(self.find_asset(asset_id)[0]),
+                                   self.settings.max_image_pixels)
 
     async def dispatch(self, family: str, handle, task: EditTask) -> EditOutput:
         """Send one task to its family deployment; busy -> 429, down or too slow -> 503."""

@@ -413,7 +413,7 @@ class Ingress:
         body_json = body.model_dump(mode="json", exclude_none=True)
         job_id = new_job_id(idempotency_key)
 
-        def create() -> tuple[dict[str, Any], bool]:
+        def create() -> tuple[dict[str, Any], bool]:  # (status, created)
             if body.manifest is not None:
                 total = len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
             else:
@@ -421,9 +421,10 @@ class Ingress:
             request_doc = {"job_id": job_id, "source": "items" if body.items is not None else "manifest", "total": total,
                            "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
             if self.jobs.create(job_id, request_doc):
-                self.jobs.write_status(job_id, self.jobs.initial_status(request_doc))
+                status = self.jobs.initial_status(request_doc)
+                self.jobs.write_status(job_id, status)
                 self.jobs.enqueue(job_id)
-                return request_doc, True
+                return status, True
             existing = self.jobs.read_request(job_id)
             if existing.get("body_sha256") != request_doc["body_sha256"]:
                 raise Conflict("this Idempotency-Key was used for a job with a different body; use a new key for a new job",
@@ -431,11 +432,10 @@ class Ingress:
             if self.jobs.read_status(job_id) is None:  # the first submit died between its writes: finish them
                 self.jobs.write_status(job_id, self.jobs.initial_status(existing))
                 self.jobs.enqueue(job_id)
-            return existing, False
+            return self._read_job_status(job_id), False
 
-        request_doc, created = await run_in_threadpool(create)
+        status, created = await run_in_threadpool(create)
         await self._poke_runner("start", job_id)
-        status = await run_in_threadpool(self._read_job_status, job_id)
         return JSONResponse(JobStatus.model_validate(status).model_dump(mode="json"), status_code=202 if created else 200,
                             headers={"Location": f"/v1/jobs/{job_id}"})
 
