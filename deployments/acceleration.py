@@ -8,8 +8,10 @@ loadtests.accel`` (throughput and the largest output difference vs fp32, per fam
   uint8 from fp32). ``fp16`` needs CUDA.
 - ``channels_last``: the generator's weights (and so its activations) in NHWC, which cuDNN and
   oneDNN convolutions prefer.
-- ``compile``: ``torch.compile`` of the generator's forward, in place, once per loaded model;
-  shapes are static, so each batch size compiles once (the first batches of that size are slow).
+- ``compile``: ``torch.compile`` of the generator's forward — or of the submodules and methods its
+  class names in ``compile_targets``, where the ops call those instead — in place, once per loaded model;
+  shapes are static, so each batch size compiles once. Family replicas pad groups to a few batch
+  buckets and compile those at start (``FamilyDeployment.warm_up``), before taking traffic.
 """
 
 from __future__ import annotations
@@ -52,7 +54,15 @@ class Acceleration:
                 if tensor.dim() == 4:
                     tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
         if self.compile:
-            module.compile(dynamic=False)
+            # Each (batch bucket, op call signature) is one specialisation of the same forward; the
+            # default limit of 8 would drop a busy replica back to eager after a few buckets and ops.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            for name in getattr(module, "compile_targets", ("",)):  # "" = the module's forward
+                target = getattr(module, name) if name else module
+                if isinstance(target, nn.Module):
+                    target.compile(dynamic=False)
+                else:  # a method: the compiled function, set on the instance, shadows the class's
+                    setattr(module, name, torch.compile(target, dynamic=False))
         return model
 
     @contextlib.contextmanager

@@ -103,7 +103,6 @@ class RawRunner:
     an in-process instance of the family deployment class, without Ray or HTTP."""
 
     def __init__(self, bench: BenchOp, asset_bytes: dict[str, bytes], asset_ids: dict[str, str], acceleration=None) -> None:
-        from schemas.ops import get_op
         from service.app import load_family
         from service.config import get_settings
         from service.registry import ModelRegistry
@@ -114,7 +113,6 @@ class RawRunner:
         self.settings = get_settings()
         registry = ModelRegistry(AssetStore(self.settings))
         self.manifest = registry.get_manifest(bench.model)
-        self.spec = get_op(bench.family, bench.op)
         self.family = load_family(bench.family).func_or_class()
         if acceleration is not None:  # instead of the COLLAGE_ACCEL_* settings
             acceleration.check_device(self.family.device)
@@ -126,19 +124,10 @@ class RawRunner:
         return self.family.run_group_accelerated(self.model, self.bench.op, tasks)
 
     def tasks(self, numbers: list[int]) -> list:
-        from service.edits import decode_image_inputs
-        from service.tasks import EditTask
+        from service.edits import build_task
 
-        tasks = []
-        for i in numbers:
-            params = self.spec.params_model.model_validate(self.bench.params(i))
-            inputs = self.spec.inputs_model.model_validate(self.bench.inputs(i, self.asset_ids))
-            canonical = self.spec.prepare(inputs, params, self.manifest, lambda: i)
-            images = decode_image_inputs(self.spec.image_inputs, canonical, self.bytes_by_id.__getitem__, self.settings.max_image_pixels)
-            if self.spec.fit_images is not None:
-                images = self.spec.fit_images(images, params, self.manifest)
-            tasks.append(EditTask(self.bench.model, self.bench.op, params.model_dump(mode="json"), canonical, images, time.time()))
-        return tasks
+        return [build_task(self.bench.model, self.manifest, self.bench.op, self.bench.params(i), self.bench.inputs(i, self.asset_ids),
+                           self.bytes_by_id.__getitem__, self.settings.max_image_pixels, seed=i) for i in numbers]
 
     def throughput(self, batch: int, seconds: float) -> float:
         import torch
@@ -180,7 +169,7 @@ async def served(url: str, bench: BenchOp, assets: dict[str, str], concurrency: 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"images_per_s": len(numbers) / elapsed, "p50_ms": 1e3 * percentile(latencies, 0.5),
-            "p99_ms": 1e3 * percentile(latencies, 0.99),
+            "p99_ms": 1e3 * percentile(latencies, 0.99), "max_ms": 1e3 * max(latencies),
             "mean_batch": statistics.mean(batch_sizes), "added_ms_p50": sorted(added)[len(added) // 2], "cached": cached}
 
 

@@ -161,37 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs", help="folder for job-priority.json and img/job-priority.png")
     args = parser.parse_args(argv)
 
-    from service.config import get_settings
+    from service.config import get_settings, patched_environ
 
     runs: dict[str, dict] = {}
     for policy, env in POLICIES.items():
         if policy != "priority" and (not args.baseline or args.url):
             continue
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        get_settings.cache_clear()
         service, url = None, args.url
-        try:
-            if url is None:
-                from service.runtime import LocalService
+        with patched_environ(env):
+            try:
+                if url is None:
+                    from service.runtime import LocalService
 
-                print(f"[{policy}] starting a local service (collage family only) …", flush=True)
-                service = LocalService(families="collage").start()
-                url = service.url
-            result = measure(url, args.model, args.clients, args.seconds, args.job_items)
-            settings = get_settings()
-            result.update(jobs_max_in_flight=settings.jobs_max_in_flight, jobs_min_in_flight=min(settings.jobs_min_in_flight, settings.jobs_max_in_flight),
-                          jobs_max_yield_s=settings.jobs_max_yield_s)
-            runs[policy] = result
-        finally:
-            if service is not None:
-                service.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            get_settings.cache_clear()
+                    print(f"[{policy}] starting a local service (collage family only) …", flush=True)
+                    service = LocalService(families="collage").start()
+                    url = service.url
+                result = measure(url, args.model, args.clients, args.seconds, args.job_items)
+                settings = get_settings()
+                result.update(jobs_max_in_flight=settings.jobs_max_in_flight,
+                              jobs_min_in_flight=min(settings.jobs_min_in_flight, settings.jobs_max_in_flight),
+                              jobs_max_yield_s=settings.jobs_max_yield_s)
+                runs[policy] = result
+            finally:
+                if service is not None:
+                    service.stop()
     for result in runs.values():
         result.update(model=args.model, clients=args.clients, seconds=args.seconds, batch_max_size=get_settings().batch_max_size)
 

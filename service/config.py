@@ -6,9 +6,11 @@ Every process (CLI, ingress replica, family replicas) builds its settings from t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
+from typing import Iterator
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,7 +65,11 @@ class Settings(BaseSettings):
     # --- generator speed options (deployments/acceleration.py; measured by loadtests/accel.py) ---
     accel_precision: str = Field(default="fp32", pattern="^(fp32|bf16|fp16)$", description="autocast precision of generator forward passes (fp16: CUDA only)")
     accel_channels_last: bool = Field(default=False, description="generator weights and activations in NHWC")
-    accel_compile: bool = Field(default=False, description="torch.compile each loaded generator (static shapes: one compile per batch size)")
+    accel_compile: bool = Field(default=False, description="torch.compile each loaded generator (static shapes: groups padded to "
+                                "batch buckets 1, 2, 4 ... batch_max_size, one compile each)")
+    accel_warmup_models: str = Field(default="*", description="with accel_compile: models whose batch buckets are compiled at replica "
+                                     "start, before it takes traffic (comma-separated names; * = every model of the family, up to "
+                                     "max_models_per_replica; empty = compile on first use)")
 
     # --- async batch jobs (POST /v1/jobs) --------------------------------------------------
     jobs_max_items: int = Field(default=100_000, ge=1, description="most edits in one job (inline list or manifest lines)")
@@ -99,3 +105,23 @@ class Settings(BaseSettings):
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str], cleared: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set (and clear) environment variables, refresh Settings, and restore both afterwards: how tests
+    and the benchmarks run a service under other settings in one process."""
+    saved = {name: os.environ.get(name) for name in (*values, *cleared)}
+    for name in cleared:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()

@@ -68,6 +68,22 @@ def decode_image_inputs(image_inputs: dict[str, str], inputs: dict[str, Any], re
     return images
 
 
+def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, Any], inputs: dict[str, Any],
+               read_asset: Callable[[str], bytes], max_pixels: int, seed: int, background: bool = False) -> EditTask:
+    """One edit's task built in process, as :meth:`EditPipeline.run` builds it but without S3, cache or
+    projection ids: for the benchmark's raw runner and a family replica's warm-up. Raises ValueError
+    (or pydantic's ValidationError) on a request the service would refuse."""
+    spec = get_op(manifest["family"], op)
+    if spec is None:
+        raise ValueError(f"family {manifest['family']!r} has no op {op!r}")
+    params_model = spec.params_model.model_validate(params)
+    canonical = spec.prepare(spec.inputs_model.model_validate(inputs), params_model, manifest, lambda: seed)
+    images = decode_image_inputs(spec.image_inputs, canonical, read_asset, max_pixels)
+    if spec.fit_images is not None:
+        images = spec.fit_images(images, params_model, manifest)
+    return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background)
+
+
 @dataclasses.dataclass
 class EditResult:
     result_id: str

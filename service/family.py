@@ -4,13 +4,15 @@ A family subclass supplies three things, all thin adapters over its pure edit op
 ``load_model`` (manifest + weight bytes -> ready model), ``group_key`` (which tasks can share one
 tensor batch) and ``run_group`` (tasks of one group -> images + extras). Everything else — the
 ``@serve.batch`` queue, per-(model, op, shape) grouping, timings, PNG encoding off the event loop,
-``@serve.multiplexed`` model cache, ``reconfigure`` of batch settings — lives here once.
+``@serve.multiplexed`` model cache, ``reconfigure`` of batch settings, padding of groups to batch
+buckets and the warm-up of compiled generators at replica start — lives here once.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -28,6 +30,28 @@ from service.storage import AssetStore
 from service.tasks import EditOutput, EditTask
 
 DEFAULT_BATCH = {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Group sizes a compiled generator is specialised for: the powers of two below
+    ``max_batch_size``, and ``max_batch_size`` itself (8 -> [1, 2, 4, 8]; 12 -> [1, 2, 4, 8, 12])."""
+    assert max_batch_size >= 1, max_batch_size
+    return [1 << k for k in range(max_batch_size.bit_length()) if 1 << k < max_batch_size] + [max_batch_size]
+
+
+def bucket_size(group_size: int, buckets: list[int]) -> int:
+    """The smallest bucket holding ``group_size`` tasks; a group larger than every bucket keeps its size."""
+    return next((size for size in buckets if size >= group_size), group_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmupRequest:
+    """One edit a family replica runs at every batch bucket before it takes traffic (compile warm-up)."""
+
+    op: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the op's params; defaults fill the rest
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the op's inputs; a missing seed is the task index
+    assets: dict[str, bytes] = dataclasses.field(default_factory=dict)  # bytes of the image asset ids the inputs name
 
 
 class GroupOutput:
@@ -100,6 +124,10 @@ class PriorityGate:
 
 class FamilyDeployment(abc.ABC):
     family: str = ""
+    # Ops whose group is one forward pass per task of a fixed shape. With accel_compile on, their
+    # groups are padded (last task repeated) to a batch bucket, so a compiled generator meets a few
+    # batch sizes, each compiled by the warm-up, instead of recompiling for every group size.
+    bucketed_ops: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         import torch  # families need torch; the ingress never imports this module
@@ -113,6 +141,8 @@ class FamilyDeployment(abc.ABC):
         self.acceleration = Acceleration.from_settings(self.settings)
         self.acceleration.check_device(self.device)
         self.gate = PriorityGate(max(1, DEFAULT_BATCH["max_batch_size"] // 2), self.settings.jobs_max_yield_s)
+        self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
+        self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
         self._batch_hist = None
         try:
@@ -144,18 +174,68 @@ class FamilyDeployment(abc.ABC):
     def health_forward(self) -> None:
         """A tiny forward pass proving the replica can compute; raise on failure."""
 
+    def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
+        """Edits that compile this model's hot paths at replica start (accel_compile); none by default."""
+        return []
+
     def run_group_accelerated(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        """``run_group`` under the configured autocast precision (deployments/acceleration.py)."""
+        """``run_group`` under the configured autocast precision (deployments/acceleration.py), with a
+        compiled generator's groups padded to a batch bucket (the padding's outputs are dropped)."""
+        padded = tasks
+        if self.acceleration.compile and op in self.bucketed_ops:
+            padded = tasks + [tasks[-1]] * (bucket_size(len(tasks), self.batch_buckets) - len(tasks))
         with self.acceleration.autocast(self.device):
-            return self.run_group(model, op, tasks)
+            return self.run_group(model, op, padded)[: len(tasks)]
+
+    def warmup_model_names(self) -> list[str]:
+        """``accel_warmup_models``: listed names, or ``*`` = this family's registered models (by name),
+        at most as many as a replica keeps loaded."""
+        wanted = self.settings.accel_warmup_models.strip()
+        if not wanted:
+            return []
+        if wanted == "*":
+            names = sorted(m["name"] for m in self.registry.list_manifests() if m.get("family") == self.family)
+        else:
+            names = [n.strip() for n in wanted.split(",") if n.strip()]
+        return names[: self.settings.max_models_per_replica]
+
+    async def warm_up(self) -> None:
+        """Run every warm-up request at every batch bucket, so compiling happens before this replica
+        takes traffic (Serve calls ``reconfigure`` before the replica counts as started) and not in
+        the first edits' latency. A model of another family or one that fails to load is logged and
+        skipped: a replica that cannot warm one model still serves the others."""
+        from service.edits import build_task
+
+        for name in self.warmup_model_names():
+            try:
+                model = await self.get_model(name)
+                manifest = await asyncio.to_thread(self.registry.get_manifest, name)
+            except Exception as exc:
+                self.log.warning("warm-up skipped a model", extra={"model": name, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            for request in self.warmup_requests(manifest):
+                for size in self.batch_buckets:
+                    key = f"{name}/{request.op}/{size}"
+                    if key in self.warmup_seconds:  # a reconfigure with new buckets compiles only the new ones
+                        continue
+                    tasks = [build_task(name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
+                                        self.settings.max_image_pixels, seed=i, background=True) for i in range(size)]
+                    started = time.perf_counter()
+                    await asyncio.to_thread(self.run_group_accelerated, model, request.op, tasks)
+                    self.warmup_seconds[key] = round(time.perf_counter() - started, 3)
+        if self.warmup_seconds:
+            self.log.info("warm-up done", extra={"warmup_s": self.warmup_seconds, "accel": self.acceleration.describe()})
 
     # ---- Serve plumbing --------------------------------------------------------------------
-    def reconfigure(self, config: dict[str, Any]) -> None:
+    async def reconfigure(self, config: dict[str, Any]) -> None:
         config = {**DEFAULT_BATCH, **(config or {})}
         self.handle_batch.set_max_batch_size(int(config["max_batch_size"]))
         self.handle_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
         self.gate.background_limit = max(1, int(config["max_batch_size"]) // 2)
+        self.batch_buckets = batch_buckets(int(config["max_batch_size"]))
         self.log.info("batch settings", extra={"batch": config})
+        if self.acceleration.compile:
+            await self.warm_up()
 
     def check_health(self) -> None:
         self.health_forward()
@@ -167,7 +247,8 @@ class FamilyDeployment(abc.ABC):
         import torch
 
         report: dict[str, Any] = {"pid": os.getpid(), "device": str(self.device),
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  "accel": self.acceleration.describe(), "warmup_s": dict(self.warmup_seconds)}
         if self.device.type == "cuda":
             report["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             report["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20

@@ -20,8 +20,8 @@ APP_NAME = "collage"
 
 
 def _propagated_env() -> dict[str, str]:
-    """Variables every Ray worker must see so replicas build the same Settings as the driver."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("COLLAGE_", "AWS_"))}
+    """Variables every Ray worker must see so replicas build the same Settings (and torch options) as the driver."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("COLLAGE_", "AWS_", "TORCHINDUCTOR_", "TORCH_"))}
 
 
 class LocalService:

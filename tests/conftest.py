@@ -7,14 +7,12 @@ once per session in a temporary directory. The session fixture points this proce
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, patched_environ
 from service.s3server import EmbeddedS3
 from service.storage import AssetStore
 
@@ -29,25 +27,6 @@ _S3_ENV_CLEARED = (
     "AWS_ENDPOINT_URL_S3",
     "COLLAGE_S3_PREFIX",
 )
-
-
-@contextlib.contextmanager
-def patched_environ(values: dict[str, str], cleared: tuple[str, ...] = ()) -> Iterator[None]:
-    """Set (and clear) environment variables, refresh Settings, and restore both afterwards."""
-    saved = {name: os.environ.get(name) for name in (*values, *cleared)}
-    for name in cleared:
-        os.environ.pop(name, None)
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
 
 
 # ------------------------------------------------------------------------------ storage

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from service.errors import Unprocessable
-from service.family import FamilyDeployment, GroupOutput
+from service.family import FamilyDeployment, GroupOutput, WarmupRequest, batch_buckets, bucket_size
 from service.tasks import EditOutput, EditTask
 
 
@@ -28,6 +28,7 @@ class RecordingFamily(FamilyDeployment):
         self.settings, self.gate = Settings(), PriorityGate(background_limit=4, max_wait_s=1.0)
         self._batch_hist = None
         self.log = __import__("logging").getLogger("test")
+        self.batch_buckets, self.warmup_seconds = batch_buckets(8), {}
 
     async def get_model(self, model_id: str) -> str:
         if model_id == "broken":
@@ -197,3 +198,86 @@ def test_family_options_reserve_cpus_and_optionally_a_gpu_share():
     assert small["max_ongoing_requests"] == 16, "never below two full batches, or batches never fill"
     shared = family_options(Settings(family_num_gpus=0.25))["ray_actor_options"]
     assert shared == {"num_cpus": 0.5, "num_gpus": 0.25}, "four family replicas per GPU"
+
+
+# ---- compiled generators: groups padded to batch buckets, buckets compiled at replica start --------
+def test_batch_buckets_are_powers_of_two_up_to_the_max_batch_size():
+    assert batch_buckets(1) == [1] and batch_buckets(8) == [1, 2, 4, 8] and batch_buckets(12) == [1, 2, 4, 8, 12]
+    assert [bucket_size(n, [1, 2, 4, 8]) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 9]
+
+
+def test_compiled_groups_are_padded_to_a_bucket_and_the_padding_is_dropped():
+    from deployments.acceleration import Acceleration
+
+    family = RecordingFamily()
+    family.bucketed_ops = frozenset({"sample"})
+    three = [task(i, "a", "sample", 8) for i in range(3)]
+    assert len(family.run_group_accelerated("a", "sample", three)) == 3
+    assert family.groups[-1] == ("a", "sample", [0, 1, 2]), "eager: no padding"
+
+    family.acceleration = Acceleration(compile=True)
+    outputs = family.run_group_accelerated("a", "sample", three)
+    assert family.groups[-1] == ("a", "sample", [0, 1, 2, 2]), "compiled: padded to the 4-bucket with the last task"
+    assert [int(o.image[0, 0, 0]) for o in outputs] == [0, 1, 2], "the padding's output is dropped"
+    family.run_group_accelerated("a", "other", three)
+    assert family.groups[-1] == ("a", "other", [0, 1, 2]), "ops that are not bucketed keep their size"
+    family.run_group_accelerated("a", "sample", [task(i, "a", "sample", 8) for i in range(9)])
+    assert len(family.groups[-1][2]) == 9, "a group beyond the largest bucket keeps its size"
+
+
+class WarmingFamily(RecordingFamily):
+    """Serves the real style ``sample`` op schema; records each warm-up group's seeds."""
+
+    family = "style"
+    bucketed_ops = frozenset({"sample"})
+
+    def __init__(self, models: dict[str, dict]) -> None:
+        super().__init__()
+        import types
+
+        from deployments.acceleration import Acceleration
+
+        self.acceleration = Acceleration(compile=True)
+        self.registry = types.SimpleNamespace(list_manifests=lambda: list(models.values()), get_manifest=models.__getitem__)
+        self.loaded: list[str] = []
+
+    async def get_model(self, model_id: str) -> str:
+        if model_id == "broken":
+            raise Unprocessable("model broken cannot load")
+        self.loaded.append(model_id)
+        return model_id
+
+    def warmup_requests(self, manifest):
+        return [WarmupRequest("sample", params={"truncation": 0.5})]
+
+    def run_group(self, model, op, tasks):
+        assert all(t.background and t.params["truncation"] == 0.5 for t in tasks)
+        self.groups.append((model, op, [t.inputs["seed"] for t in tasks]))
+        return [GroupOutput(np.zeros((4, 4, 3), np.uint8)) for _ in tasks]
+
+
+def test_reconfigure_compiles_every_bucket_of_every_family_model_before_traffic():
+    import json
+
+    from service.config import REPO_ROOT
+
+    style = json.loads((REPO_ROOT / "checkpoints/style-demo-random/model.json").read_text())
+    models = {"b-style": {**style, "name": "b-style"}, "a-style": {**style, "name": "a-style"},
+              "inpaint-x": {"name": "inpaint-x", "family": "inpaint"}, "broken": {**style, "name": "broken"}}
+    family = WarmingFamily(models)
+    asyncio.run(family.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01}))
+    assert family.loaded == ["a-style", "b-style"], "'*': this family's models, by name; the broken one is skipped"
+    assert family.groups == [(name, "sample", list(range(size))) for name in ("a-style", "b-style") for size in (1, 2, 4)]
+    assert sorted(family.warmup_seconds) == sorted(f"{n}/sample/{s}" for n in ("a-style", "b-style") for s in (1, 2, 4))
+
+    family.groups.clear()
+    asyncio.run(family.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 0.01}))
+    assert family.groups == [(name, "sample", list(range(8))) for name in ("a-style", "b-style")], "only the new bucket compiles"
+
+    family.settings = family.settings.model_copy(update={"accel_warmup_models": "b-style", "max_models_per_replica": 3})
+    assert family.warmup_model_names() == ["b-style"]
+    family.settings = family.settings.model_copy(update={"accel_warmup_models": ""})
+    family.groups.clear()
+    family.warmup_seconds.clear()
+    asyncio.run(family.reconfigure({"max_batch_size": 2}))
+    assert family.groups == [], "empty: compile on first use"

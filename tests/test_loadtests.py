@@ -62,3 +62,18 @@ def test_locust_stats_with_unfinished_request_names_are_read(tmp_path):
     rows = load.read_stats(csv_file)
     assert rows["edit collage.sample"] == {"requests": 10, "failures": 0, "per_s": 4.5, "p50_ms": 61.0, "p95_ms": 80.0, "p99_ms": 90.0}
     assert rows["job 3 items"]["requests"] == 0 and math.isnan(rows["job 3 items"]["p50_ms"])
+
+
+def test_warmup_measures_first_bursts_and_steady_state_and_draws_them(service, tmp_path):
+    from loadtests import warmup
+
+    collage_sample = next(b for b in bench.BENCH_OPS if b.name == "collage.sample")
+    measured = warmup.measure_op(service.url, collage_sample, {}, requests=4, base=7_000_000)
+    assert [b["edits"] for b in measured["first_bursts"]] == list(warmup.BURSTS)
+    assert all(b["slowest_ms"] > 0 for b in measured["first_bursts"]) and measured["c8_images_per_s"] > 0
+    results = {"device": "test", "command": "python -m loadtests.warmup", "runs": {
+        name: {"start_s": 1.0, "warmup_s": {"collage": 0.5}, "ops": {"collage.sample": measured}} for name in warmup.CONFIGURATIONS}}
+    table = warmup.markdown(results)
+    assert table.count("`collage.sample`") == len(warmup.CONFIGURATIONS) and "| compile + warm-up |" in table
+    warmup.chart(results, tmp_path / "warmup.png")
+    assert (tmp_path / "warmup.png").stat().st_size > 0

@@ -19,7 +19,7 @@ from deployments.collage.checkpoint import load_generator
 from deployments.collage.sngan import SNGANConfig, SNGANGenerator
 from deployments.images import images_to_tensor, to_uint8_images
 from service.errors import Unprocessable
-from service.family import FamilyDeployment, GroupOutput
+from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.tasks import EditTask
 
 
@@ -144,6 +144,7 @@ def project_batch(model: LoadedCollageModel, tasks: list[EditTask]) -> tuple[tor
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class CollageDeployment(FamilyDeployment):
     family = "collage"
+    bucketed_ops = frozenset({"sample", "label_collage", "feature_collage"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,6 +154,9 @@ class CollageDeployment(FamilyDeployment):
 
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> LoadedCollageModel:
         return LoadedCollageModel(generator=load_generator(weights, manifest, device=str(self.device)), manifest=manifest)
+
+    def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
+        return [WarmupRequest("sample", inputs={"class_id": 0})]
 
     def group_key(self, task: EditTask) -> Hashable:
         # BigGAN's batch-norm statistics depend on the truncation: one value per forward pass.

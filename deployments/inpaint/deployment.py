@@ -19,7 +19,7 @@ from deployments.inpaint import ops as edge_connect  # not "ops": cloudpickle wo
 from deployments.inpaint.checkpoint import load_model
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
 from service.errors import Unprocessable
-from service.family import FamilyDeployment, GroupOutput
+from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.images import encode_png
 from service.tasks import EditTask
 
@@ -68,6 +68,10 @@ def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.devic
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class InpaintDeployment(FamilyDeployment):
     family = "inpaint"
+    bucketed_ops = frozenset({"inpaint"})
+    # Compiled graphs are specialised per padded image size too: the warm-up compiles this one (the
+    # size the benchmarks and the EdgeConnect paper use); other sizes compile on first use.
+    warmup_image_size = 256
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +80,16 @@ class InpaintDeployment(FamilyDeployment):
 
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> EdgeConnect:
         return load_model(weights, manifest, device=str(self.device))
+
+    def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
+        size = self.warmup_image_size
+        ramp = np.linspace(0, 255, size, dtype=np.uint8)
+        image = np.stack([np.add.outer(ramp, ramp) // 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], axis=-1)
+        hole = np.zeros((size, size), np.uint8)
+        hole[size // 4: size // 2, size // 3: 2 * size // 3] = 255
+        assets = {hashlib.sha256(png).hexdigest(): png for png in (encode_png(image.astype(np.uint8)), encode_png(hole))}
+        image_id, mask_id = assets
+        return [WarmupRequest("inpaint", inputs={"image": image_id, "mask": mask_id}, assets=assets)]
 
     def group_key(self, task: EditTask) -> Hashable:
         return size_bucket(task.images["image"].shape)  # images that pad to one size share a batch

@@ -136,6 +136,8 @@ class InpaintGenerator(_EncoderDecoder):
 class EdgeConnect(nn.Module):
     """Both generators; state-dict keys ``edge.*`` and ``inpaint.*`` (the project format)."""
 
+    compile_targets = ("edge", "inpaint")  # the ops call each generator in turn (torch.compile, acceleration.py)
+
     def __init__(self, config: EdgeConnectConfig = EdgeConnectConfig()) -> None:
         super().__init__()
         self.config = config

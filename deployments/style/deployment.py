@@ -15,7 +15,7 @@ from deployments.style.catalog import PALETTE, Catalog, build_catalog, cluster_m
 from deployments.style.checkpoint import load_generator
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
 from service.errors import Conflict, Unprocessable
-from service.family import FamilyDeployment, GroupOutput
+from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.tasks import EditTask
 
 
@@ -164,6 +164,7 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class StyleDeployment(FamilyDeployment):
     family = "style"
+    bucketed_ops = frozenset({"sample", "part_map", "local_transfer"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,6 +175,9 @@ class StyleDeployment(FamilyDeployment):
         generator, latent_avg = load_generator(weights, manifest["arch"], device=str(self.device))
         mean_w = latent_avg if latent_avg is not None else generator.mean_latent()
         return LoadedStyleModel(generator=generator, mean_w=mean_w.reshape(-1).to(self.device), manifest=manifest)
+
+    def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
+        return [WarmupRequest("sample")]  # the generator's forward; the catalog ops run the synthesis network uncompiled
 
     def group_key(self, task: EditTask) -> Hashable:
         if task.op == "project":  # one optimisation loop needs one step count, rate and latent space
