@@ -1,7 +1,7 @@
 """The Helm chart (helm/collage) rendered by the real Helm library, with no cluster, Ray or S3.
 
 For several value sets (CPU only, GPU workers, external S3 with an existing Secret, autoscaling off,
-bundled SeaweedFS, monitoring) the chart lints strictly and every manifest validates: built-in kinds
+bundled SeaweedFS, monitoring, the README's example) the chart lints strictly and every manifest validates: built-in kinds
 against the Kubernetes schemas (kubernetes-validate, strict), the RayService and ServiceMonitor
 against schemas of the CRD fields the chart uses (tests/data), the pod templates and Service inside
 the RayService against the Kubernetes schemas too. The RayService's serveConfigV2 must equal
@@ -77,6 +77,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "head": {"rayStartParams": {"num-cpus": "0"}, "resources": CPU_RESOURCES, "tolerations": [GPU_TOLERATION]},
     },
 }
+
+
+def _readme_example() -> dict[str, Any]:
+    """The `my-values.yaml` of README "Running on Kubernetes": documented values must install."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Running on Kubernetes", 1)[1]
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+
+
+VALUE_SETS["readme"] = _readme_example()
 
 
 # ---- rendering ---------------------------------------------------------------------------------
