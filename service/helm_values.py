@@ -69,7 +69,7 @@ def config_schema() -> dict[str, Any]:
 
 
 def families_schema() -> dict[str, Any]:
-    options = _annotation_free(FamilyDeployment.model_json_schema()["properties"])
+    options = {name: _annotation_free(schema) for name, schema in FamilyDeployment.model_json_schema()["properties"].items()}
     family = {
         "type": "object",
         "additionalProperties": False,
