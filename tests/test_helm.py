@@ -245,6 +245,19 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
     assert readers == set(helm_values.SERVE_CONFIG_SETTINGS)
 
 
+def test_family_overrides_are_checked_like_the_chart_checks_them():
+    settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
+    assert settings.family_deployment("inpaint").model_dump() == {
+        "num_cpus": 0.5, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
+    assert settings.family_deployment("style").num_gpus == 0.25
+    with pytest.raises(ValidationError, match="unknown families"):
+        Settings(family_overrides={"warp": {"num_gpus": 1}})
+    with pytest.raises(ValidationError, match="min_replicas 5 > max_replicas 4"):
+        Settings(family_overrides={"style": {"min_replicas": 5}})
+    with pytest.raises(ValidationError):
+        Settings(family_overrides={"style": {"num_gpu": 1}})
+
+
 def test_values_schema_is_generated_from_the_settings():
     committed = json.loads(helm_values.VALUES_SCHEMA.read_text())
     assert committed == helm_values.values_schema(), "run `python -m service.helm_values --write`"
