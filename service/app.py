@@ -1,7 +1,7 @@
 """The Ray Serve application: one ingress, one deployment per generator family, one job runner.
 
-``service.app:app`` is importable, so ``serve run service.app:app`` and a Serve config YAML
-(``import_path: service.app:app``) deploy it like any Serve app; ``build_app`` takes overrides.
+``service.app:app`` is importable (built on first access), so ``serve run service.app:app`` and a Serve
+config YAML (``import_path: service.app:app``) deploy it like any Serve app; ``build_app`` takes overrides.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from service.ingress import Ingress
 from service.job_runner import JobRunner
 
 
-def family_options(settings: Settings) -> dict[str, Any]:
-    """Deployment options every family gets.
+def family_options(settings: Settings, family: str | None = None) -> dict[str, Any]:
+    """Deployment options of a family (``family=None``: the options every family gets without an override).
 
     ``max_ongoing_requests`` is at least two full batches, and by default far more: edits then wait
     in the replica's own batch queue, where they fill the next batch, instead of in the caller's
@@ -27,15 +27,50 @@ def family_options(settings: Settings) -> dict[str, Any]:
 
     Each family replica reserves ``family_num_cpus`` (default 0.5) so that every family fits a
     2-CPU local Ray next to the ingress; ``family_num_gpus`` (fractional: families share a GPU) puts
-    replicas on GPU workers. On a cluster the Helm values set both per family.
+    replicas on GPU workers. ``family_overrides`` changes resources and replica counts per family
+    (the Helm chart's ``families`` values). With autoscaling on, the autoscaler aims at two full
+    batches in flight per replica unless ``autoscaling_target_ongoing_requests`` says otherwise.
+
+    These options are the single source of the deployments' settings: ``build_app`` binds them and
+    ``service.serve_config`` writes them into the Serve config the Kubernetes chart is checked against.
     """
-    return {
+    deployment = settings.family_deployment(family)
+    options: dict[str, Any] = {
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(settings.family_max_ongoing_requests, 2 * settings.batch_max_size),
         "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": {"num_cpus": settings.family_num_cpus,
-                              **({"num_gpus": settings.family_num_gpus} if settings.family_num_gpus else {})},
+        "ray_actor_options": {"num_cpus": deployment.num_cpus,
+                              **({"num_gpus": deployment.num_gpus} if deployment.num_gpus else {})},
     }
+    if settings.autoscaling_enabled:
+        options["autoscaling_config"] = {
+            "min_replicas": deployment.min_replicas,
+            "max_replicas": deployment.max_replicas,
+            "target_ongoing_requests": settings.autoscaling_target_ongoing_requests or 2 * settings.batch_max_size,
+            "upscale_delay_s": settings.autoscaling_upscale_delay_s,
+            "downscale_delay_s": settings.autoscaling_downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = deployment.replicas
+    return options
+
+
+def job_runner_options(settings: Settings) -> dict[str, Any]:
+    """One runner: a second would run every queued job twice (docs/architecture.md, "Not yet implemented")."""
+    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": settings.jobs_num_cpus}}
+
+
+def ingress_options(settings: Settings) -> dict[str, Any]:
+    return {"num_replicas": settings.ingress_replicas}
+
+
+def parse_families(wanted: str | None) -> list[str]:
+    """``"style,collage"`` -> ``["style", "collage"]``; empty = every family of FAMILY_DEPLOYMENTS."""
+    names = [n.strip() for n in str(wanted or ",".join(FAMILY_DEPLOYMENTS)).split(",") if n.strip()]
+    unknown = sorted(set(names) - set(FAMILY_DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
+    return names
 
 
 def load_family(name: str):
@@ -50,14 +85,16 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """
     args = args or {}
     settings = get_settings()
-    wanted = args.get("families") or ",".join(FAMILY_DEPLOYMENTS)
-    names = [n.strip() for n in str(wanted).split(",") if n.strip()]
-    unknown = sorted(set(names) - set(FAMILY_DEPLOYMENTS))
-    if unknown:
-        raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
-    families = {name: load_family(name).options(**family_options(settings)).bind() for name in names}
-    runner = JobRunner.options(ray_actor_options={"num_cpus": settings.jobs_num_cpus}).bind(families)
-    return Ingress.bind(families, runner)
+    names = parse_families(args.get("families"))
+    families = {name: load_family(name).options(**family_options(settings, name)).bind() for name in names}
+    runner = JobRunner.options(**job_runner_options(settings)).bind(families)
+    return Ingress.options(**ingress_options(settings)).bind(families, runner)
 
 
-app = build_app()
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access rather than at import, so that importing this module for its
+    # option helpers (service.serve_config, the CLI) does not import every family's torch code.
+    if name == "app":
+        built = globals()["app"] = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

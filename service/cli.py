@@ -1,4 +1,4 @@
-"""The ``collage`` command: serve, demo, edit, jobs, models, catalog."""
+"""The ``collage`` command: serve, demo, edit, jobs, models, catalog, storage, serve-config."""
 
 from __future__ import annotations
 
@@ -363,6 +363,31 @@ def cmd_catalog_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_storage_init(args: argparse.Namespace) -> int:
+    from service.config import get_settings
+
+    with _registry() as registry:  # creates the bucket when it is missing
+        _say(f"bucket {get_settings().s3_bucket!r} ready")
+        if args.checkpoints:
+            synced = registry.sync_dir(Path(get_settings().checkpoints_dir))
+            _say(f"registered shipped checkpoints: {', '.join(synced) if synced else 'all up to date'}")
+    return 0
+
+
+def cmd_serve_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from service.config import get_settings
+    from service.serve_config import serve_config
+
+    text = yaml.safe_dump(serve_config(get_settings(), args.families), sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collage", description="Collage: spatially controlled GAN image editing service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -441,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("labels", nargs="+", help="INDEX=NAME pairs")
     label.add_argument("--dir", help="edit this checkpoint directory's catalog.json instead of the registry")
     label.set_defaults(func=cmd_catalog_label)
+
+    storage = sub.add_parser("storage", help="the S3 bucket").add_subparsers(dest="storage_command", required=True)
+    init = storage.add_parser("init", help="create the bucket if missing and register the shipped checkpoints "
+                              "(the Helm chart runs this after every install and upgrade)")
+    init.add_argument("--no-checkpoints", dest="checkpoints", action="store_false",
+                      help="only create the bucket")
+    init.set_defaults(func=cmd_storage_init)
+
+    serve_config = sub.add_parser("serve-config", help="write the Ray Serve config (serve build format) of the current "
+                                  "COLLAGE_* settings, for `serve deploy` on a Ray cluster; the Helm chart renders the same")
+    serve_config.add_argument("--families", help="comma-separated families to deploy (default: all)")
+    serve_config.add_argument("-o", "--output", help="write it here instead of stdout")
+    serve_config.set_defaults(func=cmd_serve_config)
     return parser
 
 

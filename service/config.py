@@ -12,10 +12,25 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployments import FAMILY_DEPLOYMENTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class FamilyDeployment(BaseModel):
+    """Resources and replica counts of one family's deployment; in ``family_overrides``, unset = the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float | None = Field(default=None, gt=0, description="CPUs reserved per replica (default family_num_cpus)")
+    num_gpus: float | None = Field(default=None, ge=0, le=8, description="GPUs reserved per replica, fractions share a GPU "
+                                   "(default family_num_gpus)")
+    replicas: int | None = Field(default=None, ge=1, description="replicas while autoscaling is off (default family_replicas)")
+    min_replicas: int | None = Field(default=None, ge=0, description="autoscaling lower bound (default autoscaling_min_replicas)")
+    max_replicas: int | None = Field(default=None, ge=1, description="autoscaling upper bound (default autoscaling_max_replicas)")
 
 
 class Settings(BaseSettings):
@@ -59,6 +74,22 @@ class Settings(BaseSettings):
                                              "max_ongoing_requests; at least 2 x batch_max_size); the rest queue in the caller")
     max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
+
+    # --- replicas and autoscaling (Serve num_replicas / autoscaling_config; the chart sets them per cluster) ---
+    ingress_replicas: int = Field(default=1, ge=1, description="Ingress replicas (validation, S3 I/O, dispatch)")
+    family_replicas: int = Field(default=1, ge=1, description="replicas per family while autoscaling is off")
+    autoscaling_enabled: bool = Field(default=False, description="family replicas follow the load between "
+                                      "autoscaling_min_replicas and autoscaling_max_replicas; off = family_replicas each")
+    autoscaling_min_replicas: int = Field(default=1, ge=0, description="fewest replicas per family (0: none while idle, "
+                                          "the first edit then waits for a replica to start)")
+    autoscaling_max_replicas: int = Field(default=4, ge=1, description="most replicas per family")
+    autoscaling_target_ongoing_requests: float | None = Field(default=None, gt=0, description="edits in flight per family "
+                                                              "replica the autoscaler aims at; unset = two full batches")
+    autoscaling_upscale_delay_s: float = Field(default=30.0, ge=0, description="load must stay above target this long before a replica is added")
+    autoscaling_downscale_delay_s: float = Field(default=600.0, ge=0, description="load must stay below target this long before a replica is removed")
+    family_overrides: dict[str, FamilyDeployment] = Field(default_factory=dict, description="per-family exceptions to "
+                                                          "family_num_cpus/num_gpus/replicas and the autoscaling bounds, as JSON: "
+                                                          '{"style": {"num_gpus": 0.5, "max_replicas": 8}}')
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
 
@@ -91,6 +122,25 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="timeout of one webhook POST")
 
     log_level: str = Field(default="INFO", description="root log level")
+
+    @model_validator(mode="after")
+    def _check_family_deployments(self) -> "Settings":
+        unknown = sorted(set(self.family_overrides) - set(FAMILY_DEPLOYMENTS))
+        if unknown:
+            raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
+        for family in FAMILY_DEPLOYMENTS:
+            deployment = self.family_deployment(family)
+            if deployment.min_replicas > deployment.max_replicas:
+                raise ValueError(f"family {family!r}: min_replicas {deployment.min_replicas} > max_replicas {deployment.max_replicas}")
+        return self
+
+    def family_deployment(self, family: str | None) -> FamilyDeployment:
+        """The options of ``family``'s deployment, every field set: its override over the defaults (None: the defaults)."""
+        resolved = {"num_cpus": self.family_num_cpus, "num_gpus": self.family_num_gpus, "replicas": self.family_replicas,
+                    "min_replicas": self.autoscaling_min_replicas, "max_replicas": self.autoscaling_max_replicas}
+        if family in self.family_overrides:
+            resolved.update(self.family_overrides[family].model_dump(exclude_none=True))
+        return FamilyDeployment(**resolved)
 
     @property
     def embedded_s3(self) -> bool:

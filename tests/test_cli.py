@@ -101,3 +101,24 @@ def test_models_upload_converts_official_edgeconnect_files(service, client, tmp_
     ids = [client.post("/v1/assets", files={"file": ("a.png", png_bytes(a), "image/png")}).json()["asset_id"] for a in (image, mask)]
     response = client.post("/v1/edits", json={"model": "edgeconnect-cli", "op": "inpaint", "inputs": {"image": ids[0], "mask": ids[1]}})
     assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (20, 16), response.text
+
+
+def test_storage_init_creates_the_bucket_and_registers_the_shipped_checkpoints(s3_server, tmp_path):
+    """What the Helm chart's post-install Job runs against a fresh bucket; a second run changes nothing."""
+    import shutil
+    import uuid
+
+    from service.config import REPO_ROOT, get_settings
+    from service.registry import ModelRegistry
+    from service.storage import AssetStore
+    from tests.conftest import patched_environ
+
+    shutil.copytree(REPO_ROOT / "checkpoints" / "style-faces", tmp_path / "style-faces")
+    bucket = f"init-{uuid.uuid4().hex[:12]}"
+    with patched_environ({"COLLAGE_S3_BUCKET": bucket, "COLLAGE_CHECKPOINTS_DIR": str(tmp_path)}):
+        assert main(["storage", "init", "--no-checkpoints"]) == 0
+        registry = ModelRegistry(AssetStore(get_settings()))
+        assert registry.list_manifests() == [], "bucket only"
+        assert main(["storage", "init"]) == 0
+        assert [m["name"] for m in registry.list_manifests()] == ["style-faces"]
+        assert registry.sync_dir(tmp_path) == [], "registered as shipped"

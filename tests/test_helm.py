@@ -1,0 +1,512 @@
+"""The Helm chart (helm/collage) rendered by the real Helm library, with no cluster, Ray or S3.
+
+For several value sets (CPU only, GPU workers, external S3 with an existing Secret, autoscaling off,
+bundled SeaweedFS, monitoring, the README's example) the chart lints strictly and every manifest validates: built-in kinds
+against the Kubernetes schemas (kubernetes-validate, strict), the RayService and ServiceMonitor
+against schemas of the CRD fields the chart uses (tests/data), the pod templates and Service inside
+the RayService against the Kubernetes schemas too. The RayService's serveConfigV2 must equal
+``service.serve_config`` of the settings the chart hands its pods, and both must match the
+deployment options ``build_app`` binds, so cluster and local runs cannot drift apart. Bad values
+fail at render time with a message that names them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from deployments import FAMILY_DEPLOYMENTS
+from service import helm_values
+from service.config import REPO_ROOT, Settings, get_settings
+from service.serve_config import family_deployment_name, serve_config
+
+CHART = REPO_ROOT / "helm" / "collage"
+DATA = Path(__file__).parent / "data"
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate has.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "COLLAGE_WEBHOOK_SECRET"}
+
+EXTERNAL_S3 = "https://s3.eu-west-1.amazonaws.com"
+CPU_RESOURCES = {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "cpu-only": {"config": {"s3_endpoint_url": EXTERNAL_S3, "s3_region": "eu-west-1"}},
+    "gpu": {
+        "image": {"repository": "ghcr.io/collage/collage", "tag": "0.1.0-cu128"},
+        "config": {"s3_endpoint_url": EXTERNAL_S3, "family_num_gpus": 0.25, "batch_max_size": 32,
+                   "accel_precision": "bf16", "accel_channels_last": True, "max_body_bytes": 41943040},
+        "families": {"style": {"enabled": True, "num_gpus": 0.5, "max_replicas": 8},
+                     "inpaint": {"enabled": True, "num_gpus": 0, "num_cpus": 2}},
+        "workerGroups": [
+            {"name": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES},
+            {"name": "gpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 4, "gpus": 1,
+             "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
+             "nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": [GPU_TOLERATION]},
+        ],
+    },
+    "external-s3": {
+        "config": {"s3_endpoint_url": "https://minio.storage.svc:9000", "s3_bucket": "edits", "s3_prefix": "prod/",
+                   "jobs_max_in_flight": 16, "webhook_max_attempts": 3, "log_level": "DEBUG"},
+        "secrets": {"existingSecret": "collage-credentials"},
+        "service": {"type": "LoadBalancer", "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
+    },
+    "autoscaling-off": {
+        "config": {"s3_endpoint_url": EXTERNAL_S3, "autoscaling_enabled": False, "family_replicas": 2, "ingress_replicas": 2},
+        "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
+        "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
+    },
+    "seaweedfs": {"seaweedfs": {"enabled": True}, "secrets": {"webhookSecret": "hmac-key"},
+                  "storageInit": {"registerShippedCheckpoints": False}},
+    "monitored": {
+        "config": {"s3_endpoint_url": EXTERNAL_S3, "autoscaling_target_ongoing_requests": 10},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "podDisruptionBudget": {"protectHead": True},
+        "head": {"rayStartParams": {"num-cpus": "0"}, "resources": CPU_RESOURCES, "tolerations": [GPU_TOLERATION]},
+    },
+}
+
+
+def _readme_example() -> dict[str, Any]:
+    """The `my-values.yaml` of README "Running on Kubernetes": documented values must install."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Running on Kubernetes", 1)[1]
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+
+
+VALUE_SETS["readme"] = _readme_example()
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart, values: dict[str, Any], release: str = "collage") -> list[dict[str, Any]]:
+    """Every object the chart renders for ``values`` (hooks and test pods included)."""
+    rendered = chart.render(values=copy.deepcopy(values), name=release, namespace="collage", is_install=True)
+    objects = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matching = [o for o in objects if o["kind"] == kind]
+    assert len(matching) == 1, f"{len(matching)} objects of kind {kind}"
+    return matching[0]
+
+
+def pod_templates(rayservice: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``head`` and every worker group's name -> its pod template."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return {"head": cluster["headGroupSpec"]["template"],
+            **{group["groupName"]: group["template"] for group in cluster["workerGroupSpecs"]}}
+
+
+def settings_from_configmap(configmap: dict[str, Any]) -> Settings:
+    """The Settings a pod builds from the chart's ConfigMap (and nothing of this process's COLLAGE_* variables)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLAGE_")} | configmap["data"]
+    with mock.patch.dict(os.environ, environ, clear=True):
+        return Settings()
+
+
+@pytest.fixture(scope="module")
+def rendered(chart) -> dict[str, list[dict[str, Any]]]:
+    return {name: render(chart, values) for name, values in VALUE_SETS.items()}
+
+
+# ---- lint and schemas --------------------------------------------------------------------------
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_chart_lints_strictly(value_set):
+    report = helm.lint(CHART, copy.deepcopy(VALUE_SETS[value_set]), strict=True, namespace="collage")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], (problems, report["errors"])
+
+
+def _validate_builtin(obj: dict[str, Any]) -> None:
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            raise AssertionError(f"{obj['kind']} {obj['metadata'].get('name')} against Kubernetes {version}: {path}: {exc.message}")
+
+
+def _validate_custom(obj: dict[str, Any], schema_file: str) -> None:
+    schema = json.loads((DATA / schema_file).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+    assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_manifest_validates_against_its_schema(rendered, value_set):
+    from ray.serve.schema import ServeDeploySchema
+
+    kinds = set()
+    for obj in rendered[value_set]:
+        kinds.add(obj["kind"])
+        if obj["kind"] == "RayService":
+            _validate_custom(obj, "rayservice.schema.json")
+            for group, template in pod_templates(obj).items():
+                _validate_builtin({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{group}-template"},
+                                   "template": template})
+            _validate_builtin({"apiVersion": "v1", "kind": "Service", **obj["spec"]["serveService"]})
+            ServeDeploySchema.model_validate(yaml.safe_load(obj["spec"]["serveConfigV2"]))
+        elif obj["kind"] == "ServiceMonitor":
+            _validate_custom(obj, "servicemonitor.schema.json")
+        else:
+            _validate_builtin(obj)
+    assert {"RayService", "ConfigMap", "Job", "Pod", "PodDisruptionBudget"} <= kinds
+
+
+def test_the_custom_schemas_reject_what_kuberay_would(rendered):
+    """The RayService schema is closed and typed where KubeRay is: a misspelled field or a number as a ray start flag fails."""
+    rayservice = only(rendered["cpu-only"], "RayService")
+    typo = copy.deepcopy(rayservice)
+    typo["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 4
+    numeric_flag = copy.deepcopy(rayservice)
+    numeric_flag["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+    for broken in (typo, numeric_flag):
+        with pytest.raises(AssertionError):
+            _validate_custom(broken, "rayservice.schema.json")
+
+
+# ---- one serve config for cluster and local runs ------------------------------------------------
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_charts_serve_config_is_serve_config_of_the_pods_settings(rendered, value_set):
+    objects = rendered[value_set]
+    chart_config = yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"])
+    settings = settings_from_configmap(only(objects, "ConfigMap"))
+    families = chart_config["applications"][0]["args"]["families"]
+    values_families = VALUE_SETS[value_set].get("families", {})
+    enabled = {f for f in FAMILY_DEPLOYMENTS if values_families.get(f, {}).get("enabled", True)}
+    assert set(families.split(",")) == enabled
+    assert chart_config == serve_config(settings, families)
+
+
+@pytest.mark.parametrize("value_set", ["gpu", "autoscaling-off"])
+def test_serve_config_has_the_options_build_app_binds(rendered, value_set):
+    """``serve build`` of the app under the pods' settings: every option the config sets is what the code binds."""
+    from ray.serve._private.build_app import build_app as build_serve_app
+    from ray.serve.deployment import deployment_to_schema
+
+    from service.app import build_app
+
+    objects = rendered[value_set]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAGE_")} | only(objects, "ConfigMap")["data"]
+    with mock.patch.dict(os.environ, env, clear=True):
+        get_settings.cache_clear()
+        try:
+            expected = serve_config(get_settings(), None)["applications"][0]
+            built = build_serve_app(build_app({"families": expected["args"]["families"]}), name="collage")
+        finally:
+            get_settings.cache_clear()
+    bound = {d.name: deployment_to_schema(d).model_dump(exclude_unset=True) for d in built.deployments}
+    assert set(bound) == {d["name"] for d in expected["deployments"]}
+    for deployment in expected["deployments"]:
+        for option, value in deployment.items():
+            assert bound[deployment["name"]][option] == value, (deployment["name"], option)
+
+
+def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_reads():
+    """Change each chart setting alone: those that change the serve config are SERVE_CONFIG_SETTINGS, no more, no less."""
+    def changed(name: str, value: Any) -> Any:
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, (int, float)):
+            return value + 1
+        if value is None:
+            return 10.0 if "requests" in name else "http://s3.example"
+        return "bf16" if name == "accel_precision" else value + "-x"
+
+    readers = set()
+    for autoscaling in (True, False):
+        base = Settings(autoscaling_enabled=autoscaling)
+        for name in helm_values.chart_settings():
+            other = base.model_copy(update={name: changed(name, getattr(base, name))})
+            if serve_config(Settings(**other.model_dump()), None) != serve_config(base, None):
+                readers.add(name)
+    assert readers == set(helm_values.SERVE_CONFIG_SETTINGS)
+
+
+def test_family_overrides_are_checked_like_the_chart_checks_them():
+    settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
+    assert settings.family_deployment("inpaint").model_dump() == {
+        "num_cpus": 0.5, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
+    assert settings.family_deployment("style").num_gpus == 0.25
+    with pytest.raises(ValidationError, match="unknown families"):
+        Settings(family_overrides={"warp": {"num_gpus": 1}})
+    with pytest.raises(ValidationError, match="min_replicas 5 > max_replicas 4"):
+        Settings(family_overrides={"style": {"min_replicas": 5}})
+    with pytest.raises(ValidationError):
+        Settings(family_overrides={"style": {"num_gpu": 1}})
+
+
+def test_values_schema_is_generated_from_the_settings():
+    committed = json.loads(helm_values.VALUES_SCHEMA.read_text())
+    assert committed == helm_values.values_schema(), "run `python -m service.helm_values --write`"
+    with helm.Chart.load(CHART) as loaded:
+        assert set(loaded.values["families"]) == set(FAMILY_DEPLOYMENTS)
+        assert set(loaded.values["config"]) <= set(helm_values.chart_settings())
+
+
+def test_cli_serve_config_writes_the_serve_config_of_the_environment(tmp_path, monkeypatch):
+    from service.cli import main
+
+    monkeypatch.setenv("COLLAGE_FAMILY_OVERRIDES", '{"style": {"num_gpus": 0.5}}')
+    get_settings.cache_clear()
+    try:
+        assert main(["serve-config", "--families", "style,inpaint", "-o", str(tmp_path / "serve.yaml")]) == 0
+        written = yaml.safe_load((tmp_path / "serve.yaml").read_text())
+        assert written == serve_config(get_settings(), "style,inpaint")
+    finally:
+        get_settings.cache_clear()
+    style = written["applications"][0]["deployments"][0]
+    assert style["name"] == family_deployment_name("style") and style["ray_actor_options"]["num_gpus"] == 0.5
+
+
+# ---- what each value set must produce ------------------------------------------------------------
+def _deployments(objects) -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"])
+    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+
+
+def test_gpu_values_reach_the_worker_pods_and_the_family_replicas(rendered):
+    objects = rendered["gpu"]
+    templates = pod_templates(only(objects, "RayService"))
+    gpu_pod = templates["gpu"]["spec"]
+    assert gpu_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and gpu_pod["tolerations"] == [GPU_TOLERATION]
+    assert "nvidia.com/gpu" not in templates["cpu"]["spec"]["containers"][0]["resources"]["limits"]
+    assert templates["gpu"]["spec"]["containers"][0]["image"] == "ghcr.io/collage/collage:0.1.0-cu128"
+
+    deployments = _deployments(objects)
+    assert deployments["StyleDeployment"]["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5}
+    assert deployments["CollageDeployment"]["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.25}
+    assert deployments["InpaintDeployment"]["ray_actor_options"] == {"num_cpus": 2}, "num_gpus 0: CPU only"
+    assert deployments["StyleDeployment"]["autoscaling_config"]["max_replicas"] == 8
+    assert deployments["CollageDeployment"]["autoscaling_config"]["target_ongoing_requests"] == 64, "2 x batch_max_size 32"
+    assert deployments["CollageDeployment"]["max_ongoing_requests"] == 64
+    assert deployments["CollageDeployment"]["user_config"] == {"max_batch_size": 32, "batch_wait_timeout_s": 0.02}
+
+    data = only(objects, "ConfigMap")["data"]
+    assert data["COLLAGE_ACCEL_PRECISION"] == "bf16" and data["COLLAGE_ACCEL_CHANNELS_LAST"] == "true"
+    assert data["COLLAGE_MAX_BODY_BYTES"] == "41943040", "large integers stay integers, not 4.194304e+07"
+    assert json.loads(data["COLLAGE_FAMILY_OVERRIDES"]) == {"inpaint": {"num_cpus": 2, "num_gpus": 0},
+                                                            "style": {"max_replicas": 8, "num_gpus": 0.5}}
+
+
+def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
+    objects = rendered["autoscaling-off"]
+    deployments = _deployments(objects)
+    assert "CollageDeployment" not in deployments
+    assert deployments["StyleDeployment"]["num_replicas"] == 3 and deployments["InpaintDeployment"]["num_replicas"] == 2
+    assert deployments["Ingress"]["num_replicas"] == 2 and deployments["JobRunner"]["num_replicas"] == 1
+    assert not any("autoscaling_config" in d for d in deployments.values())
+    cluster = only(objects, "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in cluster
+    group = cluster["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 3
+
+
+def test_autoscaling_on_scales_replicas_and_pods(rendered):
+    deployments = _deployments(rendered["cpu-only"])
+    for name in map(family_deployment_name, FAMILY_DEPLOYMENTS):
+        assert deployments[name]["autoscaling_config"] == {
+            "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16, "upscale_delay_s": 30, "downscale_delay_s": 600}
+        assert "num_replicas" not in deployments[name]
+    assert _deployments(rendered["monitored"])["StyleDeployment"]["autoscaling_config"]["target_ongoing_requests"] == 10
+    cluster = only(rendered["cpu-only"], "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"] == {"idleTimeoutSeconds": 60, "upscalingMode": "Default"}
+    assert (cluster["workerGroupSpecs"][0]["minReplicas"], cluster["workerGroupSpecs"][0]["maxReplicas"]) == (1, 4)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_ray_pods_are_what_kuberay_expects(rendered, value_set):
+    """Ray container first, a 'serve' port 8000 (KubeRay's Service and proxy probe use it), KubeRay's own probes, the settings."""
+    objects = rendered[value_set]
+    rayservice = only(objects, "RayService")
+    secret_name = VALUE_SETS[value_set].get("secrets", {}).get("existingSecret") or "collage"
+    assert rayservice["spec"]["serveService"]["metadata"]["name"] == "collage"
+    assert rayservice["spec"]["serveService"]["spec"]["ports"] == [{"name": "serve", "port": 8000, "targetPort": 8000, "protocol": "TCP"}]
+    checksum = {t["metadata"]["annotations"]["checksum/settings"] for t in pod_templates(rayservice).values()}
+    assert len(checksum) == 1
+    for group, template in pod_templates(rayservice).items():
+        container = template["spec"]["containers"][0]
+        assert container["name"] == ("ray-head" if group == "head" else "ray-worker")
+        assert {"name": "serve", "containerPort": 8000} in container["ports"]
+        assert "readinessProbe" not in container and "livenessProbe" not in container
+        assert container["envFrom"] == [{"configMapRef": {"name": "collage-settings"}}, {"secretRef": {"name": secret_name}}]
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
+    assert head["num-cpus"] == "0" and head["dashboard-host"] == "0.0.0.0"
+    configmap = only(objects, "ConfigMap")
+    assert configmap["data"]["COLLAGE_HTTP_HOST"] == "0.0.0.0" and configmap["data"]["COLLAGE_HTTP_PORT"] == "8000"
+    assert not SECRET_KEYS & set(configmap["data"]), "secrets stay out of the ConfigMap"
+
+
+def test_a_settings_change_rolls_the_pods(chart):
+    before = only(render(chart, VALUE_SETS["cpu-only"]), "RayService")
+    changed = copy.deepcopy(VALUE_SETS["cpu-only"])
+    changed["config"]["jobs_max_in_flight"] = 4
+    after = only(render(chart, changed), "RayService")
+    annotation = lambda rs: pod_templates(rs)["head"]["metadata"]["annotations"]["checksum/settings"]  # noqa: E731
+    assert annotation(before) != annotation(after)
+
+
+def test_existing_secret_is_used_and_none_is_rendered(rendered):
+    objects = rendered["external-s3"]
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    data = only(objects, "ConfigMap")["data"]
+    assert (data["COLLAGE_S3_ENDPOINT_URL"], data["COLLAGE_S3_BUCKET"], data["COLLAGE_S3_PREFIX"]) == (
+        "https://minio.storage.svc:9000", "edits", "prod/")
+    assert data["COLLAGE_JOBS_MAX_IN_FLIGHT"] == "16" and data["COLLAGE_LOG_LEVEL"] == "DEBUG"
+    job = only(objects, "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1] == {"secretRef": {"name": "collage-credentials"}}
+    serve_service = only(objects, "RayService")["spec"]["serveService"]
+    assert serve_service["spec"]["type"] == "LoadBalancer"
+    assert serve_service["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}
+
+
+def test_seaweedfs_gets_the_same_generated_keys_as_the_service(rendered):
+    objects = rendered["seaweedfs"]
+    secret = only(objects, "Secret")["stringData"]
+    assert re.fullmatch(r"[A-Za-z0-9]{20}", secret["AWS_ACCESS_KEY_ID"])
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", secret["AWS_SECRET_ACCESS_KEY"])
+    assert secret["COLLAGE_WEBHOOK_SECRET"] == "hmac-key"
+    statefulset = only(objects, "StatefulSet")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"collage"}
+    assert "-s3.config=/tmp/s3.json" in container["args"][0] and "-s3.port=8333" in container["args"][0]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "collage-seaweedfs")
+    assert service["spec"]["selector"] == statefulset["spec"]["template"]["metadata"]["labels"]
+    assert only(objects, "ConfigMap")["data"]["COLLAGE_S3_ENDPOINT_URL"] == "http://collage-seaweedfs.collage.svc:8333"
+    assert only(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "collage", "storage", "init", "--no-checkpoints"]
+
+
+def test_service_monitor_scrapes_every_ray_pod_and_budgets_select_their_pods(rendered):
+    objects = rendered["monitored"]
+    monitor = only(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    metrics = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "collage-metrics")
+    assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(metrics["metadata"]["labels"].items())
+    templates = pod_templates(only(objects, "RayService"))
+    kuberay_label = {"ray.io/is-ray-node": "yes"}
+    for template in templates.values():
+        assert set(metrics["spec"]["selector"].items()) <= set((template["metadata"]["labels"] | kuberay_label).items())
+        assert any(p["name"] == "metrics" and p["containerPort"] == 8080 for p in template["spec"]["containers"][0]["ports"])
+    budgets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PodDisruptionBudget"}
+    workers, head = budgets["collage-workers"], budgets["collage-head"]
+    assert set(workers["spec"]["selector"]["matchLabels"].items()) <= set(templates["cpu"]["metadata"]["labels"].items())
+    assert not set(workers["spec"]["selector"]["matchLabels"].items()) <= set(templates["head"]["metadata"]["labels"].items())
+    assert set(head["spec"]["selector"]["matchLabels"].items()) <= set(templates["head"]["metadata"]["labels"].items())
+    assert [o["metadata"]["name"] for o in rendered["cpu-only"] if o["kind"] == "PodDisruptionBudget"] == ["collage-workers"]
+
+
+def test_helm_test_pod_waits_for_readyz_through_the_http_service(rendered):
+    pod = only(rendered["cpu-only"], "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert {"name": "COLLAGE_URL", "value": "http://collage:8000"} in container["env"]
+    assert '"$COLLAGE_URL/healthz"' in container["args"][0] and '"$COLLAGE_URL/readyz"' in container["args"][0]
+
+
+# ---- bad values fail at render time -------------------------------------------------------------
+BASE = VALUE_SETS["cpu-only"]
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    values = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        node = values
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return values
+
+
+BAD_VALUES = [
+    pytest.param(_with(config__batch_max_size=0), r"/config/batch_max_size.*minimum", True, id="batch size 0"),
+    pytest.param(_with(config__accel_precision="fp8"), r"/config/accel_precision", True, id="unknown precision"),
+    pytest.param(_with(config__family_num_gpus=-0.5), r"/config/family_num_gpus", True, id="negative gpus"),
+    pytest.param(_with(config__batch_max_size="eight"), r"/config/batch_max_size", True, id="batch size not a number"),
+    pytest.param(_with(config__max_batch_size=8), r"max_batch_size", False, id="not a setting"),
+    pytest.param(_with(config__webhook_secret="s"), r"webhook_secret", False, id="secret in config"),
+    pytest.param(_with(families__warp={"enabled": True}), r"warp", False, id="unknown family"),
+    pytest.param(_with(families__style={"enabled": True, "num_gpu": 1}), r"num_gpu", False, id="misspelled family option"),
+    pytest.param(_with(families__style={"enabled": True, "min_replicas": 5}), r"families.style: min_replicas 5 is above max_replicas 4",
+                 False, id="family min above max"),
+    pytest.param(_with(head__rayStartParams={"num-cpus": 0}), r"num-cpus", False, id="ray start flag not a string"),
+    pytest.param(_with(workerGroups=[{"name": "cpu", "replicas": 1, "minReplicas": 3, "maxReplicas": 2, "gpus": 0,
+                                      "resources": CPU_RESOURCES}]), r"minReplicas 3 is above maxReplicas 2", False,
+                 id="worker group min above max"),
+    pytest.param(_with(workerGroups=[{"name": "gpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0.5,
+                                      "resources": CPU_RESOURCES}]), r"gpus", False, id="fractional gpus per pod"),
+    pytest.param(_with(config__s3_endpoint_url=None), r"set config.s3_endpoint_url", False, id="no storage"),
+    pytest.param(_with(seaweedfs={"enabled": True}), r"both set", False, id="two storages"),
+    pytest.param(_with(families__style={"enabled": False}, families__collage={"enabled": False},
+                       families__inpaint={"enabled": False}), r"enable at least one family", False, id="no family"),
+]
+
+
+@pytest.mark.parametrize(("values", "message", "settings_reject"), BAD_VALUES)
+def test_bad_values_fail_at_render_with_a_message_naming_them(chart, values, message, settings_reject):
+    with pytest.raises(helm.HelmError, match=message):
+        chart.render(values=copy.deepcopy(values), name="collage", namespace="collage")
+    if settings_reject:  # the chart rejects what the service would reject, before any pod starts
+        with pytest.raises(ValidationError):
+            Settings(**{k: v for k, v in values["config"].items() if v is not None})
+
+
+def test_a_release_name_kuberay_would_refuse_fails(chart):
+    with pytest.raises(helm.HelmError, match="longer than the 47 characters"):
+        chart.render(values=copy.deepcopy(BASE), name="a" * 45, namespace="collage")
+    assert only(render(chart, BASE, release="edit-collage"), "RayService")["metadata"]["name"] == "edit-collage"
+    assert only(render(chart, BASE, release="prod"), "RayService")["metadata"]["name"] == "prod-collage"
+
+
+# ---- the image ---------------------------------------------------------------------------------
+def test_dockerfile_installs_the_package_with_the_pinned_torch_and_ships_the_checkpoints():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    torch_pin = re.search(r'"torch==([^"]+)"', pyproject).group(1)
+    ray_pin = re.search(r'"ray\[serve\]==([^"]+)"', pyproject).group(1)
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile, re.M))
+    assert args["TORCH_VERSION"] == torch_pin and args["TORCH_VARIANT"] == "cpu"
+    assert f"pip install torch=={torch_pin}" in (REPO_ROOT / "README.md").read_text()
+    assert 'pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in dockerfile
+    assert re.search(r"^RUN pip install \. ", dockerfile, re.M), "the package itself, with its pinned dependencies"
+    assert re.search(r"apt-get install .*\bwget\b", dockerfile), "KubeRay's probes run wget in the Ray container"
+    with helm.Chart.load(CHART) as loaded:
+        assert loaded.values["rayVersion"] == ray_pin
+
+    workdir = re.search(r"^WORKDIR (\S+)", dockerfile, re.M).group(1)
+    copied = dict((dest.removeprefix("./"), src) for src, dest in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.M))
+    assert copied["checkpoints"] == "checkpoints"
+    assert re.search(rf"COLLAGE_CHECKPOINTS_DIR={re.escape(workdir)}/checkpoints\b", dockerfile)
+    # every local package the installed code imports is copied before `pip install .`
+    local = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
+    imported = {m for package in ("service", "deployments", "schemas") for path in (REPO_ROOT / package).rglob("*.py")
+                for m in re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)}
+    assert imported & local <= set(copied.values()), imported & local - set(copied.values())
+    # and .dockerignore (an allowlist) lets every copied source into the build context
+    allowed = {line.strip("!/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert set(copied.values()) <= allowed
