@@ -34,24 +34,24 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     These options are the single source of the deployments' settings: ``build_app`` binds them and
     ``service.serve_config`` writes them into the Serve config the Kubernetes chart is checked against.
     """
-    deployment = settings.family_deployment(family)
+    scaling = settings.family_scaling(family)
     options: dict[str, Any] = {
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(settings.family_max_ongoing_requests, 2 * settings.batch_max_size),
         "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": {"num_cpus": deployment.num_cpus,
-                              **({"num_gpus": deployment.num_gpus} if deployment.num_gpus else {})},
+        "ray_actor_options": {"num_cpus": scaling.num_cpus,
+                              **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {})},
     }
     if settings.autoscaling_enabled:
         options["autoscaling_config"] = {
-            "min_replicas": deployment.min_replicas,
-            "max_replicas": deployment.max_replicas,
+            "min_replicas": scaling.min_replicas,
+            "max_replicas": scaling.max_replicas,
             "target_ongoing_requests": settings.autoscaling_target_ongoing_requests or 2 * settings.batch_max_size,
             "upscale_delay_s": settings.autoscaling_upscale_delay_s,
             "downscale_delay_s": settings.autoscaling_downscale_delay_s,
         }
     else:
-        options["num_replicas"] = deployment.replicas
+        options["num_replicas"] = scaling.replicas
     return options
 
 

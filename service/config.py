@@ -20,7 +20,7 @@ from deployments import FAMILY_DEPLOYMENTS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class FamilyDeployment(BaseModel):
+class FamilyScaling(BaseModel):
     """Resources and replica counts of one family's deployment; in ``family_overrides``, unset = the default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
                                                               "replica the autoscaler aims at; unset = two full batches")
     autoscaling_upscale_delay_s: float = Field(default=30.0, ge=0, description="load must stay above target this long before a replica is added")
     autoscaling_downscale_delay_s: float = Field(default=600.0, ge=0, description="load must stay below target this long before a replica is removed")
-    family_overrides: dict[str, FamilyDeployment] = Field(default_factory=dict, description="per-family exceptions to "
+    family_overrides: dict[str, FamilyScaling] = Field(default_factory=dict, description="per-family exceptions to "
                                                           "family_num_cpus/num_gpus/replicas and the autoscaling bounds, as JSON: "
                                                           '{"style": {"num_gpus": 0.5, "max_replicas": 8}}')
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
@@ -129,18 +129,18 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
         for family in FAMILY_DEPLOYMENTS:
-            deployment = self.family_deployment(family)
-            if deployment.min_replicas > deployment.max_replicas:
-                raise ValueError(f"family {family!r}: min_replicas {deployment.min_replicas} > max_replicas {deployment.max_replicas}")
+            scaling = self.family_scaling(family)
+            if scaling.min_replicas > scaling.max_replicas:
+                raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")
         return self
 
-    def family_deployment(self, family: str | None) -> FamilyDeployment:
+    def family_scaling(self, family: str | None) -> FamilyScaling:
         """The options of ``family``'s deployment, every field set: its override over the defaults (None: the defaults)."""
         resolved = {"num_cpus": self.family_num_cpus, "num_gpus": self.family_num_gpus, "replicas": self.family_replicas,
                     "min_replicas": self.autoscaling_min_replicas, "max_replicas": self.autoscaling_max_replicas}
         if family in self.family_overrides:
             resolved.update(self.family_overrides[family].model_dump(exclude_none=True))
-        return FamilyDeployment(**resolved)
+        return FamilyScaling(**resolved)
 
     @property
     def embedded_s3(self) -> bool:

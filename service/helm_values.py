@@ -1,7 +1,7 @@
 """The settings side of the Helm chart's values: which settings a cluster sets, and their JSON schema.
 
 The chart's ``config`` values are ``Settings`` fields by name (each becomes ``COLLAGE_<NAME>`` in the
-pods' ConfigMap) and its ``families`` values are per-family ``FamilyDeployment`` options plus
+pods' ConfigMap) and its ``families`` values are per-family ``FamilyScaling`` options plus
 ``enabled``. Their part of ``helm/collage/values.schema.json`` is generated here from the pydantic
 models, so a setting the service does not have, or a value it would reject, fails ``helm install``
 at render time instead of in a crash-looping pod. tests/test_helm.py checks the committed schema
@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from deployments import FAMILY_DEPLOYMENTS
-from service.config import REPO_ROOT, FamilyDeployment, Settings
+from service.config import REPO_ROOT, FamilyScaling, Settings
 
 CHART_DIR = REPO_ROOT / "helm" / "collage"
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
@@ -69,7 +69,7 @@ def config_schema() -> dict[str, Any]:
 
 
 def families_schema() -> dict[str, Any]:
-    options = {name: _annotation_free(schema) for name, schema in FamilyDeployment.model_json_schema()["properties"].items()}
+    options = {name: _annotation_free(schema) for name, schema in FamilyScaling.model_json_schema()["properties"].items()}
     family = {
         "type": "object",
         "additionalProperties": False,

@@ -247,9 +247,9 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
 
 def test_family_overrides_are_checked_like_the_chart_checks_them():
     settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
-    assert settings.family_deployment("inpaint").model_dump() == {
+    assert settings.family_scaling("inpaint").model_dump() == {
         "num_cpus": 0.5, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
-    assert settings.family_deployment("style").num_gpus == 0.25
+    assert settings.family_scaling("style").num_gpus == 0.25
     with pytest.raises(ValidationError, match="unknown families"):
         Settings(family_overrides={"warp": {"num_gpus": 1}})
     with pytest.raises(ValidationError, match="min_replicas 5 > max_replicas 4"):
