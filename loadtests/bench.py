@@ -91,6 +91,17 @@ def bench_assets(inpaint_size: int) -> dict[str, bytes]:
     return {"eyes_mask": eyes, "photo": png(photo), "hole": png(hole)}
 
 
+def write_report(out: str | Path, stem: str, results: dict, table: str, draw: Callable[[dict, Path], None]) -> None:
+    """Print the Markdown table; write ``<stem>.json`` (results), ``<stem>.md`` and the chart ``<stem>.png``."""
+    print("\n" + table)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")
+    draw(results, out / f"{stem}.png")
+    print(f"wrote {out}/{stem}.json, {stem}.md, {stem}.png")
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile by rank (no interpolation); NaN for no values."""
     ordered = sorted(values)
@@ -301,14 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if service is not None:
             service.stop()
     results["torch_threads"] = torch.get_num_threads()
-    table = markdown(results)
-    print("\n" + table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "bench.md").write_text(table + "\n")
-    chart(results, out / "bench.png")
-    print(f"wrote {out}/bench.json, bench.md, bench.png")
+    write_report(args.out, "bench", results, markdown(results), chart)
     return 0
 
 

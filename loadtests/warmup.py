@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -32,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench import BENCH_OPS, bench_assets, served
+from loadtests.bench import BENCH_OPS, bench_assets, served, write_report
 
 CONFIGURATIONS = {
     "eager": {"COLLAGE_ACCEL_COMPILE": "false"},
@@ -140,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 service.stop()
             results["runs"][name] = run
-    table = markdown(results)
-    print("\n" + table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "warmup.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "warmup.md").write_text(table + "\n")
-    chart(results, out / "warmup.png")
-    print(f"wrote {out}/warmup.json, warmup.md, warmup.png")
+    write_report(args.out, "warmup", results, markdown(results), chart)
     return 0
 
 
