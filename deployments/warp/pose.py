@@ -1,0 +1,22 @@
+"""Pose encoding: COCO-18 keypoints as 18 Gaussian heatmaps, the form every network of the family takes."""
+
+from __future__ import annotations
+
+import torch
+
+NUM_KEYPOINTS = 18
+
+
+def pose_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor, height: int, width: int, sigma: float = 2.0) -> torch.Tensor:
+    """keypoints (n, 18, 2) pixel (x, y), visible (n, 18) bool -> (n, 18, H, W) in [0, 1].
+
+    Channel j is exp(-|p - k_j|^2 / (2 sigma^2)), peaking at 1 on the keypoint; an invisible joint's
+    channel is all zeros, so "not there" never looks like "there, far away"."""
+    n = keypoints.shape[0]
+    assert keypoints.shape == (n, NUM_KEYPOINTS, 2), f"keypoints must be (n, 18, 2), got {tuple(keypoints.shape)}"
+    assert visible.shape == (n, NUM_KEYPOINTS), f"visible must be (n, 18), got {tuple(visible.shape)}"
+    ys = torch.arange(height, dtype=torch.float32, device=keypoints.device)[None, None, :, None]
+    xs = torch.arange(width, dtype=torch.float32, device=keypoints.device)[None, None, None, :]
+    x, y = keypoints[..., 0, None, None].float(), keypoints[..., 1, None, None].float()
+    maps = torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
+    return maps * visible[..., None, None].to(maps.dtype)
