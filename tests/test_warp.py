@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -131,3 +132,26 @@ def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
     ablation = train_warp.main(["--out", str(tmp_path / "ablation"), "--steps", "1", "--no-warping", *tiny[:-2],
                                 "--work", str(tmp_path / "work-ablation")])
     assert ablation["config"].warping is False and ablation["model"].renderer.warp is None
+
+
+def test_quality_script_scores_checkpoints_against_the_ground_truth(tmp_path):
+    import json
+
+    from deployments.warp.checkpoint import load_model
+    from training import train_warp, warp_quality
+
+    tiny = ["--steps", "1", "--batch", "2", "--height", "32", "--width", "16", "--parser-channels", "4", "--parser-blocks", "1",
+            "--matcher-channels", "4", "--renderer-channels", "4", "--renderer-blocks", "1", "--d-width", "4", "--preview", "1",
+            "--threads", "1"]
+    train_warp.main(["--out", str(tmp_path / "full"), *tiny])
+    train_warp.main(["--out", str(tmp_path / "ablation"), "--no-warping", *tiny])
+    results = warp_quality.main(["--models", f"{tmp_path / 'full'},{tmp_path / 'ablation'}", "--n", "3", "--out", str(tmp_path / "q.json")])
+    assert [r["warping"] for r in results] == [True, False]
+    assert all(0 < r["l1"] < 1 and -1 <= r["ssim"] <= 1 and 0 <= r["parsing_accuracy"] <= 1 for r in results)
+    assert json.loads((tmp_path / "q.json").read_text())["results"][0]["pairs"] == 3
+    assert "| `ablation` | no (ablation) |" in (tmp_path / "q.md").read_text()
+    manifest = json.loads((tmp_path / "full" / "model.json").read_text())
+    with pytest.raises(ValueError, match="unknown fields"):
+        load_model(b"", {**manifest, "arch": {**manifest["arch"], "layers": 3}})
+    with pytest.raises(ValueError, match="format"):
+        load_model(b"", {**manifest, "format": "edgeconnect"})
