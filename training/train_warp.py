@@ -170,13 +170,18 @@ def train(args: argparse.Namespace) -> dict:
     print(f"Warping-GAN {config.height}x{config.width} warping={config.warping}: {n_params:,} params "
           f"({n_params * 4 / 1e6:.2f} MB float32); batch {args.batch}", flush=True)
     preview = heldout_batch(args.preview, args.height, args.width)
+    if args.export_only:
+        if not step:
+            raise SystemExit("--export-only needs --resume and an existing snapshot")
+        return {"model": model.eval(), "config": config, "step": step, "seen": seen, "seconds": spent,
+                "log": dict(state.get("log", {})), "preview": preview, "n_params": n_params}
     started = time.perf_counter() - spent
     budget_s = args.minutes * 60
 
     def save_snapshot() -> None:
         state = {"model": model.state_dict(), "discriminator": discriminator.state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-                 "rng": rng.get_state()}
+                 "rng": rng.get_state(), "log": log}
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         sample_sheet(model, preview, work / f"samples-{step:06d}.png")
@@ -223,7 +228,8 @@ def export(run: dict, out: Path, name: str, command: str, threads: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in run["model"].state_dict().items()}, str(out / WEIGHTS_FILE))
     manifest = {"name": name, "family": "warp", "format": "warp-gan", "arch": dataclasses.asdict(config),
-                "resolution": [config.height, config.width], "ops": ["pose_transfer"], "random_init": False,
+                "resolution": None, "image_size": {"height": config.height, "width": config.width}, "ops": ["pose_transfer"],
+                "random_init": False,
                 "description": f"Soft-Gated Warping-GAN {config.height}x{config.width}"
                                f"{'' if config.warping else ' without the warping block (ablation)'}, trained "
                                f"{run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)"}
@@ -274,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--log-every", type=int, default=20)
     parser.add_argument("--snapshot-every", type=int, default=500)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--export-only", action="store_true", help="with --resume: write the checkpoint of the snapshot, no training")
     args = parser.parse_args(argv)
     run = train(args)
     command = "python -m training.train_warp " + " ".join(argv if argv is not None else sys.argv[1:])
