@@ -7,4 +7,5 @@ FAMILY_DEPLOYMENTS: dict[str, str] = {
     "style": "deployments.style.deployment:StyleDeployment",
     "collage": "deployments.collage.deployment:CollageDeployment",
     "inpaint": "deployments.inpaint.deployment:InpaintDeployment",
+    "warp": "deployments.warp.deployment:WarpDeployment",
 }

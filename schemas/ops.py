@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from schemas import collage, inpaint, style
+from schemas import collage, inpaint, style, warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +138,18 @@ OPS: dict[str, dict[str, OpSpec]] = {
             prepare=inpaint.prepare_inpaint,
             image_inputs={"image": "RGB", "mask": "L", "edges": "L"},
             fit_images=inpaint.fit_inpaint_images,
+        ),
+    },
+    "warp": {
+        "pose_transfer": OpSpec(
+            name="pose_transfer",
+            description="Soft-Gated Warping-GAN: the person of the image (with its keypoints and LIP parsing) in the target "
+            "pose; returns the image and extras.parsing_asset_id (the predicted target parsing, colour-coded).",
+            params_model=warp.PoseTransferParams,
+            inputs_model=warp.PoseTransferInputs,
+            prepare=warp.prepare_pose_transfer,
+            image_inputs={"image": "RGB", "parsing": "L"},
+            fit_images=warp.fit_pose_transfer_images,
         ),
     },
 }

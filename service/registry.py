@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from service.storage import AssetStore
 MANIFEST = "model.json"
 WEIGHTS = "weights.safetensors"
 CATALOG = "catalog.safetensors"  # part catalog tensors (style family), see deployments/style/catalog.py
+EXAMPLES_DIR = "examples"  # example input images shipped with a checkpoint, stored as assets at registration
 CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into the manifest as "catalog"
 
 
@@ -158,7 +160,20 @@ class ModelRegistry:
             for p in sorted(directory.iterdir())
             if p.is_file() and p.name not in (MANIFEST, WEIGHTS) and p.suffix in (".safetensors", ".json", ".md")
         }
+        for example in sorted((directory / EXAMPLES_DIR).glob("*.png")):
+            self.store_example_asset(example.read_bytes())
         return self.register(manifest, (directory / WEIGHTS).read_bytes(), extras)
+
+    def store_example_asset(self, png: bytes) -> str:
+        """Store an image that ships with a checkpoint (``examples/*.png``) as a content-addressed asset,
+        as an upload of it would, so the model's example inputs can be named by asset id."""
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as image:
+            metadata = {"kind": "image", "width": str(image.width), "height": str(image.height), "mode": image.mode}
+        asset_id = hashlib.sha256(png).hexdigest()
+        self.store.put_if_absent(self.store.asset_key(asset_id), png, content_type="image/png", metadata=metadata)
+        return asset_id
 
     def sync_dir(self, checkpoints_dir: Path) -> list[str]:
         """Register every shipped checkpoint whose weights or manifest fields differ from what the store holds."""

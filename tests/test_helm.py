@@ -248,10 +248,10 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
 def test_family_overrides_are_checked_like_the_chart_checks_them():
     settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
     assert settings.family_scaling("inpaint").model_dump() == {
-        "num_cpus": 0.5, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
+        "num_cpus": 0.3, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
     assert settings.family_scaling("style").num_gpus == 0.25
     with pytest.raises(ValidationError, match="unknown families"):
-        Settings(family_overrides={"warp": {"num_gpus": 1}})
+        Settings(family_overrides={"dream": {"num_gpus": 1}})
     with pytest.raises(ValidationError, match="min_replicas 5 > max_replicas 4"):
         Settings(family_overrides={"style": {"min_replicas": 5}})
     with pytest.raises(ValidationError):
@@ -450,7 +450,7 @@ BAD_VALUES = [
     pytest.param(_with(config__batch_max_size="eight"), r"/config/batch_max_size", True, id="batch size not a number"),
     pytest.param(_with(config__max_batch_size=8), r"max_batch_size", False, id="not a setting"),
     pytest.param(_with(config__webhook_secret="s"), r"webhook_secret", False, id="secret in config"),
-    pytest.param(_with(families__warp={"enabled": True}), r"warp", False, id="unknown family"),
+    pytest.param(_with(families__dream={"enabled": True}), r"dream", False, id="unknown family"),
     pytest.param(_with(families__style={"enabled": True, "num_gpu": 1}), r"num_gpu", False, id="misspelled family option"),
     pytest.param(_with(families__style={"enabled": True, "min_replicas": 5}), r"families.style: min_replicas 5 is above max_replicas 4",
                  False, id="family min above max"),
@@ -463,7 +463,8 @@ BAD_VALUES = [
     pytest.param(_with(config__s3_endpoint_url=None), r"set config.s3_endpoint_url", False, id="no storage"),
     pytest.param(_with(seaweedfs={"enabled": True}), r"both set", False, id="two storages"),
     pytest.param(_with(families__style={"enabled": False}, families__collage={"enabled": False},
-                       families__inpaint={"enabled": False}), r"enable at least one family", False, id="no family"),
+                       families__inpaint={"enabled": False}, families__warp={"enabled": False}), r"enable at least one family", False,
+                 id="no family"),
 ]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -29,10 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from deployments.warp.checkpoint import Example, export as export_checkpoint
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
 from deployments.warp.pose import pose_heatmaps
 from training.data import persons
@@ -222,29 +221,39 @@ def train(args: argparse.Namespace) -> dict:
             "log": log, "preview": preview, "n_params": n_params}
 
 
-def export(run: dict, out: Path, name: str, command: str, threads: int) -> dict:
-    """model.json + weights.safetensors + samples.png + README.md (model card) in ``out``."""
+def examples_of(n: int, height: int, width: int) -> list[Example]:
+    """The first ``n`` held-out pairs as shipped examples: condition image, parsing, keypoints, target keypoints."""
+    def points(keypoints: torch.Tensor, visible: torch.Tensor) -> list:
+        return [[round(float(x), 2), round(float(y), 2)] if seen else None for (x, y), seen in zip(keypoints.tolist(), visible.tolist())]
+
+    examples = []
+    for i in range(n):
+        condition, target = persons.render_pose_pairs(1, height, width, seed=HELDOUT_SEED + i)
+        image = (condition.images[0].permute(1, 2, 0) * 255).round().byte().numpy()
+        examples.append(Example(image, condition.parsing[0].byte().numpy(), points(condition.keypoints[0], condition.visible[0]),
+                                points(target.keypoints[0], target.visible[0])))
+    return examples
+
+
+def export(run: dict, out: Path, name: str, command: str, threads: int, n_examples: int = 4) -> dict:
+    """model.json + weights.safetensors + examples/ (deployments/warp/checkpoint.py) + samples.png + README.md (model card)."""
     config: WarpConfig = run["config"]
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in run["model"].state_dict().items()}, str(out / WEIGHTS_FILE))
-    manifest = {"name": name, "family": "warp", "format": "warp-gan", "arch": dataclasses.asdict(config),
-                "resolution": None, "image_size": {"height": config.height, "width": config.width}, "ops": ["pose_transfer"],
-                "random_init": False,
-                "description": f"Soft-Gated Warping-GAN {config.height}x{config.width}"
-                               f"{'' if config.warping else ' without the warping block (ablation)'}, trained "
-                               f"{run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)"}
-    (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    description = (f"Soft-Gated Warping-GAN {config.height}x{config.width}{'' if config.warping else ' without the warping block (ablation)'}, "
+                   f"trained {run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)")
+    manifest = export_checkpoint(run["model"], out, name, description, examples_of(n_examples, config.height, config.width))
     sample_sheet(run["model"], run["preview"], out / "samples.png")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in run["log"].items())
     (out / "README.md").write_text(f"""# {name}
 
-{manifest['description']}.
+{description}.
 
 - Data: `training/data/persons.py` people, each rendered in two random poses per step (fresh every
   step); the held-out pairs of the evaluation (`HELDOUT_SEED` onward) are never drawn in training.
 - Steps: {run['step']:,}; pairs seen: {run['seen']:,}; wall time {run['seconds'] / 60:.1f} min on {hardware(threads)}.
 - Last logged losses: {losses}.
 - Parameters: {run['n_params']:,} ({(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB safetensors).
+- `examples/`: {n_examples} held-out condition images with their parsing; `model.json` lists their keypoints and a
+  target pose each, so `pose_transfer` takes them without keypoints or parsing.
 
 ![held-out samples: condition | target pose | predicted parsing | output | ground truth](samples.png)
 

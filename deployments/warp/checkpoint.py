@@ -7,12 +7,16 @@ Written by ``training/train_warp.py``; there is no public checkpoint of this arc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
 
 from deployments.warp.networks import WarpConfig, WarpingGAN
+from schemas.warp import KEYPOINT_NAMES
 
 FAMILY = "warp"
 FORMAT = "warp-gan"
@@ -40,3 +44,37 @@ def load_model(weights: bytes, manifest: dict[str, Any], device: str = "cpu") ->
         raise ValueError(f"warp weights do not match the arch: missing {missing[:5]}, unexpected {extra[:5]}")
     model.load_state_dict(state, strict=True)
     return model.eval().to(torch.device(device))
+
+
+@dataclasses.dataclass
+class Example:
+    """An example input shipped with a checkpoint: the image, its parsing and keypoints, and a target pose to try."""
+
+    image: Any  # (H, W, 3) uint8 array
+    parsing: Any  # (H, W) uint8 LIP class indices
+    keypoints: list  # 18 x [x, y] or None
+    target_keypoints: list  # 18 x [x, y] or None
+
+
+def export(model: WarpingGAN, out_dir: Path, name: str, description: str, examples: list[Example] = ()) -> dict[str, Any]:
+    """Write model.json, weights.safetensors and examples/*.png; the manifest lists each example by its
+    image's asset id (the sha256 of its PNG, as an upload of it gets) with keypoints and parsing id."""
+    from service.images import encode_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "weights.safetensors"))
+    listed: dict[str, dict[str, Any]] = {}
+    if examples:
+        (out_dir / "examples").mkdir(exist_ok=True)
+    for i, example in enumerate(examples):
+        image_png, parsing_png = encode_png(example.image), encode_png(example.parsing)
+        (out_dir / "examples" / f"{i:02d}.png").write_bytes(image_png)
+        (out_dir / "examples" / f"{i:02d}-parsing.png").write_bytes(parsing_png)
+        listed[hashlib.sha256(image_png).hexdigest()] = {"keypoints": example.keypoints, "parsing": hashlib.sha256(parsing_png).hexdigest(),
+                                                         "target_keypoints": example.target_keypoints}
+    config = model.config
+    manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
+                "image_size": {"height": config.height, "width": config.width}, "keypoint_names": list(KEYPOINT_NAMES),
+                "ops": ["pose_transfer"], "random_init": False, "description": description, "examples": listed}
+    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -33,15 +33,13 @@ from pathlib import Path
 
 import torch
 
-COCO18: tuple[str, ...] = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-                           "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+from schemas.warp import KEYPOINT_NAMES, LIP_CLASSES, LIP_PALETTE
+
+COCO18: tuple[str, ...] = KEYPOINT_NAMES
 K = {name: i for i, name in enumerate(COCO18)}
 # Bones of the skeleton drawing (OpenPose's COCO pairs without the ear-shoulder ones).
 SKELETON: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
                                          (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
-LIP_CLASSES: tuple[str, ...] = ("background", "hat", "hair", "glove", "sunglasses", "upper_clothes", "dress", "coat", "socks",
-                                "pants", "jumpsuits", "scarf", "skirt", "face", "left_arm", "right_arm", "left_leg", "right_leg",
-                                "left_shoe", "right_shoe")
 L = {name: i for i, name in enumerate(LIP_CLASSES)}
 TORSO_KEYPOINTS = (K["neck"], K["r_shoulder"], K["l_shoulder"], K["r_hip"], K["l_hip"])
 
@@ -407,11 +405,7 @@ def render_pose_pairs(n: int, height: int = 128, width: int = 64, *, seed: int |
     return render_people(people, first, height, width, supersample), render_people(people, second, height, width, supersample)
 
 
-# Colours of the parsing previews, one per LIP class.
-PARSING_COLOURS = torch.tensor([
-    [0, 0, 0], [128, 0, 0], [255, 0, 0], [0, 85, 0], [170, 0, 51], [255, 85, 0], [0, 0, 85], [0, 119, 221], [85, 85, 0],
-    [0, 85, 85], [85, 51, 0], [52, 86, 128], [0, 128, 0], [0, 0, 255], [51, 170, 221], [0, 255, 255], [85, 255, 170],
-    [170, 255, 85], [255, 255, 0], [255, 170, 0]], dtype=torch.float32) / 255
+PARSING_COLOURS = torch.tensor(LIP_PALETTE, dtype=torch.float32) / 255  # parsing previews, one colour per LIP class
 
 
 def colour_parsing(parsing: torch.Tensor) -> torch.Tensor:
