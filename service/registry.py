@@ -76,8 +76,12 @@ class ModelRegistry:
         """Weight bytes, checked against the manifest's sha256 so a corrupted object never loads."""
         manifest = self.get_manifest(name)
         data = self.store.get(self.store.model_key(name, filename))
-        expected = manifest.get("weights_sha256") if filename == WEIGHTS else None
-        if expected and hashlib.sha256(data).hexdigest() != expected:
+        if filename != WEIGHTS:
+            return data
+        expected = manifest.get("weights_sha256")
+        if not expected:  # register() always records it: a manifest without one was not written by this service
+            raise IntegrityFailure(f"model {name!r} has no weights_sha256 in its manifest; register it again")
+        if hashlib.sha256(data).hexdigest() != expected:
             raise IntegrityFailure(f"weights of model {name!r} do not match the sha256 in its manifest")
         return data
 
