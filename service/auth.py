@@ -196,8 +196,9 @@ def requires(*any_of: str) -> Callable[..., Any]:
     return authorize
 
 
-async def metrics_access(request: Request, _declared: Any = Security(bearer_scheme)) -> None:
-    """``/metrics``: open while ``metrics_public``, else an admin key."""
+async def metrics_access(request: Request) -> None:
+    """``/metrics``: open while ``metrics_public`` (so the OpenAPI document declares no security for it),
+    else an admin key."""
     settings, _, _ = _PROCESS_AUTH.current()
     if not settings.metrics_public:
         await requires("admin")(request)

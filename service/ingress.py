@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -67,8 +67,9 @@ DEADLINE_HEADER = "X-Request-Timeout"
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses of a route behind an API key: the given problems plus 401, 403 and 429."""
-    return {s: _PROBLEM_RESPONSES[s] for s in sorted({*statuses, 401, 403, 429})}
+    """OpenAPI responses of a route behind an API key: the given problems plus 400 (malformed), 401, 403,
+    422 (also in place of FastAPI's own validation response, which is not problem+json) and 429."""
+    return {s: _PROBLEM_RESPONSES[s] for s in sorted({*statuses, 400, 401, 403, 422, 429})}
 
 log = get_logger("collage.ingress")
 api = FastAPI(
@@ -219,7 +220,8 @@ class Ingress:
         return {"status": "ready", "checks": checks}
 
     @api.get("/metrics", tags=["ops"], summary="Prometheus metrics of this ingress replica (admin key unless metrics_public)",
-             dependencies=[Depends(metrics_access)], responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)})
+             dependencies=[Depends(metrics_access)], response_class=PlainTextResponse,
+             responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)})
     async def prometheus(self) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 

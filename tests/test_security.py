@@ -209,3 +209,28 @@ def test_deadline_header_is_checked_and_an_expired_edit_is_not_computed(as_key):
     time.sleep(0.5)
     later = as_key("alice").post("/v1/edits", json=body, headers={"X-Request-Timeout": "60"})
     assert later.status_code == 200 and later.json()["cached"] is False  # the expired attempts stored nothing
+
+
+def test_metrics_need_an_admin_key_when_not_public():
+    import asyncio
+
+    from starlette.requests import Request
+
+    from service.auth import metrics_access
+    from service.config import patched_environ
+    from service.errors import Forbidden
+
+    def request(token: str | None) -> Request:
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        return Request({"type": "http", "method": "GET", "path": "/metrics", "headers": headers, "query_string": b""})
+
+    admin, alice = new_token(), new_token()
+    keys = f'[{key_entry("ops", admin, ["admin"]).model_dump_json()}, {key_entry("alice", alice, ["edit"]).model_dump_json()}]'
+    with patched_environ({"COLLAGE_AUTH": "required", "COLLAGE_API_KEYS": keys, "COLLAGE_METRICS_PUBLIC": "true"}):
+        asyncio.run(metrics_access(request(None)))  # public: no token needed
+    with patched_environ({"COLLAGE_AUTH": "required", "COLLAGE_API_KEYS": keys, "COLLAGE_METRICS_PUBLIC": "false"}):
+        with pytest.raises(Unauthorized):
+            asyncio.run(metrics_access(request(None)))
+        with pytest.raises(Forbidden):
+            asyncio.run(metrics_access(request(alice)))
+        asyncio.run(metrics_access(request(admin)))
