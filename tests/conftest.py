@@ -83,6 +83,7 @@ TEST_SCOPES = {"admin": ["edit", "jobs", "admin"], "alice": ["edit", "jobs"], "b
                "limited": ["edit"]}
 TEST_LIMITED_RATE_PER_S = 0.2  # the "limited" key: a burst of TEST_RATE_BURST requests, then one per 5 s
 TEST_RATE_BURST = 3
+TEST_MAX_QUEUED_REQUESTS = 16  # edits queued per family at the ingress beyond those in the replica: overload is a 429 soon
 
 
 def api_keys_json() -> str:
@@ -122,6 +123,7 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_API_KEYS": api_keys_json(),
         "COLLAGE_CLIENT_TOKEN": TEST_TOKENS["admin"],
         "COLLAGE_RATE_LIMIT_BURST": str(TEST_RATE_BURST),
+        "COLLAGE_MAX_QUEUED_REQUESTS": str(TEST_MAX_QUEUED_REQUESTS),
     }
     with patched_environ(env):
         local = LocalService()
