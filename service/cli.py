@@ -31,9 +31,8 @@ def _client(url: str, timeout_s: float) -> httpx.Client:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service.runtime import LocalService, disable_auth_for_local_run
+    from service.runtime import LocalService
 
-    disable_auth_for_local_run()
     if args.port is not None:
         os.environ["COLLAGE_HTTP_PORT"] = str(args.port)
     service = LocalService(families=args.families)
@@ -63,10 +62,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.url:
         run_demo(args.url, Path(args.out), say=_say)
         return 0
-    from service.runtime import LocalService, disable_auth_for_local_run
+    from service.runtime import LocalService
 
     _say("no --url given: starting a local service for the demo …")
-    disable_auth_for_local_run()
     with LocalService() as service:
         run_demo(service.url, Path(args.out), say=_say)
     return 0

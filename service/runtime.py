@@ -21,8 +21,9 @@ CLIENT_TOKEN_ENV = "COLLAGE_CLIENT_TOKEN"  # a client's credential: replicas hav
 
 
 def disable_auth_for_local_run() -> None:
-    """``collage serve`` / ``collage demo``: a loopback developer service without API keys, unless
-    COLLAGE_AUTH says otherwise. Said loudly, since a cluster must never run like this."""
+    """A LocalService (``collage serve``, ``collage demo``, the benchmarks' own service) is a developer's
+    service without API keys, unless COLLAGE_AUTH says otherwise. Said loudly: a cluster (the chart,
+    ``serve deploy``) never runs through here, and keeps the default, ``required``."""
     os.environ.setdefault("COLLAGE_AUTH", "disabled")
     get_settings.cache_clear()
     if get_settings().auth == "disabled":
@@ -85,6 +86,7 @@ class LocalService:
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        disable_auth_for_local_run()
         settings = self.start_storage()
         if not ray.is_initialized():
             # "local": always a new Ray of our own, never a cluster some other driver left running
