@@ -10,13 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from deployments.collage.checkpoint import PRETRAINED_BIGGAN_CONFIG, PRETRAINED_BIGGAN_WEIGHTS, load_pretrained_biggan
+from deployments.collage.checkpoint import (
+    PRETRAINED_BIGGAN_CONFIG,
+    PRETRAINED_BIGGAN_WEIGHTS,
+    load_pretrained_biggan,
+)
 from deployments.inpaint.checkpoint import EDGE_FILE, load_official
 from deployments.safe_load import load_torch_checkpoint
 from deployments.style.checkpoint import read_rosinality
 from service.registry import IntegrityFailure, ModelRegistry
-from tests.test_biggan_deep import TINY
 from tests.test_api import CHECKPOINT
+from tests.test_biggan_deep import TINY
 
 
 def _run_payload(marker: str) -> None:  # what the malicious pickle would call while being loaded
