@@ -137,6 +137,14 @@ def test_an_asset_is_visible_only_to_keys_that_uploaded_it(as_key):
     assert as_key("bob").get(f"/v1/assets/{asset_id}").status_code == 200
 
 
+def test_presigned_urls_live_presign_expires_s(as_key):
+    from service.config import get_settings
+
+    lifetime = get_settings().presign_expires_s
+    info = as_key("alice").get(f"/v1/assets/{_upload(as_key('alice'), seed=1109)}").json()
+    assert info["url_expires_in_s"] == lifetime and f"X-Amz-Expires={lifetime}" in info["url"]
+
+
 def test_a_result_is_visible_only_to_keys_that_asked_for_it(as_key):
     body = {"model": MODEL, "op": "sample", "inputs": {"seed": 1102}}
     first = as_key("alice").post("/v1/edits", json=body).json()
