@@ -37,6 +37,7 @@ from typing import Any, Callable
 import httpx
 import numpy as np
 
+from service.auth import client_headers
 from service.config import REPO_ROOT
 
 
@@ -159,7 +160,7 @@ async def served(url: str, bench: BenchOp, assets: dict[str, str], concurrency: 
     pending = list(numbers)
     latencies, batch_sizes, added, cached = [], [], [], 0
 
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers=client_headers(), limits=httpx.Limits(max_connections=concurrency + 4)) as client:
         async def worker() -> None:
             nonlocal cached
             while pending:
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         url = service.url
     try:
         asset_bytes = bench_assets(args.inpaint_size)
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers=client_headers()) as client:
             assets = {}
             for name, data in asset_bytes.items():
                 response = client.post("/v1/assets", files={"file": (f"{name}.png", data, "image/png")})

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.bench import percentile
+from service.auth import client_headers
 
 TERMINAL = ("succeeded", "completed_with_errors", "failed", "cancelled")
 
@@ -42,7 +43,7 @@ def sync_load(url: str, body_for_seed, clients: int, seconds: float, seeds) -> d
 
     def client_loop() -> None:
         nonlocal errors
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers=client_headers()) as client:
             while time.monotonic() < stop_at:
                 with lock:
                     seed = next(seeds)
@@ -80,7 +81,7 @@ def measure(url: str, model: str, clients: int, seconds: float, job_items: int) 
         return {"model": model, "op": "sample", "inputs": {"seed": seed, "class_id": seed % 4}}
 
     results: dict = {}
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120, headers=client_headers()) as client:
         for seed in range(base - 20, base - 10):  # warm-up: model loaded, batches formed once
             client.post("/v1/edits", json=body_for_seed(seed))
         print(f"phase 1: {clients} sync clients for {seconds:.0f} s, no job …", flush=True)

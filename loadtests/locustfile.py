@@ -26,6 +26,7 @@ import time
 from locust import HttpUser, constant, events, task
 
 from loadtests.bench import BENCH_OPS, bench_assets
+from service.auth import client_headers
 
 _SELECTED = os.environ.get("COLLAGE_LOAD_OPS", "mixed").split(",")
 _JOBS = "jobs" in _SELECTED
@@ -42,7 +43,7 @@ def _upload_assets(environment, **_):
     """The images the ops read, uploaded once per Locust process (content-addressed: re-uploads are no-ops)."""
     import httpx
 
-    with httpx.Client(base_url=environment.host, timeout=60) as client:
+    with httpx.Client(base_url=environment.host, timeout=60, headers=client_headers()) as client:
         for name, data in bench_assets(64).items():
             response = client.post("/v1/assets", files={"file": (f"{name}.png", data, "image/png")})
             response.raise_for_status()
@@ -79,7 +80,16 @@ def _edit_task(bench):
     return run
 
 
-class EditUser(HttpUser):
+class AuthorizedUser(HttpUser):
+    """Sends the COLLAGE_CLIENT_TOKEN API key with every request."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.client.headers.update(client_headers())
+
+
+class EditUser(AuthorizedUser):
     """A closed-loop client of POST /v1/edits: the next edit as soon as the last one answered."""
 
     wait_time = constant(0)
@@ -87,7 +97,7 @@ class EditUser(HttpUser):
     abstract = not tasks
 
 
-class JobUser(HttpUser):
+class JobUser(AuthorizedUser):
     """Submits a job of COLLAGE_LOAD_JOB_ITEMS edits (the scenario's ops, round robin) and waits for it."""
 
     wait_time = constant(0)

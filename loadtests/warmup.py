@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from loadtests.bench import BENCH_OPS, bench_assets, served, write_report
+from service.auth import client_headers
 
 CONFIGURATIONS = {
     "eager": {"COLLAGE_ACCEL_COMPILE": "false"},
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 memory = replica_memory()
                 run["warmup_s"] = {family: sum(m.get("warmup_s", {}).values()) for family, m in memory.items()}
-                with httpx.Client(base_url=service.url, timeout=120) as client:
+                with httpx.Client(base_url=service.url, timeout=120, headers=client_headers()) as client:
                     assets = {n: client.post("/v1/assets", files={"file": (f"{n}.png", d, "image/png")}).json()["asset_id"]
                               for n, d in asset_bytes.items()}
                 for bench in wanted:

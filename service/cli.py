@@ -23,6 +23,13 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _client(url: str, timeout_s: float) -> httpx.Client:
+    """An HTTP client of the service that sends the COLLAGE_CLIENT_TOKEN API key, if one is set."""
+    from service.auth import client_headers
+
+    return httpx.Client(base_url=url, timeout=timeout_s, headers=client_headers())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.runtime import LocalService
 
@@ -67,7 +74,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     body = {"model": args.model, "op": args.op, "params": json.loads(args.params), "inputs": json.loads(args.inputs)}
     if args.seed is not None:
         body["inputs"]["seed"] = args.seed
-    with httpx.Client(base_url=args.url, timeout=300) as client:
+    with _client(args.url, 300) as client:
         response = client.post("/v1/edits", json=body)
         if response.status_code != 200:
             print(json.dumps(response.json(), indent=2), file=sys.stderr)
@@ -149,7 +156,7 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"no such file: {path}", file=sys.stderr)
         return 1
-    with httpx.Client(base_url=args.url, timeout=120) as client:
+    with _client(args.url, 120) as client:
         body: dict = {"manifest": {"asset_id": _upload_data(client, path)}}
         if args.webhook:
             body["webhook_url"] = args.webhook
@@ -168,7 +175,7 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_status(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.url, timeout=60) as client:
+    with _client(args.url, 60) as client:
         if args.wait:
             status = _wait_job(client, args.job_id)
         else:
@@ -181,7 +188,7 @@ def cmd_jobs_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.url, timeout=60) as client:
+    with _client(args.url, 60) as client:
         response = client.delete(f"/v1/jobs/{args.job_id}")
     if response.status_code != 202:
         return _problem_exit(response)
@@ -194,7 +201,7 @@ def cmd_jobs_results(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    with httpx.Client(base_url=args.url, timeout=120) as client:
+    with _client(args.url, 120) as client:
         cursor: int | None = 0
         while cursor is not None:
             response = client.get(f"/v1/jobs/{args.job_id}/results", params={"cursor": cursor, "limit": 500})
@@ -388,6 +395,22 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from service.auth import key_entry, new_token
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token = new_token()
+    try:
+        entry = key_entry(args.id, token, scopes, args.rate_limit)
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return 1
+    _say(f"token (give it to the client; it is not stored anywhere): {token}")
+    _say("add this entry to the COLLAGE_API_KEYS JSON list (or the chart's secrets.apiKeys):")
+    _say(json.dumps(entry.model_dump(exclude_none=True)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collage", description="Collage: spatially controlled GAN image editing service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -466,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("labels", nargs="+", help="INDEX=NAME pairs")
     label.add_argument("--dir", help="edit this checkpoint directory's catalog.json instead of the registry")
     label.set_defaults(func=cmd_catalog_label)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    new_key = keys.add_parser("new", help="mint a bearer token and print it with its COLLAGE_API_KEYS entry (sha256 only)")
+    new_key.add_argument("--id", required=True, help="name of the key (owner of what it uploads and runs)")
+    new_key.add_argument("--scopes", default="edit,jobs", help="comma-separated: edit, jobs, admin")
+    new_key.add_argument("--rate-limit", type=float, default=None, help="requests/s for this key (default: rate_limit_per_s)")
+    new_key.set_defaults(func=cmd_keys_new)
 
     storage = sub.add_parser("storage", help="the S3 bucket").add_subparsers(dest="storage_command", required=True)
     init = storage.add_parser("init", help="create the bucket if missing and register the shipped checkpoints "

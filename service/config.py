@@ -10,7 +10,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,21 @@ class FamilyScaling(BaseModel):
     replicas: int | None = Field(default=None, ge=1, description="replicas while autoscaling is off (default family_replicas)")
     min_replicas: int | None = Field(default=None, ge=0, description="autoscaling lower bound (default autoscaling_min_replicas)")
     max_replicas: int | None = Field(default=None, ge=1, description="autoscaling upper bound (default autoscaling_max_replicas)")
+
+
+API_SCOPES = ("edit", "jobs", "admin")
+
+
+class ApiKeyEntry(BaseModel):
+    """One API key as settings hold it: never the token, only its SHA-256 (``collage keys new`` prints both)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="name of the key: owner of what it uploads and runs")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the bearer token")
+    scopes: list[Literal["edit", "jobs", "admin"]] = Field(min_length=1, description="edit: assets and edits; jobs: assets and "
+                                                            "jobs; admin: model writes, catalog builds, every key's objects")
+    rate_limit_per_s: float | None = Field(default=None, ge=0, description="this key's request rate (default rate_limit_per_s)")
 
 
 class Settings(BaseSettings):
@@ -60,6 +75,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="largest decoded image (w*h)")
     inline_max_bytes: int = Field(default=512 * 1024, ge=0, description="largest result returned inline as base64")
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
+
+    # --- API authentication and limits (docs/security.md) ------------------------------------
+    auth: Literal["required", "disabled"] = Field(default="required", description="required: every route but /healthz, "
+                                                  "/readyz (and /metrics while metrics_public) needs a bearer token of "
+                                                  "api_keys; disabled: no tokens, no per-key ownership (local dev only)")
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list, description='API keys as JSON: [{"id": "shop", "sha256": '
+                                        '"<hex sha256 of the token>", "scopes": ["edit", "jobs"]}]; `collage keys new` makes one')
+    metrics_public: bool = Field(default=True, description="/metrics open to scrapers without a token; false: admin scope")
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="requests per second per API key (token bucket in each "
+                                    "ingress replica); over it: 429 + Retry-After; 0 = no limit")
+    rate_limit_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")
+    max_deadline_s: float = Field(default=600.0, gt=0, description="longest X-Request-Timeout a client may ask for")
+    client_token: SecretStr = Field(default=SecretStr(""), description="bearer token this project's own clients send (collage "
+                                    "edit/jobs/demo, loadtests); not read by the service")
 
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
@@ -121,6 +150,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1, description="deliveries tried per webhook before it is recorded as failed")
     webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay of a webhook, doubled per attempt")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="timeout of one webhook POST")
+    webhook_allow_private: bool = Field(default=False, description="allow webhook URLs on loopback, private, link-local and "
+                                        "other non-public addresses (SSRF guard off; tests and single-host setups)")
 
     log_level: str = Field(default="INFO", description="root log level")
 
@@ -133,6 +164,10 @@ class Settings(BaseSettings):
             scaling = self.family_scaling(family)
             if scaling.min_replicas > scaling.max_replicas:
                 raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")
+        ids = [key.id for key in self.api_keys]
+        hashes = [key.sha256 for key in self.api_keys]
+        if len(set(ids)) != len(ids) or len(set(hashes)) != len(hashes):
+            raise ValueError("api_keys: every key needs its own id and its own token")
         return self
 
     def family_scaling(self, family: str | None) -> FamilyScaling:

@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from service.auth import client_headers
+
 
 def sample_images() -> dict[str, np.ndarray]:
     """Offline sample photos shipped with scikit-image."""
@@ -52,7 +54,7 @@ def short(document: dict[str, Any]) -> str:
 
 def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str], None] = print) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    client = httpx.Client(base_url=url, timeout=300)
+    client = httpx.Client(base_url=url, timeout=300, headers=client_headers())
     say(f"demo against {url}, writing to {out_dir}")
 
     uploaded = []

@@ -26,8 +26,9 @@ from starlette.concurrency import run_in_threadpool
 from schemas.edits import EditRequest, Timings
 from schemas.ops import get_op
 from service import metrics
+from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.config import Settings
-from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
+from service.errors import DeadlineExceeded, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
 from service.images import decode_image
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -66,6 +67,25 @@ def decode_image_inputs(image_inputs: dict[str, str], inputs: dict[str, Any], re
         decoded = [decode_image(read_asset(asset_id), max_pixels, mode=mode) for asset_id in (ids if isinstance(ids, list) else [ids])]
         images[field] = decoded if isinstance(ids, list) else decoded[0]
     return images
+
+
+def referenced_ids(spec: Any, inputs: dict[str, Any]) -> list[str]:
+    """Asset and result ids the canonical inputs of an edit read: its image fields and its projections."""
+    ids: list[str] = []
+    for field in spec.image_inputs:
+        value = inputs.get(field)
+        ids.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+    for field in spec.latent_inputs:
+        refs = inputs if field == "" else inputs.get(field)
+        for ref in refs if isinstance(refs, list) else [refs]:
+            if isinstance(ref, dict) and isinstance(ref.get("projection"), str):
+                ids.append(ref["projection"])
+    return ids
+
+
+def produced_ids(result_id: str, extras: dict[str, Any]) -> list[str]:
+    """The result id and the assets an op stored beside it (extras ``*_asset_id``, e.g. inpaint's edge map)."""
+    return [result_id] + [v for k, v in extras.items() if k.endswith("_asset_id") and isinstance(v, str)]
 
 
 def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, Any], inputs: dict[str, Any],
@@ -115,6 +135,7 @@ class EditPipeline:
         self.store = store
         self.registry = registry
         self.families = families  # family name -> DeploymentHandle
+        self.access = AccessIndex(store)
 
     # ---- storage helpers -------------------------------------------------------------------
     def find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
@@ -130,12 +151,26 @@ class EditPipeline:
 
     # ---- the pipeline ----------------------------------------------------------------------
     async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False,
-                  background: bool = False) -> EditResult:
+                  background: bool = False, principal: Principal = LOCAL_DEVELOPER, deadline: float | None = None) -> EditResult:
         """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none;
-        ``background`` (job items) lets synchronous edits go first in the family replica.
+        ``background`` (job items) lets synchronous edits go first in the family replica. ``principal``
+        must be allowed to read every asset or projection the edit names (else the 404 of a missing id),
+        and is given read access to the result. ``deadline`` (time.time()): not computed after it.
 
-        Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down).
+        Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down,
+        504 when the deadline passed first).
         """
+        result = await self._run(body, draw_seed, want_png, background, principal, deadline)
+        if principal.key_id is not None:
+            await run_in_threadpool(lambda: [self.access.grant(principal, i) for i in produced_ids(result.result_id, result.extras)])
+        return result
+
+    def _check_access(self, principal: Principal, ids: list[str]) -> None:
+        for object_id in ids:
+            self.access.check(principal, object_id, f"asset {object_id} does not exist; upload it with POST /v1/assets first")
+
+    async def _run(self, body: EditRequest, draw_seed: Callable[[], int], want_png: bool, background: bool,
+                   principal: Principal, deadline: float | None) -> EditResult:
         started = time.perf_counter()
         storage_s = 0.0
 
@@ -148,6 +183,8 @@ class EditPipeline:
             raise Unprocessable(
                 f"model {body.model!r} (family {family!r}) has no op {body.op!r}; its ops are {sorted(manifest.get('ops', []))}"
             )
+        if body.op == "catalog":
+            principal.require("admin", "the catalog op (it replaces the model's part catalog for every client)")
         handle = self.families.get(family)
         if handle is None:
             raise ServiceUnavailable(f"family {family!r} is not deployed in this application")
@@ -158,6 +195,8 @@ class EditPipeline:
             canonical_inputs = spec.prepare(inputs, params, manifest, draw_seed)
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
+        if not principal.sees_everything:
+            await run_in_threadpool(self._check_access, principal, referenced_ids(spec, canonical_inputs))
         params_json = params.model_dump(mode="json")
         result_id = canonical_hash(
             {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json, "inputs": canonical_inputs}
@@ -192,7 +231,7 @@ class EditPipeline:
             task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
             storage_s += time.perf_counter() - t
         task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time(),
-                        background=background)
+                        background=background, deadline=deadline)
         output = await self.dispatch(family, handle, task)
         metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
@@ -252,12 +291,22 @@ class EditPipeline:
 
     async def dispatch(self, family: str, handle, task: EditTask) -> EditOutput:
         """Send one task to its family deployment; busy -> 429, down or too slow -> 503."""
+        timeout_s = self.settings.edit_timeout_s
+        if task.deadline is not None:
+            remaining_s = task.deadline - time.time()
+            if remaining_s <= 0:
+                raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed before the edit was dispatched; "
+                                       "it was not computed")
+            timeout_s = min(timeout_s, remaining_s)
         metrics.QUEUE_DEPTH.labels(family).inc()
         response = handle.options(multiplexed_model_id=task.model).remote(task)
         try:
-            return await asyncio.wait_for(awaited(response), timeout=self.settings.edit_timeout_s)
+            return await asyncio.wait_for(awaited(response), timeout=timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
+            if timeout_s < self.settings.edit_timeout_s:
+                raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while the edit waited; "
+                                       "it was cancelled") from None
             raise ServiceUnavailable(f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s",
                                      retry_after_s=10) from None
         except RayTaskError as exc:

@@ -50,6 +50,28 @@ class BadRequest(ProblemError):
     status, title, slug = 400, "Bad Request", "bad-request"
 
 
+class Unauthorized(ProblemError):
+    """No bearer token, or one that no configured API key has."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        headers = extra.pop("headers", None) or {}
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="collage"')
+        super().__init__(detail, headers=headers, **extra)
+
+
+class Forbidden(ProblemError):
+    """A valid key without the scope the route needs."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        headers = extra.pop("headers", None) or {}
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="collage", error="insufficient_scope"')
+        super().__init__(detail, headers=headers, **extra)
+
+
 class NotFound(ProblemError):
     status, title, slug = 404, "Not Found", "not-found"
 
@@ -74,6 +96,12 @@ class Unprocessable(ProblemError):
 
 class TooManyRequests(ProblemError):
     status, title, slug = 429, "Too Many Requests", "too-many-requests"
+
+
+class DeadlineExceeded(ProblemError):
+    """The client's X-Request-Timeout passed before the edit could run; it was not computed."""
+
+    status, title, slug = 504, "Deadline Exceeded", "deadline-exceeded"
 
 
 class ServiceUnavailable(ProblemError):

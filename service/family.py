@@ -22,7 +22,7 @@ import numpy as np
 from ray import serve
 
 from service.config import get_settings
-from service.errors import ProblemError, Unprocessable
+from service.errors import DeadlineExceeded, ProblemError, Unprocessable
 from service.images import encode_png
 from service.logs import get_logger
 from service.registry import ModelRegistry
@@ -297,10 +297,14 @@ class FamilyDeployment(abc.ABC):
         if self._batch_hist is not None:
             self._batch_hist.observe(len(tasks), tags={"family": self.family})
         groups: dict[Hashable, list[int]] = defaultdict(list)
+        results: list[EditOutput | BaseException | None] = [None] * len(tasks)
         for index, task in enumerate(tasks):
+            if task.deadline is not None and task.deadline <= batch_started:  # the caller gave up: compute nothing for it
+                results[index] = DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while it was queued; "
+                                                  "it was not computed")
+                continue
             groups[(task.model, task.op, self.group_key(task))].append(index)
 
-        results: list[EditOutput | BaseException | None] = [None] * len(tasks)
         for (model_id, op, _), indices in groups.items():
             members = [tasks[i] for i in indices]
             try:

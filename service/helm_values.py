@@ -19,17 +19,18 @@ from typing import Any
 from pydantic import SecretStr
 
 from deployments import FAMILY_DEPLOYMENTS
-from service.config import REPO_ROOT, FamilyScaling, Settings
+from service.config import REPO_ROOT, ApiKeyEntry, FamilyScaling, Settings
 
 CHART_DIR = REPO_ROOT / "helm" / "collage"
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
 
 # Settings a cluster does not take from `config`: local-process state (embedded S3, the local Ray,
 # the checkpoints shipped in the image), the HTTP bind address and port the chart fixes for KubeRay
-# (the Serve proxy must listen on 0.0.0.0:8000), and family_overrides, which `families` carries.
+# (the Serve proxy must listen on 0.0.0.0:8000), family_overrides, which `families` carries, and
+# api_keys, which the Secret carries (`secrets.apiKeys`).
 NOT_CHART_SETTINGS = frozenset({
     "data_dir", "embedded_s3_port", "ray_num_cpus", "ray_metrics_port", "checkpoints_dir",
-    "http_host", "http_port", "family_overrides",
+    "http_host", "http_port", "family_overrides", "api_keys",
 })
 
 # The settings the chart's serveConfigV2 template reads. `config` must carry those that have a value
@@ -89,6 +90,10 @@ def values_schema(path: Path = VALUES_SCHEMA) -> dict[str, Any]:
     schema = json.loads(path.read_text())
     schema["properties"]["config"] = config_schema()
     schema["properties"]["families"] = families_schema()
+    schema["properties"]["secrets"]["properties"]["apiKeys"] = {
+        "type": "array", "description": "API keys (COLLAGE_API_KEYS): `collage keys new` prints an entry; tokens are never stored",
+        "items": _annotation_free(ApiKeyEntry.model_json_schema()),
+    }
     return schema
 
 

@@ -16,9 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,12 +30,14 @@ from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, Mo
 from schemas.ops import OPS
 from schemas.problems import Problem
 from service import metrics
+from service.auth import AccessIndex, Principal, metrics_access, requires
 from service.config import get_settings
 from service.edits import EditPipeline, awaited, canonical_hash, clean_errors, validate
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
     Conflict,
+    DeadlineExceeded,
     NotFound,
     PayloadTooLarge,
     ProblemError,
@@ -44,7 +46,7 @@ from service.errors import (
     Unprocessable,
 )
 from service.images import decode_image, inspect_image
-from service.jobs import JobStore, is_terminal, new_job_id, parse_manifest, utcnow
+from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
 from service.logs import get_logger, request_id_var
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -55,15 +57,27 @@ _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
-    for status, title in [(400, "Bad request"), (404, "Not found"), (413, "Too large"), (415, "Unsupported media type"),
-                          (409, "Conflict with the current state"), (422, "Invalid content"), (429, "Queue full, retry later"), (503, "Unavailable, retry later")]
+    for status, title in [(400, "Bad request"), (401, "No valid API key (WWW-Authenticate: Bearer)"),
+                          (403, "The API key lacks the scope this route needs"), (404, "Not found"), (413, "Too large"),
+                          (415, "Unsupported media type"), (409, "Conflict with the current state"), (422, "Invalid content"),
+                          (429, "Rate limit or queue full, retry after Retry-After"), (503, "Unavailable, retry later"),
+                          (504, "The X-Request-Timeout deadline passed; nothing was computed")]
 }
+DEADLINE_HEADER = "X-Request-Timeout"
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route behind an API key: the given problems plus 400 (malformed), 401, 403,
+    422 (also in place of FastAPI's own validation response, which is not problem+json) and 429."""
+    return {s: _PROBLEM_RESPONSES[s] for s in sorted({*statuses, 400, 401, 403, 422, 429})}
 
 log = get_logger("collage.ingress")
 api = FastAPI(
     title="Collage",
     version=VERSION,
-    description="Spatially controlled GAN image editing. Errors are RFC 9457 problem+json.",
+    description="Spatially controlled GAN image editing. Errors are RFC 9457 problem+json. Every route but /healthz, "
+                "/readyz (and /metrics, unless configured otherwise) needs `Authorization: Bearer <API key>`; "
+                f"`POST /v1/edits` honours `{DEADLINE_HEADER}: <seconds>` (past it, the edit is not computed: 504).",
 )
 
 
@@ -175,6 +189,7 @@ class Ingress:
         self.job_runner = job_runner  # DeploymentHandle of service.job_runner.JobRunner
         self.jobs = JobStore(self.store)
         self.edits = EditPipeline(self.settings, self.store, self.registry, families)
+        self.access = AccessIndex(self.store)
         self._seed_rng = random.SystemRandom()
 
     # ---- probes and metrics ----------------------------------------------------------------
@@ -204,7 +219,9 @@ class Ingress:
             raise ServiceUnavailable("not ready: " + ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok"), checks=checks)
         return {"status": "ready", "checks": checks}
 
-    @api.get("/metrics", tags=["ops"], summary="Prometheus metrics of this ingress replica")
+    @api.get("/metrics", tags=["ops"], summary="Prometheus metrics of this ingress replica (admin key unless metrics_public)",
+             dependencies=[Depends(metrics_access)], response_class=PlainTextResponse,
+             responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)})
     async def prometheus(self) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
@@ -222,21 +239,22 @@ class Ingress:
         )
 
     @api.get("/v1/models", response_model=ModelList, tags=["models"], summary="Families, checkpoints and op parameters",
-             responses={503: _PROBLEM_RESPONSES[503]})
+             responses=_problems(503), dependencies=[Depends(requires())])
     async def list_models(self) -> ModelList:
         manifests = await run_in_threadpool(self.registry.list_manifests)
         families = [FamilyInfo(name=f, deployed=f in self.families, ops=sorted(ops)) for f, ops in sorted(OPS.items())]
         return ModelList(families=families, models=[self._model_info(m) for m in manifests])
 
-    @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses={404: _PROBLEM_RESPONSES[404]})
+    @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses=_problems(404),
+             dependencies=[Depends(requires())])
     async def get_model(self, name: str) -> ModelInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
         return self._model_info(await run_in_threadpool(self.registry.get_manifest, name))
 
     @api.put("/v1/models/{name}/catalog/labels", response_model=CatalogInfo, tags=["models"],
-             summary="Name clusters of a model's part catalog (e.g. {\"labels\": {\"3\": \"eyes\"}})",
-             responses={s: _PROBLEM_RESPONSES[s] for s in (404, 422)})
+             summary="Name clusters of a model's part catalog (e.g. {\"labels\": {\"3\": \"eyes\"}}); admin scope",
+             responses=_problems(404, 422), dependencies=[Depends(requires("admin"))])
     async def label_catalog(self, name: str, body: CatalogLabels) -> CatalogInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
@@ -252,7 +270,7 @@ class Ingress:
             url=self.store.presign_get(key), url_expires_in_s=self.settings.presign_expires_s, created=created,
         )
 
-    def _store_asset(self, data: bytes, content_type: str, kind: str) -> AssetInfo:
+    def _store_asset(self, data: bytes, content_type: str, kind: str, principal: Principal) -> AssetInfo:
         if not data:
             raise Unprocessable("the upload is empty")
         metadata = {"kind": kind}
@@ -264,6 +282,7 @@ class Ingress:
         asset_id = hashlib.sha256(data).hexdigest()
         key = self.store.asset_key(asset_id)
         created = self.store.put_if_absent(key, data, content_type=content_type, metadata=metadata)
+        self.access.grant(principal, asset_id)
         head = self.store.head(key) or {"size": len(data), "content_type": content_type, "metadata": metadata}
         return self._asset_info(asset_id, key, head, created=created)
 
@@ -271,13 +290,13 @@ class Ingress:
         "/v1/assets", response_model=AssetInfo, status_code=201, tags=["assets"],
         summary="Upload an asset (multipart field 'file', or JSON with base64)",
         responses={200: {"model": AssetInfo, "description": "the same bytes were stored already"},
-                   **{s: _PROBLEM_RESPONSES[s] for s in (400, 413, 415, 422, 503)}},
+                   **_problems(400, 413, 415, 422, 503)},
         openapi_extra={"requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary"}, "kind": {"type": "string", "enum": ["image", "data"]}}}},
             "application/json": {"schema": AssetUploadJSON.model_json_schema()}}}},
     )
-    async def upload_asset(self, request: Request) -> Response:
+    async def upload_asset(self, request: Request, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             try:
@@ -309,26 +328,32 @@ class Ingress:
             raise UnsupportedMediaType(
                 f"send multipart/form-data (field 'file') or application/json (data_base64), not {content_type or 'no content type'}"
             )
-        info = await run_in_threadpool(self._store_asset, data, declared, kind)
+        info = await run_in_threadpool(self._store_asset, data, declared, kind, principal)
         return JSONResponse(info.model_dump(mode="json"), status_code=201 if info.created else 200)
 
     @api.get("/v1/assets/{asset_id}", response_model=AssetInfo, tags=["assets"],
              summary="Asset or result metadata and a presigned GET URL (?redirect=true: 307 to it)",
-             responses={307: {"description": "redirect to the presigned URL"}, 404: _PROBLEM_RESPONSES[404]})
-    async def get_asset(self, asset_id: str, redirect: bool = False) -> Response:
+             responses={307: {"description": "redirect to the presigned URL"}, **_problems(404)})
+    async def get_asset(self, asset_id: str, redirect: bool = False,
+                        principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
-        key, head = await run_in_threadpool(self.edits.find_asset, asset_id)
+
+        def find() -> tuple[str, dict[str, Any]]:
+            self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
+            return self.edits.find_asset(asset_id)
+
+        key, head = await run_in_threadpool(find)
         info = self._asset_info(asset_id, key, head)
         if redirect:
             return RedirectResponse(info.url, status_code=307)
         return JSONResponse(info.model_dump(mode="json"))
 
     @api.post("/v1/assets/uploads", response_model=UploadSlot, status_code=201, tags=["assets"],
-              summary="Get a presigned PUT URL for a large upload", responses={422: _PROBLEM_RESPONSES[422]})
-    async def create_upload(self, body: UploadSlotRequest) -> UploadSlot:
+              summary="Get a presigned PUT URL for a large upload", responses=_problems(422))
+    async def create_upload(self, body: UploadSlotRequest, principal: Principal = Depends(requires("edit", "jobs"))) -> UploadSlot:
         upload_id = uuid.uuid4().hex
-        slot = {"content_type": body.content_type, "kind": body.kind, "size": body.size}
+        slot = {"content_type": body.content_type, "kind": body.kind, "size": body.size, "owner": principal.key_id}
         await run_in_threadpool(self.store.put, self.store.key("uploads", upload_id + ".json"), json.dumps(slot).encode(), "application/json")
         url = self.store.presign_put(self.store.key("uploads", upload_id), body.content_type)
         return UploadSlot(upload_id=upload_id, url=url, headers={"Content-Type": body.content_type},
@@ -336,8 +361,8 @@ class Ingress:
 
     @api.post("/v1/assets/uploads/{upload_id}/complete", response_model=AssetInfo, tags=["assets"],
               summary="Verify a presigned upload and turn it into a content-addressed asset",
-              responses={s: _PROBLEM_RESPONSES[s] for s in (404, 413, 422)})
-    async def complete_upload(self, upload_id: str) -> Response:
+              responses=_problems(404, 413, 422))
+    async def complete_upload(self, upload_id: str, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         if not _UPLOAD_ID_RE.match(upload_id):
             raise NotFound(f"upload {upload_id!r} does not exist")
 
@@ -346,6 +371,8 @@ class Ingress:
                 slot = json.loads(self.store.get(self.store.key("uploads", upload_id + ".json")))
             except NotFound:
                 raise NotFound(f"upload {upload_id} does not exist or was completed already") from None
+            if not principal.sees_everything and slot.get("owner") != principal.key_id:  # another key's slot: as if absent
+                raise NotFound(f"upload {upload_id} does not exist or was completed already")
             head = self.store.head(self.store.key("uploads", upload_id))
             if head is None:
                 raise NotFound(f"nothing was PUT to upload {upload_id} yet; PUT the bytes to its URL first")
@@ -354,7 +381,7 @@ class Ingress:
             if slot.get("size") and head["size"] != slot["size"]:
                 raise Unprocessable(f"upload is {head['size']} bytes but {slot['size']} were announced")
             data = self.store.get(self.store.key("uploads", upload_id))
-            info = self._store_asset(data, slot["content_type"], slot["kind"])
+            info = self._store_asset(data, slot["content_type"], slot["kind"], principal)
             self.store.delete(self.store.key("uploads", upload_id))
             self.store.delete(self.store.key("uploads", upload_id + ".json"))
             return info
@@ -364,10 +391,12 @@ class Ingress:
 
     # ---- edits -----------------------------------------------------------------------------
     @api.post("/v1/edits", response_model=EditResponse, tags=["edits"], summary="Run one edit synchronously",
-              responses={s: _PROBLEM_RESPONSES[s] for s in (400, 404, 413, 422, 429, 503)})
-    async def create_edit(self, body: EditRequest, request: Request) -> EditResponse:
+              responses=_problems(400, 404, 413, 422, 503, 504))
+    async def create_edit(self, body: EditRequest, request: Request, principal: Principal = Depends(requires("edit"))) -> EditResponse:
         request.state.op = body.op
-        result = await self.edits.run(body, lambda: self._seed_rng.randrange(2**32), want_png=body.output.inline)
+        deadline = self._deadline(request.headers.get(DEADLINE_HEADER))
+        result = await self.edits.run(body, lambda: self._seed_rng.randrange(2**32), want_png=body.output.inline,
+                                      principal=principal, deadline=deadline)
         inline = None
         if body.output.inline and result.png is not None and len(result.png) <= self.settings.inline_max_bytes:
             inline = base64.b64encode(result.png).decode()
@@ -379,11 +408,28 @@ class Ingress:
             image_base64=inline, extras=result.extras, random_init=bool(result.manifest.get("random_init")), timings=result.timings,
         )
 
+    def _deadline(self, header: str | None) -> float | None:
+        """``X-Request-Timeout: <seconds>`` -> the time.time() after which the edit is not computed."""
+        if header is None:
+            return None
+        try:
+            timeout_s = float(header)
+        except ValueError:
+            timeout_s = float("nan")
+        if not 0 <= timeout_s <= self.settings.max_deadline_s:  # also refuses nan and inf
+            raise BadRequest(f"{DEADLINE_HEADER} must be a number of seconds from 0 to {self.settings.max_deadline_s:g}, "
+                             f"not {header[:40]!r}")
+        if timeout_s == 0:
+            raise DeadlineExceeded(f"{DEADLINE_HEADER} is 0: the deadline passed on arrival; it was not computed")
+        return time.time() + timeout_s
+
     # ---- jobs ------------------------------------------------------------------------------
-    def _read_job_status(self, job_id: str) -> dict[str, Any]:
+    def _read_job_status(self, job_id: str, principal: Principal) -> dict[str, Any]:
         if not re.match(JOB_ID_PATTERN, job_id):
             raise NotFound(f"job {job_id!r} does not exist: job ids are 32 lowercase hex characters")
         request_doc = self.jobs.read_request(job_id)
+        if not principal.sees_everything and (request_doc.get("owner") or {}).get("id") != principal.key_id:
+            raise NotFound(f"job {job_id} does not exist")  # another key's job: the same answer as a missing one
         status = self.jobs.read_status(job_id) or self.jobs.initial_status(request_doc)
         if not is_terminal(status) and self.jobs.cancel_requested(job_id):
             status["state"] = "cancelling"
@@ -401,9 +447,11 @@ class Ingress:
     @api.post("/v1/jobs", response_model=JobStatus, status_code=202, tags=["jobs"],
               summary="Submit a batch of edits (inline list or JSON Lines manifest asset); poll GET /v1/jobs/{id}",
               responses={200: {"model": JobStatus, "description": "the same Idempotency-Key and body were submitted before"},
-                         **{s: _PROBLEM_RESPONSES[s] for s in (400, 404, 409, 413, 422, 503)}})
+                         **_problems(400, 404, 409, 413, 422, 503)})
     async def submit_job(self, body: JobRequest, idempotency_key: str | None = Header(
-            default=None, alias="Idempotency-Key", description="same key and body: the same job; same key, other body: 409")) -> Response:
+            default=None, alias="Idempotency-Key", description="same key and body: the same job; same key, other body: 409 "
+                                                               "(scoped per API key)"),
+            principal: Principal = Depends(requires("jobs"))) -> Response:
         if idempotency_key is not None and not re.fullmatch(r"[\x21-\x7e]{1,255}", idempotency_key):
             raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
         if body.webhook_url is not None and not self.settings.webhook_secret.get_secret_value():
@@ -412,15 +460,21 @@ class Ingress:
         if body.items is not None and len(body.items) > limit:
             raise Unprocessable(f"a job holds at most {limit} edits (COLLAGE_JOBS_MAX_ITEMS); this one has {len(body.items)}")
         body_json = body.model_dump(mode="json", exclude_none=True)
-        job_id = new_job_id(idempotency_key)
+        job_id = new_job_id(idempotency_key, principal.key_id)
 
         def create() -> tuple[dict[str, Any], bool]:  # (status, created)
+            if body.webhook_url is not None:
+                check_webhook_url(str(body.webhook_url), self.settings.webhook_allow_private)
             if body.manifest is not None:
-                total = len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
+                asset_id = body.manifest.asset_id
+                self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
+                total = len(parse_manifest(self.store.get(self.edits.find_asset(asset_id)[0]), limit))
             else:
                 total = len(body.items)
             request_doc = {"job_id": job_id, "source": "items" if body.items is not None else "manifest", "total": total,
                            "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
+            if principal.key_id is not None:  # the runner runs the items as this key: its assets, its results
+                request_doc["owner"] = principal.to_json()
             if self.jobs.create(job_id, request_doc):
                 status = self.jobs.initial_status(request_doc)
                 self.jobs.write_status(job_id, status)
@@ -433,7 +487,7 @@ class Ingress:
             if self.jobs.read_status(job_id) is None:  # the first submit died between its writes: finish them
                 self.jobs.write_status(job_id, self.jobs.initial_status(existing))
                 self.jobs.enqueue(job_id)
-            return self._read_job_status(job_id), False
+            return self._read_job_status(job_id, principal), False
 
         status, created = await run_in_threadpool(create)
         await self._poke_runner("start", job_id)
@@ -441,17 +495,18 @@ class Ingress:
                             headers={"Location": f"/v1/jobs/{job_id}"})
 
     @api.get("/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], summary="State, counts, first errors, webhook delivery",
-             responses={404: _PROBLEM_RESPONSES[404]})
-    async def get_job(self, job_id: str) -> JobStatus:
-        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id))
+             responses=_problems(404))
+    async def get_job(self, job_id: str, principal: Principal = Depends(requires("jobs"))) -> JobStatus:
+        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id, principal))
 
     @api.get("/v1/jobs/{job_id}/results", response_model=JobResultsPage, tags=["jobs"],
              summary="Page through the items in order: finished ones with result or problem, the rest pending or cancelled",
-             responses={404: _PROBLEM_RESPONSES[404]})
+             responses=_problems(404))
     async def get_job_results(self, job_id: str, cursor: int = Query(default=0, ge=0, description="first item index"),
-                              limit: int = Query(default=100, ge=1, le=1000, description="items per page")) -> JobResultsPage:
+                              limit: int = Query(default=100, ge=1, le=1000, description="items per page"),
+                              principal: Principal = Depends(requires("jobs"))) -> JobResultsPage:
         def page() -> JobResultsPage:
-            status = self._read_job_status(job_id)
+            status = self._read_job_status(job_id, principal)
             total = status["counts"]["total"]
             records = self.jobs.item_records(job_id, cursor, limit) if cursor < total else {}
             unfinished = "cancelled" if status["state"] == "cancelled" else "pending"
@@ -469,14 +524,14 @@ class Ingress:
 
     @api.delete("/v1/jobs/{job_id}", response_model=JobStatus, status_code=202, tags=["jobs"],
                 summary="Cancel: items in flight finish, the rest are marked cancelled",
-                responses={s: _PROBLEM_RESPONSES[s] for s in (404, 409)})
-    async def cancel_job(self, job_id: str) -> JobStatus:
+                responses=_problems(404, 409))
+    async def cancel_job(self, job_id: str, principal: Principal = Depends(requires("jobs"))) -> JobStatus:
         def request_cancel() -> None:
-            status = self._read_job_status(job_id)
+            status = self._read_job_status(job_id, principal)
             if is_terminal(status):
                 raise Conflict(f"job {job_id} already finished ({status['state']}); nothing to cancel", state=status["state"])
             self.jobs.request_cancel(job_id)
 
         await run_in_threadpool(request_cancel)
         await self._poke_runner("cancel", job_id)
-        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id))
+        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id, principal))

@@ -23,6 +23,7 @@ from typing import Any
 from ray import serve
 
 from schemas.edits import EditRequest
+from service.auth import Principal
 from service.config import get_settings
 from service.edits import EditPipeline, validate
 from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests
@@ -176,6 +177,7 @@ class JobRunner:
         else:
             progress.set(state="running", resumed=status.get("resumed", 0) + 1)
             log.info("job resumed", extra={"job_id": job_id, "finished": len(finished), "total": len(items)})
+        owner = Principal.from_json(request.get("owner"))  # items run with the submitting key's access
         cancel = self._cancel_events[job_id]
         flusher = asyncio.get_running_loop().create_task(self._flush_status(job_id, progress, cancel))
         in_flight: set[asyncio.Task] = set()
@@ -188,7 +190,7 @@ class JobRunner:
                 if cancel.is_set():
                     self._slots.release()
                     break
-                task = asyncio.get_running_loop().create_task(self._run_item(job_id, index, item, progress))
+                task = asyncio.get_running_loop().create_task(self._run_item(job_id, index, item, progress, owner))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             # Cancelled or not, items already dispatched finish; a failed record write (S3 down)
@@ -206,7 +208,7 @@ class JobRunner:
         log.info("job finished", extra={"job_id": job_id, "state": progress.status["state"], "counts": counts})
         await self._finish(job_id, request, progress.status)
 
-    async def _run_item(self, job_id: str, index: int, item: dict[str, Any], progress: JobProgress) -> None:
+    async def _run_item(self, job_id: str, index: int, item: dict[str, Any], progress: JobProgress, owner: Principal) -> None:
         record: dict[str, Any] = {"index": index, "attempts": 0}
         try:
             try:
@@ -214,7 +216,7 @@ class JobRunner:
                 while True:  # the family is busy or restarting: wait, then try again
                     record["attempts"] += 1
                     try:
-                        result = await self.edits.run(body, lambda: item_seed(job_id, index), background=True)
+                        result = await self.edits.run(body, lambda: item_seed(job_id, index), background=True, principal=owner)
                         self._slots.observe(result.sync_idle_s)
                         break
                     except (TooManyRequests, ServiceUnavailable):
@@ -262,7 +264,8 @@ class JobRunner:
             secret = self.settings.webhook_secret.get_secret_value()
             status["webhook"] = await deliver_webhook(
                 webhook["url"], body, secret, job_id=job_id, attempts=self.settings.webhook_max_attempts,
-                backoff_s=self.settings.webhook_backoff_s, timeout_s=self.settings.webhook_timeout_s)
+                backoff_s=self.settings.webhook_backoff_s, timeout_s=self.settings.webhook_timeout_s,
+                allow_private=self.settings.webhook_allow_private)
             status["updated_at"] = utcnow()
             await asyncio.to_thread(self.jobs.write_status, job_id, status)
         await asyncio.to_thread(self.jobs.dequeue, job_id)

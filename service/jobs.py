@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
+import socket
+import urllib.parse
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -44,11 +47,33 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def new_job_id(idempotency_key: str | None) -> str:
-    """A random id, or one derived from the Idempotency-Key so that a retried submit finds its job."""
+def new_job_id(idempotency_key: str | None, owner: str | None = None) -> str:
+    """A random id, or one derived from the Idempotency-Key so that a retried submit finds its job.
+
+    With auth, the key's id is part of the hash: two API keys using the same Idempotency-Key get
+    two jobs, and neither can find (or collide with) the other's. ``owner`` None: auth disabled."""
     if idempotency_key is None:
         return uuid.uuid4().hex
-    return hashlib.sha256(b"collage-job:" + idempotency_key.encode()).hexdigest()[:32]
+    scope = b"" if owner is None else owner.encode() + b"\x00"
+    return hashlib.sha256(b"collage-job:" + scope + idempotency_key.encode()).hexdigest()[:32]
+
+
+def check_webhook_url(url: str, allow_private: bool) -> None:
+    """Refuse (422) a webhook whose host resolves to a non-public address (loopback, private, link-local,
+    cloud metadata, ...), so a job cannot make the service POST into its own network (SSRF).
+    ``allow_private`` (setting ``webhook_allow_private``) turns the check off."""
+    if allow_private:
+        return
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise Unprocessable(f"webhook host {host!r} does not resolve") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise Unprocessable(f"webhook host {host!r} resolves to {address}, which is not a public address; webhooks "
+                                "go to public hosts only (COLLAGE_WEBHOOK_ALLOW_PRIVATE allows others)")
 
 
 def item_seed(job_id: str, index: int) -> int:
@@ -91,9 +116,16 @@ def signature_valid(body: bytes, secret: str, header: str | None) -> bool:
 
 
 async def deliver_webhook(url: str, body: bytes, secret: str, *, job_id: str, attempts: int, backoff_s: float,
-                          timeout_s: float) -> dict[str, Any]:
+                          timeout_s: float, allow_private: bool) -> dict[str, Any]:
     """POST ``body`` until a 2xx or ``attempts`` tries (delays backoff_s, 2·backoff_s, …); returns the delivery record."""
     record: dict[str, Any] = {"url": url, "state": "failed", "attempts": 0, "last_status": None, "last_error": None, "delivered_at": None}
+    if not allow_private:  # checked at submit, and again now: the name may resolve elsewhere by the time the job ends
+        try:
+            await asyncio.to_thread(check_webhook_url, url, False)
+        except Unprocessable as exc:
+            record["last_error"] = exc.detail
+            log.warning("webhook refused", extra={"job_id": job_id, "url": url, "error": exc.detail})
+            return record
     headers = {"content-type": "application/json", SIGNATURE_HEADER: sign_body(body, secret), "X-Collage-Job-Id": job_id}
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for attempt in range(attempts):

@@ -16,6 +16,7 @@ from typing import Any
 
 from schemas.models import ModelManifest
 from schemas.style import relabel
+from service.auth import AccessIndex
 from service.errors import NotFound, ProblemError, Unprocessable
 from service.storage import AssetStore
 
@@ -78,8 +79,12 @@ class ModelRegistry:
         """Weight bytes, checked against the manifest's sha256 so a corrupted object never loads."""
         manifest = self.get_manifest(name)
         data = self.store.get(self.store.model_key(name, filename))
-        expected = manifest.get("weights_sha256") if filename == WEIGHTS else None
-        if expected and hashlib.sha256(data).hexdigest() != expected:
+        if filename != WEIGHTS:
+            return data
+        expected = manifest.get("weights_sha256")
+        if not expected:  # register() always records it: a manifest without one was not written by this service
+            raise IntegrityFailure(f"model {name!r} has no weights_sha256 in its manifest; register it again")
+        if hashlib.sha256(data).hexdigest() != expected:
             raise IntegrityFailure(f"weights of model {name!r} do not match the sha256 in its manifest")
         return data
 
@@ -173,6 +178,7 @@ class ModelRegistry:
             metadata = {"kind": "image", "width": str(image.width), "height": str(image.height), "mode": image.mode}
         asset_id = hashlib.sha256(png).hexdigest()
         self.store.put_if_absent(self.store.asset_key(asset_id), png, content_type="image/png", metadata=metadata)
+        AccessIndex(self.store).grant_public(asset_id)  # every key may name the model's examples
         return asset_id
 
     def sync_dir(self, checkpoints_dir: Path) -> list[str]:

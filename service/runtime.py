@@ -17,11 +17,24 @@ from service.logs import get_logger
 
 log = get_logger("collage.runtime")
 APP_NAME = "collage"
+CLIENT_TOKEN_ENV = "COLLAGE_CLIENT_TOKEN"  # a client's credential: replicas have no use for it
+
+
+def disable_auth_for_local_run() -> None:
+    """A LocalService (``collage serve``, ``collage demo``, the benchmarks' own service) is a developer's
+    service without API keys, unless COLLAGE_AUTH says otherwise. Said loudly: a cluster (the chart,
+    ``serve deploy``) never runs through here, and keeps the default, ``required``."""
+    os.environ.setdefault("COLLAGE_AUTH", "disabled")
+    get_settings.cache_clear()
+    if get_settings().auth == "disabled":
+        log.warning("API AUTH IS DISABLED for this local run: every caller may do everything. Set COLLAGE_AUTH=required "
+                    "and COLLAGE_API_KEYS (`collage keys new`) to require keys.")
 
 
 def _propagated_env() -> dict[str, str]:
     """Variables every Ray worker must see so replicas build the same Settings (and torch options) as the driver."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("COLLAGE_", "AWS_", "TORCHINDUCTOR_", "TORCH_"))}
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("COLLAGE_", "AWS_", "TORCHINDUCTOR_", "TORCH_")) and k != CLIENT_TOKEN_ENV}
 
 
 class LocalService:
@@ -73,6 +86,7 @@ class LocalService:
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        disable_auth_for_local_run()
         settings = self.start_storage()
         if not ray.is_initialized():
             # "local": always a new Ray of our own, never a cluster some other driver left running

@@ -17,6 +17,7 @@ class EditTask:
     images: dict[str, np.ndarray]  # decoded image inputs by field name: uint8 (H,W,3) or (H,W)
     submitted_at: float  # time.time() when the ingress dispatched it, for queue timing
     background: bool = False  # a job item: yields to synchronous edits in the family replica (service.family.PriorityGate)
+    deadline: float | None = None  # time.time() after which the client no longer wants it: the replica skips it
 
 
 @dataclasses.dataclass

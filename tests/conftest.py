@@ -7,6 +7,7 @@ once per session in a temporary directory. The session fixture points this proce
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -74,6 +75,28 @@ def _free_port() -> int:
 TEST_MAX_BODY_BYTES = 2 * 1024 * 1024
 TEST_MAX_IMAGE_PIXELS = 1024 * 1024
 
+# The test service requires API keys. ``client`` (and, through COLLAGE_CLIENT_TOKEN, the CLI, demo and
+# load tests) use the admin key; tests/test_security.py uses the others.
+TEST_TOKENS = {"admin": "clg_test-admin-token", "alice": "clg_test-alice-token", "bob": "clg_test-bob-token",
+               "jobs-only": "clg_test-jobs-only-token", "limited": "clg_test-limited-token"}
+TEST_SCOPES = {"admin": ["edit", "jobs", "admin"], "alice": ["edit", "jobs"], "bob": ["edit", "jobs"], "jobs-only": ["jobs"],
+               "limited": ["edit"]}
+TEST_LIMITED_RATE_PER_S = 0.2  # the "limited" key: a burst of TEST_RATE_BURST requests, then one per 5 s
+TEST_RATE_BURST = 3
+TEST_MAX_QUEUED_REQUESTS = 16  # edits queued per family at the ingress beyond those in the replica: overload is a 429 soon
+
+
+def api_keys_json() -> str:
+    from service.auth import key_entry
+
+    entries = [key_entry(key_id, TEST_TOKENS[key_id], scopes, TEST_LIMITED_RATE_PER_S if key_id == "limited" else None)
+               for key_id, scopes in TEST_SCOPES.items()]
+    return json.dumps([entry.model_dump() for entry in entries])
+
+
+def auth_header(key_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKENS[key_id]}"}
+
 
 @pytest.fixture(scope="session")
 def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
@@ -95,6 +118,12 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_WEBHOOK_MAX_ATTEMPTS": "3",
         "COLLAGE_WEBHOOK_BACKOFF_S": "0.2",
         "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
+        "COLLAGE_WEBHOOK_ALLOW_PRIVATE": "true",  # the webhook receivers of the tests listen on loopback
+        "COLLAGE_AUTH": "required",
+        "COLLAGE_API_KEYS": api_keys_json(),
+        "COLLAGE_CLIENT_TOKEN": TEST_TOKENS["admin"],
+        "COLLAGE_RATE_LIMIT_BURST": str(TEST_RATE_BURST),
+        "COLLAGE_MAX_QUEUED_REQUESTS": str(TEST_MAX_QUEUED_REQUESTS),
     }
     with patched_environ(env):
         local = LocalService()
@@ -109,5 +138,5 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
 def client(service):
     import httpx
 
-    with httpx.Client(base_url=service.url, timeout=120) as http:
+    with httpx.Client(base_url=service.url, timeout=120, headers=auth_header("admin")) as http:
         yield http

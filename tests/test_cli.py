@@ -122,3 +122,31 @@ def test_storage_init_creates_the_bucket_and_registers_the_shipped_checkpoints(s
         assert main(["storage", "init"]) == 0
         assert [m["name"] for m in registry.list_manifests()] == ["style-faces"]
         assert registry.sync_dir(tmp_path) == [], "registered as shipped"
+
+
+def test_keys_new_prints_a_token_and_the_settings_entry_that_accepts_it(capsys):
+    import json
+
+    from service.auth import KeyRing
+    from service.config import Settings
+
+    assert main(["keys", "new", "--id", "shop", "--scopes", "edit,jobs"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    token = lines[0].rsplit(" ", 1)[-1]
+    entry = json.loads(lines[-1])
+    assert entry["id"] == "shop" and entry["scopes"] == ["edit", "jobs"] and token not in lines[-1]
+    principal = KeyRing(Settings(auth="required", api_keys=[entry])).authenticate(f"Bearer {token}")
+    assert principal.key_id == "shop" and principal.scopes == {"edit", "jobs"}
+    assert main(["keys", "new", "--id", "x", "--scopes", "root"]) == 1
+
+
+def test_local_runs_disable_auth_only_when_nothing_else_is_configured():
+    from service.config import get_settings, patched_environ
+    from service.runtime import disable_auth_for_local_run
+
+    with patched_environ({}, cleared=("COLLAGE_AUTH",)):
+        disable_auth_for_local_run()
+        assert get_settings().auth == "disabled"
+    with patched_environ({"COLLAGE_AUTH": "required"}):
+        disable_auth_for_local_run()
+        assert get_settings().auth == "required"

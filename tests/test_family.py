@@ -78,6 +78,18 @@ def test_a_failing_group_fails_only_its_own_tasks():
     assert isinstance(results[2], Unprocessable) and results[2].status == 422
 
 
+def test_tasks_whose_deadline_passed_are_not_computed():
+    from service.errors import DeadlineExceeded
+
+    family = RecordingFamily()
+    expired, live, open_ended = task(0, "a", "sample", 8), task(1, "a", "sample", 8), task(2, "a", "sample", 8)
+    expired.deadline, live.deadline = time.time() - 0.001, time.time() + 60
+    results = asyncio.run(family.run_batch([expired, live, open_ended]))
+    assert family.groups == [("a", "sample", [1, 2])]  # the expired task never reached the generator
+    assert isinstance(results[0], DeadlineExceeded) and results[0].status == 504
+    assert isinstance(results[1], EditOutput) and isinstance(results[2], EditOutput)
+
+
 # ---- synchronous edits first: the replica's PriorityGate and the job runner's DispatchLimit ---------
 def test_priority_gate_holds_job_items_while_a_synchronous_edit_is_in():
     from service.family import PriorityGate

@@ -36,7 +36,8 @@ CHART = REPO_ROOT / "helm" / "collage"
 DATA = Path(__file__).parent / "data"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate has.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
-SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "COLLAGE_WEBHOOK_SECRET"}
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "COLLAGE_WEBHOOK_SECRET", "COLLAGE_API_KEYS"}
+API_KEY = {"id": "shop", "sha256": "ab" * 32, "scopes": ["edit", "jobs"]}
 
 EXTERNAL_S3 = "https://s3.eu-west-1.amazonaws.com"
 CPU_RESOURCES = {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}}
@@ -68,7 +69,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
         "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
     },
-    "seaweedfs": {"seaweedfs": {"enabled": True}, "secrets": {"webhookSecret": "hmac-key"},
+    "seaweedfs": {"seaweedfs": {"enabled": True}, "secrets": {"webhookSecret": "hmac-key", "apiKeys": [API_KEY]},
                   "storageInit": {"registerShippedCheckpoints": False}},
     "monitored": {
         "config": {"s3_endpoint_url": EXTERNAL_S3, "autoscaling_target_ongoing_requests": 10},
@@ -233,7 +234,7 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
             return value + 1
         if value is None:
             return 10.0 if "requests" in name else "http://s3.example"
-        return "bf16" if name == "accel_precision" else value + "-x"
+        return {"accel_precision": "bf16", "auth": "disabled"}.get(name, value + "-x")
 
     readers = set()
     for autoscaling in (True, False):
@@ -390,6 +391,9 @@ def test_seaweedfs_gets_the_same_generated_keys_as_the_service(rendered):
     assert re.fullmatch(r"[A-Za-z0-9]{20}", secret["AWS_ACCESS_KEY_ID"])
     assert re.fullmatch(r"[A-Za-z0-9]{40}", secret["AWS_SECRET_ACCESS_KEY"])
     assert secret["COLLAGE_WEBHOOK_SECRET"] == "hmac-key"
+    from service.config import Settings
+
+    assert [k.model_dump(exclude_none=True) for k in Settings(api_keys=json.loads(secret["COLLAGE_API_KEYS"])).api_keys] == [API_KEY]
     statefulset = only(objects, "StatefulSet")
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"collage"}

@@ -12,6 +12,7 @@ import pytest
 from service.errors import Unprocessable
 from service.jobs import (
     JobStore,
+    check_webhook_url,
     deliver_webhook,
     final_state,
     item_seed,
@@ -36,6 +37,8 @@ def test_parse_manifest_skips_blank_lines_and_names_the_bad_line():
 
 def test_job_ids_and_item_seeds():
     assert new_job_id("key-1") == new_job_id("key-1") != new_job_id("key-2")
+    # Idempotency-Keys are scoped per API key: the same key string of two clients names two jobs
+    assert new_job_id("key-1", "alice") == new_job_id("key-1", "alice") != new_job_id("key-1", "bob") != new_job_id("key-1")
     assert len(new_job_id(None)) == 32 and new_job_id(None) != new_job_id(None)
     assert item_seed("a" * 32, 3) == item_seed("a" * 32, 3)
     assert len({item_seed("a" * 32, i) for i in range(100)}) == 100
@@ -81,12 +84,30 @@ def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=5, backoff_s=0.01, timeout_s=5))
+        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=5, backoff_s=0.01, timeout_s=5, allow_private=True))
         assert record["state"] == "delivered" and record["attempts"] == 3 and record["delivered_at"]
-        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=2, backoff_s=0.01, timeout_s=5))
+        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=2, backoff_s=0.01, timeout_s=5, allow_private=True))
         assert record["state"] == "failed" and record["attempts"] == 2 and record["last_error"] == "HTTP 500"
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/x", "http://192.168.0.7/x",
+                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]:8000/x", "http://0.0.0.0/x",
+                                 "http://[fd00::1]/x", "http://100.64.0.1/x"])
+def test_webhooks_to_non_public_addresses_are_refused_unless_allowed(url):
+    with pytest.raises(Unprocessable, match="not a public address"):
+        check_webhook_url(url, allow_private=False)
+    check_webhook_url(url, allow_private=True)
+    record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=3, backoff_s=0.01, timeout_s=1, allow_private=False))
+    assert record["state"] == "failed" and record["attempts"] == 0 and "not a public address" in record["last_error"]
+
+
+def test_webhooks_to_public_addresses_pass_and_unresolvable_hosts_are_refused():
+    check_webhook_url("https://8.8.8.8/hook", allow_private=False)
+    check_webhook_url("https://[2606:4700::1111]/hook", allow_private=False)
+    with pytest.raises(Unprocessable, match="does not resolve"):
+        check_webhook_url("https://no-such-host.invalid/hook", allow_private=False)
 
 
 def test_job_store_records_items_once_and_pages_them(store):

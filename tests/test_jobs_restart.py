@@ -76,6 +76,7 @@ def test_sigkill_of_the_serving_process_mid_job_then_restart_resumes_it(s3_serve
         "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url, "COLLAGE_S3_BUCKET": TEST_BUCKET, "COLLAGE_S3_PREFIX": prefix,
         "COLLAGE_HTTP_PORT": str(port), "COLLAGE_RAY_METRICS_PORT": str(_free_port()), "COLLAGE_DATA_DIR": str(tmp_path / "data"),
         "COLLAGE_JOBS_POLL_INTERVAL_S": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+        "COLLAGE_AUTH": "disabled",  # a local `collage serve` run, as a developer starts it
     }
     log_path = tmp_path / "serve.log"
     store = AssetStore(Settings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket=TEST_BUCKET, s3_prefix=prefix))

@@ -30,6 +30,7 @@ import safetensors.torch
 import torch
 
 from deployments.collage.sngan import SNGANConfig, SNGANGenerator
+from deployments.safe_load import load_torch_checkpoint
 
 FAMILY = "collage"
 WEIGHTS_FILE = "weights.safetensors"
@@ -270,7 +271,7 @@ def load_pretrained_biggan(src_dir: str | Path) -> BigGANDeep:
         if not (src / file).is_file():
             raise FileNotFoundError(f"{src} is not a pytorch_pretrained_biggan directory: no {file}")
     config = BigGANDeepConfig.from_dict(json.loads((src / PRETRAINED_BIGGAN_CONFIG).read_text()))
-    state = torch.load(src / PRETRAINED_BIGGAN_WEIGHTS, map_location="cpu", weights_only=True)
+    state = load_torch_checkpoint(src / PRETRAINED_BIGGAN_WEIGHTS)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{src / PRETRAINED_BIGGAN_WEIGHTS} is not a state dict of tensors")
     generator = BigGANDeep(config)

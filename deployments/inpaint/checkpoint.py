@@ -23,6 +23,7 @@ import safetensors.torch
 import torch
 
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig, _EncoderDecoder
+from deployments.safe_load import load_torch_checkpoint
 from deployments.spectral_norm import spectral_norm_vectors, spectral_norm_weight
 
 FAMILY = "inpaint"
@@ -77,7 +78,7 @@ def load_official_generator(generator: _EncoderDecoder, state: dict[str, torch.T
 def _read_generator_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_torch_checkpoint(path)
     state = data.get("generator", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} is not an EdgeConnect generator checkpoint ({{'generator': state_dict}})")

@@ -14,10 +14,8 @@ port's key names, plus ``latent_avg`` when present) and ``model.json`` (the mani
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -27,6 +25,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from deployments.safe_load import load_torch_checkpoint
 from deployments.style.stylegan2 import PORT_CHANNELS, Generator, StyleGAN2Config
 
 FAMILY = "style"
@@ -139,18 +138,7 @@ def _check_layout(state_dict: dict[str, Any], config: StyleGAN2Config) -> None:
 
 def read_rosinality(src: str | os.PathLike | bytes) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """(g_ema state dict, latent_avg or None) from a port checkpoint (path or bytes), safely."""
-    source = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise ValueError(
-            "refused to load the checkpoint: it contains pickled objects other than tensors and plain "
-            "containers, which are never unpickled (torch.load weights_only=True). " + first_line
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"not a readable torch checkpoint: {exc}") from exc
+    obj = load_torch_checkpoint(src, allowed=[argparse.Namespace])
 
     if not isinstance(obj, dict):
         raise ValueError(f"expected a dict checkpoint, got {type(obj).__name__}")

@@ -1,0 +1,164 @@
+"""Faults injected into the running service: S3 stopped in the middle of an edit, a family replica killed
+with edits in flight, and load at twice the measured capacity. docs/security.md states what each shows."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import itertools
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from service.runtime import APP_NAME
+from tests.conftest import TEST_MAX_QUEUED_REQUESTS, auth_header
+from tests.helpers import random_png
+from tests.test_api import MODEL as STYLE_MODEL
+from tests.test_api import assert_problem
+from tests.test_jobs_api import MODEL as COLLAGE_MODEL
+from tests.test_resilience import _wait_until_ready
+
+
+def _result_keys() -> set[str]:
+    from service.config import get_settings
+    from service.storage import AssetStore
+
+    return set(AssetStore(get_settings()).list_keys("results/"))
+
+
+def test_s3_stopped_during_an_edit_gives_503_leaves_nothing_half_written_and_recovers(client, s3_server):
+    png = random_png(32, 32, seed=1201)
+    asset = client.post("/v1/assets", files={"file": ("a.png", png, "image/png")}).json()["asset_id"]
+    before = _result_keys()
+    body = {"model": STYLE_MODEL, "op": "project", "params": {"steps": 1000, "resize": True}, "inputs": {"image": asset}}
+    with cf.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.post, "/v1/edits", json=body)
+        time.sleep(2.0)  # the inputs are read (S3 up); the family is inside its 1000 optimisation steps
+        assert not pending.done(), "the edit must still be computing when storage stops"
+        s3_server.stop()
+        try:
+            response = pending.result(timeout=300)
+        finally:
+            s3_server.start(timeout=90)
+    problem = assert_problem(response, 503, "storage")
+    assert int(response.headers["retry-after"]) > 0, problem
+    _wait_until_ready(client)
+    assert _result_keys() == before, "no result PNG or sidecar of the failed edit may exist"
+    stored = client.get(f"/v1/assets/{asset}")
+    assert stored.status_code == 200 and httpx.get(stored.json()["url"]).content == png  # the input is intact
+    again = client.post("/v1/edits", json={**body, "params": {"steps": 2, "resize": True}})
+    assert again.status_code == 200 and again.json()["cached"] is False
+
+
+def _family_replica_actor(family_class: str):
+    import ray
+
+    [actor] = [a for a in ray.util.list_named_actors(all_namespaces=True) if family_class in a["name"]]
+    return ray.get_actor(actor["name"], namespace=actor["namespace"])
+
+
+def test_a_killed_family_replica_fails_its_edits_cleanly_spares_other_families_and_is_replaced(client):
+    import ray
+
+    collage_bodies = [{"model": COLLAGE_MODEL, "op": "project", "params": {"steps": 400 + i, "class_id": 0, "resize": True},
+                       "inputs": {"image": client.post("/v1/assets", files={"file": ("a.png", random_png(32, 32, seed=1210 + i),
+                                                                                          "image/png")}).json()["asset_id"]}}
+                      for i in range(4)]
+    style_statuses: list[int] = []
+    stop = time.monotonic() + 12
+
+    def style_traffic() -> None:
+        for seed in itertools.count(1_220_000):
+            if time.monotonic() > stop:
+                return
+            style_statuses.append(client.post("/v1/edits", json={"model": STYLE_MODEL, "op": "sample",
+                                                                  "inputs": {"seed": seed}}).status_code)
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        in_flight = [pool.submit(client.post, "/v1/edits", json=body) for body in collage_bodies]
+        other_family = pool.submit(style_traffic)
+        time.sleep(2.0)
+        assert not all(f.done() for f in in_flight), "collage edits must be in flight at the kill"
+        ray.kill(_family_replica_actor("CollageDeployment"), no_restart=True)
+        responses = [f.result(timeout=300) for f in in_flight]
+        other_family.result(timeout=300)
+
+    for response in responses:  # each finished before the kill, or failed cleanly with a retryable 503
+        if response.status_code != 200:
+            assert_problem(response, 503, "died")
+            assert int(response.headers["retry-after"]) > 0
+    assert any(r.status_code == 503 for r in responses), [r.status_code for r in responses]
+    assert style_statuses and set(style_statuses) == {200}, style_statuses  # the other family never noticed
+
+    deadline = time.monotonic() + 180  # Serve's controller starts a new replica
+    while True:
+        retry = client.post("/v1/edits", json={**collage_bodies[0], "params": {"steps": 3, "class_id": 0, "resize": True}})
+        if retry.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert retry.status_code == 503, retry.text
+        time.sleep(1)
+    assert retry.status_code == 200, retry.text
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a local process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def _closed_loop(url: str, seconds: float, concurrency: int, seeds) -> int:
+    done = 0
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=auth_header("admin")) as http:
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                response = await http.post("/v1/edits", json={"model": COLLAGE_MODEL, "op": "sample",
+                                                               "inputs": {"seed": next(seeds), "class_id": 0}})
+                assert response.status_code == 200, response.text
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+async def _open_loop(url: str, seconds: float, rate: float, seeds) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=url, timeout=180, headers=auth_header("admin"), limits=limits) as http:
+        sent: list[asyncio.Task] = []
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:  # requests go out at `rate` whether or not earlier ones answered
+            sent.append(asyncio.create_task(http.post("/v1/edits", json={"model": COLLAGE_MODEL, "op": "sample",
+                                                                         "inputs": {"seed": next(seeds), "class_id": 0}})))
+            await asyncio.sleep(max(0.0, start + len(sent) / rate - time.monotonic()))
+        return await asyncio.gather(*sent)
+
+
+def test_load_at_twice_the_capacity_gets_only_2xx_or_429_and_memory_stays_flat(service, client, tmp_path):
+    from ray import serve
+
+    family = serve.get_deployment_handle("CollageDeployment", app_name=APP_NAME)
+    pid = family.resources.remote().result()["pid"]
+    seeds = itertools.count(1_300_000)
+    measure_s, overload_s = 6.0, 10.0
+    capacity = asyncio.run(_closed_loop(service.url, measure_s, 16, seeds)) / measure_s  # edits/s, full batches
+    rss_before, peak_before = _rss_mb(pid)
+    responses = asyncio.run(_open_loop(service.url, overload_s, 2 * capacity, seeds))
+    time.sleep(2.0)
+    rss_after, peak_after = _rss_mb(pid)
+    statuses = [r.status_code for r in responses]
+    report = {"capacity_edits_per_s": round(capacity, 1), "offered_per_s": round(2 * capacity, 1), "seconds": overload_s,
+              "requests": len(statuses), "ok": statuses.count(200), "too_many_requests": statuses.count(429),
+              "max_queued_requests": TEST_MAX_QUEUED_REQUESTS, "family_rss_mb_before": round(rss_before),
+              "family_rss_mb_after": round(rss_after), "family_peak_rss_mb_before": round(peak_before),
+              "family_peak_rss_mb_after": round(peak_after)}
+    print("overload:", json.dumps(report))
+    assert set(statuses) <= {200, 429}, report
+    for response in responses:
+        if response.status_code == 429:
+            assert_problem(response, 429, "capacity")
+            assert int(response.headers["retry-after"]) > 0
+    assert statuses.count(200) >= capacity * overload_s / 2, report  # the service kept serving while overloaded
+    assert rss_after <= 1.25 * rss_before + 64, report  # no growth that outlives the overload
