@@ -75,6 +75,19 @@ def test_an_example_image_needs_only_the_target_pose(client, model):
     assert other_pose.status_code == 200 and other_pose.json()["result_id"] != body["result_id"]
 
 
+def test_every_key_may_use_the_examples_but_not_the_parsings_others_get(client, model):
+    from tests.conftest import auth_header
+
+    image_id, example = _example(model)
+    alice, bob = auth_header("alice"), auth_header("bob")
+    body = {"model": MODEL, "op": "pose_transfer", "inputs": {"image": image_id, "target_keypoints": example["keypoints"]}}
+    response = client.post("/v1/edits", json=body, headers=alice)
+    assert response.status_code == 200, "examples shipped with a checkpoint are public"
+    parsing_id = response.json()["extras"]["parsing_asset_id"]
+    assert client.get(f"/v1/assets/{parsing_id}", headers=alice).status_code == 200
+    assert client.get(f"/v1/assets/{parsing_id}", headers=bob).status_code == 404, "an edit's parsing belongs to its key"
+
+
 def test_any_image_with_its_keypoints_and_parsing(client, model):
     image_id, example = _example(model)
     parsing_id = example["parsing"]
