@@ -79,6 +79,13 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             say(f"  inpainting grid (input with hole, completed edges, result, original): {out_dir / filename}")
             grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Inpainting"})
             continue
+        if model["family"] == "warp":
+            filename = f"{model['name']}-pose-transfer.png"
+            say(f"model {model['name']} [warp]: each example person moved into its own target pose and into another's pose")
+            pose_transfer_grid(client, model, say).save(out_dir / filename)
+            say(f"  pose transfer grid (person, target pose, result, predicted parsing; twice per row): {out_dir / filename}")
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Pose transfer"})
+            continue
         requests = demo_requests(model, {name: info["asset_id"] for name, info in uploaded})
         if not requests:
             continue
@@ -289,6 +296,45 @@ def inpaint_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str
             f"compute {response['timings'].get('compute_ms') or 0:.0f} ms")
         for column, tile in enumerate(tiles):
             grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, caption_h + row * cell))
+    return grid
+
+
+def skeleton_image(keypoints: list, height: int, width: int) -> Image.Image:
+    """The visible bones of COCO-18 keypoints (18 x [x, y] or None), white on black."""
+    bones = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13), (1, 0),
+             (0, 14), (14, 16), (0, 15), (15, 17))
+    image = Image.new("RGB", (width, height), "black")
+    draw = ImageDraw.Draw(image)
+    for a, b in bones:
+        if keypoints[a] is not None and keypoints[b] is not None:
+            draw.line([tuple(keypoints[a]), tuple(keypoints[b])], fill=(255, 255, 255), width=1)
+    return image
+
+
+def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3) -> Image.Image:
+    """One row per example person of the model: (person, target pose, result, predicted parsing) for the
+    example's own target pose, then the same for the next example's pose."""
+    height, width = model["image_size"]["height"], model["image_size"]["width"]
+    examples = list(model["examples"].items())
+    header = ["person", "target pose", "result", "parsing"] * 2
+    cell_w, cell_h, caption_h = width * scale, height * scale, 16
+    grid = Image.new("RGB", (cell_w * len(header), caption_h + cell_h * len(examples)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, text in enumerate(header):
+        draw.text((column * cell_w + 2, 2), text, fill="black")
+    for row, (image_id, example) in enumerate(examples):
+        person = Image.open(io.BytesIO(client.get(client.get(f"/v1/assets/{image_id}").json()["url"]).content)).convert("RGB")
+        targets = [example["target_keypoints"], examples[(row + 1) % len(examples)][1]["keypoints"]]
+        tiles = []
+        for target in targets:
+            result, response = _edit_png(client, {"model": model["name"], "op": "pose_transfer",
+                                                  "inputs": {"image": image_id, "target_keypoints": target}})
+            parsing_url = client.get(f"/v1/assets/{response['extras']['parsing_asset_id']}").json()["url"]
+            parsing = Image.open(io.BytesIO(client.get(parsing_url).content)).convert("RGB")
+            tiles += [person, skeleton_image(target, height, width), result, parsing]
+            say(f"    example {row}: compute {response['timings'].get('compute_ms') or 0:.0f} ms, batch {response['timings']['batch_size']}")
+        for column, tile in enumerate(tiles):
+            grid.paste(tile.resize((cell_w, cell_h), Image.NEAREST), (column * cell_w, caption_h + row * cell_h))
     return grid
 
 

@@ -242,7 +242,7 @@ def export(run: dict, out: Path, name: str, command: str, threads: int, n_exampl
                    f"trained {run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)")
     manifest = export_checkpoint(run["model"], out, name, description, examples_of(n_examples, config.height, config.width))
     sample_sheet(run["model"], run["preview"], out / "samples.png")
-    losses = ", ".join(f"{k} {v:.4f}" for k, v in run["log"].items())
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in run["log"].items()) or "see the training log"
     (out / "README.md").write_text(f"""# {name}
 
 {description}.
@@ -290,9 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--snapshot-every", type=int, default=500)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="with --resume: write the checkpoint of the snapshot, no training")
+    parser.add_argument("--trained-with", help="with --export-only: the command that trained the snapshot, for the model card")
     args = parser.parse_args(argv)
     run = train(args)
     command = "python -m training.train_warp " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.trained_with:
+        command = f"{args.trained_with}\n{command}"
     manifest = export(run, args.out, args.name or args.out.name, command, args.threads)
     print(f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps)", flush=True)
     return {"manifest": manifest, **run}
