@@ -415,10 +415,13 @@ class Ingress:
 
         def create() -> tuple[dict[str, Any], bool]:  # (status, created)
             if body.manifest is not None:
-                total = len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
+                source, total = "manifest", len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
+            elif body.fit is not None:
+                self.edits.find_asset(body.fit.image)  # 404 now rather than a failed job later
+                source, total = "fit", 1
             else:
-                total = len(body.items)
-            request_doc = {"job_id": job_id, "source": "items" if body.items is not None else "manifest", "total": total,
+                source, total = "items", len(body.items)
+            request_doc = {"job_id": job_id, "source": source, "total": total,
                            "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
             if self.jobs.create(job_id, request_doc):
                 status = self.jobs.initial_status(request_doc)
