@@ -12,8 +12,8 @@ so an output of any size and aspect can be compared with the one real image.
 
 Plain PyTorch modules; layouts follow the paper's code (assafshocher/InGAN, ``networks.py``):
 BatchNorm + LeakyReLU(0.2) conv blocks, strided by max-pooling, nearest upsampling, 1x1-3x3-1x1
-bottleneck residual blocks. Spectral norm is left out (it would put ``weight_orig``/``u``/``v`` in
-the checkpoint for a difference the short CPU trainings here do not show).
+bottleneck residual blocks. The discriminator's convs are spectrally normalised as in the paper's
+code; the generator's are not (its checkpoint stays plain weights; the paper's G has it too).
 """
 
 from __future__ import annotations
@@ -138,11 +138,12 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm  # as the paper's D: keeps it from saturating the sigmoid early
         self.net = nn.Sequential(
-            nn.Conv2d(3, channels, 3), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
-            nn.Conv2d(channels, 2 * channels, 3, stride=2), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * channels, 2 * channels, 3), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * channels, 1, 1), nn.Sigmoid(),
+            sn(nn.Conv2d(3, channels, 3)), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(channels, 2 * channels, 3, stride=2)), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * channels, 2 * channels, 3)), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * channels, 1, 1)), nn.Sigmoid(),
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
