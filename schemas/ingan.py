@@ -88,6 +88,8 @@ class FitJob(StrictModel):
     downscales: int = Field(default=3, ge=1, le=5, description="generator downscaling blocks: output sides snap to 2**downscales")
     resblocks: int = Field(default=4, ge=0, le=12, description="generator bottleneck residual blocks")
     rec_weight: float = Field(default=0.1, ge=0.0, le=100.0, description="weight of the L1 reconstruction at the identity (paper: 0.1)")
+    cycle_weight: float = Field(default=0.1, ge=0.0, le=100.0, description="weight of the L1 of G(G(x; T); back to x's size) "
+                                "against x, the reconstruction of the paper's code")
     seed: Seed = Field(default=0, description="weights and drawn scales")
 
     def model_name(self) -> str:

@@ -114,7 +114,7 @@ def test_fit_reports_progress_and_stops_when_asked():
     _, summary = ops.fit(smooth_image(), TINY, settings, on_progress=on_progress, progress_every=2)
     assert [p["iteration"] for p in seen] == [2, 4]
     assert summary["stopped"] and summary["iterations"] == 4
-    assert set(seen[0]["losses"]) == {"d", "g_adv", "rec_l1"} and seen[0]["eta_s"] is not None
+    assert set(seen[0]["losses"]) == {"d", "g_adv", "rec_l1", "cycle_l1"} and seen[0]["eta_s"] is not None
 
 
 def test_scale_curriculum_grows_from_the_identity():

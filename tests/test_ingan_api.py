@@ -136,7 +136,7 @@ def test_a_fit_job_trains_registers_and_serves_a_model(client):
     assert running["state"] == "running", running
     fit = running["fit"]
     assert fit["model"] == "ingan-fit-test" and 0 < fit["iteration"] < 400 and fit["iterations"] == 400
-    assert set(fit["losses"]) == {"d", "g_adv", "rec_l1"} and fit["it_per_s"] > 0 and fit["image_size"] == [32, 48]
+    assert set(fit["losses"]) == {"d", "g_adv", "rec_l1", "cycle_l1"} and fit["it_per_s"] > 0 and fit["image_size"] == [32, 48]
 
     status = wait_for(client, job["job_id"], timeout_s=180)
     assert status["state"] == "succeeded", status

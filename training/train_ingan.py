@@ -7,7 +7,8 @@ is resized so its longer side is ``--size`` and both sides are multiples of the 
 ``2 ** downscales``. Training is ``deployments.ingan.ops.fit``, the same loop the service's ``fit``
 jobs run: per iteration an output size drawn within the curriculum's scale range, one LSGAN
 update of the multi-scale patch discriminator, one generator update (adversarial + ``--rec-weight``
-x L1 reconstruction at the identity). Progress every ``--log-every`` iterations (losses, it/s,
+x L1 reconstruction at the identity + ``--cycle-weight`` x L1 of the output mapped back to the
+input's size). Progress every ``--log-every`` iterations (losses, it/s,
 ETA); every ``--snapshot-every`` iterations the model is exported to ``--work`` with a retargeting
 strip, so a stopped run leaves a usable checkpoint. It stops at ``--iterations`` or after
 ``--minutes``. At the end ``--out`` gets model.json, weights.safetensors, strip.png and a README.md
@@ -92,7 +93,7 @@ repeated-patch artefacts to expect at {width}x{height}.
 | hardware | {model_card_hardware(args.threads)} |
 | seed | {args.seed} |
 | output scales in training | height and width drawn independently in [{args.scale_min:g}, {args.scale_max:g}] x the input, range grown from 1 over the first {args.curriculum:.0%} of the iterations (curriculum) |
-| losses | LSGAN on a multi-scale patch discriminator (factor 1.4, {args.d_channels} base channels) + {args.rec_weight:g} x L1 reconstruction at the identity transform; at the end D {summary['losses']['d']:.3f}, G adv {summary['losses']['g_adv']:.3f}, rec L1 {summary['losses']['rec_l1']:.4f} |
+| losses | LSGAN on a multi-scale patch discriminator (factor 1.4, {args.d_channels} base channels) + {args.rec_weight:g} x L1 reconstruction at the identity transform + {args.cycle_weight:g} x L1 of G(G(x; T); back to x's size) against x (the paper code's reconstruction); at the end D {summary['losses']['d']:.3f}, G adv {summary['losses']['g_adv']:.3f}, rec L1 {summary['losses']['rec_l1']:.4f}, cycle L1 {summary['losses'].get('cycle_l1', float('nan')):.4f} |
 | optimiser | Adam lr {args.lr:g}, betas ({args.beta1}, 0.999), both networks |
 | identity PSNR | {psnr:.2f} dB (output at the input's size against the input) |
 | parameters | {n_params:,} (generator, float32; the discriminator is not shipped) |
@@ -106,8 +107,8 @@ repeated-patch artefacts to expect at {width}x{height}.
   256 px for 75,000 iterations on a GPU with 64 base channels. Expect soft detail.
 - Not trained on homographies (as the paper's default, `max_transform_magnitude` 0): warped outputs
   come from the geometric step on entry features alone.
-- No spectral norm (the paper's code has it in G and D) and equal weights for the discriminator's
-  scales (the paper's code moves a Gaussian weighting across the scales).
+- No spectral norm in the generator (the paper's code has it in G and D; D has it here), and equal
+  weights for the discriminator's scales (the paper's code moves a Gaussian weighting across them).
 """
 
 
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scale-max", type=float, default=2.0)
     parser.add_argument("--curriculum", type=float, default=0.3, help="share of the iterations growing the scale range")
     parser.add_argument("--rec-weight", type=float, default=0.1)
+    parser.add_argument("--cycle-weight", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta1", type=float, default=0.5)
     parser.add_argument("--log-every", type=int, default=50)
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     original = load_image(args.image)
     image = resize_image(original, training_size(*original.shape[:2], args.size, config.size_multiple))
     settings = FitSettings(iterations=args.iterations, scale_min=args.scale_min, scale_max=args.scale_max,
-                           curriculum=args.curriculum, rec_weight=args.rec_weight, lr=args.lr, beta1=args.beta1,
+                           curriculum=args.curriculum, rec_weight=args.rec_weight, cycle_weight=args.cycle_weight, lr=args.lr, beta1=args.beta1,
                            d_channels=args.d_channels, seed=args.seed)
     deadline = time.monotonic() + 60 * args.minutes
     print(f"InGAN {config} on {args.image} at {image.shape[1]}x{image.shape[0]}, {args.iterations} iterations "
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if p["iteration"] % args.log_every == 0 or p["iteration"] == p["iterations"]:
             losses = p["losses"]
             print(f"it {p['iteration']:6d}/{p['iterations']}  {p['it_per_s']:5.2f} it/s  D {losses['d']:.3f}  "
-                  f"G adv {losses['g_adv']:.3f}  rec {losses['rec_l1']:.4f}  size {p['size'][0]}x{p['size'][1]}  "
+                  f"G adv {losses['g_adv']:.3f}  rec {losses['rec_l1']:.4f}  cycle {losses.get('cycle_l1', 0):.4f}  size {p['size'][0]}x{p['size'][1]}  "
                   f"range {p['scale_range'][0]:.2f}-{p['scale_range'][1]:.2f}  ETA {p['eta_s'] or 0:5.0f} s", flush=True)
         if time.monotonic() > deadline:
             print(f"time limit of {args.minutes:g} min reached at iteration {p['iteration']}", flush=True)

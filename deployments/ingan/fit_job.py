@@ -82,7 +82,7 @@ def run_fit(job_id: str, fit: dict[str, Any], status: dict[str, Any]) -> dict[st
         state["image_size"] = list(size)
         flush(force=True)
         settings_fit = ingan_ops.FitSettings(iterations=job.iterations, scale_min=job.scale_min, scale_max=job.scale_max,
-                                             rec_weight=job.rec_weight, seed=job.seed)
+                                             rec_weight=job.rec_weight, cycle_weight=job.cycle_weight, seed=job.seed)
         generator, summary = ingan_ops.fit(image, config, settings_fit, on_progress=on_progress, progress_every=5, device=device)
         if summary["stopped"]:
             return {"state": "cancelled", "record": None, "fit": state}

@@ -132,6 +132,7 @@ class FitSettings:
     scale_max: float = 1.5  # largest output/input ratio per side drawn in training
     curriculum: float = 0.3  # share of the iterations over which the drawn range grows from 1 to [scale_min, scale_max]
     rec_weight: float = 0.1  # reconstruction (L1 at the identity transform) weight beside the adversarial loss (the paper: 0.1)
+    cycle_weight: float = 0.1  # L1 of G(G(x; T); back to x's size) against x: the paper code's reconstruction through the drawn T
     lr: float = 2e-4  # Adam learning rate of both networks
     beta1: float = 0.5  # Adam beta1 of both networks
     d_channels: int = 32  # base channels of each patch discriminator
@@ -201,10 +202,15 @@ def fit(image: np.ndarray, config: InGANConfig, settings: FitSettings,
         opt_g.zero_grad(set_to_none=True)
         loss_adv = _lsgan(discriminator(fake), True)
         loss_rec = F.l1_loss(generator(real, (height, width)), real)
-        (loss_adv + settings.rec_weight * loss_rec).backward()
+        loss_g = loss_adv + settings.rec_weight * loss_rec
+        losses = {"d": loss_d.item(), "g_adv": loss_adv.item(), "rec_l1": loss_rec.item()}
+        if settings.cycle_weight:
+            loss_cycle = F.l1_loss(generator(fake, (height, width)), real)
+            loss_g = loss_g + settings.cycle_weight * loss_cycle
+            losses["cycle_l1"] = loss_cycle.item()
+        loss_g.backward()
         opt_g.step()
 
-        losses = {"d": loss_d.item(), "g_adv": loss_adv.item(), "rec_l1": loss_rec.item()}
         if on_snapshot is not None and snapshot_every and iteration % snapshot_every == 0:
             generator.eval()
             on_snapshot(generator, iteration)
