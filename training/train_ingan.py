@@ -18,6 +18,7 @@ model card; ``--figure`` copies the strip elsewhere (docs/img/).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -67,8 +68,43 @@ def retarget_strip(generator: Generator, image: np.ndarray) -> np.ndarray:
     return strip([image] + outputs)[0]
 
 
+# Retargeted sizes the patch statistics are measured at: (height, width) scale of the input.
+QUALITY_SCALES = ((1.0, 1.0), (1.0, 0.5), (1.0, 2.0), (0.5, 1.0), (1.5, 1.0))
+
+
+def patch_distance(output: np.ndarray, image: np.ndarray, patch: int = 7, stride: int = 2) -> float:
+    """Mean over the output's patches (``patch`` px, every ``stride`` px) of the RMS distance, in uint8
+    levels, to the nearest patch of ``image``: low when the output is made of the image's own patches,
+    the property InGAN trains for."""
+    def patches(array: np.ndarray, step: int) -> torch.Tensor:
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+        return torch.nn.functional.unfold(tensor, patch, stride=step)[0].T  # (n, 3 * patch * patch)
+
+    distances = torch.cdist(patches(output, stride), patches(image, 1)).min(dim=1).values
+    return float((distances / (3 * patch * patch) ** 0.5).mean())
+
+
+def retarget_quality(generator: Generator, image: np.ndarray) -> list[dict[str, Any]]:
+    """Per QUALITY_SCALES size: patch distance of the InGAN output and of a plain bilinear resize."""
+    height, width = image.shape[:2]
+    rows = []
+    for sh, sw in QUALITY_SCALES:
+        target = Target(*snap_size(round(height * sh), round(width * sw), generator.config.size_multiple))
+        (output,) = retarget(generator, to_tensor(image, next(generator.parameters()).device), [target])
+        resized = np.asarray(Image.fromarray(image).resize((target.width, target.height), Image.BILINEAR))
+        rows.append({"scale": [sh, sw], "size": [target.height, target.width],
+                     "ingan": round(patch_distance(output, image), 2), "resize": round(patch_distance(resized, image), 2)})
+    return rows
+
+
+def quality_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| output (height x width scale) | size | InGAN | bilinear resize |", "|---|---|---:|---:|"]
+    lines += [f"| {r['scale'][0]:g} x {r['scale'][1]:g} | {r['size'][1]}x{r['size'][0]} | {r['ingan']:.2f} | {r['resize']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def model_card(manifest: dict[str, Any], out: Path, args: argparse.Namespace, summary: dict[str, Any], psnr: float,
-               command: str, n_params: int, original: tuple[int, int]) -> str:
+               command: str, n_params: int, original: tuple[int, int], quality: list[dict[str, Any]]) -> str:
     size = (out / WEIGHTS_FILE).stat().st_size
     height, width = manifest["image_size"]
     shapes = ", ".join(f"{sh:g}x{sw:g}" + (f" + top corners {tl:+g}/{tr:+g}" if tl or tr else "") for sh, sw, tl, tr in STRIP_TARGETS)
@@ -98,6 +134,13 @@ repeated-patch artefacts to expect at {width}x{height}.
 | identity PSNR | {psnr:.2f} dB (output at the input's size against the input) |
 | parameters | {n_params:,} (generator, float32; the discriminator is not shipped) |
 | `{WEIGHTS_FILE}` | {size:,} bytes ({size / 1e6:.2f} MB), generator + the {width}x{height} source image |
+
+Patch statistics of retargeted outputs: the mean RMS distance (uint8 levels) from each 7x7 patch of
+an output to its nearest patch of the input (lower: the output is made of the input's own patches),
+for the InGAN output and for a plain bilinear resize to the same size. The 1 x 1 row is the
+generator's floor (its blur at the identity):
+
+{quality_table(quality)}
 
 {arch_and_command(manifest["arch"], command)}
 
@@ -169,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     generator, summary = fit(image, config, settings, on_progress=progress, progress_every=min(10, args.log_every),
                              on_snapshot=snapshot, snapshot_every=args.snapshot_every)
     psnr = identity_psnr(generator, image)
+    quality = retarget_quality(generator, image)
+    print("patch distance (levels) InGAN vs bilinear resize:", json.dumps(quality), flush=True)
     manifest = export(generator, image, args.out, name=name, training=summary, description=(
         f"InGAN trained {summary['iterations']:,} iterations ({summary['seconds'] / 60:.0f} min, CPU) on skimage "
         f"'{args.image}' at {image.shape[1]}x{image.shape[0]}; retarget demo model"))
@@ -178,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.copyfile(args.out / "strip.png", args.figure)
     command = "python -m training.train_ingan " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     n_params = sum(p.numel() for p in generator.parameters())
-    (args.out / "README.md").write_text(model_card(manifest, args.out, args, summary, psnr, command, n_params, original.shape[:2]))
+    (args.out / "README.md").write_text(model_card(manifest, args.out, args, summary, psnr, command, n_params, original.shape[:2], quality))
     print(f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {summary['iterations']} iterations, "
           f"identity PSNR {psnr:.2f} dB)", flush=True)
     return manifest
