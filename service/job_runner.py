@@ -236,7 +236,8 @@ class JobRunner:
                 outcome = await ref
             except Exception as exc:  # the task's worker died or the task itself broke
                 log.exception("fit task failed", extra={"job_id": job_id})
-                outcome = {"state": "failed", "fit": progress.status.get("fit"),
+                written = await asyncio.to_thread(self.jobs.read_status, job_id) or {}  # the task's last progress
+                outcome = {"state": "failed", "fit": written.get("fit"),
                            "record": {"index": 0, "state": "failed", "op": "fit", "attempts": 1,
                                       "problem": ProblemError(f"internal error: {type(exc).__name__}").to_problem()}}
             progress.status["fit"] = outcome.get("fit")

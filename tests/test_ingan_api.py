@@ -128,19 +128,19 @@ def _wait_running(client, job_id: str, timeout_s: float = 120) -> tuple[dict, li
 def test_a_fit_job_trains_registers_and_serves_a_model(client):
     image = smooth_image(32, 48, seed=3)
     image_id = _upload(client, image)
-    response = _fit(client, image_id, iterations=400, size=48, name="ingan-fit-test", seed=2)
+    response = _fit(client, image_id, iterations=120, size=48, name="ingan-fit-test", seed=2)
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["source"] == "fit" and job["counts"]["total"] == 1
     running, _ = _wait_running(client, job["job_id"])
     assert running["state"] == "running", running
     fit = running["fit"]
-    assert fit["model"] == "ingan-fit-test" and 0 < fit["iteration"] < 400 and fit["iterations"] == 400
+    assert fit["model"] == "ingan-fit-test" and 0 < fit["iteration"] < 120 and fit["iterations"] == 120
     assert set(fit["losses"]) == {"d", "g_adv", "rec_l1", "cycle_l1"} and fit["it_per_s"] > 0 and fit["image_size"] == [32, 48]
 
     status = wait_for(client, job["job_id"], timeout_s=180)
     assert status["state"] == "succeeded", status
-    assert status["fit"]["iteration"] == 400
+    assert status["fit"]["iteration"] == 120
     (item,) = client.get(f"/v1/jobs/{job['job_id']}/results").json()["items"]
     assert item["state"] == "succeeded" and item["model"] == "ingan-fit-test" and item["op"] == "fit"
     assert item["extras"]["model"] == "ingan-fit-test" and item["extras"]["size_multiple"] == 4
@@ -177,3 +177,23 @@ def test_cancelling_a_fit_job_stops_training(client):
 ])
 def test_bad_fit_submissions_are_4xx(client, fit, status, detail):
     assert_problem(client.post("/v1/jobs", json={"fit": fit}), status, detail)
+
+
+def test_a_fit_the_image_cannot_support_fails_with_its_problem(client):
+    image_id = _upload(client, smooth_image(12, 200, seed=6))  # at longer side 48 the shorter one is 3 px
+    job = _fit(client, image_id, size=48, name="ingan-too-thin").json()
+    status = wait_for(client, job["job_id"], timeout_s=60)
+    assert status["state"] == "failed" and status["counts"]["failed"] == 1, status
+    (item,) = client.get(f"/v1/jobs/{job['job_id']}/results").json()["items"]
+    assert item["state"] == "failed" and item["problem"]["status"] == 422 and "discriminator" in item["problem"]["detail"]
+
+
+def test_cli_fit_uploads_trains_and_reports_the_model(service, client, tmp_path, capsys):
+    from service.cli import main
+
+    path = tmp_path / "texture.png"
+    path.write_bytes(png_bytes(smooth_image(24, 32, seed=7)))
+    assert main(["jobs", "fit", str(path), "--url", service.url, "--iterations", "10", "--size", "32", "--name", "ingan-cli",
+                 "--wait"]) == 0
+    assert "model ingan-cli registered" in capsys.readouterr().out
+    assert image_of(retarget(client, [{"height": 24, "width": 64}], model="ingan-cli")).shape == (24, 64, 3)
