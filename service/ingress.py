@@ -418,6 +418,13 @@ class Ingress:
                 source, total = "manifest", len(parse_manifest(self.store.get(self.edits.find_asset(body.manifest.asset_id)[0]), limit))
             elif body.fit is not None:
                 self.edits.find_asset(body.fit.image)  # 404 now rather than a failed job later
+                try:
+                    taken = self.registry.get_manifest(body.fit.model_name()).get("family")
+                except NotFound:
+                    taken = None
+                if taken not in (None, body.fit.family):
+                    raise Conflict(f"model {body.fit.model_name()!r} belongs to the {taken} family; a fit may only replace a "
+                                   f"model of the {body.fit.family} family: choose another name", model=body.fit.model_name())
                 source, total = "fit", 1
             else:
                 source, total = "items", len(body.items)

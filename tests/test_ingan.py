@@ -158,3 +158,18 @@ def test_fit_job_default_model_name():
     job = FitJob(image="ab" * 32)
     assert job.model_name() == "ingan-" + "ab" * 16
     assert FitJob(image="ab" * 32, name="my-ingan").model_name() == "my-ingan"
+
+
+def test_shipped_demo_checkpoint_loads_and_reproduces_its_image():
+    import json
+    from pathlib import Path
+
+    directory = Path(__file__).resolve().parent.parent / "checkpoints" / "ingan-rocket"
+    manifest = json.loads((directory / "model.json").read_text())
+    assert manifest["family"] == "ingan" and manifest["ops"] == ["retarget"] and not manifest["random_init"]
+    model = load_model((directory / "weights.safetensors").read_bytes(), manifest)
+    image = ops.to_uint8(model.source)[0]
+    assert list(image.shape[:2]) == manifest["image_size"] == [64, 96]
+    assert ops.identity_psnr(model.generator, image) > 20.0
+    wide, warped = ops.retarget(model.generator, model.source, [ops.Target(64, 192), ops.Target(64, 96, 0.2, -0.2)])
+    assert wide.shape == (64, 192, 3) and warped.shape == (64, 96, 3)

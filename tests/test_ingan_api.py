@@ -174,8 +174,11 @@ def test_cancelling_a_fit_job_stops_training(client):
     ({"image": "0" * 64, "scale_min": 2.0}, 422, "scale_min"),
     ({"image": "0" * 64, "family": "style"}, 422, "family"),
     ({"image": "0" * 64, "name": "Bad Name"}, 422, "name"),
+    ("uploaded", 409, "belongs to the inpaint family"),
 ])
 def test_bad_fit_submissions_are_4xx(client, fit, status, detail):
+    if fit == "uploaded":  # a real image, but a name a model of another family has
+        fit = {"image": _upload(client, smooth_image(seed=8)), "name": "edgeconnect-demo"}
     assert_problem(client.post("/v1/jobs", json={"fit": fit}), status, detail)
 
 
@@ -197,3 +200,12 @@ def test_cli_fit_uploads_trains_and_reports_the_model(service, client, tmp_path,
                  "--wait"]) == 0
     assert "model ingan-cli registered" in capsys.readouterr().out
     assert image_of(retarget(client, [{"height": 24, "width": 64}], model="ingan-cli")).shape == (24, 64, 3)
+
+
+def test_the_shipped_demo_model_is_registered_at_start_and_retargets(client):
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["ingan-rocket"]["family"] == "ingan" and not listed["ingan-rocket"]["random_init"]
+    response = retarget(client, [{"height": 64, "width": 190}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}],
+                        model="ingan-rocket")
+    assert image_of(response).shape == (64, 192 + ops.STRIP_GAP + 96, 3)
+    assert response.json()["extras"]["outputs"][0]["produced"] == [64, 192]
