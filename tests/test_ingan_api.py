@@ -209,3 +209,25 @@ def test_the_shipped_demo_model_is_registered_at_start_and_retargets(client):
                         model="ingan-rocket")
     assert image_of(response).shape == (64, 192 + ops.STRIP_GAP + 96, 3)
     assert response.json()["extras"]["outputs"][0]["produced"] == [64, 192]
+
+
+def test_a_refit_under_the_same_name_is_served_with_its_new_weights(client):
+    import torch
+
+    from deployments.ingan.ingan import Generator
+    from service.config import get_settings
+    from service.registry import ModelRegistry
+    from service.storage import AssetStore
+
+    registry = ModelRegistry(AssetStore(get_settings()))
+    image = smooth_image(seed=9)
+    outputs = []
+    for seed in (0, 1):  # two untrained generators: different weights, same name
+        torch.manual_seed(seed)
+        generator = Generator(TINY).eval()
+        registry.register(manifest_for(generator, image, name="ingan-refit"), weights_bytes(generator, image))
+        time.sleep(5.5)  # past the ingress's manifest cache, as a client polling the fit job would be
+        output = image_of(retarget(client, [{"height": 24, "width": 32}], model="ingan-refit"))
+        assert np.array_equal(output, ops.retarget(generator, ops.to_tensor(image), [ops.Target(24, 32)])[0])
+        outputs.append(output)
+    assert not np.array_equal(outputs[0], outputs[1])

@@ -40,6 +40,7 @@ class InganDeployment(FamilyDeployment):
     def run_group(self, model: InGANModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
         if op != "retarget":
             raise Unprocessable(f"ingan op {op!r} is not served by this deployment")
+        self._refresh(tasks[0].model, model)
         # One group shares model and targets, so its outputs are the same images (the op is
         # deterministic): computed once, with each task's own requested sizes in its extras.
         targets = [ingan_ops.Target(int(h), int(w), float(tl), float(tr)) for h, w, tl, tr in tasks[0].inputs["targets"]]
@@ -58,6 +59,17 @@ class InganDeployment(FamilyDeployment):
             }
             outputs.append(GroupOutput(image, extras))
         return outputs
+
+    def _refresh(self, name: str, model: InGANModel) -> None:
+        """A fit job that reuses a model name replaces its weights in S3 while this replica may hold the
+        old ones (the multiplexed cache is keyed by name): reload in place when the registered sha256
+        differs. One manifest GET per group; refits are this family's normal course."""
+        self.registry.invalidate(name)
+        current = self.registry.get_manifest(name)
+        if current.get("weights_sha256") != model.manifest.get("weights_sha256"):
+            fresh = load_model(self.registry.load_weights(name), current, device=self.device)
+            model.generator, model.source, model.manifest = fresh.generator, fresh.source, fresh.manifest
+            self.log.info("model reloaded", extra={"model": name, "weights_sha256": current.get("weights_sha256")})
 
     def health_forward(self) -> None:
         with torch.inference_mode():
