@@ -8,4 +8,10 @@ FAMILY_DEPLOYMENTS: dict[str, str] = {
     "collage": "deployments.collage.deployment:CollageDeployment",
     "inpaint": "deployments.inpaint.deployment:InpaintDeployment",
     "warp": "deployments.warp.deployment:WarpDeployment",
+    "ingan": "deployments.ingan.deployment:InganDeployment",
+}
+
+# Job kinds that train a model: family -> ``module:function`` run by the job runner as a Ray task.
+FIT_TASKS: dict[str, str] = {
+    "ingan": "deployments.ingan.fit_job:run_fit",
 }

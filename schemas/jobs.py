@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
 
 from schemas.common import Sha256Hex, StrictModel
+from schemas.ingan import FitJob
 
 JobId = str  # 32 lowercase hex characters
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -22,22 +23,26 @@ class JobManifest(StrictModel):
 
 
 class JobRequest(StrictModel):
-    """Exactly one of ``items`` and ``manifest``. Each item has the schema of ``POST /v1/edits``.
+    """Exactly one of ``items``, ``manifest`` and ``fit``. Each item has the schema of ``POST /v1/edits``.
 
     Items are validated when they run: a bad item fails alone (its problem object is in the
     results) while the others succeed. ``output.inline`` is ignored; results are read by URL.
+    A ``fit`` job trains a model instead (one item: the registered model, with a preview strip).
     """
 
     items: list[dict[str, Any]] | None = Field(default=None, min_length=1, description="edit requests, run in any order")
     manifest: JobManifest | None = Field(default=None, description="edit requests in an uploaded JSON Lines asset")
+    fit: FitJob | None = Field(default=None, description="train a model on an uploaded image (InGAN); progress in the "
+                               "status's 'fit', the model in the result's extras")
     webhook_url: AnyHttpUrl | None = Field(
         default=None, description="POSTed the final status, signed with HMAC-SHA256 in X-Collage-Signature"
     )
 
     @model_validator(mode="after")
     def _one_source(self) -> "JobRequest":
-        if (self.items is None) == (self.manifest is None):
-            raise ValueError("give exactly one of 'items' (a list of edit requests) and 'manifest' ({'asset_id': …})")
+        if sum(source is not None for source in (self.items, self.manifest, self.fit)) != 1:
+            raise ValueError("give exactly one of 'items' (a list of edit requests), 'manifest' ({'asset_id': …}) "
+                             "and 'fit' ({'image': asset id, …})")
         return self
 
 
@@ -67,7 +72,7 @@ class JobStatus(BaseModel):
     job_id: str
     state: JobState
     counts: JobCounts
-    source: Literal["items", "manifest"]
+    source: Literal["items", "manifest", "fit"]
     created_at: datetime
     started_at: datetime | None = None
     updated_at: datetime
@@ -75,6 +80,8 @@ class JobStatus(BaseModel):
     resumed: int = Field(default=0, description="times the job was picked up again after its runner stopped mid-job")
     errors: list[ItemError] = Field(default_factory=list, description="the first failed items (all are in the results)")
     webhook: WebhookStatus | None = None
+    fit: dict[str, Any] | None = Field(default=None, description="fit jobs: model name, iteration / iterations, losses, "
+                                       "it_per_s, elapsed_s, eta_s, image_size; updated while it trains")
 
 
 class JobItem(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from schemas import collage, inpaint, style, warp
+from schemas import collage, ingan, inpaint, style, warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +150,17 @@ OPS: dict[str, dict[str, OpSpec]] = {
             prepare=warp.prepare_pose_transfer,
             image_inputs={"image": "RGB", "parsing": "L"},
             fit_images=warp.fit_pose_transfer_images,
+        ),
+    },
+    "ingan": {
+        "retarget": OpSpec(
+            name="retarget",
+            description="InGAN: the model's image at other sizes and aspects (sides snapped to the model's size_multiple) or "
+            "warped by a top-corner homography, one forward pass each; several outputs form a strip. Models come from "
+            "fit jobs (POST /v1/jobs with {\"fit\": {...}}).",
+            params_model=ingan.RetargetParams,
+            inputs_model=ingan.RetargetInputs,
+            prepare=ingan.prepare_retarget,
         ),
     },
 }

@@ -112,7 +112,14 @@ def _upload_data(client: httpx.Client, path: Path) -> str:
 
 
 def progress_line(status: dict, elapsed_s: float, width: int = 30) -> str:
-    """``[#######.......] 120/200 · 3 failed · 14.2 items/s · ETA 6 s · running``."""
+    """``[#######.......] 120/200 · 3 failed · 14.2 items/s · ETA 6 s · running``; a fit job counts iterations."""
+    fit = status.get("fit") or {}
+    if fit.get("iterations") and status["state"] not in TERMINAL_JOB_STATES:
+        filled = int(width * fit.get("iteration", 0) / fit["iterations"])
+        parts = [f"[{'#' * filled}{'.' * (width - filled)}] iteration {fit.get('iteration', 0)}/{fit['iterations']}"]
+        if fit.get("it_per_s"):
+            parts.append(f"{fit['it_per_s']:.1f} it/s · ETA {fit.get('eta_s') or 0:.0f} s")
+        return " · ".join(parts + [f"fitting {fit.get('model', '')}", status["state"]])
     counts = status["counts"]
     done = counts["total"] - counts["pending"]
     filled = int(width * done / max(1, counts["total"]))
@@ -168,6 +175,34 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
         _say(f"job {status['job_id']}: {status['counts']['total']} edits ({'submitted' if response.status_code == 202 else 'submitted before'})")
         if args.wait:
             status = _wait_job(client, status["job_id"])
+            print(json.dumps(status, indent=2))
+            return 0 if status["state"] == "succeeded" else 2
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def cmd_jobs_fit(args: argparse.Namespace) -> int:
+    """Upload an image and start a fit job (InGAN); with --wait, a progress bar until the model is registered."""
+    path = Path(args.image)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 1
+    with httpx.Client(base_url=args.url, timeout=120) as client:
+        uploaded = client.post("/v1/assets", files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+        if uploaded.status_code not in (200, 201):
+            return _problem_exit(uploaded)
+        fit = {"image": uploaded.json()["asset_id"], "iterations": args.iterations, "scale_min": args.scale_min,
+               "scale_max": args.scale_max, "size": args.size, "seed": args.seed, **({"name": args.name} if args.name else {})}
+        response = client.post("/v1/jobs", json={"fit": fit})
+        if response.status_code not in (200, 202):
+            return _problem_exit(response)
+        status = response.json()
+        _say(f"job {status['job_id']}: fit on {path.name} ({args.iterations} iterations)")
+        if args.wait:
+            status = _wait_job(client, status["job_id"])
+            if status["state"] == "succeeded":
+                item = client.get(f"/v1/jobs/{status['job_id']}/results").json()["items"][0]
+                _say(f"model {item['model']} registered (identity PSNR {item['extras']['identity_psnr_db']} dB); preview: {item['url']}")
             print(json.dumps(status, indent=2))
             return 0 if status["state"] == "succeeded" else 2
     print(json.dumps(status, indent=2))
@@ -446,6 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--webhook", help="URL POSTed the signed final status")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     submit.set_defaults(func=cmd_jobs_submit)
+    fit = jobs.add_parser("fit", help="upload an image and train an InGAN model on it (a fit job); `retarget` serves it after")
+    fit.add_argument("image", help="the training image (PNG, JPEG or WebP)")
+    fit.add_argument("--url", default=DEFAULT_URL)
+    fit.add_argument("--iterations", type=int, default=2000)
+    fit.add_argument("--scale-min", type=float, default=0.5, help="smallest output/input ratio per side in training")
+    fit.add_argument("--scale-max", type=float, default=2.0, help="largest output/input ratio per side in training")
+    fit.add_argument("--size", type=int, default=96, help="the image's longer side in training")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--name", help="model name (default ingan-<asset id prefix>)")
+    fit.add_argument("--wait", action="store_true", help="show a progress bar until the model is registered (exit 2 unless it is)")
+    fit.set_defaults(func=cmd_jobs_fit)
     for name, func, text in [("status", cmd_jobs_status, "state and counts of a job"), ("cancel", cmd_jobs_cancel, "cancel a job"),
                              ("results", cmd_jobs_results, "every item as a JSON line (and --out DIR: the PNGs)")]:
         command = jobs.add_parser(name, help=text)

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
     family_num_cpus: float = Field(default=0.3, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families and "
-                                   "the ingress must fit ray_num_cpus: 4 x 0.3 + 0.25 + 0.1 <= 2)")
+                                   "the ingress must fit ray_num_cpus: 0.25 ingress + 5 x 0.3 + 0.1 job runner = 1.85 of 2)")
     family_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved per family replica; a fraction shares one GPU "
                                    "(0.25: four family replicas on one GPU); 0 = CPU only")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     jobs_poll_interval_s: float = Field(default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet")
     jobs_status_flush_s: float = Field(default=0.5, gt=0, description="how often a running job's status.json is rewritten")
     jobs_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved by the job runner replica (it only waits on I/O)")
+    fit_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved by the Ray task of a fit job (0: none, it shares the "
+                                "cores of a local Ray full of replicas; on a cluster give it cores of its own). Its torch threads: "
+                                "this, rounded down, at least 1")
+    fit_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved by the Ray task of a fit job; > 0 trains on CUDA")
+    ingan_max_output_pixels: int = Field(default=1024 * 1024, ge=64 * 64, description="largest image (a whole strip) an ingan "
+                                         "retarget returns; max_image_pixels bounds it too")
     webhook_secret: SecretStr = Field(default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset")
     webhook_max_attempts: int = Field(default=5, ge=1, description="deliveries tried per webhook before it is recorded as failed")
     webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay of a webhook, doubled per attempt")

@@ -40,6 +40,10 @@ def demo_requests(model: dict[str, Any], assets: dict[str, str]) -> list[dict[st
             for seed in range(8):
                 requests.append({"model": model["name"], "op": "sample", "params": {"truncation": psi}, "inputs": {"seed": seed}})
         requests.append({"model": model["name"], "op": "sample", "params": {"truncation": 0.0}, "inputs": {"seed": 0}})
+    if "retarget" in ops:  # InGAN: its one image wider, narrower, taller and with its top narrowed, as one strip
+        outputs = [{"height": 64, "width": 96}, {"height": 64, "width": 48}, {"height": 64, "width": 192},
+                   {"height": 128, "width": 96}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}]
+        requests.append({"model": model["name"], "op": "retarget", "params": {"outputs": outputs}, "inputs": {}})
     if "project" in ops:
         for name in ("astronaut", "chelsea"):
             requests.append({"model": model["name"], "op": "project", "params": {"steps": 100, "resize": True},

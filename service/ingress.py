@@ -468,10 +468,22 @@ class Ingress:
             if body.manifest is not None:
                 asset_id = body.manifest.asset_id
                 self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
-                total = len(parse_manifest(self.store.get(self.edits.find_asset(asset_id)[0]), limit))
+                source, total = "manifest", len(parse_manifest(self.store.get(self.edits.find_asset(asset_id)[0]), limit))
+            elif body.fit is not None:
+                image_id = body.fit.image
+                self.access.check(principal, image_id, f"asset {image_id} does not exist; upload it with POST /v1/assets first")
+                self.edits.find_asset(image_id)  # 404 now rather than a failed job later
+                try:
+                    taken = self.registry.get_manifest(body.fit.model_name()).get("family")
+                except NotFound:
+                    taken = None
+                if taken not in (None, body.fit.family):
+                    raise Conflict(f"model {body.fit.model_name()!r} belongs to the {taken} family; a fit may only replace a "
+                                   f"model of the {body.fit.family} family: choose another name", model=body.fit.model_name())
+                source, total = "fit", 1
             else:
-                total = len(body.items)
-            request_doc = {"job_id": job_id, "source": "items" if body.items is not None else "manifest", "total": total,
+                source, total = "items", len(body.items)
+            request_doc = {"job_id": job_id, "source": source, "total": total,
                            "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
             if principal.key_id is not None:  # the runner runs the items as this key: its assets, its results
                 request_doc["owner"] = principal.to_json()

@@ -16,12 +16,14 @@ pokes it on submit and cancel so that work starts without waiting for the next p
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from typing import Any
 
 from ray import serve
 
+from deployments import FIT_TASKS
 from schemas.edits import EditRequest
 from service.auth import Principal
 from service.config import get_settings
@@ -169,6 +171,9 @@ class JobRunner:
         if is_terminal(status):  # finished, but the runner stopped before the webhook or dequeue
             await self._finish(job_id, request, status)
             return
+        if request["source"] == "fit":
+            await self._run_fit_job(job_id, request, status)
+            return
         items = await asyncio.to_thread(self.jobs.load_items, request, self.settings.jobs_max_items)
         finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
         progress = JobProgress(status, finished)
@@ -206,6 +211,50 @@ class JobRunner:
         progress.set(state=final_state(counts), finished_at=utcnow(), updated_at=utcnow())
         await asyncio.to_thread(self.jobs.write_status, job_id, progress.status)
         log.info("job finished", extra={"job_id": job_id, "state": progress.status["state"], "counts": counts})
+        await self._finish(job_id, request, progress.status)
+
+    async def _run_fit_job(self, job_id: str, request: dict[str, Any], status: dict[str, Any]) -> None:
+        """A ``fit`` job: one Ray task trains the model (FIT_TASKS of deployments/__init__.py), with its own
+        CPUs/GPUs (``fit_num_cpus``, ``fit_num_gpus``), so no family replica's batch loop waits on it.
+        While it runs the task owns status.json (progress, cancel checks); this writes the item record
+        and the final status. A runner restarted mid-fit starts the training again from the beginning."""
+        import ray
+
+        finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
+        progress = JobProgress(status, finished)
+        if status["started_at"] is None:
+            progress.set(state="running", started_at=utcnow())
+        else:
+            progress.set(state="running", resumed=status.get("resumed", 0) + 1)
+        cancel = self._cancel_events[job_id]
+        await self._flush_once(job_id, progress, cancel)
+        if 0 not in finished and not cancel.is_set():
+            fit = request["fit"]
+            module_name, _, attr = FIT_TASKS[fit.get("family", "ingan")].partition(":")
+            task = ray.remote(getattr(importlib.import_module(module_name), attr)).options(
+                num_cpus=self.settings.fit_num_cpus, num_gpus=self.settings.fit_num_gpus, max_retries=0)
+            ref = task.remote(job_id, fit, json.loads(json.dumps(progress.status)))
+            try:
+                outcome = await ref
+            except Exception as exc:  # the task's worker died or the task itself broke
+                log.exception("fit task failed", extra={"job_id": job_id})
+                written = await asyncio.to_thread(self.jobs.read_status, job_id) or {}  # the task's last progress
+                outcome = {"state": "failed", "fit": written.get("fit"),
+                           "record": {"index": 0, "state": "failed", "op": "fit", "attempts": 1,
+                                      "problem": ProblemError(f"internal error: {type(exc).__name__}").to_problem()}}
+            progress.status["fit"] = outcome.get("fit")
+            record = outcome.get("record")
+            if record is not None:
+                record["completed_at"] = utcnow()
+                await asyncio.to_thread(self.jobs.write_item, job_id, record)
+                progress.finish_item(record)
+                if self._item_counter is not None:
+                    self._item_counter.inc(tags={"state": record["state"]})
+        counts = progress.status["counts"]
+        counts["cancelled"], counts["pending"] = counts["pending"], 0
+        progress.set(state=final_state(counts), finished_at=utcnow(), updated_at=utcnow())
+        await asyncio.to_thread(self.jobs.write_status, job_id, progress.status)
+        log.info("fit job finished", extra={"job_id": job_id, "state": progress.status["state"]})
         await self._finish(job_id, request, progress.status)
 
     async def _run_item(self, job_id: str, index: int, item: dict[str, Any], progress: JobProgress, owner: Principal) -> None:

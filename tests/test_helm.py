@@ -467,8 +467,8 @@ BAD_VALUES = [
     pytest.param(_with(config__s3_endpoint_url=None), r"set config.s3_endpoint_url", False, id="no storage"),
     pytest.param(_with(seaweedfs={"enabled": True}), r"both set", False, id="two storages"),
     pytest.param(_with(families__style={"enabled": False}, families__collage={"enabled": False},
-                       families__inpaint={"enabled": False}, families__warp={"enabled": False}), r"enable at least one family", False,
-                 id="no family"),
+                       families__inpaint={"enabled": False}, families__warp={"enabled": False}, families__ingan={"enabled": False}),
+                 r"enable at least one family", False, id="no family"),
 ]
 
 
