@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from skimage.metrics import structural_similarity
 
 from deployments.warp.checkpoint import load_model
@@ -58,7 +57,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--n", type=int, default=500, help="held-out pairs")
     parser.add_argument("--out", type=Path, help="JSON file for the figures (a .md table is written beside it)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     results = [evaluate(Path(d), args.n) for d in args.models.split(",")]
     command = "python -m training.warp_quality " + " ".join(argv if argv is not None else sys.argv[1:])
     table = markdown(results, command)
