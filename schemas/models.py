@@ -78,7 +78,7 @@ class ModelInfo(BaseModel):
     ops: list[OpInfo]
     arch: dict[str, Any]
     catalog: CatalogInfo | None = Field(default=None, description="part catalog (style models that have one)")
-    image_size: dict[str, int] | None = Field(default=None, description="height and width of models with a fixed, non-square size (warp)")
+    image_size: list[int] | None = Field(default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan)")
     keypoint_names: list[str] | None = Field(default=None, description="order of the keypoints the model's ops take (warp: COCO-18)")
     examples: dict[str, dict[str, Any]] | None = Field(default=None, description="example image asset id -> its keypoints and parsing "
                                                        "asset id (warp: inputs that may then be omitted)")

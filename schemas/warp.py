@@ -45,8 +45,8 @@ class PoseTransferInputs(StrictModel):
 
 
 def image_size(manifest: dict[str, Any]) -> tuple[int, int]:
-    size = manifest["image_size"]
-    return int(size["height"]), int(size["width"])
+    height, width = manifest["image_size"]  # [height, width], as every fixed-size model lists it
+    return int(height), int(width)
 
 
 def check_keypoints(points: Keypoints, name: str, height: int, width: int) -> list[list[float] | None]:

@@ -318,7 +318,7 @@ def skeleton_image(keypoints: list, height: int, width: int) -> Image.Image:
 def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3) -> Image.Image:
     """One row per example person of the model: (person, target pose, result, predicted parsing) for the
     example's own target pose, then the same for the next example's pose."""
-    height, width = model["image_size"]["height"], model["image_size"]["width"]
+    height, width = model["image_size"]
     examples = list(model["examples"].items())
     header = ["person", "target pose", "result", "parsing"] * 2
     cell_w, cell_h, caption_h = width * scale, height * scale, 16

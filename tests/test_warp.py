@@ -125,7 +125,7 @@ def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
     exported = train_warp.main(["--out", str(tmp_path / "model"), "--steps", "9", "--resume", "--export-only", *tiny])
     assert exported["step"] == 3, "export-only writes the snapshot's model without training"
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
-    assert manifest["family"] == "warp" and manifest["ops"] == ["pose_transfer"] and manifest["image_size"] == {"height": 32, "width": 16}
+    assert manifest["family"] == "warp" and manifest["ops"] == ["pose_transfer"] and manifest["image_size"] == [32, 16]
     model = WarpingGAN(WarpConfig(**manifest["arch"]))
     model.load_state_dict(load_file(tmp_path / "model" / "weights.safetensors"), strict=True)
     assert (tmp_path / "model" / "samples.png").exists() and "python -m training.train_warp" in (tmp_path / "model" / "README.md").read_text()

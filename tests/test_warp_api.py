@@ -54,7 +54,7 @@ def _example(model) -> tuple[str, dict]:
 
 def test_the_model_lists_its_size_keypoints_and_examples(client, model):
     info = client.get(f"/v1/models/{MODEL}").json()
-    assert info["family"] == "warp" and info["image_size"] == {"height": HEIGHT, "width": WIDTH}
+    assert info["family"] == "warp" and info["image_size"] == [HEIGHT, WIDTH]
     assert info["keypoint_names"][:2] == ["nose", "neck"] and len(info["keypoint_names"]) == 18
     assert len(info["examples"]) == 3 and [op["name"] for op in info["ops"]] == ["pose_transfer"]
 

@@ -24,7 +24,7 @@ from training.train_warp import heldout_batch, transfer
 def evaluate(model_dir: Path, n: int, batch_size: int = 50) -> dict[str, float]:
     manifest = json.loads((model_dir / "model.json").read_text())
     model = load_model((model_dir / "weights.safetensors").read_bytes(), manifest)
-    height, width = manifest["image_size"]["height"], manifest["image_size"]["width"]
+    height, width = manifest["image_size"]
     ssims, l1s, parse_hits, pixels = [], [], 0, 0
     for start in range(0, n, batch_size):
         batch = heldout_batch(min(batch_size, n - start), height, width, start=start)

@@ -74,7 +74,7 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
                                                          "target_keypoints": example.target_keypoints}
     config = model.config
     manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
-                "image_size": {"height": config.height, "width": config.width}, "keypoint_names": list(KEYPOINT_NAMES),
+                "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES),
                 "ops": ["pose_transfer"], "random_init": False, "description": description, "examples": listed}
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
