@@ -187,7 +187,7 @@ def cmd_jobs_fit(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"no such file: {path}", file=sys.stderr)
         return 1
-    with httpx.Client(base_url=args.url, timeout=120) as client:
+    with _client(args.url, 120) as client:
         uploaded = client.post("/v1/assets", files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
         if uploaded.status_code not in (200, 201):
             return _problem_exit(uploaded)
