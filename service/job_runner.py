@@ -42,6 +42,7 @@ class JobProgress:
 
     def __init__(self, status: dict[str, Any], finished: dict[int, str]) -> None:
         self.status = status
+        self.finished = finished  # item index -> state of the items recorded before this run
         total = status["counts"]["total"]
         succeeded = sum(1 for s in finished.values() if s == "succeeded")
         failed = len(finished) - succeeded
@@ -175,13 +176,8 @@ class JobRunner:
             await self._run_fit_job(job_id, request, status)
             return
         items = await asyncio.to_thread(self.jobs.load_items, request, self.settings.jobs_max_items)
-        finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
-        progress = JobProgress(status, finished)
-        if status["started_at"] is None:
-            progress.set(state="running", started_at=utcnow())
-        else:
-            progress.set(state="running", resumed=status.get("resumed", 0) + 1)
-            log.info("job resumed", extra={"job_id": job_id, "finished": len(finished), "total": len(items)})
+        progress = await self._start_progress(job_id, status, len(items))
+        finished = progress.finished
         owner = Principal.from_json(request.get("owner"))  # items run with the submitting key's access
         cancel = self._cancel_events[job_id]
         flusher = asyncio.get_running_loop().create_task(self._flush_status(job_id, progress, cancel))
@@ -213,6 +209,18 @@ class JobRunner:
         log.info("job finished", extra={"job_id": job_id, "state": progress.status["state"], "counts": counts})
         await self._finish(job_id, request, progress.status)
 
+    async def _start_progress(self, job_id: str, status: dict[str, Any], total: int) -> JobProgress:
+        """The job's progress from its stored status and item records, marked running (or resumed, when
+        an earlier runner had started it)."""
+        finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
+        progress = JobProgress(status, finished)
+        if status["started_at"] is None:
+            progress.set(state="running", started_at=utcnow())
+        else:
+            progress.set(state="running", resumed=status.get("resumed", 0) + 1)
+            log.info("job resumed", extra={"job_id": job_id, "finished": len(finished), "total": total})
+        return progress
+
     async def _run_fit_job(self, job_id: str, request: dict[str, Any], status: dict[str, Any]) -> None:
         """A ``fit`` job: one Ray task trains the model (FIT_TASKS of deployments/__init__.py), with its own
         CPUs/GPUs (``fit_num_cpus``, ``fit_num_gpus``), so no family replica's batch loop waits on it.
@@ -220,12 +228,8 @@ class JobRunner:
         and the final status. A runner restarted mid-fit starts the training again from the beginning."""
         import ray
 
-        finished = await asyncio.to_thread(self.jobs.finished_items, job_id)
-        progress = JobProgress(status, finished)
-        if status["started_at"] is None:
-            progress.set(state="running", started_at=utcnow())
-        else:
-            progress.set(state="running", resumed=status.get("resumed", 0) + 1)
+        progress = await self._start_progress(job_id, status, 1)
+        finished = progress.finished
         cancel = self._cancel_events[job_id]
         await self._flush_once(job_id, progress, cancel)
         if 0 not in finished and not cancel.is_set():
