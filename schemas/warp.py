@@ -21,6 +21,9 @@ from schemas.common import Sha256Hex, StrictModel
 KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
                   "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
 TORSO = ("neck", "r_shoulder", "l_shoulder", "r_hip", "l_hip")
+# Bones of skeleton drawings, as keypoint index pairs (OpenPose's COCO pairs without the ear-shoulder ones).
+SKELETON = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13), (1, 0),
+            (0, 14), (14, 16), (0, 15), (15, 17))
 LIP_CLASSES = ("background", "hat", "hair", "glove", "sunglasses", "upper_clothes", "dress", "coat", "socks", "pants", "jumpsuits",
                "scarf", "skirt", "face", "left_arm", "right_arm", "left_leg", "right_leg", "left_shoe", "right_shoe")
 NUM_PARSING_CLASSES = len(LIP_CLASSES)

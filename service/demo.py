@@ -305,11 +305,11 @@ def inpaint_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str
 
 def skeleton_image(keypoints: list, height: int, width: int) -> Image.Image:
     """The visible bones of COCO-18 keypoints (18 x [x, y] or None), white on black."""
-    bones = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13), (1, 0),
-             (0, 14), (14, 16), (0, 15), (15, 17))
+    from schemas.warp import SKELETON
+
     image = Image.new("RGB", (width, height), "black")
     draw = ImageDraw.Draw(image)
-    for a, b in bones:
+    for a, b in SKELETON:
         if keypoints[a] is not None and keypoints[b] is not None:
             draw.line([tuple(keypoints[a]), tuple(keypoints[b])], fill=(255, 255, 255), width=1)
     return image

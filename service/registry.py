@@ -175,9 +175,7 @@ class ModelRegistry:
         from PIL import Image
 
         with Image.open(io.BytesIO(png)) as image:
-            metadata = {"kind": "image", "width": str(image.width), "height": str(image.height), "mode": image.mode}
-        asset_id = hashlib.sha256(png).hexdigest()
-        self.store.put_if_absent(self.store.asset_key(asset_id), png, content_type="image/png", metadata=metadata)
+            asset_id = self.store.put_png_asset(png, image.width, image.height, image.mode)
         AccessIndex(self.store).grant_public(asset_id)  # every key may name the model's examples
         return asset_id
 

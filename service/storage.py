@@ -440,6 +440,14 @@ class AssetStore:
             self._put_object(kwargs, digest, key)
         return True
 
+    def put_png_asset(self, png: bytes, width: int, height: int, mode: str) -> str:
+        """Store a PNG the service made (an op's side output, a checkpoint's example) as a content-addressed
+        image asset, with the metadata an upload of the same bytes gets; -> its asset id."""
+        asset_id = hashlib.sha256(png).hexdigest()
+        metadata = {"kind": "image", "width": str(width), "height": str(height), "mode": mode}
+        self.put_if_absent(self.asset_key(asset_id), png, content_type="image/png", metadata=metadata)
+        return asset_id
+
     def get(self, key: str, verify: bool = False) -> bytes:
         """The object's bytes. ``verify`` checks them against the recorded metadata ``sha256``."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

@@ -33,7 +33,7 @@ from torch.nn.utils import spectral_norm
 
 from deployments.warp.checkpoint import Example, export as export_checkpoint
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
-from deployments.warp.pose import pose_heatmaps
+from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
 from training.model_card import arch_and_command, hardware
 
@@ -52,10 +52,6 @@ class PoseTransferBatch:
     target_labels: torch.Tensor  # (n, H, W) long
     target_parsing: torch.Tensor  # (n, 20, H, W)
     target_image: torch.Tensor  # (n, 3, H, W)
-
-
-def heatmap_sigma(height: int) -> float:
-    return max(1.0, height / 64)  # 2 px at 128 px high
 
 
 def to_batch(condition: persons.PersonBatch, target: persons.PersonBatch) -> PoseTransferBatch:

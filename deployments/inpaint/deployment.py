@@ -95,12 +95,7 @@ class InpaintDeployment(FamilyDeployment):
         return size_bucket(task.images["image"].shape)  # images that pad to one size share a batch
 
     def _store_edges(self, edges: np.ndarray) -> dict[str, Any]:
-        png = encode_png(edges)
-        asset_id = hashlib.sha256(png).hexdigest()
-        key = self.store.asset_key(asset_id)
-        metadata = {"kind": "image", "width": str(edges.shape[1]), "height": str(edges.shape[0]), "mode": "L"}
-        self.store.put_if_absent(key, png, content_type="image/png", metadata=metadata)
-        return {"edges_asset_id": asset_id}
+        return {"edges_asset_id": self.store.put_png_asset(encode_png(edges), edges.shape[1], edges.shape[0], "L")}
 
     def run_group(self, model: EdgeConnect, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
         if op != "inpaint":

@@ -7,7 +7,6 @@ upload: ``extras.parsing_asset_id``), so a client can fetch it or send it back a
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Hashable
 
 import numpy as np
@@ -17,7 +16,7 @@ from ray import serve
 
 from deployments.warp.checkpoint import load_model
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
-from deployments.warp.pose import pose_heatmaps
+from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from schemas.warp import KEYPOINT_NAMES, LIP_CLASSES, LIP_PALETTE
 from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput
@@ -37,7 +36,7 @@ def keypoint_tensors(points: list[list[float] | None]) -> tuple[torch.Tensor, to
 def pose_transfer_batch(model: WarpingGAN, tasks: list[EditTask], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Tasks (image, parsing, keypoints, target_keypoints) -> (images (n, H, W, 3) uint8, parsing labels (n, H, W) uint8)."""
     height, width = model.config.height, model.config.width
-    sigma = max(1.0, height / 64)  # as in training (training/train_warp.py heatmap_sigma)
+    sigma = heatmap_sigma(height)
     image = torch.stack([torch.from_numpy(np.array(t.images["image"], dtype=np.float32)) for t in tasks]).permute(0, 3, 1, 2)
     labels = torch.stack([torch.from_numpy(np.array(t.images["parsing"], dtype=np.int64)) for t in tasks])
     condition = [keypoint_tensors(t.inputs["keypoints"]) for t in tasks]
@@ -70,10 +69,7 @@ class WarpDeployment(FamilyDeployment):
         return ()  # one model, one image size: every request of a batch shares a tensor batch
 
     def _store_parsing(self, labels: np.ndarray) -> dict[str, Any]:
-        png = encode_png(PARSING_PALETTE[labels])
-        asset_id = hashlib.sha256(png).hexdigest()
-        metadata = {"kind": "image", "width": str(labels.shape[1]), "height": str(labels.shape[0]), "mode": "RGB"}
-        self.store.put_if_absent(self.store.asset_key(asset_id), png, content_type="image/png", metadata=metadata)
+        asset_id = self.store.put_png_asset(encode_png(PARSING_PALETTE[labels]), labels.shape[1], labels.shape[0], "RGB")
         shares = np.bincount(labels.ravel(), minlength=NUM_PARSING_CLASSES) / labels.size
         return {"parsing_asset_id": asset_id,
                 "parsing_shares": {LIP_CLASSES[c]: round(float(s), 4) for c, s in enumerate(shares) if s >= 0.005}}

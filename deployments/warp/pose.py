@@ -7,6 +7,12 @@ import torch
 NUM_KEYPOINTS = 18
 
 
+def heatmap_sigma(height: int) -> float:
+    """The Gaussian width of the heatmaps at an image height: 2 px at 128 px high, never below 1 px.
+    Training and serving must agree on it."""
+    return max(1.0, height / 64)
+
+
 def pose_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor, height: int, width: int, sigma: float = 2.0) -> torch.Tensor:
     """keypoints (n, 18, 2) pixel (x, y), visible (n, 18) bool -> (n, 18, H, W) in [0, 1].
 

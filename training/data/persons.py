@@ -33,15 +33,12 @@ from pathlib import Path
 
 import torch
 
-from schemas.warp import KEYPOINT_NAMES, LIP_CLASSES, LIP_PALETTE
+from schemas.warp import KEYPOINT_NAMES, LIP_CLASSES, LIP_PALETTE, SKELETON, TORSO
 
 COCO18: tuple[str, ...] = KEYPOINT_NAMES
 K = {name: i for i, name in enumerate(COCO18)}
-# Bones of the skeleton drawing (OpenPose's COCO pairs without the ear-shoulder ones).
-SKELETON: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
-                                         (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
 L = {name: i for i, name in enumerate(LIP_CLASSES)}
-TORSO_KEYPOINTS = (K["neck"], K["r_shoulder"], K["l_shoulder"], K["r_hip"], K["l_hip"])
+TORSO_KEYPOINTS = tuple(K[name] for name in TORSO)
 
 # Bone lengths as fractions of the person's height (top of head to soles).
 _BONE = {"head": 0.13, "neck_to_nose": 0.12, "shoulder": 0.105, "upper_arm": 0.17, "forearm": 0.15, "torso": 0.30,
