@@ -9,6 +9,7 @@ FAMILY_DEPLOYMENTS: dict[str, str] = {
     "inpaint": "deployments.inpaint.deployment:InpaintDeployment",
     "warp": "deployments.warp.deployment:WarpDeployment",
     "ingan": "deployments.ingan.deployment:InganDeployment",
+    "person": "deployments.person.deployment:PersonDeployment",
 }
 
 # Job kinds that train a model: family -> ``module:function`` run by the job runner as a Ray task.

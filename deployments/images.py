@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from schemas.common import STRIP_GAP
+
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float in [-1, 1] -> numpy uint8 (N, H, W, 3); values outside [-1, 1] are clipped."""
@@ -27,3 +29,16 @@ def images_to_tensor(images: Sequence[np.ndarray], device: torch.device | str = 
         batch = batch.pin_memory().to(device, non_blocking=True)
     batch = batch.to(device=device, dtype=torch.float32)
     return batch.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def strip(images: list[np.ndarray], gap: int = STRIP_GAP) -> tuple[np.ndarray, list[int]]:
+    """uint8 (h, w, 3) images side by side on white, top-aligned, ``gap`` px apart -> (strip, x offset of each)."""
+    height = max(image.shape[0] for image in images)
+    width = sum(image.shape[1] for image in images) + gap * (len(images) - 1)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    offsets, x = [], 0
+    for image in images:
+        canvas[: image.shape[0], x: x + image.shape[1]] = image
+        offsets.append(x)
+        x += image.shape[1] + gap
+    return canvas, offsets

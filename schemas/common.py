@@ -10,6 +10,7 @@ Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 
 ModelName = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$", description="registered model name, e.g. 'style-demo-random'")
 ]
+STRIP_GAP = 4  # white pixels between the images of a strip (several outputs of one edit side by side)
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed (uint32)")]
 
 

@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import ModelName, Seed, Sha256Hex, StrictModel
+from schemas.common import STRIP_GAP, ModelName, Seed, Sha256Hex, StrictModel
 
 MAX_OUTPUTS = 8
-STRIP_GAP = 4  # white pixels between the outputs of a strip (deployments/ingan/ops.py draws it)
 MODEL_PREFIX = "ingan-"
 
 

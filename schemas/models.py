@@ -78,10 +78,13 @@ class ModelInfo(BaseModel):
     ops: list[OpInfo]
     arch: dict[str, Any]
     catalog: CatalogInfo | None = Field(default=None, description="part catalog (style models that have one)")
-    image_size: list[int] | None = Field(default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan)")
-    keypoint_names: list[str] | None = Field(default=None, description="order of the keypoints the model's ops take (warp: COCO-18)")
-    examples: dict[str, dict[str, Any]] | None = Field(default=None, description="example image asset id -> its keypoints and parsing "
-                                                       "asset id (warp: inputs that may then be omitted)")
+    image_size: list[int] | None = Field(default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan, person)")
+    keypoint_names: list[str] | None = Field(default=None, description="order of the keypoints the model's ops take (warp, person: "
+                                             "COCO-18)")
+    examples: dict[str, dict[str, Any]] | None = Field(default=None, description="example image asset id -> its keypoints (and warp: "
+                                                       "parsing asset id): inputs that may then be omitted (warp, person)")
+    factors: list[str] | None = Field(default=None, description="factors the model separates (person: foreground, background, pose)")
+    embedding_dims: dict[str, int] | None = Field(default=None, description="embedding size of each factor (person)")
 
 
 class FamilyInfo(BaseModel):

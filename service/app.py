@@ -25,7 +25,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     router, which backs off while every replica is full and so left the replica idle at high
     concurrency (loadtests/bench.py at concurrency 64: 12 -> 35 images/s for style.sample).
 
-    Each family replica reserves ``family_num_cpus`` (default 0.3) so that every family fits a
+    Each family replica reserves ``family_num_cpus`` (default 0.25) so that every family fits a
     2-CPU local Ray next to the ingress; ``family_num_gpus`` (fractional: families share a GPU) puts
     replicas on GPU workers. ``family_overrides`` changes resources and replica counts per family
     (the Helm chart's ``families`` values). With autoscaling on, the autoscaler aims at two full

@@ -92,8 +92,8 @@ class Settings(BaseSettings):
 
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
-    family_num_cpus: float = Field(default=0.3, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families and "
-                                   "the ingress must fit ray_num_cpus: 0.25 ingress + 5 x 0.3 + 0.1 job runner = 1.85 of 2)")
+    family_num_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families and "
+                                   "the ingress must fit ray_num_cpus: 0.25 ingress + 6 x 0.25 + 0.1 job runner = 1.85 of 2)")
     family_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved per family replica; a fraction shares one GPU "
                                    "(0.25: four family replicas on one GPU); 0 = CPU only")
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")

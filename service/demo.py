@@ -90,6 +90,14 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             say(f"  pose transfer grid (person, target pose, result, predicted parsing; twice per row): {out_dir / filename}")
             grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Pose transfer"})
             continue
+        if model["family"] == "person":
+            say(f"model {model['name']} [person]: example people recomposed from each other's factors, sampled, interpolated")
+            for filename, title, grid in ((f"{model['name']}-recompose.png", "Disentangled person generation", person_grid(client, model, say)),
+                                          (f"{model['name']}-interpolate.png", "Factor interpolation (rows: foreground, background, pose)", interpolation_grid(client, model, say))):
+                grid.save(out_dir / filename)
+                say(f"  {title} grid: {out_dir / filename}")
+                grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": title})
+            continue
         requests = demo_requests(model, {name: info["asset_id"] for name, info in uploaded})
         if not requests:
             continue
@@ -340,6 +348,59 @@ def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callabl
         for column, tile in enumerate(tiles):
             grid.paste(tile.resize((cell_w, cell_h), Image.NEAREST), (column * cell_w, caption_h + row * cell_h))
     return grid
+
+
+def _grid(rows: list[list[Image.Image]], header: list[str], cell_w: int, cell_h: int) -> Image.Image:
+    """Tiles (nearest-upscaled to cell_w x cell_h) in rows under a caption line."""
+    caption_h = 16
+    grid = Image.new("RGB", (cell_w * len(header), caption_h + cell_h * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, text in enumerate(header):
+        draw.text((column * cell_w + 2, 2), text, fill="black")
+    for row, tiles in enumerate(rows):
+        for column, tile in enumerate(tiles):
+            grid.paste(tile.resize((cell_w, cell_h), Image.NEAREST), (column * cell_w, caption_h + row * cell_h))
+    return grid
+
+
+def person_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3) -> Image.Image:
+    """One row per example person P (the next two examples N1, N2): P, N1, P on N1's background,
+    P in N2's pose, N1's person in P's pose on P's background, then sampled: P's person on a new
+    background, a new person in P's pose and scene, everything new."""
+    height, width = model["image_size"]
+    ids = list(model["examples"])
+    header = ["person P", "other N", "P on N's bg", "P in N2's pose", "N's fg into P", "new bg", "new person", "all new"]
+    people = {i: Image.open(io.BytesIO(client.get(client.get(f"/v1/assets/{i}").json()["url"]).content)).convert("RGB") for i in ids}
+    rows = []
+    for row, image_id in enumerate(ids):
+        other, third = ids[(row + 1) % len(ids)], ids[(row + 2) % len(ids)]
+        edits = [("recompose", {"foreground": image_id, "background": other}, {}),
+                 ("recompose", {"foreground": image_id, "background": image_id, "pose": third}, {}),
+                 ("recompose", {"foreground": other, "background": image_id, "pose": image_id}, {}),
+                 ("sample", {"image": image_id, "seed": row}, {"keep": ["foreground", "pose"]}),
+                 ("sample", {"image": image_id, "seed": row}, {"keep": ["background", "pose"]}),
+                 ("sample", {"seed": row}, {})]
+        tiles = [people[image_id], people[other]]
+        for op, inputs, params in edits:
+            image, response = _edit_png(client, {"model": model["name"], "op": op, "inputs": inputs, "params": params})
+            tiles.append(image)
+        say(f"    example {row}: {len(edits)} edits, last compute {response['timings'].get('compute_ms') or 0:.0f} ms")
+        rows.append(tiles)
+    return _grid(rows, header, width * scale, height * scale)
+
+
+def interpolation_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3,
+                       steps: int = 6) -> Image.Image:
+    """Three strips from the first example to the second: foreground, background, pose interpolated."""
+    height, width = model["image_size"]
+    start, end = list(model["examples"])[:2]
+    rows = []
+    for factor in ("foreground", "background", "pose"):
+        strip, response = _edit_png(client, {"model": model["name"], "op": "interpolate", "inputs": {"start": start, "end": end},
+                                             "params": {"factor": factor, "steps": steps}})
+        rows.append([strip.crop((s["x"], 0, s["x"] + width, height)) for s in response["extras"]["steps"]])
+        say(f"    {factor}: {steps} steps, compute {response['timings'].get('compute_ms') or 0:.0f} ms")
+    return _grid(rows, [f"t={s['t']:.2f}" for s in response["extras"]["steps"]], width * scale, height * scale)
 
 
 def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]],

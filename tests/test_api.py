@@ -39,7 +39,7 @@ def assert_problem(response: httpx.Response, status: int, detail_contains: str =
 def test_health_ready_and_metrics(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"storage": "ok", "family:style": "ok", "family:collage": "ok", "family:inpaint": "ok", "family:ingan": "ok", "family:warp": "ok", "jobs": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"storage": "ok", "family:style": "ok", "family:collage": "ok", "family:inpaint": "ok", "family:ingan": "ok", "family:warp": "ok", "family:person": "ok", "jobs": "ok"}
     client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 11}})
     text = client.get("/metrics").text
     assert 'collage_http_requests_total{op="sample",route="/v1/edits",status="200"}' in text

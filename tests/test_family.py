@@ -209,7 +209,7 @@ def test_family_options_reserve_cpus_and_optionally_a_gpu_share():
     small = family_options(Settings(family_max_ongoing_requests=4, batch_max_size=8))
     assert small["max_ongoing_requests"] == 16, "never below two full batches, or batches never fill"
     shared = family_options(Settings(family_num_gpus=0.25))["ray_actor_options"]
-    assert shared == {"num_cpus": 0.3, "num_gpus": 0.25}, "four family replicas per GPU"
+    assert shared == {"num_cpus": 0.25, "num_gpus": 0.25}, "four family replicas per GPU"
 
 
 # ---- compiled generators: groups padded to batch buckets, buckets compiled at replica start --------

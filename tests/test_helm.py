@@ -249,7 +249,7 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
 def test_family_overrides_are_checked_like_the_chart_checks_them():
     settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
     assert settings.family_scaling("inpaint").model_dump() == {
-        "num_cpus": 0.3, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
+        "num_cpus": 0.25, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
     assert settings.family_scaling("style").num_gpus == 0.25
     with pytest.raises(ValidationError, match="unknown families"):
         Settings(family_overrides={"dream": {"num_gpus": 1}})
@@ -467,7 +467,7 @@ BAD_VALUES = [
     pytest.param(_with(config__s3_endpoint_url=None), r"set config.s3_endpoint_url", False, id="no storage"),
     pytest.param(_with(seaweedfs={"enabled": True}), r"both set", False, id="two storages"),
     pytest.param(_with(families__style={"enabled": False}, families__collage={"enabled": False},
-                       families__inpaint={"enabled": False}, families__warp={"enabled": False}, families__ingan={"enabled": False}),
+                       families__inpaint={"enabled": False}, families__warp={"enabled": False}, families__ingan={"enabled": False}, families__person={"enabled": False}),
                  r"enable at least one family", False, id="no family"),
 ]
 

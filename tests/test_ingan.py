@@ -9,6 +9,7 @@ import torch
 from deployments.ingan import ops
 from deployments.ingan.checkpoint import load_model, manifest_for, weights_bytes
 from deployments.ingan.ingan import Generator, InGANConfig, MultiScaleDiscriminator, homography_grid
+from schemas.common import STRIP_GAP
 from schemas.ingan import FitJob, RetargetInputs, RetargetParams, prepare_retarget
 
 TINY = InGANConfig(base_channels=8, n_downscales=2, n_resblocks=1)
@@ -138,7 +139,7 @@ def test_checkpoint_round_trip_keeps_outputs(trained):
 def test_strip_places_outputs_left_to_right():
     a, b = np.zeros((8, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)
     canvas, offsets = ops.strip([a, b])
-    assert canvas.shape == (8, 4 + ops.STRIP_GAP + 6, 3) and offsets == [0, 4 + ops.STRIP_GAP]
+    assert canvas.shape == (8, 4 + STRIP_GAP + 6, 3) and offsets == [0, 4 + STRIP_GAP]
     assert (canvas[4:, offsets[1]:] == 255).all()  # below the shorter image: white
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from deployments.ingan import ops
 from deployments.ingan.checkpoint import manifest_for, weights_bytes
+from schemas.common import STRIP_GAP
 from tests.helpers import png_bytes
 from tests.test_api import assert_problem, decode
 from tests.test_ingan import TINY, smooth_image
@@ -68,8 +69,8 @@ def test_sizes_snap_and_several_outputs_form_a_strip(client, model):
     outputs = response.json()["extras"]["outputs"]
     assert [o["produced"] for o in outputs] == [[24, 48], [12, 12], [40, 20]]
     assert [o["snapped"] for o in outputs] == [True, True, False]
-    assert strip.shape == (40, 48 + 12 + 20 + 2 * ops.STRIP_GAP, 3)
-    assert [o["x"] for o in outputs] == [0, 48 + ops.STRIP_GAP, 60 + 2 * ops.STRIP_GAP]
+    assert strip.shape == (40, 48 + 12 + 20 + 2 * STRIP_GAP, 3)
+    assert [o["x"] for o in outputs] == [0, 48 + STRIP_GAP, 60 + 2 * STRIP_GAP]
     assert outputs[2]["homography"] == {"top_left": 0.2, "top_right": 0.0}
     # each panel is what the same output alone gives
     alone = image_of(retarget(client, [{"height": 24, "width": 48}]))
@@ -207,7 +208,7 @@ def test_the_shipped_demo_model_is_registered_at_start_and_retargets(client):
     assert listed["ingan-rocket"]["family"] == "ingan" and not listed["ingan-rocket"]["random_init"]
     response = retarget(client, [{"height": 64, "width": 190}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}],
                         model="ingan-rocket")
-    assert image_of(response).shape == (64, 192 + ops.STRIP_GAP + 96, 3)
+    assert image_of(response).shape == (64, 192 + STRIP_GAP + 96, 3)
     assert response.json()["extras"]["outputs"][0]["produced"] == [64, 192]
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deployments.images import strip  # noqa: F401 - retarget's several outputs come back as one strip
 from deployments.ingan.ingan import Generator, InGANConfig, MultiScaleDiscriminator
-from schemas.ingan import STRIP_GAP, snap_side as schema_snap_side  # one snapping rule for the API and the generator
+from schemas.ingan import snap_side as schema_snap_side  # one snapping rule for the API and the generator
 
 
 
@@ -105,19 +106,6 @@ def retarget(generator: Generator, source: torch.Tensor, targets: list[Target]) 
                 homography = torch.as_tensor(matrix, dtype=source.dtype, device=source.device).unsqueeze(0)
             outputs.append(to_uint8(generator(source, (target.height, target.width), homography))[0])
     return outputs
-
-
-def strip(images: list[np.ndarray], gap: int = STRIP_GAP) -> tuple[np.ndarray, list[int]]:
-    """Images side by side on white, top-aligned, ``gap`` px apart -> (strip, x offset of each)."""
-    height = max(image.shape[0] for image in images)
-    width = sum(image.shape[1] for image in images) + gap * (len(images) - 1)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    offsets, x = [], 0
-    for image in images:
-        canvas[: image.shape[0], x: x + image.shape[1]] = image
-        offsets.append(x)
-        x += image.shape[1] + gap
-    return canvas, offsets
 
 
 # ---- training -------------------------------------------------------------------------------

@@ -16,21 +16,14 @@ from ray import serve
 
 from deployments.warp.checkpoint import load_model
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
-from deployments.warp.pose import heatmap_sigma, pose_heatmaps
-from schemas.warp import KEYPOINT_NAMES, LIP_CLASSES, LIP_PALETTE
+from deployments.warp.pose import heatmap_sigma, keypoint_tensors, pose_heatmaps
+from schemas.warp import LIP_CLASSES, LIP_PALETTE
 from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput
 from service.images import encode_png
 from service.tasks import EditTask
 
 PARSING_PALETTE = np.array(LIP_PALETTE, dtype=np.uint8)
-
-
-def keypoint_tensors(points: list[list[float] | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Canonical keypoints (18 x [x, y] or null) -> (coordinates (18, 2), visible (18,) bool)."""
-    assert len(points) == len(KEYPOINT_NAMES), len(points)
-    coordinates = torch.tensor([p if p is not None else [0.0, 0.0] for p in points], dtype=torch.float32)
-    return coordinates, torch.tensor([p is not None for p in points])
 
 
 def pose_transfer_batch(model: WarpingGAN, tasks: list[EditTask], device: torch.device) -> tuple[np.ndarray, np.ndarray]:

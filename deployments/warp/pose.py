@@ -26,3 +26,10 @@ def pose_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor, height: int, w
     x, y = keypoints[..., 0, None, None].float(), keypoints[..., 1, None, None].float()
     maps = torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
     return maps * visible[..., None, None].to(maps.dtype)
+
+
+def keypoint_tensors(points: list[list[float] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical API keypoints (18 x [x, y] or null) -> (coordinates (18, 2), visible (18,) bool)."""
+    assert len(points) == NUM_KEYPOINTS, len(points)
+    coordinates = torch.tensor([p if p is not None else [0.0, 0.0] for p in points], dtype=torch.float32)
+    return coordinates, torch.tensor([p is not None for p in points])

@@ -100,7 +100,7 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 */}}
 {{- define "collage.serveConfig" -}}
 {{- $c := .Values.config -}}
-{{- $deploymentNames := dict "style" "StyleDeployment" "collage" "CollageDeployment" "inpaint" "InpaintDeployment" "warp" "WarpDeployment" "ingan" "InganDeployment" -}}
+{{- $deploymentNames := dict "style" "StyleDeployment" "collage" "CollageDeployment" "inpaint" "InpaintDeployment" "warp" "WarpDeployment" "ingan" "InganDeployment" "person" "PersonDeployment" -}}
 {{- $families := splitList "," (include "collage.enabledFamilies" .) -}}
 {{- $deployments := list -}}
 {{- range $name, $options := .Values.families -}}

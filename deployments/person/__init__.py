@@ -1,0 +1,1 @@
+"""Family ``person``: Disentangled Person Image Generation (foreground, background and pose as separate factors)."""

@@ -1,0 +1,79 @@
+"""Disentangled-person checkpoints: ``model.json`` (family ``person``, format ``disentangled-person``,
+arch = PersonConfig) and ``weights.safetensors`` (the DisentangledPersonGenerator state dict:
+``foreground.*``, ``background.*``, ``pose.*``, ``decoder.*``, ``mappings.*``).
+
+Written by ``training/train_person.py``; there is no public checkpoint of this architecture to convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
+from schemas.warp import KEYPOINT_NAMES
+
+FAMILY = "person"
+FORMAT = "disentangled-person"
+OPS = ["recompose", "sample", "interpolate"]
+
+
+def config_from_manifest(manifest: dict[str, Any]) -> PersonConfig:
+    """The manifest's arch as a PersonConfig; unknown fields are named in the error."""
+    arch = dict(manifest.get("arch") or {})
+    known = {f.name for f in dataclasses.fields(PersonConfig)}
+    unknown = sorted(set(arch) - known)
+    if unknown:
+        raise ValueError(f"person arch has unknown fields {unknown}; known: {sorted(known)}")
+    return PersonConfig(**arch)
+
+
+def load_model(weights: bytes, manifest: dict[str, Any], device: str = "cpu") -> DisentangledPersonGenerator:
+    """safetensors bytes + manifest -> DisentangledPersonGenerator in eval mode; mismatched keys are refused by name."""
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT!r} checkpoint: format {manifest.get('format')!r}")
+    model = DisentangledPersonGenerator(config_from_manifest(manifest))
+    state = safetensors.torch.load(weights)
+    missing = sorted(set(model.state_dict()) - set(state))
+    extra = sorted(set(state) - set(model.state_dict()))
+    if missing or extra:
+        raise ValueError(f"person weights do not match the arch: missing {missing[:5]}, unexpected {extra[:5]}")
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(torch.device(device))
+
+
+@dataclasses.dataclass
+class Example:
+    """An example person shipped with a checkpoint: the image and its keypoints."""
+
+    image: Any  # (H, W, 3) uint8 array
+    keypoints: list  # 18 x [x, y] or None
+
+
+def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, description: str, examples: list[Example] = ()) -> dict[str, Any]:
+    """Write model.json, weights.safetensors and examples/*.png; the manifest lists each example by its
+    image's asset id (the sha256 of its PNG, as an upload of it gets) with its keypoints."""
+    from service.images import encode_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "weights.safetensors"))
+    listed: dict[str, dict[str, Any]] = {}
+    if examples:
+        (out_dir / "examples").mkdir(exist_ok=True)
+    for i, example in enumerate(examples):
+        image_png = encode_png(example.image)
+        (out_dir / "examples" / f"{i:02d}.png").write_bytes(image_png)
+        listed[hashlib.sha256(image_png).hexdigest()] = {"keypoints": example.keypoints}
+    config = model.config
+    manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
+                "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES), "factors": list(FACTORS),
+                "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS}, "ops": OPS, "random_init": False,
+                "description": description, "examples": listed}
+    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
