@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
+from deployments import project_format
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from schemas.warp import KEYPOINT_NAMES
 
@@ -25,26 +25,14 @@ OPS = ["recompose", "sample", "interpolate"]
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> PersonConfig:
-    """The manifest's arch as a PersonConfig; unknown fields are named in the error."""
-    arch = dict(manifest.get("arch") or {})
-    known = {f.name for f in dataclasses.fields(PersonConfig)}
-    unknown = sorted(set(arch) - known)
-    if unknown:
-        raise ValueError(f"person arch has unknown fields {unknown}; known: {sorted(known)}")
-    return PersonConfig(**arch)
+    return project_format.config_from_manifest(PersonConfig, manifest, FAMILY)
 
 
 def load_model(weights: bytes, manifest: dict[str, Any], device: str = "cpu") -> DisentangledPersonGenerator:
-    """safetensors bytes + manifest -> DisentangledPersonGenerator in eval mode; mismatched keys are refused by name."""
+    """safetensors bytes + manifest -> DisentangledPersonGenerator in eval mode; mismatched keys or shapes are refused by name."""
     if manifest.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT!r} checkpoint: format {manifest.get('format')!r}")
-    model = DisentangledPersonGenerator(config_from_manifest(manifest))
-    state = safetensors.torch.load(weights)
-    missing = sorted(set(model.state_dict()) - set(state))
-    extra = sorted(set(state) - set(model.state_dict()))
-    if missing or extra:
-        raise ValueError(f"person weights do not match the arch: missing {missing[:5]}, unexpected {extra[:5]}")
-    model.load_state_dict(state, strict=True)
+    model = project_format.load_weights(DisentangledPersonGenerator(config_from_manifest(manifest)), weights, FAMILY)
     return model.eval().to(torch.device(device))
 
 
@@ -62,7 +50,7 @@ def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, descrip
     from service.images import encode_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "weights.safetensors"))
+    project_format.write_weights(model, out_dir / "weights.safetensors")
     listed: dict[str, dict[str, Any]] = {}
     if examples:
         (out_dir / "examples").mkdir(exist_ok=True)

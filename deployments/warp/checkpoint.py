@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
+from deployments import project_format
 from deployments.warp.networks import WarpConfig, WarpingGAN
 from schemas.warp import KEYPOINT_NAMES
 
@@ -23,26 +23,14 @@ FORMAT = "warp-gan"
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> WarpConfig:
-    """The manifest's arch as a WarpConfig; unknown or missing fields are named in the error."""
-    arch = dict(manifest.get("arch") or {})
-    known = {f.name for f in dataclasses.fields(WarpConfig)}
-    unknown = sorted(set(arch) - known)
-    if unknown:
-        raise ValueError(f"warp arch has unknown fields {unknown}; known: {sorted(known)}")
-    return WarpConfig(**arch)
+    return project_format.config_from_manifest(WarpConfig, manifest, FAMILY)
 
 
 def load_model(weights: bytes, manifest: dict[str, Any], device: str = "cpu") -> WarpingGAN:
     """safetensors bytes + manifest -> WarpingGAN in eval mode; mismatched keys or shapes are refused by name."""
     if manifest.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT!r} checkpoint: format {manifest.get('format')!r}")
-    model = WarpingGAN(config_from_manifest(manifest))
-    state = safetensors.torch.load(weights)
-    missing = sorted(set(model.state_dict()) - set(state))
-    extra = sorted(set(state) - set(model.state_dict()))
-    if missing or extra:
-        raise ValueError(f"warp weights do not match the arch: missing {missing[:5]}, unexpected {extra[:5]}")
-    model.load_state_dict(state, strict=True)
+    model = project_format.load_weights(WarpingGAN(config_from_manifest(manifest)), weights, FAMILY)
     return model.eval().to(torch.device(device))
 
 
@@ -62,7 +50,7 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
     from service.images import encode_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "weights.safetensors"))
+    project_format.write_weights(model, out_dir / "weights.safetensors")
     listed: dict[str, dict[str, Any]] = {}
     if examples:
         (out_dir / "examples").mkdir(exist_ok=True)
