@@ -137,3 +137,19 @@ def test_bad_inputs_are_4xx_problems(client, model):
     missing = "0" * 64
     response = _edit(client, "recompose", {"foreground": a, "background": missing, "background_keypoints": points})
     assert response.status_code == 404 and response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_batch_job_runs_each_op_and_matches_the_synchronous_edits(client, model):
+    from tests.test_jobs_api import all_results, wait_for
+
+    a, b, c = list(model["manifest"]["examples"])
+    items = [{"model": MODEL, "op": "recompose", "inputs": {"foreground": b, "background": c, "pose": a}},
+             {"model": MODEL, "op": "sample", "inputs": {"image": c, "seed": 11}, "params": {"keep": ["background"]}},
+             {"model": MODEL, "op": "interpolate", "inputs": {"start": c, "end": a}, "params": {"factor": "foreground", "steps": 3}}]
+    response = client.post("/v1/jobs", json={"items": items})
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["job_id"])["state"] == "succeeded"
+    results = all_results(client, response.json()["job_id"])
+    for item, result in zip(items, results):
+        again = client.post("/v1/edits", json=item)
+        assert again.status_code == 200 and again.json()["result_id"] == result["result_id"] and again.json()["cached"]
