@@ -72,7 +72,12 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
         Image.fromarray(array).save(out_dir / f"input-{name}.png")
         say(f"  uploaded {name}: asset {info['asset_id'][:12]}… {info['width']}x{info['height']}")
 
-    models = client.get("/v1/models").json()["models"]
+    listing = client.get("/v1/models").json()
+    deployed = {family["name"] for family in listing["families"] if family["deployed"]}
+    skipped = sorted({m["family"] for m in listing["models"]} - deployed)
+    if skipped:
+        say(f"skipping the models of families not deployed here (--families): {', '.join(skipped)}")
+    models = [m for m in listing["models"] if m["family"] in deployed]
     cards: list[dict[str, Any]] = []
     grids: list[dict[str, Any]] = []
     for model in models:
@@ -391,9 +396,17 @@ def person_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str]
 
 def interpolation_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3,
                        steps: int = 6) -> Image.Image:
-    """Three strips from the first example to the second: foreground, background, pose interpolated."""
+    """Three strips from the first example to the example whose pose differs most from it: foreground,
+    background, pose interpolated (the other factors stay the first example's)."""
     height, width = model["image_size"]
-    start, end = list(model["examples"])[:2]
+    examples = model["examples"]
+    start = next(iter(examples))
+
+    def pose_distance(other: str) -> float:
+        pairs = [(p, q) for p, q in zip(examples[start]["keypoints"], examples[other]["keypoints"]) if p and q]
+        return sum(((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2) ** 0.5 for p, q in pairs) / max(len(pairs), 1)
+
+    end = max((i for i in examples if i != start), key=pose_distance)
     rows = []
     for factor in ("foreground", "background", "pose"):
         strip, response = _edit_png(client, {"model": model["name"], "op": "interpolate", "inputs": {"start": start, "end": end},

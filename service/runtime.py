@@ -86,6 +86,9 @@ class LocalService:
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Serve gives a new HTTP proxy 5 s to report ready and kills it after three misses; on a busy
+        # 2-core machine (a training run beside it) its start takes longer, and serve.start fails.
+        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
         disable_auth_for_local_run()
         settings = self.start_storage()
         if not ray.is_initialized():

@@ -15,7 +15,7 @@ from ray import serve
 from deployments.images import images_to_tensor, strip, to_uint8_images
 from deployments.person import ops as person_ops  # not "ops": cloudpickle would take it for torch.ops
 from deployments.person.checkpoint import load_model
-from deployments.person.networks import DisentangledPersonGenerator, PersonConfig
+from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from deployments.warp.pose import keypoint_tensors
 from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput
@@ -44,37 +44,42 @@ class PersonDeployment(FamilyDeployment):
     def group_key(self, task: EditTask) -> Hashable:
         return tuple(task.inputs.get("keep", ()))  # one image size per model; sample batches share the kept factors
 
+    def _pose(self, tasks: list[EditTask], field: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tasks' canonical keypoints in ``field`` -> (keypoints (n, 18, 2), visible (n, 18)) on the device."""
+        points = [keypoint_tensors(t.inputs[field]) for t in tasks]
+        return torch.stack([p for p, _ in points]).to(self.device), torch.stack([v for _, v in points]).to(self.device)
+
     def _people(self, tasks: list[EditTask], image: str, keypoints: str) -> person_ops.People:
-        points = [keypoint_tensors(t.inputs[keypoints]) for t in tasks]
-        return person_ops.People(images_to_tensor([t.images[image] for t in tasks], self.device),
-                                 torch.stack([p for p, _ in points]).to(self.device), torch.stack([v for _, v in points]).to(self.device))
+        return person_ops.People(images_to_tensor([t.images[image] for t in tasks], self.device), *self._pose(tasks, keypoints))
 
     def run_group(self, model: DisentangledPersonGenerator, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op == "recompose":
-            pose = [keypoint_tensors(t.inputs["pose_keypoints"]) for t in tasks]
-            rendered = person_ops.recompose(model, self._people(tasks, "foreground", "foreground_keypoints"),
-                                            self._people(tasks, "background", "background_keypoints"),
-                                            torch.stack([p for p, _ in pose]).to(self.device), torch.stack([v for _, v in pose]).to(self.device))
-            return [GroupOutput(image, {"keypoints": t.inputs["pose_keypoints"]}) for image, t in zip(to_uint8_images(rendered.images), tasks)]
-        if op == "sample":
-            keep = frozenset(tasks[0].inputs["keep"])
-            people = self._people(tasks, "image", "keypoints") if keep else None
-            rendered = person_ops.sample(model, [t.inputs["seed"] for t in tasks], keep, people)
-            return [GroupOutput(image, {"seed": t.inputs["seed"], "kept": sorted(keep), "sampled": [f for f in ("foreground", "background", "pose")
-                                                                                                   if f not in keep],
-                                        "keypoints": api_keypoints(k, v)})
-                    for image, t, k, v in zip(to_uint8_images(rendered.images), tasks, rendered.keypoints.cpu(), rendered.visible.cpu())]
-        if op == "interpolate":
-            outputs = []
-            for task in tasks:
-                rendered = person_ops.interpolate(model, task.params["factor"], self._people([task], "start", "start_keypoints"),
-                                                  self._people([task], "end", "end_keypoints"), int(task.params["steps"]))
-                image, offsets = strip(list(to_uint8_images(rendered.images)))
-                outputs.append(GroupOutput(image, {"factor": task.params["factor"], "steps": [
-                    {"x": x, "t": round(i / (len(offsets) - 1), 4), "keypoints": api_keypoints(k, v)}
-                    for i, (x, k, v) in enumerate(zip(offsets, rendered.keypoints.cpu(), rendered.visible.cpu()))]}))
-            return outputs
-        raise Unprocessable(f"person op {op!r} is not served by this deployment")
+        runs = {"recompose": self._recompose, "sample": self._sample, "interpolate": self._interpolate}
+        if op not in runs:
+            raise Unprocessable(f"person op {op!r} is not served by this deployment")
+        return runs[op](model, tasks)
+
+    def _recompose(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+        rendered = person_ops.recompose(model, self._people(tasks, "foreground", "foreground_keypoints"),
+                                        self._people(tasks, "background", "background_keypoints"), *self._pose(tasks, "pose_keypoints"))
+        return [GroupOutput(image, {"keypoints": t.inputs["pose_keypoints"]}) for image, t in zip(to_uint8_images(rendered.images), tasks)]
+
+    def _sample(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+        keep = frozenset(tasks[0].inputs["keep"])  # the group key: every task of the group keeps the same factors
+        rendered = person_ops.sample(model, [t.inputs["seed"] for t in tasks], keep, self._people(tasks, "image", "keypoints") if keep else None)
+        sampled = [factor for factor in FACTORS if factor not in keep]
+        return [GroupOutput(image, {"seed": t.inputs["seed"], "kept": sorted(keep), "sampled": sampled, "keypoints": api_keypoints(k, v)})
+                for image, t, k, v in zip(to_uint8_images(rendered.images), tasks, rendered.keypoints.cpu(), rendered.visible.cpu())]
+
+    def _interpolate(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+        outputs = []
+        for task in tasks:  # each task is a batch of its own steps
+            rendered = person_ops.interpolate(model, task.params["factor"], self._people([task], "start", "start_keypoints"),
+                                              self._people([task], "end", "end_keypoints"), int(task.params["steps"]))
+            image, offsets = strip(list(to_uint8_images(rendered.images)))
+            steps = [{"x": x, "t": round(i / (len(offsets) - 1), 4), "keypoints": api_keypoints(k, v)}
+                     for i, (x, k, v) in enumerate(zip(offsets, rendered.keypoints.cpu(), rendered.visible.cpu()))]
+            outputs.append(GroupOutput(image, {"factor": task.params["factor"], "steps": steps}))
+        return outputs
 
     def health_forward(self) -> None:
         keypoints = torch.tensor([[[8.0 + (j % 3), 4.0 + j] for j in range(18)]], device=self.device)
