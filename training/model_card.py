@@ -25,3 +25,12 @@ def arch_and_command(arch: dict[str, Any], command: str) -> str:
 ```
 {command}
 ```"""
+
+
+def command_line(module: str, argv: list[str] | None, trained_with: str | None = None) -> str:
+    """The command that ran ``module`` (``argv`` None: this process's arguments), after the command that
+    trained its snapshot when it only exported one (``--trained-with``)."""
+    import sys
+
+    command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    return f"{trained_with}\n{command}" if trained_with else command

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from skimage.metrics import structural_similarity
 from deployments.person import ops as person_ops
 from deployments.person.checkpoint import load_model
 from training.data import persons
+from training.model_card import command_line
 from training.train_person import heldout_people, with_appearance, with_background
 
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for directory in args.models.split(","):
         picture = args.out.with_name(f"{args.out.stem}-{Path(directory).name}.png") if args.out else None
         results.append(evaluate(Path(directory), args.n, picture=picture))
-    command = "python -m training.person_quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("training.person_quality", argv)
     table = markdown(results, command)
     print(table)
     if args.out:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from deployments.person.checkpoint import Example, export as export_checkpoint
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
-from training.model_card import arch_and_command, hardware
+from training.model_card import arch_and_command, command_line, hardware
 
 WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_SEED = 2 * 10**9  # evaluation sets come from seeds HELDOUT_SEED + i; training draws from its own generator
@@ -401,9 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trained-with", help="with --export-only: the command that trained the snapshot, for the model card")
     args = parser.parse_args(argv)
     run = train(args)
-    command = "python -m training.train_person " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.trained_with:
-        command = f"{args.trained_with}\n{command}"
+    command = command_line("training.train_person", argv, args.trained_with)
     manifest = export(run, args.out, args.name or args.out.name, command, args.threads)
     print(f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps)", flush=True)
     return {"manifest": manifest, **run}

@@ -18,6 +18,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from deployments.warp.checkpoint import load_model
+from training.model_card import command_line
 from training.train_warp import heldout_batch, transfer
 
 
@@ -50,7 +51,6 @@ def markdown(results: list[dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    import sys
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", required=True, help="comma-separated checkpoint directories")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, help="JSON file for the figures (a .md table is written beside it)")
     args = parser.parse_args(argv)
     results = [evaluate(Path(d), args.n) for d in args.models.split(",")]
-    command = "python -m training.warp_quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("training.warp_quality", argv)
     table = markdown(results, command)
     print(table)
     if args.out:
