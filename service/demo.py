@@ -97,9 +97,11 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             continue
         if model["family"] == "person":
             say(f"model {model['name']} [person]: example people recomposed from each other's factors, sampled, interpolated")
-            for filename, title, grid in ((f"{model['name']}-recompose.png", "Disentangled person generation", person_grid(client, model, say)),
-                                          (f"{model['name']}-interpolate.png", "Factor interpolation (rows: foreground, background, pose)", interpolation_grid(client, model, say))):
-                grid.save(out_dir / filename)
+            person_grids = {"recompose": ("Disentangled person generation", person_grid),
+                            "interpolate": ("Factor interpolation (rows: foreground, background, pose)", interpolation_grid)}
+            for kind, (title, draw_grid) in person_grids.items():
+                filename = f"{model['name']}-{kind}.png"
+                draw_grid(client, model, say).save(out_dir / filename)
                 say(f"  {title} grid: {out_dir / filename}")
                 grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": title})
             continue
@@ -333,12 +335,7 @@ def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callabl
     example's own target pose, then the same for the next example's pose."""
     height, width = model["image_size"]
     examples = list(model["examples"].items())
-    header = ["person", "target pose", "result", "parsing"] * 2
-    cell_w, cell_h, caption_h = width * scale, height * scale, 16
-    grid = Image.new("RGB", (cell_w * len(header), caption_h + cell_h * len(examples)), "white")
-    draw = ImageDraw.Draw(grid)
-    for column, text in enumerate(header):
-        draw.text((column * cell_w + 2, 2), text, fill="black")
+    rows = []
     for row, (image_id, example) in enumerate(examples):
         person = Image.open(io.BytesIO(client.get(client.get(f"/v1/assets/{image_id}").json()["url"]).content)).convert("RGB")
         targets = [example["target_keypoints"], examples[(row + 1) % len(examples)][1]["keypoints"]]
@@ -350,9 +347,8 @@ def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callabl
             parsing = Image.open(io.BytesIO(client.get(parsing_url).content)).convert("RGB")
             tiles += [person, skeleton_image(target, height, width), result, parsing]
             say(f"    example {row}: compute {response['timings'].get('compute_ms') or 0:.0f} ms, batch {response['timings']['batch_size']}")
-        for column, tile in enumerate(tiles):
-            grid.paste(tile.resize((cell_w, cell_h), Image.NEAREST), (column * cell_w, caption_h + row * cell_h))
-    return grid
+        rows.append(tiles)
+    return _grid(rows, ["person", "target pose", "result", "parsing"] * 2, width * scale, height * scale)
 
 
 def _grid(rows: list[list[Image.Image]], header: list[str], cell_w: int, cell_h: int) -> Image.Image:
