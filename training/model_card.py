@@ -1,8 +1,10 @@
-"""Pieces every demo checkpoint's model card (``checkpoints/<name>/README.md``) shares."""
+"""Pieces every demo checkpoint's model card (``checkpoints/<name>/README.md``) and the quality scripts' figure files share."""
 
 from __future__ import annotations
 
+import json
 import platform
+from pathlib import Path
 from typing import Any
 
 
@@ -34,3 +36,10 @@ def command_line(module: str, argv: list[str] | None, trained_with: str | None =
 
     command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
     return f"{trained_with}\n{command}" if trained_with else command
+
+
+def write_figures(out: Path, command: str, results: list[dict[str, Any]], table: str) -> None:
+    """A quality script's figures: ``out`` (JSON: the command and the results) and the markdown table beside it (.md)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table + "\n")

@@ -22,7 +22,6 @@ L1 is the mean absolute difference in [0, 1]. A picture of the first rows goes b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -33,16 +32,8 @@ from skimage.metrics import structural_similarity
 from deployments.person import ops as person_ops
 from deployments.person.checkpoint import load_model
 from training.data import persons
-from training.model_card import command_line
+from training.model_card import command_line, write_figures
 from training.train_person import heldout_people, with_appearance, with_background
-
-
-def _split(people: persons.Identity, part: slice) -> persons.Identity:
-    return persons.Identity(*(getattr(people, f.name)[part] for f in dataclasses.fields(people)))
-
-
-def _pose_part(pose: persons.Pose, part: slice) -> persons.Pose:
-    return persons.Pose(*(getattr(pose, f.name)[part] for f in dataclasses.fields(pose)))
 
 
 def _people(batch: persons.PersonBatch) -> person_ops.People:
@@ -68,10 +59,10 @@ def evaluate_batch(model, n: int, start: int) -> tuple[dict[str, np.ndarray], li
     """People start .. start + 2n: A = first n, B = next n -> per-pair figures and picture columns."""
     h, w = model.config.height, model.config.width
     people, poses = heldout_people(2 * n, h, w, start=start)
-    a, b = _split(people, slice(0, n)), _split(people, slice(n, 2 * n))
-    a_image = persons.render_people(a, _pose_part(poses[0], slice(0, n)), h, w)
-    b_image = persons.render_people(b, _pose_part(poses[1], slice(n, 2 * n)), h, w)
-    a_third = persons.render_people(a, _pose_part(poses[2], slice(0, n)), h, w)
+    a, b = persons.rows(people, slice(0, n)), persons.rows(people, slice(n, 2 * n))
+    a_image = persons.render_people(a, persons.rows(poses[0], slice(0, n)), h, w)
+    b_image = persons.render_people(b, persons.rows(poses[1], slice(n, 2 * n)), h, w)
+    a_third = persons.render_people(a, persons.rows(poses[2], slice(0, n)), h, w)
     truth_bg = persons.render_keypoints(with_background(a, b), a_image.keypoints, h, w)
     truth_fg = persons.render_keypoints(with_appearance(a, b), a_image.keypoints, h, w)
     pa, pb = _people(a_image), _people(b_image)
@@ -158,9 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = markdown(results, command)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table + "\n")
+        write_figures(args.out, command, results, table)
     return results
 
 

@@ -56,6 +56,7 @@ from training.data.inpaint_data import (EDGE_SIGMA, HELDOUT_FACE_SEED, HELDOUT_P
                                         TRAIN_PHOTOS, heldout_set, random_masks, service_edges, train_edges,
                                         training_images)
 from training.model_card import arch_and_command, hardware as model_card_hardware
+from training.progress import LossWindow, seconds_left
 
 
 class PatchDiscriminator(nn.Module):
@@ -166,8 +167,7 @@ def train(args: argparse.Namespace) -> dict:
     budget_s = args.minutes * 60
     started = time.perf_counter() - spent
     log = {k: 0.0 for k in ("de", "ge_adv", "ge_fm", "ge_bce", "di", "gi_adv", "gi_l1_hole", "gi_l1_valid", "edge_f1")}
-    window_started, window_seen, window_steps = time.perf_counter(), 0, 0
-    sums = dict.fromkeys(log, 0.0)
+    window = LossWindow()
 
     def save_snapshot() -> None:
         state = {"model": model.state_dict(), "d_edge": d_edge.state_dict(), "d_image": d_image.state_dict(),
@@ -239,8 +239,6 @@ def train(args: argparse.Namespace) -> dict:
 
         step += 1
         seen += args.batch
-        window_seen += args.batch
-        window_steps += 1
         with torch.no_grad():
             pred = (edge_prob > 0.5).float() * masks
             tp = (pred * edges).sum()
@@ -248,20 +246,16 @@ def train(args: argparse.Namespace) -> dict:
         values = dict(de=de_loss.item(), ge_adv=ge_adv.item(), ge_fm=ge_fm.item(), ge_bce=ge_bce.item(),
                       di=di_loss.item(), gi_adv=gi_adv.item(), gi_l1_hole=gi_l1_hole.item(),
                       gi_l1_valid=gi_l1_valid.item(), edge_f1=f1)
-        for k, v in values.items():
-            sums[k] += v
+        window.add(values, args.batch)
         if step % args.log_every == 0:
-            log = {k: v / window_steps for k, v in sums.items()}
+            log, rate = window.report()
             elapsed = time.perf_counter() - started
-            rate = window_seen / (time.perf_counter() - window_started)
-            left = min(budget_s - elapsed, (args.steps - step) * args.batch / max(rate, 1e-9))
+            left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
             print(f"step {step:6d}  imgs {seen:8,d}  {rate:5.1f} img/s  "
                   f"edge: D {log['de']:.3f} G {log['ge_adv']:.3f} FM {log['ge_fm']:.3f} BCE {log['ge_bce']:.3f} "
                   f"F1(hole) {log['edge_f1']:.3f}  image: D {log['di']:.3f} G {log['gi_adv']:.3f} "
                   f"L1 hole {log['gi_l1_hole']:.4f} valid {log['gi_l1_valid']:.4f}  "
-                  f"elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min", flush=True)
-            window_started, window_seen, window_steps = time.perf_counter(), 0, 0
-            sums = dict.fromkeys(log, 0.0)
+                  f"elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()

@@ -40,6 +40,7 @@ from deployments.person.networks import FACTORS, DisentangledPersonGenerator, Pe
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
 from training.model_card import arch_and_command, command_line, hardware
+from training.progress import LossWindow, seconds_left
 
 WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_SEED = 2 * 10**9  # evaluation sets come from seeds HELDOUT_SEED + i; training draws from its own generator
@@ -88,11 +89,7 @@ def heldout_people(n: int, height: int, width: int, start: int = 0) -> tuple[per
         people.append(persons.sample_identities(1, generator))
         for k in range(3):
             poses[k].append(persons.sample_poses(1, generator))
-
-    def cat(items):
-        return type(items[0])(*(torch.cat([getattr(item, f.name) for item in items]) for f in dataclasses.fields(items[0])))
-
-    return cat(people), [cat(p) for p in poses]
+    return persons.concat(people), [persons.concat(p) for p in poses]
 
 
 class PatchDiscriminator(nn.Module):
@@ -211,8 +208,8 @@ def sample_sheet(model: DisentangledPersonGenerator, path: Path, n: int = 6) -> 
     was_training = model.training
     model.eval()
     people, poses = heldout_people(2 * n, h, w)
-    a, b = (persons.Identity(*(getattr(people, f.name)[s] for f in dataclasses.fields(people))) for s in (slice(0, n), slice(n, 2 * n)))
-    pose_a, pose_b, pose_t = (persons.Pose(*(getattr(p, f.name)[:n] for f in dataclasses.fields(p))) for p in poses)
+    a, b = persons.rows(people, slice(0, n)), persons.rows(people, slice(n, 2 * n))
+    pose_a, pose_b, pose_t = (persons.rows(p, slice(0, n)) for p in poses)
     x, y = persons.render_people(a, pose_a, h, w), persons.render_people(b, pose_b, h, w)
     truth = persons.render_people(with_background(a, b), pose_t, h, w)
     ex, ey = model.encode(x.images * 2 - 1, x.keypoints, x.visible), model.encode(y.images * 2 - 1, y.keypoints, y.visible)
@@ -268,8 +265,7 @@ def train(args: argparse.Namespace) -> dict:
         os.replace(work / "snapshot.tmp", snapshot)
         sample_sheet(model, work / f"samples-{step:06d}.png")
 
-    sums: dict[str, float] = {}
-    window_started, window_images, window_steps = time.perf_counter(), 0, 0
+    window = LossWindow()
     model.train()
     while not args.export_only and step < args.steps and time.perf_counter() - started < budget_s:
         batch = recomposition_batch(args.batch, args.height, args.width, rng)
@@ -285,17 +281,13 @@ def train(args: argparse.Namespace) -> dict:
         opt_d.step()
         terms["d"] = d_loss.item()
         step, seen = step + 1, seen + args.batch
-        window_images, window_steps = window_images + args.batch, window_steps + 1
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + value
+        window.add(terms, args.batch)
         if step % args.log_every == 0:
-            log = {key: value / window_steps for key, value in sums.items()}
+            log, rate = window.report()
             elapsed = time.perf_counter() - started
-            rate = window_images / (time.perf_counter() - window_started)
-            left = min(budget_s - elapsed, (args.steps - step) * args.batch / max(rate, 1e-9))
+            left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
             print(f"stage I step {step:6d}  images {seen:8,d}  {rate:5.1f} img/s  " + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
-                  + f"  elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min", flush=True)
-            sums, window_started, window_images, window_steps = {}, time.perf_counter(), 0, 0
+                  + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
         if step % args.snapshot_every == 0:
             save_snapshot()
     if not args.export_only:

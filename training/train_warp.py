@@ -35,6 +35,7 @@ from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGA
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
 from training.model_card import arch_and_command, command_line, hardware
+from training.progress import LossWindow, seconds_left
 
 WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_SEED = 10**9  # evaluation pairs come from render_pose_pairs(seed=HELDOUT_SEED + i); training uses its own stream
@@ -71,9 +72,7 @@ def training_batch(n: int, height: int, width: int, generator: torch.Generator) 
 def heldout_batch(n: int, height: int, width: int, start: int = 0) -> PoseTransferBatch:
     """Pairs ``start`` .. ``start + n - 1`` of the held-out set, one seed each (the same at every batch size)."""
     pairs = [persons.render_pose_pairs(1, height, width, seed=HELDOUT_SEED + i) for i in range(start, start + n)]
-    condition = persons.PersonBatch(*(torch.cat([getattr(c, f.name) for c, _ in pairs]) for f in dataclasses.fields(persons.PersonBatch)))
-    target = persons.PersonBatch(*(torch.cat([getattr(t, f.name) for _, t in pairs]) for f in dataclasses.fields(persons.PersonBatch)))
-    return to_batch(condition, target)
+    return to_batch(persons.concat([c for c, _ in pairs]), persons.concat([t for _, t in pairs]))
 
 
 class ConditionalPatchDiscriminator(nn.Module):
@@ -180,8 +179,7 @@ def train(args: argparse.Namespace) -> dict:
         os.replace(work / "snapshot.tmp", snapshot)
         sample_sheet(model, preview, work / f"samples-{step:06d}.png")
 
-    sums: dict[str, float] = {}
-    window_started, window_pairs, window_steps = time.perf_counter(), 0, 0
+    window = LossWindow()
     log: dict[str, float] = {}
     model.train()
     while step < args.steps and time.perf_counter() - started < budget_s:
@@ -198,17 +196,13 @@ def train(args: argparse.Namespace) -> dict:
         opt_d.step()
         terms["d"] = d_loss.item()
         step, seen = step + 1, seen + args.batch
-        window_pairs, window_steps = window_pairs + args.batch, window_steps + 1
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + value
+        window.add(terms, args.batch)
         if step % args.log_every == 0:
-            log = {key: value / window_steps for key, value in sums.items()}
+            log, rate = window.report()
             elapsed = time.perf_counter() - started
-            rate = window_pairs / (time.perf_counter() - window_started)
-            left = min(budget_s - elapsed, (args.steps - step) * args.batch / max(rate, 1e-9))
+            left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
             print(f"step {step:6d}  pairs {seen:8,d}  {rate:5.1f} pairs/s  " + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
-                  + f"  elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min", flush=True)
-            sums, window_started, window_pairs, window_steps = {}, time.perf_counter(), 0, 0
+                  + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()

@@ -18,7 +18,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from deployments.warp.checkpoint import load_model
-from training.model_card import command_line
+from training.model_card import command_line, write_figures
 from training.train_warp import heldout_batch, transfer
 
 
@@ -51,7 +51,6 @@ def markdown(results: list[dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", required=True, help="comma-separated checkpoint directories")
     parser.add_argument("--n", type=int, default=500, help="held-out pairs")
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = markdown(results, command)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table + "\n")
+        write_figures(args.out, command, results, table)
     return results
 
 

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -109,6 +110,19 @@ class PersonBatch:
     parsing: torch.Tensor  # (n, H, W) int64 LIP class per pixel
     keypoints: torch.Tensor  # (n, 18, 2) float32 pixel (x, y) in COCO18 order; invisible ones still hold their position
     visible: torch.Tensor  # (n, 18) bool: inside the image and not hidden by the turn of the head
+
+
+Batch = TypeVar("Batch", Identity, Pose, PersonBatch)
+
+
+def rows(batch: Batch, index: slice) -> Batch:
+    """Rows ``index`` of every tensor of an Identity, Pose or PersonBatch."""
+    return type(batch)(*(getattr(batch, f.name)[index] for f in dataclasses.fields(batch)))
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """Identities, poses or person batches of one kind, one after another."""
+    return type(batches[0])(*(torch.cat([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(batches[0])))
 
 
 def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
