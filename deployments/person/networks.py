@@ -225,7 +225,10 @@ class DisentangledPersonGenerator(nn.Module):
         return self.pose.encode(pose_vector(keypoints, visible, self.config.height, self.config.width))
 
     def encode(self, image: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> Embeddings:
-        return Embeddings(self.encode_foreground(image, keypoints, visible), self.encode_background(image, keypoints, visible),
+        """All three factors, the pose mask drawn once for both appearance encoders."""
+        self._check(image, keypoints, visible)
+        mask = pose_mask(keypoints, visible, self.config.height, self.config.width)
+        return Embeddings(self.foreground(image, mask, *roi_boxes(keypoints, visible)), self.background(image, mask),
                           self.encode_pose(keypoints, visible))
 
     def pose_keypoints(self, pose_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
