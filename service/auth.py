@@ -206,7 +206,15 @@ async def metrics_access(request: Request) -> None:
 
 
 class AccessIndex:
-    """Which key may read which asset or result id: marker objects ``owners/<key id>/<id>``."""
+    """Which key may read which asset or result id.
+
+    A result records the key that computed it in its own metadata (``owner``), written in the same
+    PUT as the image, so computing an edit costs no extra write. Every other grant is a marker
+    object ``owners/<key id>/<id>``: an upload, a cached result another key computed first, an asset
+    a family stored beside a result.
+    """
+
+    OWNER_METADATA = "owner"
 
     def __init__(self, store: AssetStore) -> None:
         self.store = store
@@ -221,11 +229,20 @@ class AccessIndex:
     def grant_public(self, object_id: str) -> None:
         self.store.put(self._marker(PUBLIC, object_id), b"", "application/octet-stream")
 
-    def can_read(self, principal: Principal, object_id: str) -> bool:
-        return (principal.sees_everything or self.store.exists(self._marker(principal.key_id, object_id))
-                or self.store.exists(self._marker(PUBLIC, object_id)))
+    @classmethod
+    def owns(cls, principal: Principal, head: dict[str, Any] | None) -> bool:
+        """Whether the object of this HEAD (or None) was written by ``principal`` (its ``owner`` metadata)."""
+        return head is not None and principal.key_id is not None and (head.get("metadata") or {}).get(cls.OWNER_METADATA) == principal.key_id
 
-    def check(self, principal: Principal, object_id: str, missing: str) -> None:
+    def can_read(self, principal: Principal, object_id: str, head: dict[str, Any] | None = None) -> bool:
+        """``head``: the object's HEAD when the caller has it (saves the lookup of its owner)."""
+        if principal.sees_everything or self.owns(principal, head):
+            return True
+        if self.store.exists(self._marker(principal.key_id, object_id)) or self.store.exists(self._marker(PUBLIC, object_id)):
+            return True
+        return head is None and self.owns(principal, self.store.head(self.store.result_key(object_id)))
+
+    def check(self, principal: Principal, object_id: str, missing: str, head: dict[str, Any] | None = None) -> None:
         """Raise the NotFound an unknown id gets (``missing``) unless ``principal`` may read ``object_id``."""
-        if not self.can_read(principal, object_id):
+        if not self.can_read(principal, object_id, head):
             raise NotFound(missing)

@@ -6,12 +6,14 @@ exactly alike, and a job item that names the same edit as an earlier request is 
 
 Steps: model manifest -> op spec -> params/inputs validated -> canonical inputs (seed drawn) ->
 result id = hash of the canonical request -> cached result? -> decode image inputs -> resolve
-projections -> family deployment (dynamic batch) -> extras sidecar, then PNG, written to S3.
+projections -> family deployment (dynamic batch) -> the result, written to S3 in one conditional PUT
+(owner and small extras in its metadata; large extras in a sidecar written first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import json
@@ -119,6 +121,28 @@ class EditResult:
     sync_idle_s: float | None = None  # from the family replica: seconds since it last had a synchronous edit
 
 
+@dataclasses.dataclass
+class _PreparedEdit:
+    """An edit validated, not in the cache, with its inputs read: what the family and the writes need."""
+
+    family: str
+    handle: Any  # the family's DeploymentHandle
+    manifest: dict[str, Any]
+    params_json: dict[str, Any]
+    task_inputs: dict[str, Any]
+    images: dict[str, Any]
+    result_id: str
+    result_key: str
+    seed: int | None
+    storage_s: float
+
+
+# Extras up to this size travel in the result's own metadata (base64 of the JSON: S3 metadata is
+# ASCII and at most 2 KB in all), so most results are one object, read back by one HEAD.
+INLINE_EXTRAS_MAX_CHARS = 1536
+INLINE_EXTRAS_METADATA = "extras-b64"
+
+
 async def awaited(response) -> Any:
     """A Serve DeploymentResponse as a coroutine, so asyncio.wait_for can bound it."""
     return await response
@@ -151,31 +175,60 @@ class EditPipeline:
 
     # ---- the pipeline ----------------------------------------------------------------------
     async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False,
-                  background: bool = False, principal: Principal = LOCAL_DEVELOPER, deadline: float | None = None) -> EditResult:
+                  background: bool = False, principal: Principal = LOCAL_DEVELOPER, deadline: float | None = None,
+                  random_seed: bool = False) -> EditResult:
         """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none;
-        ``background`` (job items) lets synchronous edits go first in the family replica. ``principal``
-        must be allowed to read every asset or projection the edit names (else the 404 of a missing id),
-        and is given read access to the result. ``deadline`` (time.time()): not computed after it.
+        ``random_seed``: it draws uniformly from 2**32 values (the ingress), so an edit that used one
+        cannot be in the cache and is not looked up (job items' seeds are derived from the job and
+        are looked up: a resumed job finds what it computed before). ``background`` (job items) lets
+        synchronous edits go first in the family replica. ``principal`` must be allowed to read every
+        asset or projection the edit names (else the 404 of a missing id), and is given read access to
+        the result. ``deadline`` (time.time()): not computed after it.
+
+        Storage runs in two thread-pool calls, one before the family (manifest, access, cache lookup,
+        inputs) and one after (the result's writes), rather than one hop per S3 request.
 
         Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down,
         504 when the deadline passed first).
         """
-        result = await self._run(body, draw_seed, want_png, background, principal, deadline)
-        if principal.key_id is not None:
-            await run_in_threadpool(lambda: [self.access.grant(principal, i) for i in produced_ids(result.result_id, result.extras)])
-        return result
-
-    def _check_access(self, principal: Principal, ids: list[str]) -> None:
-        for object_id in ids:
-            self.access.check(principal, object_id, f"asset {object_id} does not exist; upload it with POST /v1/assets first")
-
-    async def _run(self, body: EditRequest, draw_seed: Callable[[], int], want_png: bool, background: bool,
-                   principal: Principal, deadline: float | None) -> EditResult:
         started = time.perf_counter()
-        storage_s = 0.0
+        prepared = await run_in_threadpool(self._prepare, body, draw_seed, want_png, principal, random_seed)
+        if isinstance(prepared, EditResult):  # from the cache
+            prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
+            return prepared
+        task = EditTask(model=body.model, op=body.op, params=prepared.params_json, inputs=prepared.task_inputs,
+                        images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline)
+        output = await self.dispatch(prepared.family, prepared.handle, task)
+        metrics.BATCH_SIZE.labels(prepared.family).observe(output.batch_size)
+        metrics.QUEUE_SECONDS.labels(prepared.family).observe(output.queue_ms / 1e3)
+        store_s = await run_in_threadpool(self._store_result, prepared, body, output, principal)
+        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
+            self.registry.invalidate(body.model)
+        return EditResult(
+            prepared.result_id, prepared.result_key, prepared.manifest, False, prepared.seed, output.width, output.height,
+            output.png, output.extras,
+            Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
+                    encode_ms=output.encode_ms, storage_ms=1e3 * (prepared.storage_s + store_s), batch_size=output.batch_size,
+                    group_size=output.group_size),
+            output.sync_idle_s,
+        )
 
+    def _check_access(self, principal: Principal, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every id the edit reads, found and checked: id -> (key, HEAD), kept for reading the inputs."""
+        found = {}
+        for object_id in ids:
+            if object_id not in found:
+                found[object_id] = self.find_asset(object_id)  # a missing id and another key's: the same 404
+                self.access.check(principal, object_id, f"asset {object_id} does not exist; upload it with POST /v1/assets first",
+                                  found[object_id][1])
+        return found
+
+    def _prepare(self, body: EditRequest, draw_seed: Callable[[], int], want_png: bool, principal: Principal,
+                 random_seed: bool) -> "_PreparedEdit | EditResult":
+        """Everything before the family, in one worker thread: the cached result, or the task's parts."""
+        storage_s = 0.0
         t = time.perf_counter()
-        manifest = await run_in_threadpool(self.registry.get_manifest, body.model)
+        manifest = self.registry.get_manifest(body.model)
         storage_s += time.perf_counter() - t
         family = manifest["family"]
         spec = get_op(family, body.op)
@@ -191,12 +244,20 @@ class EditPipeline:
 
         params = validate(spec.params_model, body.params, "params")
         inputs = validate(spec.inputs_model, body.inputs, "inputs")
+        seed_drawn = False
+
+        def draw() -> int:
+            nonlocal seed_drawn
+            seed_drawn = True
+            return draw_seed()
+
         try:
-            canonical_inputs = spec.prepare(inputs, params, manifest, draw_seed)
+            canonical_inputs = spec.prepare(inputs, params, manifest, draw)
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
-        if not principal.sees_everything:
-            await run_in_threadpool(self._check_access, principal, referenced_ids(spec, canonical_inputs))
+        t = time.perf_counter()
+        found = {} if principal.sees_everything else self._check_access(principal, referenced_ids(spec, canonical_inputs))
+        storage_s += time.perf_counter() - t
         params_json = params.model_dump(mode="json")
         result_id = canonical_hash(
             {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json, "inputs": canonical_inputs}
@@ -204,58 +265,84 @@ class EditPipeline:
         result_key = self.store.result_key(result_id)
         seed = canonical_inputs.get("seed")
 
-        t = time.perf_counter()
-        cached_head = await run_in_threadpool(self.store.head, result_key)
-        storage_s += time.perf_counter() - t
-        if cached_head is not None:
-            metrics.CACHE.labels("hit").inc()
-            meta = cached_head.get("metadata") or {}
-            extras = json.loads(await run_in_threadpool(self.store.get, self.extras_key(result_id))) if meta.get("extras") else {}
-            png = await run_in_threadpool(self.store.get, result_key) if want_png else None
-            return EditResult(result_id, result_key, manifest, True, seed, int(meta.get("width", 0)), int(meta.get("height", 0)),
-                              png, extras, Timings(total_ms=1e3 * (time.perf_counter() - started), storage_ms=1e3 * storage_s))
+        if not (random_seed and seed_drawn):
+            t = time.perf_counter()
+            cached = self._cached_result(result_id, result_key, manifest, seed, want_png, principal)
+            storage_s += time.perf_counter() - t
+            if cached is not None:
+                cached.timings.storage_ms = 1e3 * storage_s
+                return cached
         metrics.CACHE.labels("miss").inc()
 
         t = time.perf_counter()
-        images = await run_in_threadpool(self._load_image_inputs, spec.image_inputs, canonical_inputs)
+        images = self._load_image_inputs(spec.image_inputs, canonical_inputs, found)
         storage_s += time.perf_counter() - t
         if spec.fit_images is not None:
             try:
-                images = await run_in_threadpool(spec.fit_images, images, params, manifest)
+                images = spec.fit_images(images, params, manifest)
             except ValueError as exc:
                 raise Unprocessable(str(exc)) from None
-
         task_inputs = canonical_inputs
         if spec.latent_inputs:
             t = time.perf_counter()
-            task_inputs = await run_in_threadpool(self._resolve_projections, body.model, spec.latent_inputs, canonical_inputs)
+            task_inputs = self._resolve_projections(body.model, spec.latent_inputs, canonical_inputs, found)
             storage_s += time.perf_counter() - t
-        task = EditTask(model=body.model, op=body.op, params=params_json, inputs=task_inputs, images=images, submitted_at=time.time(),
-                        background=background, deadline=deadline)
-        output = await self.dispatch(family, handle, task)
-        metrics.BATCH_SIZE.labels(family).observe(output.batch_size)
-        metrics.QUEUE_SECONDS.labels(family).observe(output.queue_ms / 1e3)
+        return _PreparedEdit(family, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed, storage_s)
 
-        t = time.perf_counter()
+    def _cached_result(self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_png: bool,
+                       principal: Principal) -> EditResult | None:
+        head = self.store.head(result_key)
+        if head is None:
+            return None
+        metrics.CACHE.labels("hit").inc()
+        meta = head.get("metadata") or {}
+        extras = self.read_extras(result_id, head)
+        png = self.store.get(result_key) if want_png else None
+        if principal.key_id is not None and not self.access.owns(principal, head):  # computed by another key first
+            for object_id in produced_ids(result_id, extras):
+                self.access.grant(principal, object_id)
+        return EditResult(result_id, result_key, manifest, True, seed, int(meta.get("width", 0)), int(meta.get("height", 0)),
+                          png, extras, Timings(total_ms=0.0))
+
+    def read_extras(self, result_id: str, head: dict[str, Any]) -> dict[str, Any]:
+        """A stored result's extras: inline in its metadata (small ones), in its sidecar, or none."""
+        meta = head.get("metadata") or {}
+        where = meta.get("extras")
+        if where == "inline":
+            return json.loads(base64.urlsafe_b64decode(meta[INLINE_EXTRAS_METADATA]))
+        if where == "sidecar":
+            return json.loads(self.store.get(self.extras_key(result_id)))
+        return {}
+
+    def _store_result(self, prepared: "_PreparedEdit", body: EditRequest, output: EditOutput, principal: Principal) -> float:
+        """The computed result's writes, in one worker thread; returns their seconds.
+
+        One conditional PUT of the image, carrying the owner and small extras in its metadata. Large
+        extras go to a sidecar first: the image's presence is what marks a result complete."""
+        started = time.perf_counter()
         metadata = {"kind": "image", "width": str(output.width), "height": str(output.height), "mode": "RGB",
                     "model": body.model, "op": body.op}
-        if output.extras:  # sidecar first: the PNG's presence is what marks a result complete
-            metadata["extras"] = "sidecar"
-            await run_in_threadpool(self.store.put, self.extras_key(result_id),
-                                    json.dumps(output.extras, separators=(",", ":")).encode(), "application/json")
-        await run_in_threadpool(self.store.put, result_key, output.png, "image/png", metadata)
-        storage_s += time.perf_counter() - t
-        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
-            self.registry.invalidate(body.model)
-        return EditResult(
-            result_id, result_key, manifest, False, seed, output.width, output.height, output.png, output.extras,
-            Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
-                    encode_ms=output.encode_ms, storage_ms=1e3 * storage_s, batch_size=output.batch_size,
-                    group_size=output.group_size),
-            output.sync_idle_s,
-        )
+        if principal.key_id is not None:
+            metadata[self.access.OWNER_METADATA] = principal.key_id
+        if output.extras:
+            encoded = json.dumps(output.extras, separators=(",", ":")).encode()
+            inline = base64.urlsafe_b64encode(encoded).decode()
+            if len(inline) <= INLINE_EXTRAS_MAX_CHARS:
+                metadata.update({"extras": "inline", INLINE_EXTRAS_METADATA: inline})
+            else:
+                metadata["extras"] = "sidecar"
+                self.store.put(self.extras_key(prepared.result_id), encoded, "application/json")
+        written = self.store.put_new(prepared.result_key, output.png, "image/png", metadata)
+        if principal.key_id is not None:
+            # What the family stored beside the result, and the result itself when another request
+            # (same edit, another key or a concurrent one) wrote it first, need this key's markers.
+            granted = produced_ids(prepared.result_id, output.extras)[0 if not written else 1:]
+            for object_id in granted:
+                self.access.grant(principal, object_id)
+        return time.perf_counter() - started
 
-    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any]) -> dict[str, Any]:
+    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any],
+                             found: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
         """Replace each {"projection": result_id} by the latent that `project` edit stored.
 
         A field may hold one reference or a list of them; "" names the inputs object itself. Keys
@@ -266,13 +353,15 @@ class EditPipeline:
             if not isinstance(ref, dict) or "projection" not in ref:
                 return ref
             result_id = ref["projection"]
-            head = self.store.head(self.store.result_key(result_id))
+            key, head = (found or {}).get(result_id, (None, None))
+            if key != self.store.result_key(result_id):
+                head = self.store.head(self.store.result_key(result_id))
             meta = (head or {}).get("metadata") or {}
             if head is None or meta.get("op") != "project" or not meta.get("extras"):
                 raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished 'project' edit")
             if meta.get("model") != model:
                 raise Unprocessable(f"{where}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
-            extras = json.loads(self.store.get(self.extras_key(result_id)))
+            extras = self.read_extras(result_id, head)
             return {**{k: extras[k] for k in self.LATENT_KEYS if k in extras}, **ref}
 
         resolved = dict(inputs)
@@ -285,9 +374,13 @@ class EditPipeline:
                 resolved[field] = resolve(inputs.get(field), f"inputs.{field}")
         return resolved
 
-    def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any]) -> dict[str, Any]:
-        return decode_image_inputs(image_inputs, inputs, lambda asset_id: self.store.get(self.find_asset(asset_id)[0]),
-                                   self.settings.max_image_pixels)
+    def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any],
+                           found: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        def read(asset_id: str) -> bytes:
+            key = found[asset_id][0] if asset_id in found else self.find_asset(asset_id)[0]
+            return self.store.get(key)
+
+        return decode_image_inputs(image_inputs, inputs, read, self.settings.max_image_pixels)
 
     async def dispatch(self, family: str, handle, task: EditTask) -> EditOutput:
         """Send one task to its family deployment; busy -> 429, down or too slow -> 503."""

@@ -340,8 +340,9 @@ class Ingress:
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
 
         def find() -> tuple[str, dict[str, Any]]:
-            self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
-            return self.edits.find_asset(asset_id)
+            key, head = self.edits.find_asset(asset_id)  # another key's object: the same 404 as a missing one
+            self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first", head)
+            return key, head
 
         key, head = await run_in_threadpool(find)
         info = self._asset_info(asset_id, key, head)
@@ -396,7 +397,7 @@ class Ingress:
         request.state.op = body.op
         deadline = self._deadline(request.headers.get(DEADLINE_HEADER))
         result = await self.edits.run(body, lambda: self._seed_rng.randrange(2**32), want_png=body.output.inline,
-                                      principal=principal, deadline=deadline)
+                                      principal=principal, deadline=deadline, random_seed=True)
         inline = None
         if body.output.inline and result.png is not None and len(result.png) <= self.settings.inline_max_bytes:
             inline = base64.b64encode(result.png).decode()
@@ -467,12 +468,13 @@ class Ingress:
                 check_webhook_url(str(body.webhook_url), self.settings.webhook_allow_private)
             if body.manifest is not None:
                 asset_id = body.manifest.asset_id
-                self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
-                source, total = "manifest", len(parse_manifest(self.store.get(self.edits.find_asset(asset_id)[0]), limit))
+                key, head = self.edits.find_asset(asset_id)
+                self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first", head)
+                source, total = "manifest", len(parse_manifest(self.store.get(key), limit))
             elif body.fit is not None:
                 image_id = body.fit.image
-                self.access.check(principal, image_id, f"asset {image_id} does not exist; upload it with POST /v1/assets first")
-                self.edits.find_asset(image_id)  # 404 now rather than a failed job later
+                head = self.edits.find_asset(image_id)[1]  # 404 now rather than a failed job later
+                self.access.check(principal, image_id, f"asset {image_id} does not exist; upload it with POST /v1/assets first", head)
                 try:
                     taken = self.registry.get_manifest(body.fit.model_name()).get("family")
                 except NotFound:

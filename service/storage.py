@@ -422,17 +422,29 @@ class AssetStore:
         metadata: dict[str, str] | None = None,
     ) -> bool:
         """Content-addressed write: store unless ``key`` exists. True when this call wrote it."""
-        if self.exists(key):
+        if self.exists(key):  # most re-uploads: a HEAD instead of sending the bytes again
             return False
+        return self.put_new(key, data, content_type, metadata)
+
+    def put_new(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
+        """One conditional PUT (``If-None-Match: *``): True when this call wrote ``key``, False when it
+        existed already (its object is left as it was). No HEAD first: for keys that are almost always
+        new, such as computed results, the check costs a round trip for nothing."""
         kwargs, digest = self._put_request(key, data, content_type, metadata)
-        # Conditional write (S3, MinIO, SeaweedFS support it): a concurrent writer of the same
-        # key gets PreconditionFailed instead of overwriting. Endpoints that ignore it just
-        # overwrite with the same bytes, which is harmless for content-addressed keys.
+        # S3, MinIO and SeaweedFS support conditional writes: a concurrent writer of the same key gets
+        # PreconditionFailed instead of overwriting. Endpoints that ignore the header just overwrite,
+        # which is harmless for content-addressed keys (the same key holds the same bytes).
         kwargs["IfNoneMatch"] = "*"
         try:
             self._put_object(kwargs, digest, key)
         except Conflict:
-            return False  # written concurrently by someone else
+            return False  # written earlier or concurrently by someone else
         except ProblemError as exc:
             if getattr(exc, "s3_code", None) != "NotImplemented":
                 raise

@@ -1,0 +1,347 @@
+"""CPU cost of the serving path per edit, by process group, against the Ray Serve floor in the same run.
+
+    python -m loadtests.serving_cost [--ops collage.sample] [--concurrency 1,16,64] [--auth on,off]
+                                     [--requests 200] [--out docs/perf/serving-cost]
+
+For each auth mode a local service is started (embedded SeaweedFS, Ray, the Serve app with the
+families the ops need; ``on``: ``COLLAGE_AUTH=required`` with one API key), the two floor apps of
+:mod:`loadtests.serving_floor` are deployed beside it, and for every op (then every floor) and
+concurrency level a load generator in a child process sends ``--requests`` distinct edits. The CPU
+time (user + system, from /proc via psutil) of every process is read before and after, grouped as
+
+    proxy · ingress · family replica · job runner · S3 server · Ray system (GCS, raylet, controller,
+    agents, the driver) · load generator
+
+and divided by the number of edits. Also printed: edits/s, p50/p99 latency, the generator's own
+compute per edit (``timings.compute_ms / group_size`` of the responses: the family's ``run_group``),
+the mean batch, and the **path cost**: service CPU per edit (proxy + ingress + family + job runner +
+Ray system; S3 and the load generator apart) minus the generator's compute. Floors have no model;
+their path cost is all of their service CPU.
+
+Nothing else may run meanwhile: the script refuses to start while another Ray or SeaweedFS process
+is alive (``--allow-busy`` overrides). Writes ``serving_cost.json``, ``.md`` and ``.png`` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+GROUPS = ("proxy", "ingress", "family", "job_runner", "s3", "ray_system", "load_generator")
+SERVICE_GROUPS = ("proxy", "ingress", "family", "job_runner", "ray_system")  # what "service CPU" sums
+APP = "collage"
+FLOORS = ("one-hop", "no-hop")
+
+
+# ---- process groups ------------------------------------------------------------------------------
+def classify(process: psutil.Process, app: str, driver_pid: int, generator_pid: int | None) -> str | None:
+    """The group a process belongs to while ``app`` is measured (None: not ours, or another app's replica)."""
+    if process.pid == generator_pid:
+        return "load_generator"
+    if process.pid == driver_pid:
+        return "ray_system"
+    try:
+        name = process.name()
+        cmdline = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    title = (cmdline or name).strip()  # Ray pads its workers' process titles with spaces
+    if name == "weed" or "/weed " in cmdline:
+        return "s3"
+    if title.startswith("ray::ProxyActor"):
+        return "proxy"
+    if title.startswith("ray::ServeReplica:"):
+        replica_app, _, deployment = title[len("ray::ServeReplica:"):].partition(":")
+        if replica_app != app:
+            return None  # idle replicas of the other app under test
+        deployment = deployment.split(".")[0]
+        if deployment.endswith("Ingress"):
+            return "ingress"
+        return "job_runner" if deployment == "JobRunner" else "family"
+    if title.startswith("ray::") or name in ("raylet", "gcs_server") or "site-packages/ray/" in cmdline:
+        return "ray_system"
+    return None
+
+
+def ours(process: psutil.Process) -> bool:
+    """Ray or SeaweedFS processes (any session's): what must not be running before a measurement."""
+    try:
+        cmdline = " ".join(process.cmdline())
+        name = process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return process.pid != os.getpid() and (name in ("raylet", "gcs_server", "weed") or cmdline.startswith("ray::"))
+
+
+def cpu_seconds() -> dict[int, tuple[psutil.Process, float]]:
+    """pid -> (process, user + system seconds) of this process and its descendants: the Ray session,
+    SeaweedFS and the load generator this script started (never another session's processes)."""
+    seen = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            seen[process.pid] = (process, times.user + times.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return seen
+
+
+def grouped_cpu(before: dict, after: dict, app: str, generator_pid: int) -> dict[str, float]:
+    """CPU seconds each group spent between the two readings (a process born meanwhile counts from 0)."""
+    spent = dict.fromkeys(GROUPS, 0.0)
+    for pid, (process, seconds) in after.items():
+        group = classify(process, app, os.getpid(), generator_pid)
+        if group is not None:
+            spent[group] += seconds - before.get(pid, (None, 0.0))[1]
+    return spent
+
+
+# ---- the load generator (a child process, so its CPU is its own) ----------------------------------
+async def _send(url: str, path: str, bodies: list[dict], concurrency: int, headers: dict[str, str]) -> dict[str, Any]:
+    import httpx
+
+    pending = list(reversed(bodies))
+    latencies: list[float] = []
+    timings: list[dict] = []
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers=headers, limits=limits) as client:
+        async def worker() -> None:
+            while pending:
+                body = pending.pop()
+                started = time.perf_counter()
+                response = await client.post(path, json=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code} from {path}: {response.text[:300]}")
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    document = response.json()
+                    if "timings" in document:
+                        timings.append({**document["timings"], "cached": document["cached"]})
+
+        # connections opened before the clock starts, as a long-running client would have them
+        await asyncio.gather(*(client.get("/healthz") for _ in range(concurrency)))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"elapsed_s": elapsed, "latencies_s": latencies, "timings": timings}
+
+
+def generator_main() -> int:
+    spec = json.loads(sys.stdin.readline())  # on stdin: thousands of bodies do not fit an argument list
+    headers = {"Authorization": f"Bearer {spec['token']}"} if spec.get("token") else {}
+    result = asyncio.run(_send(spec["url"], spec["path"], spec["bodies"], spec["concurrency"], headers))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def start_generator(spec: str) -> subprocess.Popen:
+    """The load generator child, given its spec; it prints "ready" once connected, then waits for a line."""
+    child = subprocess.Popen([sys.executable, "-m", "loadtests.serving_cost", "--generate"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    child.stdin.write(spec + "\n")
+    child.stdin.flush()
+    return child
+
+
+def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: str | None, app: str) -> dict[str, Any]:
+    """One measured level: the child sends ``bodies`` at ``concurrency``; CPU read around the sending alone."""
+    spec = json.dumps({"url": url, "path": path, "bodies": bodies, "concurrency": concurrency, "token": token})
+    child = start_generator(spec)
+    assert child.stdout is not None and child.stdin is not None
+    if child.stdout.readline().strip() != "ready":
+        raise RuntimeError("the load generator did not start")
+    time.sleep(0.3)  # let the connection set-up settle
+    before = cpu_seconds()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    output = child.stdout.readline()
+    after = cpu_seconds()
+    child.wait(timeout=60)
+    if child.returncode != 0 or not output:
+        raise RuntimeError(f"the load generator failed (exit {child.returncode})")
+    result = json.loads(output)
+    spent = grouped_cpu(before, after, app, child.pid)
+    n = len(bodies)
+    latencies = sorted(result["latencies_s"])
+    compute = [t["compute_ms"] / max(1, t["group_size"] or 1) for t in result["timings"] if t.get("compute_ms") is not None]
+    generator_ms = statistics.mean(compute) if compute else 0.0
+    per_edit = {group: 1e3 * seconds / n for group, seconds in spent.items()}
+    service_ms = sum(per_edit[g] for g in SERVICE_GROUPS)
+    return {
+        "requests": n, "concurrency": concurrency, "edits_per_s": n / result["elapsed_s"],
+        "p50_ms": 1e3 * latencies[len(latencies) // 2], "p99_ms": 1e3 * latencies[min(n - 1, int(0.99 * n))],
+        "cpu_ms_per_edit": per_edit, "service_cpu_ms": service_ms, "generator_ms": generator_ms,
+        "path_cpu_ms": service_ms - generator_ms,
+        "added_ms_p50": sorted(1e3 * lat - c for lat, c in zip(result["latencies_s"], compute))[len(compute) // 2] if compute else None,
+        "mean_batch": statistics.mean(t["batch_size"] or 0 for t in result["timings"]) if result["timings"] else None,
+        "cached": sum(t["cached"] for t in result["timings"]),
+    }
+
+
+# ---- one service per auth mode -------------------------------------------------------------------
+def start_service(auth: str, families: str) -> tuple[Any, str | None]:
+    """A LocalService with auth ``on`` (one key with every scope; its token returned) or ``off``."""
+    from service.auth import key_entry, new_token
+    from service.config import get_settings
+    from service.runtime import LocalService
+
+    token = None
+    if auth == "on":
+        token = new_token()
+        os.environ["COLLAGE_AUTH"] = "required"
+        os.environ["COLLAGE_API_KEYS"] = json.dumps([key_entry("bench", token, ["edit", "jobs", "admin"]).model_dump()])
+        os.environ["COLLAGE_CLIENT_TOKEN"] = token  # the service's own readiness and asset calls
+    else:
+        os.environ["COLLAGE_AUTH"] = "disabled"
+        for name in ("COLLAGE_API_KEYS", "COLLAGE_CLIENT_TOKEN"):
+            os.environ.pop(name, None)
+    get_settings.cache_clear()
+    return LocalService(families=families).start(), token
+
+
+def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: int) -> dict[str, Any]:
+    import httpx
+
+    from loadtests import serving_floor
+    from loadtests.bench import bench_assets
+    from service.auth import client_headers
+
+    service, token = start_service(auth, ",".join(sorted({b.family for b in ops})))
+    mode: dict[str, Any] = {"ops": {}, "floors": {}}
+    try:
+        serving_floor.deploy()
+        with httpx.Client(base_url=service.url, timeout=120, headers=client_headers()) as client:
+            assets = {}
+            for name, data in bench_assets(64).items():
+                response = client.post("/v1/assets", files={"file": (f"{name}.png", data, "image/png")})
+                response.raise_for_status()
+                assets[name] = response.json()["asset_id"]
+        for bench in ops:
+            mode["ops"][bench.name] = {}
+            for level in levels:
+                run_level(service.url, "/v1/edits", [bench.body(base + i, assets) for i in range(2 * level)], level, token, APP)  # warm
+                base += 2 * level
+                row = run_level(service.url, "/v1/edits", [bench.body(base + i, assets) for i in range(requests)], level, token, APP)
+                base += requests
+                mode["ops"][bench.name][str(level)] = row
+                print(f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms "
+                      f"(generator {row['generator_ms']:.2f}, path {row['path_cpu_ms']:.2f}), p50 {row['p50_ms']:.0f} ms", flush=True)
+        body = ops[0].body(0, assets)
+        for floor, prefix in serving_floor.ROUTES.items():
+            mode["floors"][floor] = {}
+            for level in levels:
+                run_level(service.url, prefix + "/v1/edits", [body] * (2 * level), level, None, f"floor-{floor}")
+                row = run_level(service.url, prefix + "/v1/edits", [body] * requests, level, None, f"floor-{floor}")
+                mode["floors"][floor][str(level)] = row
+                print(f"auth {auth} floor {floor} c={level}: {row['edits_per_s']:.1f} req/s, service {row['service_cpu_ms']:.2f} CPU-ms",
+                      flush=True)
+        serving_floor.delete()
+    finally:
+        service.stop()
+    return mode
+
+
+# ---- report --------------------------------------------------------------------------------------
+def markdown(results: dict[str, Any]) -> str:
+    head = ("| auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | **service** | "
+            "generator | **path** | S3 | load gen | added ms p50 | mean batch |")
+    lines = [f"device: {results['device']} · {results['requests']} requests per level · `{results['command']}` · CPU-ms per edit", "",
+             head, "|---|---|---:|---:|---:|" + "---:|" * 12]
+    for auth, mode in results["modes"].items():
+        rows = [(f"`{op}`", level, row) for op, by_level in mode["ops"].items() for level, row in by_level.items()]
+        rows += [(f"floor {floor}", level, row) for floor, by_level in mode["floors"].items() for level, row in by_level.items()]
+        for what, level, r in rows:
+            c = r["cpu_ms_per_edit"]
+            added = "–" if r["added_ms_p50"] is None else f"{r['added_ms_p50']:.1f}"
+            batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+            lines.append(f"| {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
+                         f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
+                         f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
+                         f"{c['load_generator']:.2f} | {added} | {batch} |")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = []
+    for auth, mode in results["modes"].items():
+        for op, by_level in mode["ops"].items():
+            bars += [(f"{op}\nauth {auth} c={level}", row) for level, row in by_level.items()]
+        for floor, by_level in mode["floors"].items():
+            bars += [(f"floor {floor}\nauth {auth} c={level}", row) for level, row in by_level.items()]
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(bars)), 4.5))
+    bottoms = [0.0] * len(bars)
+    for k, group in enumerate(GROUPS):
+        values = [row["cpu_ms_per_edit"][group] for _, row in bars]
+        ax.bar(range(len(bars)), values, bottom=bottoms, label=group.replace("_", " "), color=f"C{k}")
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    ax.scatter(range(len(bars)), [row["generator_ms"] for _, row in bars], marker="_", s=200, color="black", zorder=3,
+               label="generator compute")
+    ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=6, rotation=90)
+    ax.set_ylabel("CPU-ms per edit")
+    ax.legend(fontsize=7, ncols=4)
+    ax.set_title(f"serving cost per edit by process group — {results['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", default="collage.sample", help="comma-separated family.op names of loadtests.bench")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--auth", default="on,off", help="on, off or both")
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per level")
+    parser.add_argument("--out", default="bench-out/serving-cost")
+    parser.add_argument("--allow-busy", action="store_true", help="measure even while other Ray/SeaweedFS processes run")
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)  # internal: run as the load generator child
+    args = parser.parse_args(argv)
+    if args.generate:
+        return generator_main()
+
+    from loadtests.bench import BENCH_OPS, write_report
+
+    ops = [b for b in BENCH_OPS if b.name in args.ops.split(",")]
+    if not ops:
+        parser.error(f"unknown ops {args.ops}; known: {[b.name for b in BENCH_OPS]}")
+    busy = [p for p in psutil.process_iter() if ours(p)]
+    if busy and not args.allow_busy:
+        print("other Ray or SeaweedFS processes are running; stop them first (or --allow-busy):", file=sys.stderr)
+        for p in busy[:10]:
+            print(f"  {p.pid} {' '.join(p.cmdline())[:100]}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    results: dict[str, Any] = {
+        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)", "requests": args.requests,
+        "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]), "modes": {},
+    }
+    base = random.Random(time.time_ns()).randrange(10**8)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    for auth in args.auth.split(","):
+        results["modes"][auth] = measure_mode(auth, ops, levels, args.requests, base)
+        base += 10**6
+    results["after"] = [" ".join(p.cmdline())[:100] for p in psutil.process_iter() if ours(p)]  # should be empty
+    write_report(args.out, "serving_cost", results, markdown(results), chart)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
