@@ -7,7 +7,7 @@ numpy, before the family sees it: size, thresholding, dilation, an all-hole mask
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -17,12 +17,18 @@ from schemas.common import Sha256Hex, StrictModel
 GREY_BAND = (32, 224)  # mask values in [32, 224) are neither black nor white
 MAX_GREY_SHARE = 0.05  # more grey than this and the mask is not a mask
 
+# The edge map the inpainting generator follows (deployments.inpaint.ops.EDGE_MAPS): "generated" is
+# what the official EdgeConnect.test() runs at inference, "composited" what its training runs.
+EdgeMap = Literal["generated", "composited"]
+
 
 class InpaintParams(StrictModel):
     sigma: float = Field(default=2.0, gt=0.0, le=10.0, description="Gaussian sigma of the Canny edges found outside the hole")
     dilate: int = Field(default=0, ge=0, le=32, description="grow the hole by this many pixels (covers halos around objects)")
     mask_threshold: int = Field(default=128, ge=1, le=255, description="mask pixels at or above this grey level are hole")
     resize_mask: bool = Field(default=False, description="resize mask and edges (nearest) to the image size instead of rejecting other sizes")
+    edge_map: EdgeMap = Field(default="generated", description="edges the image generator follows: 'generated' = the edge generator's "
+                              "whole output (official inference), 'composited' = its output in the hole, Canny outside (official training)")
 
 
 class InpaintInputs(StrictModel):

@@ -103,22 +103,73 @@ def test_complete_keeps_the_outside_and_takes_any_size(model):
         images, masks, edges = _batch(height, width)
         masks = torch.zeros_like(masks)
         masks[..., 1:4, 2:5] = 1
-        merged, completed = ops.complete(model, images, masks, edges)
-        assert merged.shape == images.shape and completed.shape == masks.shape
-        assert torch.equal(merged * (1 - masks), images * (1 - masks))  # outside the hole: the input
-        assert torch.equal(completed * (1 - masks), edges * (1 - masks))  # and its own edges
-        assert 0 <= merged.min() and merged.max() <= 1
+        for edge_map in ops.EDGE_MAPS:
+            merged, completed = ops.complete(model, images, masks, edges, edge_map=edge_map)
+            assert merged.shape == images.shape and completed.shape == masks.shape
+            assert torch.equal(merged * (1 - masks), images * (1 - masks))  # outside the hole: the input
+            assert 0 <= merged.min() and merged.max() <= 1
+        assert torch.equal(completed * (1 - masks), edges * (1 - masks))  # composited: its own edges outside
 
 
-def test_user_edges_steer_the_hole(model):
+@pytest.mark.parametrize("edge_map", ["generated", "composited"])
+def test_user_edges_steer_the_hole(model, edge_map):
     images, masks, edges = _batch()
-    plain, plain_edges = ops.complete(model, images, masks, edges)
+    plain, plain_edges = ops.complete(model, images, masks, edges, edge_map=edge_map)
     strokes = torch.zeros_like(masks)
     strokes[..., 12, :] = 1  # a horizontal line, through the hole and outside it
-    steered, steered_edges = ops.complete(model, images, masks, edges, strokes)
+    steered, steered_edges = ops.complete(model, images, masks, edges, strokes, edge_map=edge_map)
     assert torch.all(steered_edges[..., 12, 5:15] == 1)  # inside the hole the stroke is an edge
     assert torch.equal(steered_edges * (1 - masks), plain_edges * (1 - masks))  # outside it is ignored
     assert not torch.allclose(steered, plain)
+
+
+def _official_edge_inpaint(model, images, masks, edges, composite: bool):
+    """knazeri/edge-connect, model 3 (edge-inpaint), written out from its src/models.py forwards:
+    ``EdgeConnect.test()`` feeds the edge model's raw output to the inpainting model (composite=False);
+    ``train()`` / ``eval()`` / ``sample()`` composite it over the input edges first (composite=True)."""
+    gray = ops.to_gray(images)  # the official rgb2gray, as a tensor
+    edge_in = torch.cat((gray * (1 - masks) + masks, edges * (1 - masks), masks), dim=1)  # EdgeModel.forward
+    generated = model.edge(edge_in)
+    if composite:
+        generated = generated * masks + edges * (1 - masks)
+    image_in = torch.cat((images * (1 - masks) + masks, generated), dim=1)  # InpaintingModel.forward
+    outputs = model.inpaint(image_in)
+    return outputs * masks + images * (1 - masks), generated
+
+
+@pytest.mark.parametrize("edge_map,composite", [("generated", False), ("composited", True)])
+def test_edge_maps_are_the_official_inference_and_training_paths(model, edge_map, composite):
+    images, masks, edges = _batch(32, 28)  # multiples of 4: ops.complete pads nothing
+    expected = _official_edge_inpaint(model, images, masks, edges, composite)
+    got = ops.complete(model, images, masks, edges, edge_map=edge_map)
+    if edge_map == "generated":
+        default = ops.complete(model, images, masks, edges)
+        assert torch.equal(default[0], got[0]) and torch.equal(default[1], got[1])  # the default is the official inference
+    # Exact: the reference builds the same input tensors with the same elementwise ops and runs the
+    # same modules on them, in one process, so the same kernels see the same bytes.
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_the_two_edge_maps_differ_on_random_weights(model):
+    images, masks, edges = _batch()
+    generated, generated_edges = ops.complete(model, images, masks, edges, edge_map="generated")
+    composited, composited_edges = ops.complete(model, images, masks, edges, edge_map="composited")
+    assert torch.equal(generated_edges * masks, composited_edges * masks)  # the hole: the edge generator's in both
+    assert ((generated_edges - composited_edges).abs() * (1 - masks)).max() > 0.5  # outside: its output vs Canny
+    assert (generated - composited).abs().max() > 0.1  # so the image generator fills the hole differently
+    assert torch.equal(generated * (1 - masks), composited * (1 - masks))
+    with pytest.raises(ValueError, match="edge_map"):
+        ops.complete(model, images, masks, edges, edge_map="canny")
+
+
+def test_the_schema_names_the_ops_edge_maps():
+    import typing
+
+    from schemas.inpaint import EdgeMap
+
+    assert typing.get_args(EdgeMap) == ops.EDGE_MAPS and InpaintParams().edge_map == ops.EDGE_MAPS[0] == "generated"
+    with pytest.raises(ValueError, match="edge_map"):
+        InpaintParams(edge_map="raw")
 
 
 def test_edge_and_image_inputs_follow_the_official_conventions():
@@ -182,3 +233,21 @@ def test_size_bucket_batch_equals_each_image_alone(model):
         expected = (alone.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         assert merged.shape == image.shape and np.abs(merged.astype(int) - expected.astype(int)).max() <= 1
         assert np.array_equal(merged[~hole], image[~hole])
+
+
+def test_edge_maps_never_share_a_batch(model):
+    from deployments.inpaint.deployment import InpaintDeployment, inpaint_batch
+    from service.tasks import EditTask
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (30, 26, 3), dtype=np.uint8)
+    hole = np.zeros((30, 26), bool)
+    hole[8:20, 6:18] = True
+    tasks = [EditTask(model="m", op="inpaint", params={"sigma": 2.0, "edge_map": edge_map}, inputs={},
+                      images={"image": image, "mask": hole}, submitted_at=0.0) for edge_map in ("generated", "composited")]
+    group_key = InpaintDeployment.func_or_class.group_key
+    assert group_key(None, tasks[0]) != group_key(None, tasks[1])  # one size, two groups
+    with pytest.raises(ValueError, match="one edge map"):
+        inpaint_batch(model, tasks, torch.device("cpu"))
+    (generated, _), (composited, _) = (inpaint_batch(model, [t], torch.device("cpu"))[0] for t in tasks)
+    assert not np.array_equal(generated, composited)

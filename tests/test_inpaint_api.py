@@ -75,7 +75,29 @@ def test_inpaint_round_trip_keeps_size_and_outside_and_returns_the_edge_map(clie
     assert edges.status_code == 200 and (edges.json()["width"], edges.json()["height"]) == (36, 40)
     assert edges.json()["mode"] == "L"
     edge_map = decode(client.get(edges.json()["url"]).content)[..., 0]  # decode gives RGB
-    assert edge_map.shape == (40, 36) and edge_map[:, 17:19][outside[:, 17:19]].max() == 255  # the colour step, outside
+    assert edge_map.shape == (40, 36)
+
+
+def _edge_map(client, response) -> np.ndarray:
+    info = client.get(f"/v1/assets/{response.json()['extras']['edges_asset_id']}").json()
+    return decode(client.get(info["url"]).content)[..., 0]  # decode gives RGB
+
+
+def test_edge_map_param_picks_the_official_inference_or_training_path(client, model):
+    photo, hole = _upload(client, _photo(seed=5)), _upload(client, _hole())
+    default = _inpaint(client, photo, hole)
+    generated = _inpaint(client, photo, hole, {"edge_map": "generated"})
+    composited = _inpaint(client, photo, hole, {"edge_map": "composited"})
+    # the default is "generated": the same canonical params, so the same result (a cache hit)
+    assert generated.json()["result_id"] == default.json()["result_id"] and generated.json()["cached"] is True
+    assert composited.json()["result_id"] != default.json()["result_id"] and composited.json()["cached"] is False
+    assert not np.array_equal(_image(composited), _image(default))
+    outside = _hole() == 0
+    canny, raw = _edge_map(client, composited), _edge_map(client, default)
+    assert canny[:, 17:19][outside[:, 17:19]].max() == 255  # composited: the colour step's Canny edge, outside
+    assert not np.array_equal(raw[outside], canny[outside])  # generated: the edge generator's own map there
+    schema = client.get(f"/v1/models/{MODEL}").json()["ops"][0]["params_schema"]["properties"]["edge_map"]
+    assert schema["enum"] == ["generated", "composited"] and schema["default"] == "generated" and "official" in schema["description"]
 
 
 def test_user_edges_and_dilation(client, model):
@@ -86,6 +108,10 @@ def test_user_edges_and_dilation(client, model):
     assert steered.status_code == 200 and steered.json()["extras"]["user_edges"] is True
     plain = _inpaint(client, photo, hole)
     assert not np.array_equal(_image(steered), _image(plain))
+    composited = {"edge_map": "composited"}
+    steered_composited = _inpaint(client, photo, hole, composited, edges=_upload(client, strokes))
+    assert not np.array_equal(_image(steered_composited), _image(_inpaint(client, photo, hole, composited)))
+    assert np.all(_edge_map(client, steered_composited)[17, 8:28] == 255)  # the stroke, inside the hole
     grown = _inpaint(client, photo, hole, {"dilate": 2})
     assert grown.json()["extras"]["hole_pixels"] == 19 * 24
 
@@ -119,6 +145,8 @@ def test_resize_mask_flag(client, model):
     (np.full((40, 36), 120, np.uint8), {}, "not black and white"),
     (_hole(), {"dilate": 40}, "less than or equal to 32"),
     (_hole(), {"sigma": 0}, "greater than 0"),
+    (_hole(), {"edge_map": "canny"}, "params.edge_map"),
+    (_hole(), {"edge_map": True}, "params.edge_map"),
 ])
 def test_bad_masks_and_params_are_422(client, model, mask, params, detail):
     assert_problem(_inpaint(client, _upload(client, _photo()), _upload(client, mask), params), 422, detail)

@@ -9,7 +9,8 @@ all fixed by ``--seed``, so no image or photo the trainer sampled is scored.
 
 Methods:
     model        ``deployments.inpaint.ops.complete`` with Canny (sigma 2) outside the hole: exactly
-                 what the service runs
+                 what the service runs, with the ``--edge-map`` the inpaint op's ``params.edge_map``
+                 would name (default "generated", the service's default)
     biharmonic   ``skimage.restoration.inpaint_biharmonic`` (channel_axis=-1)
     telea        OpenCV ``cv2.inpaint(..., INPAINT_TELEA)`` radius 3, only if ``cv2`` is importable
 
@@ -34,7 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from deployments.inpaint.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, load_model
-from deployments.inpaint.ops import complete
+from deployments.inpaint.ops import EDGE_MAPS, complete
 from training.data.inpaint_data import EDGE_SIGMA, HELDOUT_PHOTOS, heldout_set, service_edges
 
 
@@ -79,11 +80,11 @@ def load_checkpoint(model_dir: Path):
 
 
 @torch.no_grad()
-def evaluate(model, n: int, size: int, seed: int) -> dict:
+def evaluate(model, n: int, size: int, seed: int, edge_map: str = EDGE_MAPS[0]) -> dict:
     data = heldout_set(n, size, seed)
     edges = service_edges(data.images, data.masks, EDGE_SIGMA)
     started = time.perf_counter()
-    merged, _ = complete(model, data.images, data.masks, edges)
+    merged, _ = complete(model, data.images, data.masks, edges, edge_map=edge_map)
     model_seconds = time.perf_counter() - started
     targets = data.images.permute(0, 2, 3, 1).numpy()
     holes = data.masks[:, 0].numpy() > 0.5
@@ -155,22 +156,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=64, help="image side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--edge-map", choices=EDGE_MAPS, default=EDGE_MAPS[0],
+                        help="the edge map the inpainting generator gets (the inpaint op's params.edge_map)")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     parser.add_argument("--figure", type=Path, default=None, help="write an example figure (PNG) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, manifest = load_checkpoint(args.model_dir)
     started = time.perf_counter()
-    run = evaluate(model, args.n, args.size, args.seed)
+    run = evaluate(model, args.n, args.size, args.seed, args.edge_map)
     table = markdown_table(run["results"])
     print(f"{manifest['name']} ({args.model_dir}): {args.n} held-out {args.size}px images (faces from the held-out "
-          f"seed range, crops of {', '.join(HELDOUT_PHOTOS)}), seed {args.seed}, mean hole {run['hole_ratio']:.1%}; "
-          f"PSNR / SSIM inside the hole, mean over images\n")
+          f"seed range, crops of {', '.join(HELDOUT_PHOTOS)}), seed {args.seed}, mean hole {run['hole_ratio']:.1%}, "
+          f"edge map {args.edge_map}; PSNR / SSIM inside the hole, mean over images\n")
     print(table)
     if not telea_available():
         print("\n(OpenCV not installed: no Telea baseline)")
     report = {"model": manifest["name"], "model_dir": str(args.model_dir), "arch": manifest["arch"], "n": args.n,
-              "size": args.size, "seed": args.seed, "edge_sigma": EDGE_SIGMA, "heldout_photos": list(HELDOUT_PHOTOS),
+              "size": args.size, "seed": args.seed, "edge_sigma": EDGE_SIGMA, "edge_map": args.edge_map, "heldout_photos": list(HELDOUT_PHOTOS),
               "mean_hole_ratio": run["hole_ratio"], "metrics": "PSNR and SSIM inside the hole, mean over images",
               "results": run["results"], "seconds": run["seconds"], "images": run["data"].names}
     if args.json:

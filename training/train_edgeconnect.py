@@ -12,11 +12,12 @@ Both generators (the served ``deployments/inpaint/edgeconnect.py`` modules) trai
 each against its own PatchGAN discriminator (spectral norm, 70x70-style, narrower):
 
     edge G     input (gray with the hole white, GT edges outside the hole, mask); its completed edges
-               (prediction inside the hole, GT outside) go to D_edge with the gray image, as in the
-               official EdgeModel; losses: non-saturating GAN + ``--fm-weight`` x feature matching
-               (L1 between D_edge's features of real and completed pairs) + ``--edge-bce`` x a
-               class-balanced BCE to the GT edges inside the hole (not in the paper; speeds up the
-               short CPU run)
+               (prediction inside the hole, GT outside) go to D_edge with the gray image (the
+               official EdgeModel gives D its whole raw output instead); losses: non-saturating GAN
+               + ``--fm-weight`` x feature matching (L1 between D_edge's features of real and
+               completed pairs) + ``--edge-bce`` x a class-balanced BCE to the GT edges inside the
+               hole (not in the paper; speeds up the short CPU run). So no loss reaches its output
+               outside the hole: serve its models with ``params.edge_map = "composited"``
     inpaint G  input (image with the hole white, edges): the GT Canny edges (official stage 2) or,
                with probability ``--p-pred-edges``, the edge generator's detached completed edges
                (the joint stage), so it also learns from the edges it is served; losses: L1 with the
@@ -27,7 +28,8 @@ each against its own PatchGAN discriminator (spectral norm, 70x70-style, narrowe
 Adam betas (``--beta1``, 0.9), D learning rate = ``--d2g-lr`` x G's as in the official config.
 Progress every ``--log-every`` steps (images/s, losses, ETA); a resumable snapshot and a sample grid
 on held-out images (rows: masked input, completed edges, output, ground truth; run through
-``deployments.inpaint.ops.complete`` exactly as the service does) every ``--snapshot-every`` steps.
+``deployments.inpaint.ops.complete`` with ``edge_map="composited"``, the path trained here, as the
+service runs it for that param) every ``--snapshot-every`` steps.
 At the end ``deployments.inpaint.checkpoint.export`` writes ``--out`` (model.json,
 weights.safetensors), with ``samples.png`` and a README.md model card.
 """
@@ -110,11 +112,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def sample_grid(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, path: Path, scale: int = 2) -> None:
     """Columns = held-out images; rows = masked input, completed edges (hole red-tinted), output,
-    ground truth. Runs ``ops.complete`` with Canny outside the hole, as the service does."""
+    ground truth. Runs ``ops.complete`` with Canny outside the hole and ``edge_map="composited"`` (the
+    path this trainer trains), as the service runs it for that param."""
     was_training = model.training
     model.eval()
     edges = service_edges(images, masks)
-    merged, completed = complete(model, images, masks, edges)
+    merged, completed = complete(model, images, masks, edges, edge_map="composited")
     model.train(was_training)
     masked = images * (1 - masks) + masks
     edge_rgb = (1 - completed).repeat(1, 3, 1, 1)
@@ -284,7 +287,13 @@ simple textures. It is not a substitute for the official Places2 / CelebA / Pari
 `samples.png`: held-out images (faces with seeds from {HELDOUT_FACE_SEED}, crops of
 {', '.join(f'`{p}`' for p in HELDOUT_PHOTOS)}), never seen in training. Rows: masked input (hole
 white), completed edges (black on white; the hole tinted red), output (the service's
-`ops.complete`, Canny sigma {EDGE_SIGMA:g} outside the hole), ground truth.
+`ops.complete`, Canny sigma {EDGE_SIGMA:g} outside the hole, `edge_map` "composited"), ground truth.
+
+Trained on composited edges: its edge generator's output counts only inside the hole (outside,
+the inpainting generator got Canny, and no loss reached the edge generator), unlike the official
+models, whose edge generator learns the whole map. Serve it with `"params": {{"edge_map":
+"composited"}}`, the path it was trained and measured on; the default `"generated"` (the official
+inference) hands the inpainting generator this model's untrained edges outside the hole.
 
 | | |
 |---|---|
@@ -306,7 +315,7 @@ white), completed edges (black on white; the hole tinted red), output (the servi
 {arch_and_command(manifest["arch"], command)}
 
 Quality on held-out images (PSNR / SSIM inside the hole, against `skimage.restoration.inpaint_biharmonic`):
-`python -m training.inpaint_quality --model-dir {out}` (see `training/README.md`).
+`python -m training.inpaint_quality --model-dir {out} --edge-map composited` (see `training/README.md`).
 
 ## Limitations
 

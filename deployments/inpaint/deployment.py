@@ -1,9 +1,10 @@
 """Ray Serve deployment of the ``inpaint`` family: a thin adapter over ``deployments.inpaint.ops``.
 
-Requests whose images pad to the same size (multiples of 4, at least 12 px) run as one tensor
-batch; each image is padded on its own, so its result is what it would get alone. Canny edges are found per image on the CPU before the batch. The completed
-edge map is stored as an asset of its own (content-addressed like an upload), so it can be fetched
-with ``GET /v1/assets/{id}``, edited, and sent back as ``inputs.edges``.
+Requests whose images pad to the same size (multiples of 4, at least 12 px) and that name the same
+``params.edge_map`` run as one tensor batch; each image is padded on its own, so its result is what
+it would get alone. Canny edges are found per image on the CPU before the batch. The edge map the
+inpainting generator got is stored as an asset of its own (content-addressed like an upload), so it
+can be fetched with ``GET /v1/assets/{id}``, edited, and sent back as ``inputs.edges``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ray import serve
 from deployments.inpaint import ops as edge_connect  # not "ops": cloudpickle would take it for torch.ops
 from deployments.inpaint.checkpoint import load_model
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
+from schemas.inpaint import InpaintParams
 from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.images import encode_png
@@ -43,12 +45,22 @@ def _padded(array: np.ndarray, mode: str) -> torch.Tensor:
     return edge_connect.pad_to_multiple(tensor.unsqueeze(0), mode=mode)[0]
 
 
+def edge_map_of(task: EditTask) -> str:
+    """The task's ``params.edge_map`` (the schema's default when a hand-built task leaves it out)."""
+    return task.params.get("edge_map", InpaintParams.model_fields["edge_map"].default)
+
+
 def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Tasks of one size bucket -> per task (merged image (H, W, 3) uint8, completed edges (H, W) uint8).
+    """Tasks of one size bucket and one edge map -> per task (merged image (H, W, 3) uint8, the edge
+    map the inpainting generator got (H, W) uint8).
 
     Each image is padded to the bucket on its own (as ``ops.complete`` would pad it alone), so a
     result does not depend on what else shares the batch.
     """
+    modes = {edge_map_of(t) for t in tasks}
+    if len(modes) != 1:
+        raise ValueError(f"one inpaint batch runs one edge map, got {sorted(modes)}")
+    (mode,) = modes
     holes = [t.images["mask"] for t in tasks]
     edges = [edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], float(t.params["sigma"])) for t in tasks]
     images = torch.stack([_padded(t.images["image"], "reflect") / 255 for t in tasks]).to(device)
@@ -59,7 +71,7 @@ def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.devic
         strokes = [t.images["edges"] if "edges" in t.images else np.zeros(h.shape, bool) for t, h in zip(tasks, holes)]
         user = torch.stack([_padded(s.astype(np.float32), "constant") for s in strokes]).to(device)
     with torch.inference_mode():
-        merged, completed = edge_connect.complete(model, images, masks, edge_maps, user)
+        merged, completed = edge_connect.complete(model, images, masks, edge_maps, user, edge_map=mode)
     merged = (merged.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     completed = (completed[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return [(m[: h.shape[0], : h.shape[1]], c[: h.shape[0], : h.shape[1]]) for m, c, h in zip(merged, completed, holes)]
@@ -92,7 +104,8 @@ class InpaintDeployment(FamilyDeployment):
         return [WarmupRequest("inpaint", inputs={"image": image_id, "mask": mask_id}, assets=assets)]
 
     def group_key(self, task: EditTask) -> Hashable:
-        return size_bucket(task.images["image"].shape)  # images that pad to one size share a batch
+        # images that pad to one size share a batch, if they name one edge map (ops.complete takes one per batch)
+        return size_bucket(task.images["image"].shape), edge_map_of(task)
 
     def _store_edges(self, edges: np.ndarray) -> dict[str, Any]:
         return {"edges_asset_id": self.store.put_png_asset(encode_png(edges), edges.shape[1], edges.shape[0], "L")}

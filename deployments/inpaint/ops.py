@@ -5,9 +5,17 @@ Conventions (the official code's): images (B, 3, H, W) in [0, 1]; masks (B, 1, H
 
     edges  = canny_edges(gray, hole, sigma)                 Canny outside the hole (numpy, per image)
     edge_p = edge_generator(edge_inputs(gray, edges, mask))  edge probabilities everywhere
-    completed = edge_p * mask + edges * (1 - mask)           [+ user strokes inside the hole]
+    completed = edge_p                                       edge_map="generated" (default)
+              | edge_p * mask + edges * (1 - mask)           edge_map="composited"
+              [max user strokes inside the hole]
     output = inpaint_generator(image_inputs(image, completed, mask))
     merged = output * mask + image * (1 - mask)
+
+The two edge maps are the official code's two paths: its inference (``EdgeConnect.test``, models
+3 and 4) hands the edge generator's raw output, the whole map, to the inpainting generator; its
+training, validation and sample grids (``train`` / ``eval`` / ``sample``) composite the prediction
+inside the hole over the Canny edges outside. Official checkpoints reproduce the official results
+with "generated"; a model whose edge generator only learned the hole may prefer "composited".
 
 Sizes: any H x W; the batch is padded (reflect) to multiples of 4 (at least 12 px) and cropped back.
 """
@@ -48,6 +56,21 @@ def image_inputs(images: torch.Tensor, edges: torch.Tensor, masks: torch.Tensor)
     return torch.cat([images * (1 - masks) + masks, edges], 1)
 
 
+EDGE_MAPS = ("generated", "composited")  # what the inpainting generator is given; the first is the default
+
+
+def completed_edges(edge_probability: torch.Tensor, edges: torch.Tensor, masks: torch.Tensor,
+                    edge_map: str = EDGE_MAPS[0]) -> torch.Tensor:
+    """The edge map the inpainting generator gets: the edge generator's whole output ("generated",
+    the official inference) or its output inside the hole over ``edges`` outside ("composited", the
+    official training)."""
+    if edge_map == "generated":
+        return edge_probability
+    if edge_map == "composited":
+        return edge_probability * masks + edges * (1 - masks)
+    raise ValueError(f"edge_map must be one of {EDGE_MAPS}, got {edge_map!r}")
+
+
 def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
     """Grow the hole by ``pixels`` in every direction (square structuring element)."""
     if pixels <= 0:
@@ -74,12 +97,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE, mode: str = 
 
 
 def complete(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, edges: torch.Tensor,
-             user_edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inpaint a batch: (merged images (B, 3, H, W), completed edge maps (B, 1, H, W)).
+             user_edges: torch.Tensor | None = None, edge_map: str = EDGE_MAPS[0]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inpaint a batch: (merged images (B, 3, H, W), the edge maps the inpainting generator got (B, 1, H, W)).
 
     images / masks / edges as in the module doc; ``edges`` are the Canny edges outside the hole.
     user_edges: optional (B, 1, H, W) strokes; inside the hole they are added to the completed
         edges (max), so a user can draw the structure the image generator follows.
+    edge_map: "generated" (the official inference: the edge generator's whole output) or
+        "composited" (the official training: its output inside the hole, ``edges`` outside); one
+        value for the whole batch.
     Any H, W: padded to multiples of 4 and cropped back.
     """
     height, width = images.shape[-2:]
@@ -89,7 +115,7 @@ def complete(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, edge
     padded_edges = pad_to_multiple(edges, mode="constant")
     gray = to_gray(padded_images)
     edge_probability = model.edge(edge_inputs(gray, padded_edges, padded_masks))
-    completed = edge_probability * padded_masks + padded_edges * (1 - padded_masks)
+    completed = completed_edges(edge_probability, padded_edges, padded_masks, edge_map)
     if user_edges is not None:
         completed = torch.maximum(completed, pad_to_multiple(user_edges, mode="constant") * padded_masks)
     output = model.inpaint(image_inputs(padded_images, completed, padded_masks))
