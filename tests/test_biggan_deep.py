@@ -361,3 +361,190 @@ def test_convert_pretrained_biggan(gen: BigGANDeep, tmp_path: Path) -> None:
     loaded = load_generator((tmp_path / "out" / WEIGHTS_FILE).read_bytes(), manifest)
     z, classes = inputs(2)
     assert torch.equal(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7))
+
+
+# ---- fidelity to the pytorch_pretrained_biggan arithmetic --------------------------------------------
+# A reference forward pass written from the package's format and algorithm, one functional step per
+# package module, in the package's order of operations: the class embedding (linear, no bias); the
+# condition vector c = [z, e]; gen_z(c) read as NHWC and made contiguous NCHW; per GenBlock, every
+# CBN as ((x - mean) / sqrt(var + eps)) * (1 + scale(c)) + offset(c) with scale and offset single
+# linears on all of c; self-attention as bmm(theta^T, phi) -> softmax -> bmm(g, attn^T); the final
+# plain batch norm, ReLU, the full conv_to_rgb, its first 3 channels, tanh. It reads the state dict
+# only, so it shares no code with the module under test.
+
+def _reference_statistics(state: dict, prefix: str, truncation: float, n_stats: int) -> tuple[torch.Tensor, torch.Tensor]:
+    means, variances = state[f"{prefix}.running_means"], state[f"{prefix}.running_vars"]
+    coef, start = math.modf(truncation / (1.0 / (n_stats - 1)))  # the package's (reversed) weights
+    start = int(start)
+    if coef == 0.0:
+        return means[start], variances[start]
+    return (means[start] * coef + means[start + 1] * (1 - coef),
+            variances[start] * coef + variances[start + 1] * (1 - coef))
+
+
+def reference_biggan_deep(state: dict, config: BigGANDeepConfig, z: torch.Tensor, class_vector: torch.Tensor,
+                          truncation: float) -> torch.Tensor:
+    def cbn(x: torch.Tensor, prefix: str, cond: torch.Tensor) -> torch.Tensor:
+        mean, var = _reference_statistics(state, prefix, truncation, config.n_stats)
+        gain = 1 + F.linear(cond, state[f"{prefix}.scale.weight"]).unsqueeze(-1).unsqueeze(-1)
+        bias = F.linear(cond, state[f"{prefix}.offset.weight"]).unsqueeze(-1).unsqueeze(-1)
+        mean, var = mean.unsqueeze(0).unsqueeze(-1).unsqueeze(-1), var.unsqueeze(0).unsqueeze(-1).unsqueeze(-1)
+        return (x - mean) / torch.sqrt(var + config.eps) * gain + bias
+
+    def conv(x: torch.Tensor, prefix: str, padding: int = 0) -> torch.Tensor:
+        return F.conv2d(x, state[f"{prefix}.weight"], state.get(f"{prefix}.bias"), padding=padding)
+
+    def attention(x: torch.Tensor, prefix: str) -> torch.Tensor:
+        b, ch, h, w = x.shape
+        theta = conv(x, f"{prefix}.snconv1x1_theta").view(b, ch // 8, h * w)
+        phi = F.max_pool2d(conv(x, f"{prefix}.snconv1x1_phi"), 2).view(b, ch // 8, h * w // 4)
+        attn = torch.softmax(torch.bmm(theta.permute(0, 2, 1), phi), dim=-1)
+        g = F.max_pool2d(conv(x, f"{prefix}.snconv1x1_g"), 2).view(b, ch // 2, h * w // 4)
+        attn_g = torch.bmm(g, attn.permute(0, 2, 1)).view(b, ch // 2, h, w)
+        return x + state[f"{prefix}.gamma"] * conv(attn_g, f"{prefix}.snconv1x1_o_conv")
+
+    def block(x: torch.Tensor, prefix: str, up: bool, cond: torch.Tensor) -> torch.Tensor:
+        h = conv(F.relu(cbn(x, f"{prefix}.bn_0", cond)), f"{prefix}.conv_0")
+        h = F.relu(cbn(h, f"{prefix}.bn_1", cond))
+        if up:
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+        h = conv(h, f"{prefix}.conv_1", padding=1)
+        h = conv(F.relu(cbn(h, f"{prefix}.bn_2", cond)), f"{prefix}.conv_2", padding=1)
+        h = conv(F.relu(cbn(h, f"{prefix}.bn_3", cond)), f"{prefix}.conv_3")
+        shortcut = x if h.shape[1] == x.shape[1] else x[:, : x.shape[1] // 2]
+        if up:
+            shortcut = F.interpolate(shortcut, scale_factor=2, mode="nearest")
+        return h + shortcut
+
+    cond = torch.cat((z, F.linear(class_vector, state["embeddings.weight"])), dim=1)
+    c0 = config.channel_width * config.layers[0][1]
+    h = F.linear(cond, state["generator.gen_z.weight"], state["generator.gen_z.bias"])
+    h = h.view(-1, 4, 4, c0).permute(0, 3, 1, 2).contiguous()
+    index = 0
+    for i, (up, _, _) in enumerate(config.layers):
+        if i == config.attention_layer_position:
+            h = attention(h, f"generator.layers.{index}")
+            index += 1
+        h = block(h, f"generator.layers.{index}", up, cond)
+        index += 1
+    mean, var = _reference_statistics(state, "generator.bn", truncation, config.n_stats)
+    h = F.batch_norm(h, mean, var, state["generator.bn.weight"], state["generator.bn.bias"], False, 0.0, config.eps)
+    h = F.conv2d(F.relu(h), state["generator.conv_to_rgb.weight"], state["generator.conv_to_rgb.bias"], padding=1)
+    return torch.tanh(h[:, :3])
+
+
+# the released 128 px architecture (all 10 GenBlocks, attention at 64 px, 51 statistics rows, z and e
+# of 128 each so c has the released 256 terms) at a small channel width
+FIDELITY = replace(BigGANDeepConfig.preset(128), channel_width=8)
+FIDELITY_TRUNCATIONS = (0.4, 1.0, 0.37)  # two exact rows (20 and 50 of 51) and one interpolated (18/19)
+# Ours against the reference on the same fp32 weights and inputs. The plain path runs the reference's
+# operations on the same shapes and layouts, so on this project's CPU it agrees to the bit (max |d| = 0
+# at all three truncations; before the fix 6.8e-6, 4.2e-6 and 1.3e-5 here, the gap that grew layer by
+# layer). It is not asserted bit-exact: conv_to_rgb runs 3 filters where the reference runs all and
+# slices (identical here, not promised by oneDNN), and BLAS may block a product differently with other
+# buffer alignment or another CPU; each such difference is a few float32 ulps, carried through ~45
+# layers to outputs in [-1, 1]. 5e-5 is the fidelity target the README states.
+FIDELITY_ATOL_FP32 = 5e-5
+FIDELITY_ATOL_FP64 = 1e-12  # same architecture in float64: only float64 rounding is left
+
+
+@pytest.fixture(scope="module")
+def faithful() -> BigGANDeep:
+    """A random FIDELITY generator with distinct statistics per truncation row in every BN and attention on."""
+    model = random_biggan_deep(FIDELITY, seed=3)
+    rng = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "running_means"):  # calibrated rows, each row then moved on its own
+                module.running_means.add_(0.05 * torch.randn(module.running_means.shape, generator=rng))
+                module.running_vars.mul_(1 + 0.2 * torch.rand(module.running_vars.shape, generator=rng))
+    return model
+
+
+def fidelity_inputs(truncation: float, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = torch.Generator().manual_seed(11)
+    z = torch.randn(batch, FIDELITY.z_dim, generator=rng).clamp(-2, 2) * truncation
+    labels = F.one_hot(torch.randint(FIDELITY.num_classes, (batch,), generator=rng), FIDELITY.num_classes).float()
+    return z, labels
+
+
+def test_fidelity_setup_is_not_trivial(faithful: BigGANDeep) -> None:
+    bns = [m for m in faithful.modules() if hasattr(m, "running_means")]
+    assert len(bns) == 4 * FIDELITY.n_blocks + 1
+    for bn in bns:  # every row its own statistics, none the init zeros / ones
+        means, variances = bn.running_means, bn.running_vars
+        assert (means[1:] != means[:-1]).all() and (variances[1:] != variances[:-1]).all()
+        assert (means != 0).all() and (variances != 1).all() and (variances > 0).all()
+    attention = faithful.generator.layers[FIDELITY.attention_layer_position]
+    assert isinstance(attention, SelfAttention) and attention.gamma.item() != 0
+    z, labels = fidelity_inputs(0.4)
+    with torch.no_grad():
+        images = faithful(z, labels, 0.4)
+        gamma = attention.gamma.clone()
+        attention.gamma.zero_()
+        try:
+            without_attention = faithful(z, labels, 0.4)
+        finally:
+            attention.gamma.copy_(gamma)
+    assert images.std() > 0.1 and (images - without_attention).abs().max() > 1e-2  # attention matters
+
+
+@pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS)
+def test_fidelity_fp32_output_matches_the_reference_arithmetic(faithful: BigGANDeep, truncation: float) -> None:
+    z, labels = fidelity_inputs(truncation)
+    with torch.no_grad():
+        ours = faithful(z, labels, truncation)
+        reference = reference_biggan_deep(faithful.state_dict(), FIDELITY, z, labels, truncation)
+    delta = (ours - reference).abs().max().item()
+    print(f"BigGAN-deep fidelity, fp32, truncation {truncation}: max |d| = {delta:.3g}")
+    assert delta <= FIDELITY_ATOL_FP32
+
+
+@pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS[:2])
+def test_fidelity_fp64_output_matches_the_reference_architecture(faithful: BigGANDeep, truncation: float) -> None:
+    model = copy.deepcopy(faithful).double()
+    z, labels = (t.double() for t in fidelity_inputs(truncation))
+    with torch.no_grad():
+        ours = model(z, labels, truncation)
+        reference = reference_biggan_deep(model.state_dict(), FIDELITY, z, labels, truncation)
+    delta = (ours - reference).abs().max().item()
+    print(f"BigGAN-deep fidelity, fp64, truncation {truncation}: max |d| = {delta:.3g}")
+    assert delta <= FIDELITY_ATOL_FP64
+
+
+@pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS[:2])
+def test_fidelity_one_class_map_everywhere_agrees_with_the_plain_path(faithful: BigGANDeep, truncation: float) -> None:
+    """The spatial (sCBN) path splits every linear on c into W_z z + W_e e: equal up to float rounding."""
+    z, labels = fidelity_inputs(truncation)
+    dense = labels[:, :, None, None].expand(-1, -1, 16, 16).contiguous()
+    mixture = ClassMixture(torch.ones(3, 1, 16, 16), labels[:, None, :])
+    with torch.no_grad():
+        plain = faithful(z, labels, truncation)
+        for condition in (dense, mixture):
+            mapped = faithful(z, labels, truncation, class_maps=[condition] * FIDELITY.n_blocks)
+            delta = (mapped - plain).abs().max().item()
+            print(f"BigGAN-deep sCBN map of one class vs plain, fp32, truncation {truncation}: max |d| = {delta:.3g}")
+            # split sums (128 + 128 terms, then the per-pixel mix) round differently from the one
+            # 256-term dot product, ~1 ulp per CBN over 40 CBNs; the same bound as the reference's
+            assert delta <= FIDELITY_ATOL_FP32
+
+
+def test_fidelity_features_stay_contiguous_nchw(faithful: BigGANDeep) -> None:
+    """gen_z's output is NHWC data seen as NCHW; kept as that view, every later convolution ran in
+    channels-last memory format on other kernels (the largest part of the fp32 gap found). The
+    layout is exact and CPU-independent, unlike the figures above."""
+    seen: list[tuple[str, bool]] = []
+    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, args[0].is_contiguous())))
+             for name, module in faithful.named_modules() if isinstance(module, (torch.nn.Conv2d, SelfAttention))]
+    z, labels = fidelity_inputs(0.4, batch=2)
+    maps = labels[:, :, None, None].expand(-1, -1, 8, 8).contiguous()
+    try:
+        with torch.no_grad():
+            mixture = ClassMixture(torch.ones(2, 1, 8, 8), labels[:, None])
+            for class_maps in (None, [maps] * FIDELITY.n_blocks, [mixture] * FIDELITY.n_blocks):
+                seen.clear()
+                faithful(z, labels, 0.4, class_maps=class_maps)
+                assert len(seen) == 4 * FIDELITY.n_blocks + 5 and all(contiguous for _, contiguous in seen), seen
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -12,7 +12,7 @@ effective weight as a plain ``weight`` under the same module path; no SN runs at
 
     embeddings               Linear K -> E, no bias: class vector -> class embedding e
                              condition vector c = [z, e], given whole to gen_z and every CBN
-    generator.gen_z          Linear c -> 4*4*C0, read as (4, 4, C0) (TF's NHWC order), made NCHW
+    generator.gen_z          Linear c -> 4*4*C0, read as (4, 4, C0) (TF's NHWC order), made contiguous NCHW
     generator.layers.{i}     one GenBlock per config layer, with SelfAttention inserted before the
                              GenBlock at ``attention_layer_position`` (later indices shift by one).
                              GenBlock: CBN, ReLU, 1x1 conv (in -> in/4), CBN, ReLU, [2x nearest
@@ -28,12 +28,20 @@ bias = offset(c), both linear maps without bias; eps = ``config.eps`` (1e-4). Tr
 compute the same thing.
 
 Conditioning (the family contract, ``deployments/collage/conditioning.py``): class weights (B, K),
-a spatial class-weight map (B, K, H, W) or a ClassMixture. c is linear in the class vector, so
-scale(c) = W_z z + W_e (E k) with W = [W_z | W_e] split by columns; for spatial CBN the class part
-W_e E k is mixed per pixel and the z part stays per sample. gen_z is the input of GenBlock 0 and is
-conditioned like it: with a spatial condition for block 0, its class part is mixed per pixel of
-its 4x4 output (each output pixel has its own rows of W_e), so a map of one class everywhere is
-exactly that class.
+a spatial class-weight map (B, K, H, W) or a ClassMixture. A class vector (B, K) takes the package's
+path: c = [z, e] once, then one linear on all of c for gen_z and for every CBN's scale and offset.
+For a spatial condition c is split instead: c is linear in the class vector, so
+scale(c) = W_z z + W_e (E k) with W = [W_z | W_e] split by columns; the class part W_e E k is mixed
+per pixel and the z part stays per sample. gen_z is the input of GenBlock 0 and is conditioned like
+it: with a spatial condition for block 0, its class part is mixed per pixel of its 4x4 output (each
+output pixel has its own rows of W_e), so a map of one class everywhere is that class, up to the
+rounding of the split sums (tests/test_biggan_deep.py bounds it).
+
+Fidelity: for a class vector every step runs the package's operations in its order (the single
+linears on c, gen_z's output made contiguous so that every convolution sees NCHW, the CBN
+arithmetic, attention as two bmm's), so fp32 outputs match the package's to float rounding (bit for
+bit on this project's CPU; ``test_fidelity_fp32_output_matches_the_reference_arithmetic``). The one
+deliberate difference: conv_to_rgb runs its first 3 filters only, not all C and then a slice.
 """
 
 from __future__ import annotations
@@ -198,6 +206,13 @@ class TruncatedBatchNorm(nn.Module):
         return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
 
 
+def condition_vector(z: torch.Tensor, embedding: Condition) -> torch.Tensor | None:
+    """c = [z, e] for a plain class embedding (B, E); None for a spatial one (its CBNs split W instead)."""
+    if isinstance(embedding, torch.Tensor) and embedding.dim() == 2:
+        return torch.cat((z, embedding), dim=1)
+    return None
+
+
 class ConditionalBatchNorm(nn.Module):
     """Batch norm with truncation-dependent statistics; gain 1 + scale(c) and bias offset(c), c = [z, e].
 
@@ -217,18 +232,30 @@ class ConditionalBatchNorm(nn.Module):
         self.scale = nn.Linear(cond_dim, num_features, bias=False)
         self.offset = nn.Linear(cond_dim, num_features, bias=False)
 
-    def _affine(self, weight: torch.Tensor, z: torch.Tensor, embedding: Condition, size: tuple[int, int]) -> torch.Tensor:
-        """weight @ [z, e] as (B, C, 1, 1), or (B, C, h, w) for a spatial embedding."""
-        w_z, w_e = weight[:, : self.z_dim], weight[:, self.z_dim:]
+    def _affine(self, layer: nn.Linear, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None,
+                size: tuple[int, int]) -> torch.Tensor:
+        """layer([z, e]) as (B, C, 1, 1), or (B, C, h, w) for a spatial embedding.
+
+        A plain class embedding comes with its condition vector ``cond`` = [z, e]: one linear on it,
+        the package's single dot product over all of c. A spatial one is split by columns,
+        W_z z + mix(W_e e), equal to it up to float rounding.
+        """
+        if cond is not None:
+            return layer(cond)[:, :, None, None]
+        w_z, w_e = layer.weight[:, : self.z_dim], layer.weight[:, self.z_dim:]
         return (z @ w_z.T)[:, :, None, None] + mix_by_class(embedding, lambda e: e @ w_e.T, size)
 
-    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition) -> torch.Tensor:
-        """x (B, C, H, W); z (B, z_dim); embedding: class embedding (B, E), (B, E, h, w) or a ClassMixture of embeddings."""
+    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W); z (B, z_dim); embedding: class embedding (B, E), (B, E, h, w) or a ClassMixture
+        of embeddings; cond: [z, e] (B, cond_dim) if already made for a plain (B, E) embedding."""
         mean, var = truncation_statistics(self.running_means, self.running_vars, truncation)
-        normed = (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + self.eps)  # the package's arithmetic
+        cond = condition_vector(z, embedding) if cond is None else cond
         size = x.shape[-2:]
-        gain = 1 + self._affine(self.scale.weight, z, embedding, size)
-        return normed * gain + self._affine(self.offset.weight, z, embedding, size)
+        gain = 1 + self._affine(self.scale, z, embedding, cond, size)
+        bias = self._affine(self.offset, z, embedding, cond, size)
+        # the package's arithmetic, in its order: ((x - mean) / sqrt(var + eps)) * gain + bias
+        return (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps) * gain + bias
 
 
 class SelfAttention(nn.Module):
@@ -246,12 +273,14 @@ class SelfAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        query = self.snconv1x1_theta(x).flatten(2).transpose(1, 2)  # (B, HW, C/8)
-        key = F.max_pool2d(self.snconv1x1_phi(x), 2).flatten(2).transpose(1, 2)  # (B, HW/4, C/8)
-        value = F.max_pool2d(self.snconv1x1_g(x), 2).flatten(2).transpose(1, 2)  # (B, HW/4, C/2)
-        attended = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # unscaled dot products, as released
-        attended = attended.transpose(1, 2).reshape(batch, -1, height, width)
+        # two batched matmuls in the package's orientation (not a fused attention kernel, whose
+        # blocked softmax rounds differently): weights = softmax(theta^T phi), out = g weights^T
+        batch, channels, height, width = x.shape
+        theta = self.snconv1x1_theta(x).view(batch, channels // 8, height * width)  # queries (B, C/8, HW)
+        phi = F.max_pool2d(self.snconv1x1_phi(x), 2).view(batch, channels // 8, -1)  # keys (B, C/8, HW/4)
+        g = F.max_pool2d(self.snconv1x1_g(x), 2).view(batch, channels // 2, -1)  # values (B, C/2, HW/4)
+        weights = torch.softmax(torch.bmm(theta.permute(0, 2, 1), phi), dim=-1)  # (B, HW, HW/4), unscaled dot products
+        attended = torch.bmm(g, weights.permute(0, 2, 1)).view(batch, channels // 2, height, width)
         return x + self.gamma * self.snconv1x1_o_conv(attended)
 
 
@@ -278,14 +307,16 @@ class GenBlock(nn.Module):
         self.bn_3 = ConditionalBatchNorm(middle, z_dim, cond_dim, n_stats, eps)
         self.conv_3 = nn.Conv2d(middle, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition) -> torch.Tensor:
-        h = self.conv_0(F.relu(self.bn_0(x, truncation, z, embedding)))
-        h = F.relu(self.bn_1(h, truncation, z, embedding))
+    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """cond: [z, e] if already made for a plain embedding (:func:`condition_vector`)."""
+        h = self.conv_0(F.relu(self.bn_0(x, truncation, z, embedding, cond)))
+        h = F.relu(self.bn_1(h, truncation, z, embedding, cond))
         if self.up_sample:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
         h = self.conv_1(h)
-        h = self.conv_2(F.relu(self.bn_2(h, truncation, z, embedding)))
-        h = self.conv_3(F.relu(self.bn_3(h, truncation, z, embedding)))
+        h = self.conv_2(F.relu(self.bn_2(h, truncation, z, embedding, cond)))
+        h = self.conv_3(F.relu(self.bn_3(h, truncation, z, embedding, cond)))
         shortcut = x[:, : self.out_channels]  # the package keeps in/2 channels; its layers only ever halve
         if self.up_sample:
             shortcut = F.interpolate(shortcut, scale_factor=2, mode="nearest")
@@ -314,31 +345,39 @@ class GeneratorBody(nn.Module):
     def blocks(self) -> list[GenBlock]:
         return [layer for layer in self.layers if isinstance(layer, GenBlock)]
 
-    def stem(self, z: torch.Tensor, embedding: Condition) -> torch.Tensor:
-        """gen_z([z, e]) as (B, C0, 4, 4); a spatial embedding is mixed per output pixel."""
+    def stem(self, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """gen_z([z, e]) as (B, C0, 4, 4), contiguous NCHW; a spatial embedding is mixed per output pixel.
+
+        cond: [z, e] for a plain embedding: one linear on it, as the package computes it.
+        """
         side, c0 = BOTTOM_WIDTH, self.bottom_channels
+        cond = condition_vector(z, embedding) if cond is None else cond
+        if cond is not None:
+            return self.gen_z(cond).view(-1, side, side, c0).permute(0, 3, 1, 2).contiguous()
         z_dim = self.config.z_dim
         from_z = F.linear(z, self.gen_z.weight[:, :z_dim], self.gen_z.bias)
         w_e = self.gen_z.weight[:, z_dim:].view(side, side, c0, -1)  # rows in TF's (y, x, channel) order
         if isinstance(embedding, ClassMixture):
             weights = pool_class_map(embedding.weights, (side, side))
             from_e = torch.einsum("yxce,bje,bjyx->bcyx", w_e, embedding.classes, weights)
-        elif embedding.dim() == 2:
-            from_e = torch.einsum("yxce,be->bcyx", w_e, embedding)
         else:
             from_e = torch.einsum("yxce,beyx->bcyx", w_e, pool_class_map(embedding, (side, side)))
-        return from_z.view(-1, side, side, c0).permute(0, 3, 1, 2) + from_e
+        return (from_z.view(-1, side, side, c0).permute(0, 3, 1, 2) + from_e).contiguous()
 
     def forward(self, z: torch.Tensor, embeddings: Sequence[Condition], truncation: float,
                 feature_edit: FeatureEdit | None = None) -> torch.Tensor:
         """z (B, z_dim); embeddings: per GenBlock, its class embedding (see :class:`ConditionalBatchNorm`)."""
-        h = self.stem(z, embeddings[0])
+        conds: dict[int, torch.Tensor | None] = {}  # [z, e] once per distinct embedding object
+        for embedding in embeddings:
+            if id(embedding) not in conds:
+                conds[id(embedding)] = condition_vector(z, embedding)
+        h = self.stem(z, embeddings[0], conds[id(embeddings[0])])
         block = 0
         for layer in self.layers:
             if isinstance(layer, SelfAttention):
                 h = layer(h)
                 continue
-            h = layer(h, truncation, z, embeddings[block])
+            h = layer(h, truncation, z, embeddings[block], conds[id(embeddings[block])])
             if feature_edit is not None:
                 h = feature_edit(block, h)
             block += 1
