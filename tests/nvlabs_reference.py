@@ -276,15 +276,14 @@ class SynthesisLayer(Persistent):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused_modconv: bool = True) -> torch.Tensor:
+        assert noise_mode in ("const", "none")  # 'random' draws fresh noise: nothing to compare
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        assert noise_mode in ("const", "none")
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
-        clamp = self.conv_clamp if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain, clamp=clamp)
+        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain, clamp=self.conv_clamp)
 
 
 class ToRGBLayer(Persistent):
