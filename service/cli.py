@@ -296,6 +296,10 @@ def _convert(source: Path, out: Path, args: argparse.Namespace) -> None:
         from deployments.collage.checkpoint import convert_sngan_chainer
 
         convert_sngan_chainer(source, out, args.name, classes=classes, description=args.description)
+    elif args.format == "stylegan2-ada-pkl":
+        from deployments.style.nvlabs import convert_nvlabs
+
+        convert_nvlabs(source, out, args.name, description=args.description)
     elif args.format == "edgeconnect-official":
         from deployments.inpaint.checkpoint import convert_official
 
@@ -505,12 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
     upload = models.add_parser("upload", help="convert and register a checkpoint")
-    upload.add_argument("path", help="public checkpoint (rosinality .pt, Chainer SNGAN .npz, pytorch_pretrained_biggan "
-                        "directory, EdgeConnect directory with EdgeModel_gen.pth + InpaintingModel_gen.pth) or a "
-                        "converted directory (with model.json)")
+    upload.add_argument("path", help="public checkpoint (rosinality .pt, NVlabs stylegan2-ada .pkl, Chainer SNGAN .npz, "
+                        "pytorch_pretrained_biggan directory, EdgeConnect directory with EdgeModel_gen.pth + "
+                        "InpaintingModel_gen.pth) or a converted directory (with model.json)")
     upload.add_argument("--name", required=True)
     upload.add_argument("--format", default="rosinality-stylegan2",
-                        choices=["rosinality-stylegan2", "sngan-chainer", "pytorch-pretrained-biggan", "edgeconnect-official"])
+                        choices=["rosinality-stylegan2", "stylegan2-ada-pkl", "sngan-chainer", "pytorch-pretrained-biggan",
+                                 "edgeconnect-official"])
     upload.add_argument("--classes", help="class names of a conditional model: a file (one per line) or a comma-separated list")
     upload.add_argument("--description", default="")
     upload.set_defaults(func=cmd_models_upload)

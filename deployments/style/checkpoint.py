@@ -7,6 +7,9 @@ generator state dict) and, in checkpoints converted from the official TF release
 accepted too. Files are read with ``torch.load(weights_only=True)``: tensors and plain containers
 only (plus argparse.Namespace, a plain attribute bag), never arbitrary pickled objects.
 
+NVlabs stylegan2-ada pickles are read by deployments/style/nvlabs.py, which maps them onto the same
+state dict and writes it with :func:`write_model`.
+
 Project format written (``out_dir/``): ``weights.safetensors`` (the g_ema state dict with the
 port's key names, plus ``latent_avg`` when present) and ``model.json`` (the manifest).
 """
@@ -200,12 +203,28 @@ def convert_rosinality(
         if latent_avg.numel() != config.style_dim:
             raise ValueError(f"latent_avg has {latent_avg.numel()} elements, expected style_dim={config.style_dim}")
         tensors[LATENT_AVG_KEY] = _float32({LATENT_AVG_KEY: latent_avg.reshape(config.style_dim)})[LATENT_AVG_KEY]
+    return write_model(out_dir, name, config, tensors, SOURCE_FORMAT, description, random_init=random_init)
 
+
+def write_model(
+    out_dir: str | os.PathLike,
+    name: str,
+    config: StyleGAN2Config,
+    tensors: dict[str, torch.Tensor],
+    source_format: str,
+    description: str = "",
+    *,
+    random_init: bool = False,
+) -> dict[str, Any]:
+    """Write ``out_dir/{weights.safetensors, model.json}`` of a Generator(config) state dict (plus
+    ``latent_avg``) in the project format; returns the manifest. Every converter ends here."""
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(f"model name {name!r} must match {_NAME_RE.pattern}")
     manifest = {
         "name": name,
         "family": FAMILY,
         "format": FORMAT,
-        "source_format": SOURCE_FORMAT,
+        "source_format": source_format,
         "arch": config.to_dict(),
         "resolution": config.resolution,
         "style_dim": config.style_dim,

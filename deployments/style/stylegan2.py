@@ -11,6 +11,10 @@ port (rosinality/stylegan2-pytorch), so its checkpoints load with ``load_state_d
     to_rgbs.{k}                  ToRGB at 2**(k+3) px; adds the upsampled skip image
     noises.noise_{i}             fixed per-layer noise images (buffers), used by noise_mode="const"
 
+``conv_clamp`` (off by default) clamps every styled conv's activation and every ToRGB output to
+[-conv_clamp, conv_clamp], as NVlabs' stylegan2-ada generators do (conv_clamp=256 in their configs);
+it holds no parameters, so it changes no state dict.
+
 Numerics follow the port: equalized learning rate (weights scaled by 1/sqrt(fan_in) at run time),
 FusedLeakyReLU = leaky_relu(x + bias, 0.2) * sqrt(2), weight demodulation with eps 1e-8, upsampling
 conv = transposed conv (stride 2) followed by a [1, 3, 3, 1] blur, and the skip image upsampled by
@@ -59,10 +63,20 @@ class StyleGAN2Config:
     n_mlp: int = 8  # number of linear layers in the mapping network
     channel_multiplier: int = 2  # multiplies the port's channels at resolutions >= 64
     channel_max: int = 512  # cap on the channels of any resolution (min(port table, channel_max))
+    # Clamp of the styled convs' activations and the ToRGB outputs to [-conv_clamp, conv_clamp]
+    # (NVlabs stylegan2-ada); None = no clamp, the port's behaviour. Omitted from to_dict() when None.
+    conv_clamp: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "conv_clamp":
+                _check(
+                    value is None
+                    or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0),
+                    f"StyleGAN2Config.conv_clamp must be None or a positive finite number, got {value!r}",
+                )
+                continue
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and value > 0,
                 f"StyleGAN2Config.{f.name} must be a positive int, got {value!r}",
@@ -97,8 +111,13 @@ class StyleGAN2Config:
             out[res] = min(scaled, self.channel_max)
         return out
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict; ``conv_clamp`` only when set, so configs without a clamp
+        (every model converted before it existed) keep their manifests and weights metadata byte for byte."""
+        data = asdict(self)
+        if data["conv_clamp"] is None:
+            del data["conv_clamp"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StyleGAN2Config":
@@ -328,29 +347,38 @@ class ConstantInput(nn.Module):
 class StyledConv(nn.Module):
     """Modulated 3x3 conv (optionally upsampling 2x) + noise + fused leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, style_dim: int, upsample: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, style_dim: int, upsample: bool = False, conv_clamp: float | None = None
+    ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x (N, in, H, W), style coefficients s (N, in) -> (N, out, H', W')."""
-        return self.activate(self.noise(self.conv.modulated(x, s), noise))
+        """x (N, in, H, W), style coefficients s (N, in) -> (N, out, H', W'), clamped after the activation gain."""
+        out = self.activate(self.noise(self.conv.modulated(x, s), noise))
+        if self.conv_clamp is not None:
+            out = out.clamp(-self.conv_clamp, self.conv_clamp)
+        return out
 
 
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to RGB (no demodulation) + bias, plus the 2x-upsampled skip image."""
 
-    def __init__(self, in_channels: int, style_dim: int, upsample: bool = True) -> None:
+    def __init__(self, in_channels: int, style_dim: int, upsample: bool = True, conv_clamp: float | None = None) -> None:
         super().__init__()
         if upsample:
             self.upsample = Upsample(BLUR_KERNEL)
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv.modulated(x, s) + self.bias
+        if self.conv_clamp is not None:  # this layer's output only, before the skip image is added
+            out = out.clamp(-self.conv_clamp, self.conv_clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -394,10 +422,10 @@ class Generator(nn.Module):
         self.style = nn.Sequential(
             PixelNorm(), *[EqualLinear(sd, sd, lr_mul=0.01, activation="fused_lrelu") for _ in range(config.n_mlp)]
         )
-        c4 = self.channels[4]
+        c4, clamp = self.channels[4], config.conv_clamp
         self.input = ConstantInput(c4)
-        self.conv1 = StyledConv(c4, c4, sd)
-        self.to_rgb1 = ToRGB(c4, sd, upsample=False)
+        self.conv1 = StyledConv(c4, c4, sd, conv_clamp=clamp)
+        self.to_rgb1 = ToRGB(c4, sd, upsample=False, conv_clamp=clamp)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         self.noises = nn.Module()
@@ -407,9 +435,9 @@ class Generator(nn.Module):
         in_ch = c4
         for log_res in range(3, config.log_size + 1):
             out_ch = self.channels[2**log_res]
-            self.convs.append(StyledConv(in_ch, out_ch, sd, upsample=True))
-            self.convs.append(StyledConv(out_ch, out_ch, sd))
-            self.to_rgbs.append(ToRGB(out_ch, sd))
+            self.convs.append(StyledConv(in_ch, out_ch, sd, upsample=True, conv_clamp=clamp))
+            self.convs.append(StyledConv(out_ch, out_ch, sd, conv_clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_ch, sd, conv_clamp=clamp))
             in_ch = out_ch
         self.style_layers = self._style_layer_table()
 
