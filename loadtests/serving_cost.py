@@ -13,7 +13,8 @@ time (user + system, from /proc via psutil) of every process is read before and 
     agents, the driver) · load generator
 
 and divided by the number of edits. Also printed: edits/s, p50/p99 latency, the generator's own
-compute per edit (``timings.compute_ms / group_size`` of the responses: the family's ``run_group``),
+compute per edit (the family's ``run_group`` timed as CPU in this process on one torch thread at the
+level's mean batch, after the served runs; the responses' wall-time ``compute_ms`` is kept beside it),
 the mean batch, and the **path cost**: service CPU per edit (proxy + ingress + family + job runner +
 Ray system; S3 and the load generator apart) minus the generator's compute. Floors have no model;
 their path cost is all of their service CPU.
@@ -193,6 +194,32 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
     }
 
 
+def generator_cpu(bench: Any, asset_bytes: dict[str, bytes], assets: dict[str, str], rows: dict[str, dict]) -> None:
+    """Each level's generator compute as CPU time: the family's ``run_group`` in this process on one
+    torch thread (as a replica has), at the level's mean batch, measured after the served runs. The
+    replica's own ``compute_ms`` is wall time, which on two busy cores also counts the waits for a CPU.
+    Sets ``generator_ms`` and ``path_cpu_ms`` of every row."""
+    import torch
+
+    from loadtests.bench import RawRunner
+
+    runner, threads = RawRunner(bench, asset_bytes, assets), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for row in rows.values():
+            tasks = runner.tasks(list(range(max(1, round(row["mean_batch"] or 1)))))
+            runner.run(tasks)  # warm-up
+            images, started = 0, time.process_time()
+            while time.process_time() - started < 1.0:
+                runner.run(tasks)
+                images += len(tasks)
+            row["replica_compute_ms"] = row["generator_ms"]  # what the responses' timings said (wall time)
+            row["generator_ms"] = 1e3 * (time.process_time() - started) / images
+            row["path_cpu_ms"] = row["service_cpu_ms"] - row["generator_ms"]
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---- one service per auth mode -------------------------------------------------------------------
 def start_service(auth: str, families: str) -> tuple[Any, str | None]:
     """A LocalService with auth ``on`` (one key with every scope; its token returned) or ``off``."""
@@ -226,8 +253,8 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
     try:
         serving_floor.deploy()
         with httpx.Client(base_url=service.url, timeout=120, headers=client_headers()) as client:
-            assets = {}
-            for name, data in bench_assets(64).items():
+            assets, asset_bytes = {}, bench_assets(64)
+            for name, data in asset_bytes.items():
                 response = client.post("/v1/assets", files={"file": (f"{name}.png", data, "image/png")})
                 response.raise_for_status()
                 assets[name] = response.json()["asset_id"]
@@ -241,6 +268,7 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 mode["ops"][bench.name][str(level)] = row
                 print(f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms "
                       f"(generator {row['generator_ms']:.2f}, path {row['path_cpu_ms']:.2f}), p50 {row['p50_ms']:.0f} ms", flush=True)
+            generator_cpu(bench, asset_bytes, assets, mode["ops"][bench.name])
         body = ops[0].body(0, assets)
         for floor, prefix in serving_floor.ROUTES.items():
             mode["floors"][floor] = {}

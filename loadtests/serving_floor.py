@@ -65,9 +65,17 @@ class FloorDirect:
 
 
 def deploy() -> dict[str, str]:
-    """Run both floor apps on the current Serve instance; returns floor name -> route prefix."""
-    serve.run(FloorIngress.bind(FloorBatch.bind()), name="floor-one-hop", route_prefix=ROUTES["one-hop"])
-    serve.run(FloorDirect.bind(), name="floor-no-hop", route_prefix=ROUTES["no-hop"])
+    """Run both floor apps on the current Serve instance; returns floor name -> route prefix.
+
+    They log like Collage's deployments (``service.app.logging_options``), so the comparison is of
+    the request path, not of Serve's logging settings."""
+    from service.app import logging_options
+    from service.config import get_settings
+
+    logging = logging_options(get_settings())
+    serve.run(FloorIngress.options(**logging).bind(FloorBatch.options(**logging).bind()), name="floor-one-hop",
+              route_prefix=ROUTES["one-hop"])
+    serve.run(FloorDirect.options(**logging).bind(), name="floor-no-hop", route_prefix=ROUTES["no-hop"])
     return dict(ROUTES)
 
 

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import ModelName, Sha256Hex, StrictModel
 
 
+OUTPUT_MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+DEFAULT_QUALITY = 90  # of jpeg and webp when none is given: visually lossless for generated faces
+
+
 class OutputOptions(StrictModel):
-    inline: bool = Field(default=False, description="also return the PNG as base64 when it is small enough")
+    inline: bool = Field(default=False, description="also return the image as base64 when it is small enough")
     presign: bool = Field(default=True, description="return a presigned GET URL of the result")
+    format: Literal["png", "webp", "jpeg"] = Field(default="png", description="encoding of the stored result image")
+    quality: int | None = Field(default=None, ge=1, le=100,
+                                description=f"jpeg/webp quality, 1-100 (default {DEFAULT_QUALITY}); png is lossless and takes none")
+
+    @model_validator(mode="after")
+    def _quality_needs_a_lossy_format(self) -> "OutputOptions":
+        if self.format == "png" and self.quality is not None:
+            raise ValueError("quality applies to format 'jpeg' or 'webp'; png is lossless (its compression level is a "
+                             "service setting, png_compress_level)")
+        return self
+
+    def encoding(self) -> dict[str, Any]:
+        """What the family replica encodes with, and what the result id depends on beyond the edit."""
+        return {"format": self.format} if self.format == "png" else {"format": self.format, "quality": self.quality or DEFAULT_QUALITY}
 
 
 class EditRequest(StrictModel):
@@ -26,7 +44,7 @@ class Timings(BaseModel):
     total_ms: float = Field(description="time spent in the ingress for this request")
     queue_ms: float | None = Field(default=None, description="wait from dispatch until its batch started")
     compute_ms: float | None = Field(default=None, description="generator time of the group this edit ran in")
-    encode_ms: float | None = Field(default=None, description="PNG encoding time")
+    encode_ms: float | None = Field(default=None, description="image encoding time (output.format)")
     storage_ms: float | None = Field(default=None, description="S3 time: cache lookup, input fetch, result write")
     batch_size: int | None = Field(default=None, description="number of edits in the dynamic batch it rode in")
     group_size: int | None = Field(default=None, description="edits of the same (model, op, shape) run as one tensor batch")
@@ -40,10 +58,10 @@ class EditResponse(BaseModel):
     seed: int | None = Field(default=None, description="seed used (drawn by the server when none was given)")
     width: int
     height: int
-    content_type: str = "image/png"
+    content_type: str = Field(default="image/png", description="media type of the result image (output.format)")
     url: str | None = Field(default=None, description="presigned GET URL of the result PNG")
     url_expires_in_s: int | None = None
-    image_base64: str | None = Field(default=None, description="the PNG, when output.inline was asked and it is small")
+    image_base64: str | None = Field(default=None, description="the image, when output.inline was asked and it is small")
     extras: dict[str, Any] = Field(default_factory=dict, description="op-specific outputs (e.g. latents)")
     random_init: bool = Field(default=False, description="true when the model is an untrained random-init checkpoint")
     timings: Timings

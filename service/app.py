@@ -41,6 +41,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
         "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": {"num_cpus": scaling.num_cpus,
                               **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {})},
+        **logging_options(settings),
     }
     if settings.autoscaling_enabled:
         options["autoscaling_config"] = {
@@ -55,13 +56,21 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     return options
 
 
+def logging_options(settings: Settings) -> dict[str, Any]:
+    """Every deployment's Serve logging: Ray's access log line per request only when asked
+    (``serve_access_log``). The ingress logs each request once, with its id, route, op and status;
+    Ray's lines in the ingress and the family replica repeated that, and each line is formatted,
+    written and shipped to the driver by Ray's log monitor (loadtests/serving_cost.py)."""
+    return {"logging_config": {"enable_access_log": settings.serve_access_log}}
+
+
 def job_runner_options(settings: Settings) -> dict[str, Any]:
     """One runner: a second would run every queued job twice (docs/architecture.md, "Not yet implemented")."""
-    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": settings.jobs_num_cpus}}
+    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": settings.jobs_num_cpus}, **logging_options(settings)}
 
 
 def ingress_options(settings: Settings) -> dict[str, Any]:
-    return {"num_replicas": settings.ingress_replicas}
+    return {"num_replicas": settings.ingress_replicas, **logging_options(settings)}
 
 
 def parse_families(wanted: str | None) -> list[str]:

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="largest decoded image (w*h)")
     inline_max_bytes: int = Field(default=512 * 1024, ge=0, description="largest result returned inline as base64")
+    png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of result PNGs: 1 is ~3x faster to encode "
+                                    "than 6 for ~10 % larger files (README, Output formats)")
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
 
     # --- API authentication and limits (docs/security.md) ------------------------------------
@@ -160,6 +162,8 @@ class Settings(BaseSettings):
                                         "other non-public addresses (SSRF guard off; tests and single-host setups)")
 
     log_level: str = Field(default="INFO", description="root log level")
+    serve_access_log: bool = Field(default=False, description="Ray Serve's own access log line per request in every replica; "
+                                   "off: the ingress's JSON request log is the one line per request")
 
     @model_validator(mode="after")
     def _check_family_deployments(self) -> "Settings":

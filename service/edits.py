@@ -115,7 +115,8 @@ class EditResult:
     seed: int | None
     width: int
     height: int
-    png: bytes | None  # present when computed now, or when the caller asked for it on a cache hit
+    data: bytes | None  # the image: present when computed now, or when the caller asked for it on a cache hit
+    media_type: str  # of the image (output.format)
     extras: dict[str, Any]
     timings: Timings
     sync_idle_s: float | None = None  # from the family replica: seconds since it last had a synchronous edit
@@ -160,6 +161,7 @@ class EditPipeline:
         self.registry = registry
         self.families = families  # family name -> DeploymentHandle
         self.access = AccessIndex(store)
+        self._model_handles: dict[tuple[str, str], Any] = {}  # (family, model) -> handle with its multiplexed model id
 
     # ---- storage helpers -------------------------------------------------------------------
     def find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
@@ -174,7 +176,7 @@ class EditPipeline:
         return self.store.result_key(result_id) + ".json"
 
     # ---- the pipeline ----------------------------------------------------------------------
-    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_png: bool = False,
+    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_image: bool = False,
                   background: bool = False, principal: Principal = LOCAL_DEVELOPER, deadline: float | None = None,
                   random_seed: bool = False) -> EditResult:
         """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none;
@@ -192,12 +194,13 @@ class EditPipeline:
         504 when the deadline passed first).
         """
         started = time.perf_counter()
-        prepared = await run_in_threadpool(self._prepare, body, draw_seed, want_png, principal, random_seed)
+        prepared = await run_in_threadpool(self._prepare, body, draw_seed, want_image, principal, random_seed)
         if isinstance(prepared, EditResult):  # from the cache
             prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
             return prepared
         task = EditTask(model=body.model, op=body.op, params=prepared.params_json, inputs=prepared.task_inputs,
-                        images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline)
+                        images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline,
+                        encoding=body.output.encoding())
         output = await self.dispatch(prepared.family, prepared.handle, task)
         metrics.BATCH_SIZE.labels(prepared.family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(prepared.family).observe(output.queue_ms / 1e3)
@@ -206,7 +209,7 @@ class EditPipeline:
             self.registry.invalidate(body.model)
         return EditResult(
             prepared.result_id, prepared.result_key, prepared.manifest, False, prepared.seed, output.width, output.height,
-            output.png, output.extras,
+            output.data, output.media_type, output.extras,
             Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
                     encode_ms=output.encode_ms, storage_ms=1e3 * (prepared.storage_s + store_s), batch_size=output.batch_size,
                     group_size=output.group_size),
@@ -223,7 +226,7 @@ class EditPipeline:
                                   found[object_id][1])
         return found
 
-    def _prepare(self, body: EditRequest, draw_seed: Callable[[], int], want_png: bool, principal: Principal,
+    def _prepare(self, body: EditRequest, draw_seed: Callable[[], int], want_image: bool, principal: Principal,
                  random_seed: bool) -> "_PreparedEdit | EditResult":
         """Everything before the family, in one worker thread: the cached result, or the task's parts."""
         storage_s = 0.0
@@ -259,15 +262,18 @@ class EditPipeline:
         found = {} if principal.sees_everything else self._check_access(principal, referenced_ids(spec, canonical_inputs))
         storage_s += time.perf_counter() - t
         params_json = params.model_dump(mode="json")
-        result_id = canonical_hash(
-            {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json, "inputs": canonical_inputs}
-        )
+        document = {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json,
+                    "inputs": canonical_inputs}
+        encoding = body.output.encoding()
+        if encoding["format"] != "png":  # another encoding is another stored object; PNG ids stay what they were
+            document["encoding"] = encoding
+        result_id = canonical_hash(document)
         result_key = self.store.result_key(result_id)
         seed = canonical_inputs.get("seed")
 
         if not (random_seed and seed_drawn):
             t = time.perf_counter()
-            cached = self._cached_result(result_id, result_key, manifest, seed, want_png, principal)
+            cached = self._cached_result(result_id, result_key, manifest, seed, want_image, principal)
             storage_s += time.perf_counter() - t
             if cached is not None:
                 cached.timings.storage_ms = 1e3 * storage_s
@@ -289,7 +295,7 @@ class EditPipeline:
             storage_s += time.perf_counter() - t
         return _PreparedEdit(family, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed, storage_s)
 
-    def _cached_result(self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_png: bool,
+    def _cached_result(self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_image: bool,
                        principal: Principal) -> EditResult | None:
         head = self.store.head(result_key)
         if head is None:
@@ -297,12 +303,12 @@ class EditPipeline:
         metrics.CACHE.labels("hit").inc()
         meta = head.get("metadata") or {}
         extras = self.read_extras(result_id, head)
-        png = self.store.get(result_key) if want_png else None
+        data = self.store.get(result_key) if want_image else None
         if principal.key_id is not None and not self.access.owns(principal, head):  # computed by another key first
             for object_id in produced_ids(result_id, extras):
                 self.access.grant(principal, object_id)
         return EditResult(result_id, result_key, manifest, True, seed, int(meta.get("width", 0)), int(meta.get("height", 0)),
-                          png, extras, Timings(total_ms=0.0))
+                          data, head.get("content_type") or "image/png", extras, Timings(total_ms=0.0))
 
     def read_extras(self, result_id: str, head: dict[str, Any]) -> dict[str, Any]:
         """A stored result's extras: inline in its metadata (small ones), in its sidecar, or none."""
@@ -332,7 +338,7 @@ class EditPipeline:
             else:
                 metadata["extras"] = "sidecar"
                 self.store.put(self.extras_key(prepared.result_id), encoded, "application/json")
-        written = self.store.put_new(prepared.result_key, output.png, "image/png", metadata)
+        written = self.store.put_new(prepared.result_key, output.data, output.media_type, metadata)
         if principal.key_id is not None:
             # What the family stored beside the result, and the result itself when another request
             # (same edit, another key or a concurrent one) wrote it first, need this key's markers.
@@ -392,7 +398,10 @@ class EditPipeline:
                                        "it was not computed")
             timeout_s = min(timeout_s, remaining_s)
         metrics.QUEUE_DEPTH.labels(family).inc()
-        response = handle.options(multiplexed_model_id=task.model).remote(task)
+        model_handle = self._model_handles.get((family, task.model))
+        if model_handle is None:  # one options() per model, not per edit: it copies the handle's settings
+            model_handle = self._model_handles[(family, task.model)] = handle.options(multiplexed_model_id=task.model)
+        response = model_handle.remote(task)
         try:
             return await asyncio.wait_for(awaited(response), timeout=timeout_s)
         except asyncio.TimeoutError:

@@ -3,7 +3,7 @@
 A family subclass supplies three things, all thin adapters over its pure edit ops:
 ``load_model`` (manifest + weight bytes -> ready model), ``group_key`` (which tasks can share one
 tensor batch) and ``run_group`` (tasks of one group -> images + extras). Everything else — the
-``@serve.batch`` queue, per-(model, op, shape) grouping, timings, PNG encoding off the event loop,
+``@serve.batch`` queue, per-(model, op, shape) grouping, timings, image encoding off the batch loop,
 ``@serve.multiplexed`` model cache, ``reconfigure`` of batch settings, padding of groups to batch
 buckets and the warm-up of compiled generators at replica start — lives here once.
 """
@@ -23,7 +23,8 @@ from ray import serve
 
 from service.config import get_settings
 from service.errors import DeadlineExceeded, ProblemError, Unprocessable
-from service.images import encode_png
+from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
+from service.images import encode_image
 from service.logs import get_logger
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -63,6 +64,22 @@ class GroupOutput:
         assert image.dtype == np.uint8 and image.ndim in (2, 3), f"uint8 HxW[x3] expected, got {image.dtype} {image.shape}"
         self.image = image
         self.extras = extras or {}
+
+
+class PendingOutput:
+    """One task's computed result whose group is still being encoded (``finish`` awaits the bytes)."""
+
+    __slots__ = ("encoded", "position", "output", "timing")
+
+    def __init__(self, encoded: "asyncio.Future[tuple[list[tuple[bytes, str]], float]]", position: int, output: GroupOutput,
+                 **timing: Any) -> None:
+        self.encoded, self.position, self.output, self.timing = encoded, position, output, timing
+
+    async def finish(self) -> EditOutput:
+        images, encode_s = await self.encoded
+        data, media_type = images[self.position]
+        return EditOutput(data=data, media_type=media_type, width=int(self.output.image.shape[1]),
+                          height=int(self.output.image.shape[0]), extras=self.output.extras, encode_ms=1e3 * encode_s, **self.timing)
 
 
 class PriorityGate:
@@ -280,24 +297,41 @@ class FamilyDeployment(abc.ABC):
         result = await self.gate.run(task.background, run)
         if isinstance(result, BaseException):
             raise result
+        if isinstance(result, PendingOutput):
+            result = await result.finish()
         result.sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
         return result
 
-    async def _run_batch_now(self, task: EditTask) -> EditOutput | BaseException:
+    def _timed_group(self, model: Any, op: str, tasks: list[EditTask]) -> tuple[list[GroupOutput], float]:
+        """``run_group_accelerated`` and its seconds, timed in the worker thread (not the hop to it)."""
+        started = time.perf_counter()
+        outputs = self.run_group_accelerated(model, op, tasks)
+        return outputs, time.perf_counter() - started
+
+    def _encode_group(self, tasks: list[EditTask], outputs: list[GroupOutput]) -> tuple[list[tuple[bytes, str]], float]:
+        """Each output's image in its task's encoding: [(bytes, media type)], and the seconds per image."""
+        started = time.perf_counter()
+        level = self.settings.png_compress_level
+        encoded = [(encode_image(output.image, task.encoding["format"], task.encoding.get("quality", DEFAULT_QUALITY), level),
+                    OUTPUT_MEDIA_TYPES[task.encoding["format"]]) for task, output in zip(tasks, outputs)]
+        return encoded, (time.perf_counter() - started) / max(1, len(outputs))
+
+    async def _run_batch_now(self, task: EditTask) -> "PendingOutput | BaseException":
         (result,) = await self.run_batch([task])
         return result
 
     @serve.batch(**DEFAULT_BATCH)
-    async def handle_batch(self, tasks: list[EditTask]) -> list[EditOutput | BaseException]:
+    async def handle_batch(self, tasks: list[EditTask]) -> "list[PendingOutput | BaseException]":
         return await self.run_batch(tasks)
 
-    async def run_batch(self, tasks: list[EditTask]) -> list[EditOutput | BaseException]:
-        """One dynamic batch: grouped by (model, op, group_key), each group one tensor batch, PNGs encoded."""
+    async def run_batch(self, tasks: list[EditTask]) -> "list[PendingOutput | BaseException]":
+        """One dynamic batch: grouped by (model, op, group_key), each group one tensor batch; returns as
+        soon as the tensors are computed, with each group's encoding under way."""
         batch_started = time.time()
         if self._batch_hist is not None:
             self._batch_hist.observe(len(tasks), tags={"family": self.family})
         groups: dict[Hashable, list[int]] = defaultdict(list)
-        results: list[EditOutput | BaseException | None] = [None] * len(tasks)
+        results: list[PendingOutput | BaseException | None] = [None] * len(tasks)
         for index, task in enumerate(tasks):
             if task.deadline is not None and task.deadline <= batch_started:  # the caller gave up: compute nothing for it
                 results[index] = DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while it was queued; "
@@ -309,13 +343,8 @@ class FamilyDeployment(abc.ABC):
             members = [tasks[i] for i in indices]
             try:
                 model = await self.get_model(model_id)
-                compute_started = time.perf_counter()
-                outputs = await asyncio.to_thread(self.run_group_accelerated, model, op, members)
-                compute_ms = 1e3 * (time.perf_counter() - compute_started)
+                outputs, compute_s = await asyncio.to_thread(self._timed_group, model, op, members)
                 assert len(outputs) == len(members), f"run_group returned {len(outputs)} outputs for {len(members)} tasks"
-                encode_started = time.perf_counter()
-                pngs = await asyncio.to_thread(lambda: [encode_png(o.image) for o in outputs])
-                encode_ms = 1e3 * (time.perf_counter() - encode_started) / len(outputs)
             except ProblemError as exc:
                 for i in indices:
                     results[i] = exc
@@ -325,16 +354,11 @@ class FamilyDeployment(abc.ABC):
                 for i in indices:
                     results[i] = RuntimeError(f"{self.family}.{op} failed: {type(exc).__name__}: {exc}")
                 continue
-            for i, task, output, png in zip(indices, members, outputs, pngs):
-                results[i] = EditOutput(
-                    png=png,
-                    width=int(output.image.shape[1]),
-                    height=int(output.image.shape[0]),
-                    extras=output.extras,
-                    queue_ms=max(0.0, 1e3 * (batch_started - task.submitted_at)),
-                    compute_ms=compute_ms,
-                    encode_ms=encode_ms,
-                    batch_size=len(tasks),
-                    group_size=len(members),
-                )
+            # Encoding runs off the batch loop: the queue's next batch computes while this group's
+            # images are encoded in another thread, and each caller awaits its own group's bytes.
+            encoded = asyncio.ensure_future(asyncio.to_thread(self._encode_group, members, outputs))
+            for position, (i, task) in enumerate(zip(indices, members)):
+                results[i] = PendingOutput(encoded, position, outputs[position],
+                                           queue_ms=max(0.0, 1e3 * (batch_started - task.submitted_at)), compute_ms=1e3 * compute_s,
+                                           batch_size=len(tasks), group_size=len(members))
         return results  # type: ignore[return-value]

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from schemas.edits import DEFAULT_QUALITY
 from service.errors import PayloadTooLarge, Unprocessable
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -59,6 +60,22 @@ def decode_image(data: bytes, max_pixels: int, mode: str = "RGB") -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise Unprocessable(f"the image is damaged or truncated and cannot be decoded ({exc})") from None
     return np.asarray(image, dtype=np.uint8)
+
+
+ENCODERS = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}  # output.format -> Pillow format
+
+
+def encode_image(array: np.ndarray, format: str = "png", quality: int = DEFAULT_QUALITY, png_compress_level: int = 1) -> bytes:
+    """uint8 (H, W, 3) or (H, W) -> image bytes in ``format`` (png | webp | jpeg); ``quality`` for the lossy two."""
+    assert array.dtype == np.uint8 and array.ndim in (2, 3), f"expected uint8 HxW[x3], got {array.dtype} {array.shape}"
+    if format == "png":
+        return encode_png(array, png_compress_level)
+    buffer = io.BytesIO()
+    options: dict = {"quality": quality}
+    if format == "webp":
+        options["method"] = 4  # Pillow's default speed/size trade-off
+    Image.fromarray(array).save(buffer, format=ENCODERS[format], **options)
+    return buffer.getvalue()
 
 
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:

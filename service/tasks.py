@@ -18,17 +18,19 @@ class EditTask:
     submitted_at: float  # time.time() when the ingress dispatched it, for queue timing
     background: bool = False  # a job item: yields to synchronous edits in the family replica (service.family.PriorityGate)
     deadline: float | None = None  # time.time() after which the client no longer wants it: the replica skips it
+    encoding: dict[str, Any] = dataclasses.field(default_factory=lambda: {"format": "png"})  # schemas.edits.OutputOptions.encoding()
 
 
 @dataclasses.dataclass
 class EditOutput:
-    png: bytes  # the result image, PNG-encoded
+    data: bytes  # the result image, encoded as the task's ``encoding`` asks
+    media_type: str  # of ``data``: image/png, image/webp or image/jpeg
     width: int
     height: int
     extras: dict[str, Any]  # op-specific JSON-able outputs
     queue_ms: float  # dispatch -> batch start
     compute_ms: float  # generator time of the group
-    encode_ms: float  # PNG encoding time of the group, per item share
+    encode_ms: float  # encoding time of the group, per item share
     batch_size: int  # edits in the dynamic batch
     group_size: int  # edits in the (model, op, shape) group run as one tensor batch
     sync_idle_s: float | None = None  # seconds since the replica last had a synchronous edit in it (0 = has one now)

@@ -164,6 +164,36 @@ def test_server_draws_a_seed_when_none_is_given(client):
     assert replay["cached"] is True and replay["result_id"] == a["result_id"]
 
 
+def test_output_formats_are_their_own_results_with_their_media_type(client):
+    body = {"model": MODEL, "op": "sample", "inputs": {"seed": 321}, "output": {"inline": True}}
+    png = client.post("/v1/edits", json=body).json()
+    pixels = decode(base64.b64decode(png["image_base64"]))
+    for fmt, quality, media_type in [("webp", 85, "image/webp"), ("jpeg", None, "image/jpeg")]:
+        output = {"inline": True, "format": fmt, **({"quality": quality} if quality else {})}
+        first = client.post("/v1/edits", json={**body, "output": output}).json()
+        assert first["content_type"] == media_type and first["cached"] is False
+        assert first["result_id"] != png["result_id"]  # another encoding is another stored object
+        data = base64.b64decode(first["image_base64"])
+        assert Image.open(io.BytesIO(data)).format == fmt.upper()
+        # lossy, of the same pixels: a 64 px face at quality >= 85 stays within a few grey levels on average
+        assert np.abs(decode(data).astype(int) - pixels).mean() < 8
+        assert httpx.get(first["url"]).headers["content-type"] == media_type
+        assert client.get(f"/v1/assets/{first['result_id']}").json()["content_type"] == media_type
+        again = client.post("/v1/edits", json={**body, "output": output}).json()
+        assert again["cached"] is True and again["result_id"] == first["result_id"] and again["content_type"] == media_type
+    other_quality = client.post("/v1/edits", json={**body, "output": {"format": "webp", "quality": 40}}).json()
+    assert other_quality["cached"] is False
+    # the default quality is the same result as writing it out
+    spelled = client.post("/v1/edits", json={**body, "output": {"format": "jpeg", "quality": 90}}).json()
+    assert spelled["cached"] is True
+
+
+@pytest.mark.parametrize("output,detail", [({"format": "gif"}, "format"), ({"format": "png", "quality": 80}, "quality"),
+                                           ({"format": "jpeg", "quality": 0}, "quality"), ({"format": "webp", "quality": 101}, "quality")])
+def test_bad_output_options_are_422(client, output, detail):
+    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 1}, "output": output}), 422, detail)
+
+
 def test_w_and_z_inputs(client):
     style_dim = json.loads((CHECKPOINT / "model.json").read_text())["arch"]["style_dim"]
     z = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"z": [0.1] * style_dim}})

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from service.errors import Unprocessable
-from service.family import FamilyDeployment, GroupOutput, WarmupRequest, batch_buckets, bucket_size
+from service.family import FamilyDeployment, GroupOutput, PendingOutput, WarmupRequest, batch_buckets, bucket_size
 from service.tasks import EditOutput, EditTask
 
 
@@ -48,16 +48,26 @@ class RecordingFamily(FamilyDeployment):
         pass
 
 
-def task(i: int, model: str, op: str, height: int) -> EditTask:
+def task(i: int, model: str, op: str, height: int, encoding: dict | None = None) -> EditTask:
     return EditTask(model=model, op=op, params={}, inputs={"i": i}, images={"x": np.zeros((height, 4), np.uint8)},
-                    submitted_at=time.time())
+                    submitted_at=time.time(), encoding=encoding or {"format": "png"})
+
+
+def run_batch(family: FamilyDeployment, tasks: list[EditTask]) -> list:
+    """The batch's results with every group's encoding awaited, as each caller awaits its own."""
+
+    async def finished():
+        results = await family.run_batch(tasks)
+        return [await r.finish() if isinstance(r, PendingOutput) else r for r in results]
+
+    return asyncio.run(finished())
 
 
 def test_mixed_batch_runs_one_tensor_batch_per_model_op_shape_and_keeps_order():
     family = RecordingFamily()
     tasks = [task(0, "a", "sample", 8), task(1, "b", "sample", 8), task(2, "a", "sample", 8),
              task(3, "a", "sample", 16), task(4, "a", "other", 8), task(5, "b", "sample", 8)]
-    results = asyncio.run(family.run_batch(tasks))
+    results = run_batch(family, tasks)
     assert sorted(family.groups) == sorted([("a", "sample", [0, 2]), ("b", "sample", [1, 5]), ("a", "sample", [3]), ("a", "other", [4])])
     assert all(isinstance(r, EditOutput) for r in results)
     assert [r.height for r in results] == [8, 8, 8, 16, 8, 8]
@@ -65,14 +75,53 @@ def test_mixed_batch_runs_one_tensor_batch_per_model_op_shape_and_keeps_order():
     from PIL import Image
     import io
 
-    assert [int(np.asarray(Image.open(io.BytesIO(r.png)))[0, 0, 0]) for r in results] == [0, 1, 2, 3, 4, 5]
+    assert [int(np.asarray(Image.open(io.BytesIO(r.data)))[0, 0, 0]) for r in results] == [0, 1, 2, 3, 4, 5]
     assert [r.group_size for r in results] == [2, 2, 2, 1, 1, 2] and {r.batch_size for r in results} == {6}
+
+
+def test_each_task_gets_its_own_encoding_and_media_type():
+    from PIL import Image
+    import io
+
+    family = RecordingFamily()
+    tasks = [task(7, "a", "sample", 8), task(9, "a", "sample", 8, {"format": "webp", "quality": 80}),
+             task(11, "a", "sample", 8, {"format": "jpeg", "quality": 95})]
+    results = run_batch(family, tasks)
+    assert family.groups == [("a", "sample", [7, 9, 11])]  # one tensor batch, three encodings
+    assert [r.media_type for r in results] == ["image/png", "image/webp", "image/jpeg"]
+    decoded = [Image.open(io.BytesIO(r.data)) for r in results]
+    assert [d.format for d in decoded] == ["PNG", "WEBP", "JPEG"]
+    assert int(np.asarray(decoded[0])[0, 0, 0]) == 7  # PNG is lossless
+    for d, value in zip(decoded[1:], (9, 11)):  # the lossy ones stay within a few levels of a flat image
+        assert abs(int(np.asarray(d.convert("RGB"))[0, 0, 0]) - value) <= 3
+
+
+def test_the_batch_returns_before_its_images_are_encoded():
+    import threading
+
+    family = RecordingFamily()
+    release = threading.Event()
+    encode = family._encode_group
+
+    def slow_encode(tasks, outputs):
+        assert release.wait(10), "the test never released the encoder"
+        return encode(tasks, outputs)
+
+    family._encode_group = slow_encode
+
+    async def scenario():
+        results = await asyncio.wait_for(family.run_batch([task(1, "a", "sample", 8)]), timeout=5)  # not blocked by encoding
+        assert isinstance(results[0], PendingOutput) and not results[0].encoded.done()
+        release.set()
+        return await results[0].finish()
+
+    assert asyncio.run(scenario()).media_type == "image/png"
 
 
 def test_a_failing_group_fails_only_its_own_tasks():
     family = RecordingFamily()
     tasks = [task(0, "a", "sample", 8), task(1, "a", "explode", 8), task(2, "broken", "sample", 8)]
-    results = asyncio.run(family.run_batch(tasks))
+    results = run_batch(family, tasks)
     assert isinstance(results[0], EditOutput)
     assert isinstance(results[1], RuntimeError) and "ZeroDivisionError" in str(results[1])
     assert isinstance(results[2], Unprocessable) and results[2].status == 422
@@ -84,7 +133,7 @@ def test_tasks_whose_deadline_passed_are_not_computed():
     family = RecordingFamily()
     expired, live, open_ended = task(0, "a", "sample", 8), task(1, "a", "sample", 8), task(2, "a", "sample", 8)
     expired.deadline, live.deadline = time.time() - 0.001, time.time() + 60
-    results = asyncio.run(family.run_batch([expired, live, open_ended]))
+    results = run_batch(family, [expired, live, open_ended])
     assert family.groups == [("a", "sample", [1, 2])]  # the expired task never reached the generator
     assert isinstance(results[0], DeadlineExceeded) and results[0].status == 504
     assert isinstance(results[1], EditOutput) and isinstance(results[2], EditOutput)

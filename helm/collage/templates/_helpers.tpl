@@ -126,7 +126,8 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
   "user_config" (dict "max_batch_size" $c.batch_max_size "batch_wait_timeout_s" $c.batch_wait_timeout_s)
   "max_ongoing_requests" (max (int64 $c.family_max_ongoing_requests) (mul 2 (int64 $c.batch_max_size)))
   "max_queued_requests" $c.max_queued_requests
-  "ray_actor_options" $actor -}}
+  "ray_actor_options" $actor
+  "logging_config" (dict "enable_access_log" $c.serve_access_log) -}}
 {{- if $c.autoscaling_enabled -}}
 {{- $target := $c.autoscaling_target_ongoing_requests | default (mul 2 (int64 $c.batch_max_size)) -}}
 {{- $_ := set $deployment "autoscaling_config" (dict
@@ -141,8 +142,9 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 {{- $deployments = append $deployments $deployment -}}
 {{- end -}}
 {{- end -}}
-{{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" 1 "ray_actor_options" (dict "num_cpus" $c.jobs_num_cpus)) -}}
-{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas) -}}
+{{- $logging := dict "enable_access_log" $c.serve_access_log -}}
+{{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" 1 "ray_actor_options" (dict "num_cpus" $c.jobs_num_cpus) "logging_config" $logging) -}}
+{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas "logging_config" $logging) -}}
 {{- $application := dict
   "name" "collage"
   "route_prefix" "/"
