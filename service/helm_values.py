@@ -40,6 +40,7 @@ SERVE_CONFIG_SETTINGS = (
     "family_num_cpus", "family_num_gpus", "family_replicas", "ingress_replicas", "jobs_num_cpus",
     "autoscaling_enabled", "autoscaling_min_replicas", "autoscaling_max_replicas",
     "autoscaling_target_ongoing_requests", "autoscaling_upscale_delay_s", "autoscaling_downscale_delay_s",
+    "serve_access_log",
 )
 
 
