@@ -1,7 +1,8 @@
 """CPU cost of the serving path per edit, by process group, against the Ray Serve floor in the same run.
 
     python -m loadtests.serving_cost [--ops collage.sample] [--concurrency 1,16,64] [--auth on,off]
-                                     [--requests 200] [--out docs/perf/serving-cost]
+                                     [--requests 200] [--baseline REV] [--variant LABEL:NAME=VALUE,...]
+                                     [--out docs/perf/serving-cost]
 
 For each auth mode a local service is started (embedded SeaweedFS, Ray, the Serve app with the
 families the ops need; ``on``: ``COLLAGE_AUTH=required`` with one API key), the two floor apps of
@@ -19,6 +20,11 @@ the mean batch, and the **path cost**: service CPU per edit (proxy + ingress + f
 Ray system; S3 and the load generator apart) minus the generator's compute. Floors have no model;
 their path cost is all of their service CPU.
 
+Before and after in one run: ``--baseline REV`` also measures the service of a git revision (a
+temporary worktree with this harness copied in), ``--variant`` this checkout under other environment
+(e.g. ``access-log:COLLAGE_SERVE_ACCESS_LOG=true``). Each variant and auth mode runs in a child
+process with a Ray and SeaweedFS of its own, variants interleaved within each auth mode.
+
 Nothing else may run meanwhile: the script refuses to start while another Ray or SeaweedFS process
 is alive (``--allow-busy`` overrides). Writes ``serving_cost.json``, ``.md`` and ``.png`` to --out.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -266,8 +273,8 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 row = run_level(service.url, "/v1/edits", [bench.body(base + i, assets) for i in range(requests)], level, token, APP)
                 base += requests
                 mode["ops"][bench.name][str(level)] = row
-                print(f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms "
-                      f"(generator {row['generator_ms']:.2f}, path {row['path_cpu_ms']:.2f}), p50 {row['p50_ms']:.0f} ms", flush=True)
+                print(f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms, "
+                      f"p50 {row['p50_ms']:.0f} ms", file=sys.stderr, flush=True)
             generator_cpu(bench, asset_bytes, assets, mode["ops"][bench.name])
         body = ops[0].body(0, assets)
         for floor, prefix in serving_floor.ROUTES.items():
@@ -277,7 +284,7 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 row = run_level(service.url, prefix + "/v1/edits", [body] * requests, level, None, f"floor-{floor}")
                 mode["floors"][floor][str(level)] = row
                 print(f"auth {auth} floor {floor} c={level}: {row['edits_per_s']:.1f} req/s, service {row['service_cpu_ms']:.2f} CPU-ms",
-                      flush=True)
+                      file=sys.stderr, flush=True)
         serving_floor.delete()
     finally:
         service.stop()
@@ -285,22 +292,29 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
 
 
 # ---- report --------------------------------------------------------------------------------------
+def rows(results: dict[str, Any]):
+    """(variant, auth, what, concurrency, row) for every measured level, ops first, then the floors."""
+    for label, variant in results["variants"].items():
+        for auth, mode in variant["modes"].items():
+            for op, by_level in mode["ops"].items():
+                yield from ((label, auth, f"`{op}`", level, row) for level, row in by_level.items())
+            for floor, by_level in mode["floors"].items():
+                yield from ((label, auth, f"floor {floor}", level, row) for level, row in by_level.items())
+
+
 def markdown(results: dict[str, Any]) -> str:
-    head = ("| auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | **service** | "
-            "generator | **path** | S3 | load gen | added ms p50 | mean batch |")
+    head = ("| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
+            "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch |")
     lines = [f"device: {results['device']} · {results['requests']} requests per level · `{results['command']}` · CPU-ms per edit", "",
-             head, "|---|---|---:|---:|---:|" + "---:|" * 12]
-    for auth, mode in results["modes"].items():
-        rows = [(f"`{op}`", level, row) for op, by_level in mode["ops"].items() for level, row in by_level.items()]
-        rows += [(f"floor {floor}", level, row) for floor, by_level in mode["floors"].items() for level, row in by_level.items()]
-        for what, level, r in rows:
-            c = r["cpu_ms_per_edit"]
-            added = "–" if r["added_ms_p50"] is None else f"{r['added_ms_p50']:.1f}"
-            batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
-            lines.append(f"| {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
-                         f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
-                         f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
-                         f"{c['load_generator']:.2f} | {added} | {batch} |")
+             head, "|---|---|---|---:|---:|---:|" + "---:|" * 12]
+    for label, auth, what, level, r in rows(results):
+        c = r["cpu_ms_per_edit"]
+        added = "–" if r["added_ms_p50"] is None else f"{r['added_ms_p50']:.1f}"
+        batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+        lines.append(f"| {label} | {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
+                     f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
+                     f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
+                     f"{c['load_generator']:.2f} | {added} | {batch} |")
     return "\n".join(lines)
 
 
@@ -310,13 +324,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = []
-    for auth, mode in results["modes"].items():
-        for op, by_level in mode["ops"].items():
-            bars += [(f"{op}\nauth {auth} c={level}", row) for level, row in by_level.items()]
-        for floor, by_level in mode["floors"].items():
-            bars += [(f"floor {floor}\nauth {auth} c={level}", row) for level, row in by_level.items()]
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(bars)), 4.5))
+    bars = [(f"{what.strip('`')} c={level}\n{label}, auth {auth}", row) for label, auth, what, level, row in rows(results)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(bars)), 5))
     bottoms = [0.0] * len(bars)
     for k, group in enumerate(GROUPS):
         values = [row["cpu_ms_per_edit"][group] for _, row in bars]
@@ -324,12 +333,66 @@ def chart(results: dict[str, Any], path: Path) -> None:
         bottoms = [b + v for b, v in zip(bottoms, values)]
     ax.scatter(range(len(bars)), [row["generator_ms"] for _, row in bars], marker="_", s=200, color="black", zorder=3,
                label="generator compute")
-    ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=6, rotation=90)
+    ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=5, rotation=90)
     ax.set_ylabel("CPU-ms per edit")
     ax.legend(fontsize=7, ncols=4)
     ax.set_title(f"serving cost per edit by process group — {results['device']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+@dataclasses.dataclass
+class Variant:
+    """One service configuration to measure: this checkout (or ``rev``'s) under extra environment."""
+
+    label: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    rev: str | None = None  # a git revision: its service code, measured by this script's harness
+
+
+def parse_variant(text: str) -> Variant:
+    """``LABEL:NAME=VALUE,NAME=VALUE`` (environment overrides of this checkout)."""
+    label, _, assignments = text.partition(":")
+    env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+    return Variant(label, env)
+
+
+def checkout(rev: str) -> Path:
+    """A detached worktree of ``rev`` with this harness copied in (so both sides are measured alike)."""
+    import shutil
+    import tempfile
+
+    from service.config import REPO_ROOT
+
+    where = Path(tempfile.mkdtemp(prefix="serving-cost-")) / "tree"
+    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(where), rev], check=True)
+    for name in ("serving_cost.py", "serving_floor.py"):
+        shutil.copy(REPO_ROOT / "loadtests" / name, where / "loadtests" / name)
+    return where
+
+
+def measure_in_child(variant: Variant, tree: Path | None, auth: str, args: argparse.Namespace, base: int) -> dict[str, Any]:
+    """``measure_mode`` in a child process (its own Ray and SeaweedFS), in ``tree`` when given."""
+    spec = json.dumps({"auth": auth, "ops": args.ops, "levels": args.concurrency, "requests": args.requests, "base": base})
+    env = {**os.environ, **variant.env, "RAY_USAGE_STATS_ENABLED": "0"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    child = subprocess.run([sys.executable, "-m", "loadtests.serving_cost", "--measure-mode", spec], cwd=tree, env=env,
+                           stdout=subprocess.PIPE, text=True)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"variant {variant.label} (auth {auth}) failed with exit {child.returncode}")
+    return json.loads(lines[-1])
+
+
+def measure_mode_main(spec_json: str) -> int:
+    from loadtests.bench import BENCH_OPS
+
+    spec = json.loads(spec_json)
+    ops = [b for b in BENCH_OPS if b.name in spec["ops"].split(",")]
+    mode = measure_mode(spec["auth"], ops, [int(c) for c in spec["levels"].split(",")], spec["requests"], spec["base"])
+    print(json.dumps(mode), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,17 +401,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--auth", default="on,off", help="on, off or both")
     parser.add_argument("--requests", type=int, default=200, help="measured requests per level")
+    parser.add_argument("--baseline", help="also measure the service of this git revision (same harness, interleaved)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="also measure this checkout under extra environment: LABEL:NAME=VALUE[,NAME=VALUE]")
     parser.add_argument("--out", default="bench-out/serving-cost")
     parser.add_argument("--allow-busy", action="store_true", help="measure even while other Ray/SeaweedFS processes run")
-    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)  # internal: run as the load generator child
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)  # internal: the load generator child
+    parser.add_argument("--measure-mode", help=argparse.SUPPRESS)  # internal: one auth mode of one variant
     args = parser.parse_args(argv)
     if args.generate:
         return generator_main()
+    if args.measure_mode:
+        return measure_mode_main(args.measure_mode)
 
     from loadtests.bench import BENCH_OPS, write_report
 
-    ops = [b for b in BENCH_OPS if b.name in args.ops.split(",")]
-    if not ops:
+    if not [b for b in BENCH_OPS if b.name in args.ops.split(",")]:
         parser.error(f"unknown ops {args.ops}; known: {[b.name for b in BENCH_OPS]}")
     busy = [p for p in psutil.process_iter() if ours(p)]
     if busy and not args.allow_busy:
@@ -356,16 +424,27 @@ def main(argv: list[str] | None = None) -> int:
         for p in busy[:10]:
             print(f"  {p.pid} {' '.join(p.cmdline())[:100]}", file=sys.stderr)
         return 2
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    variants = ([Variant(f"baseline {args.baseline}", rev=args.baseline)] if args.baseline else [])
+    variants += [parse_variant(v) for v in args.variant] + [Variant("this checkout")]
+    trees = {v.label: checkout(v.rev) if v.rev else None for v in variants}
     results: dict[str, Any] = {
         "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)", "requests": args.requests,
-        "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]), "modes": {},
+        "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "variants": {v.label: {"env": v.env, "rev": v.rev, "modes": {}} for v in variants},
     }
     base = random.Random(time.time_ns()).randrange(10**8)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    for auth in args.auth.split(","):
-        results["modes"][auth] = measure_mode(auth, ops, levels, args.requests, base)
-        base += 10**6
+    try:
+        for auth in args.auth.split(","):
+            for variant in variants:  # interleaved, so a drift of the machine shows in every variant alike
+                print(f"--- {variant.label}, auth {auth}", file=sys.stderr, flush=True)
+                results["variants"][variant.label]["modes"][auth] = measure_in_child(variant, trees[variant.label], auth, args, base)
+                base += 10**6
+    finally:
+        from service.config import REPO_ROOT
+
+        for tree in trees.values():
+            if tree is not None:
+                subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     results["after"] = [" ".join(p.cmdline())[:100] for p in psutil.process_iter() if ours(p)]  # should be empty
     write_report(args.out, "serving_cost", results, markdown(results), chart)
     return 0

@@ -69,10 +69,14 @@ def deploy() -> dict[str, str]:
 
     They log like Collage's deployments (``service.app.logging_options``), so the comparison is of
     the request path, not of Serve's logging settings."""
-    from service.app import logging_options
     from service.config import get_settings
 
-    logging = logging_options(get_settings())
+    try:
+        from service.app import logging_options
+    except ImportError:  # a baseline revision from before serve_access_log: Serve's default logging, as it ran
+        logging = {}
+    else:
+        logging = logging_options(get_settings())
     serve.run(FloorIngress.options(**logging).bind(FloorBatch.options(**logging).bind()), name="floor-one-hop",
               route_prefix=ROUTES["one-hop"])
     serve.run(FloorDirect.options(**logging).bind(), name="floor-no-hop", route_prefix=ROUTES["no-hop"])
