@@ -168,4 +168,10 @@ def _numeric_tests_start_no_ray(request: pytest.FixtureRequest, monkeypatch: pyt
             raise RuntimeError("a numeric test may not start Ray: use the service fixtures or mark it @pytest.mark.server")
 
         monkeypatch.setattr(ray, "init", refuse)
-    yield
+        running_before = ray.is_initialized()  # the session's service may be up already: only a new start counts
+        yield
+        if not running_before and ray.is_initialized():
+            ray.shutdown()
+            pytest.fail("this numeric test started Ray: use the service fixtures or mark it @pytest.mark.server")
+    else:
+        yield
