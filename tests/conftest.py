@@ -140,3 +140,38 @@ def client(service):
 
     with httpx.Client(base_url=service.url, timeout=120, headers=auth_header("admin")) as http:
         yield http
+
+
+# ------------------------------------------------------------------------------ markers
+# The README's test command runs the ``numeric`` tests a second and a third time under other ATEN_CPU_CAPABILITY (and
+# oneDNN / MKL) settings, so that an assert which holds only for one CPU's kernels (bit-exact floats from different
+# arithmetic) fails here, not on the next machine. ``numeric`` is every test that runs in this process only: none of
+# the fixtures below (S3 server, Ray Serve) in its fixture closure and no ``server`` mark. A new test file is picked
+# up without marking anything; a test that starts a server itself must carry @pytest.mark.server.
+_SERVICE_FIXTURES = frozenset({"s3_server", "store", "service", "client"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("server") is None and _SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.numeric)
+
+
+@pytest.fixture(autouse=True)
+def _numeric_tests_start_no_ray(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In a ``numeric`` test ray.init raises (LocalService and Serve start Ray through it): such a test belongs behind
+    the service fixtures or @pytest.mark.server, and the numeric reruns must not start Ray."""
+    if request.node.get_closest_marker("numeric") is not None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("a numeric test may not start Ray: use the service fixtures or mark it @pytest.mark.server")
+
+        monkeypatch.setattr(ray, "init", refuse)
+        running_before = ray.is_initialized()  # the session's service may be up already: only a new start counts
+        yield
+        if not running_before and ray.is_initialized():
+            ray.shutdown()
+            pytest.fail("this numeric test started Ray: use the service fixtures or mark it @pytest.mark.server")
+    else:
+        yield

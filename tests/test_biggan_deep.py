@@ -273,7 +273,9 @@ def test_spectral_norm_vectors_give_the_weight_back() -> None:
     u, v = spectral_norm_vectors(weight)
     assert u.shape == (5,) and v.shape == (27,) and torch.isclose(v.norm(), torch.tensor(1.0))
     restored = weight / torch.dot(u, torch.mv(weight.reshape(5, -1), v))
-    assert torch.equal(restored, weight)
+    # u is stepped an ulp at a time until the fp32 u . (W v) is 1, but with some CPUs' dot kernels it hops over 1 and
+    # stops an ulp (1.2e-7) away (seen for 1 to 7 of 600 random weights, depending on the kernels): 1e-6 relative is 8 ulps
+    torch.testing.assert_close(restored, weight, rtol=1e-6, atol=0)
 
 
 def test_package_style_checkpoint_loads_with_its_eval_weights(gen: BigGANDeep, tmp_path: Path) -> None:
@@ -310,10 +312,11 @@ def test_save_then_load_pretrained_is_identical(gen: BigGANDeep, tmp_path: Path)
     assert "generator.gen_z.weight" not in raw and "embeddings.weight_orig" not in raw
     assert json.loads((tmp_path / "config.json").read_text())["layers"][0] == [False, 4, 4]
     loaded = load_pretrained_biggan(tmp_path)
-    for key, value in gen.state_dict().items():  # u and v are chosen so that the round trip is bit-exact
-        assert torch.equal(loaded.state_dict()[key], value), key
+    # u and v are chosen so that folding gives the weights back, but the fp32 u . (W v) can end an ulp off 1 (CPU
+    # dependent): weights within 1e-6 relative (8 ulps); images in [-1, 1] within 1e-5 as for the package checkpoint above
+    torch.testing.assert_close(loaded.state_dict(), gen.state_dict(), rtol=1e-6, atol=0)
     z, classes = inputs(3)
-    assert torch.equal(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7))
+    torch.testing.assert_close(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7), atol=1e-5, rtol=0)
 
 
 def test_layout_errors_are_clear(gen: BigGANDeep, tmp_path: Path) -> None:
@@ -350,6 +353,7 @@ def test_export_and_load_generator_round_trip(gen: BigGANDeep, tmp_path: Path) -
     stored = json.loads((tmp_path / "project" / MANIFEST_FILE).read_text())
     loaded = load_generator((tmp_path / "project" / WEIGHTS_FILE).read_bytes(), stored)
     z, classes = inputs(2)
+    # the same weight bytes into the same module class: the same kernels, bit-exact on any CPU
     assert torch.equal(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7))
 
 
@@ -360,7 +364,8 @@ def test_convert_pretrained_biggan(gen: BigGANDeep, tmp_path: Path) -> None:
     assert manifest["source_format"] == "pytorch-pretrained-biggan" and manifest["classes"] == names
     loaded = load_generator((tmp_path / "out" / WEIGHTS_FILE).read_bytes(), manifest)
     z, classes = inputs(2)
-    assert torch.equal(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7))
+    # converting folds the spectral norm (weights an ulp or so off, see above): the same 1e-5 as the package checkpoint
+    torch.testing.assert_close(run(loaded, z, classes, 0.7), run(gen, z, classes, 0.7), atol=1e-5, rtol=0)
 
 
 # ---- fidelity to the pytorch_pretrained_biggan arithmetic --------------------------------------------

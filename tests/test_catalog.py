@@ -39,7 +39,7 @@ def test_style_layer_inputs_are_what_each_layer_modulates():
     # the input of convs.1 is exactly the output of convs.0
     _, features = generator.synthesis_from_styles(styles, return_features=True)
     names = [layer.name for layer in generator.style_layers]
-    assert torch.equal(inputs[names.index("convs.1")], features[1])
+    assert torch.equal(inputs[names.index("convs.1")], features[1])  # the same call on the same styles
 
 
 def test_torch_free_layer_names_match_the_generator():
@@ -109,6 +109,8 @@ def test_full_query_gives_the_reference_image_and_none_gives_the_target():
         zeros = [torch.zeros(layer.channels) for layer in generator.style_layers]
         as_r = generator.synthesis_from_styles(editing.interpolate_styles(s_styles, r_styles, ones))
         as_s = generator.synthesis_from_styles(editing.interpolate_styles(s_styles, r_styles, zeros))
+        # exact: interpolate_styles returns the end's styles bit for bit at q = 0 and 1, and synthesis(ws) is
+        # synthesis_from_styles(styles_from_ws(ws)), the same kernels on the same batch
         assert torch.equal(as_r, generator.synthesis(ws[1:]))
         assert torch.equal(as_s, generator.synthesis(ws[:1]))
 

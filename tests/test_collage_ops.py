@@ -58,6 +58,8 @@ def test_chainer_npz_round_trip_with_snapshot_prefix(generator, tmp_path):
     loaded = load_sngan_npz(path)
     assert loaded.config == CONFIG
     z = ops.truncated_latents([4, 5], CONFIG.z_dim)
+    # the .npz keeps the float32 tensors as they are (no spectral norm to fold, no re-layout): the same module class
+    # on the same bytes runs the same kernels, bit-exact on any CPU
     assert torch.equal(loaded(z, one_hot([2, 1])), generator(z, one_hot([2, 1])))
 
 
@@ -128,7 +130,7 @@ def test_scbn_region_changes_mostly_inside_and_layers_matter(generator):
     early = ops.label_collage(generator, z, base, mixture, torch.tensor([[True, False, False]]))
     assert not torch.allclose(early, late, atol=1e-3)
     none = ops.label_collage(generator, z, base, mixture, torch.zeros(1, 3, dtype=torch.bool))
-    assert torch.equal(none, plain)
+    assert torch.equal(none, plain)  # no block edited: no class maps, the plain forward itself
 
 
 def test_spatial_class_weights_sum_to_one_with_overlaps_and_intensity():
@@ -169,7 +171,7 @@ def _blend(generator, z, classes, z_ref, classes_ref, mask_value: float, blocks:
 def test_feature_blending_zero_mask_returns_the_base(generator):
     z, z_ref = ops.truncated_latents([1], CONFIG.z_dim), ops.truncated_latents([2], CONFIG.z_dim)
     out = _blend(generator, z, one_hot([0]), z_ref, one_hot([1]), 0.0, [True, True, True])
-    assert torch.equal(out, generator(z, one_hot([0])))
+    assert torch.equal(out, generator(z, one_hot([0])))  # (1 - 0) * h + 0 * ref is h exactly, then the same forward
 
 
 def test_feature_blending_one_mask_returns_the_reference_at_that_layer(generator):

@@ -57,7 +57,12 @@ def test_official_files_load_with_identical_output(model, tmp_path):
     images, masks, edges = _batch()
     expected = ops.complete(model, images, masks, edges)
     got = ops.complete(loaded, images, masks, edges)
-    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])  # the folded weights are bit-exact
+    # Not bit-exact: loading folds weight_orig / (u . (W v)), and the fp32 product can end an ulp (1.2e-7) off 1, where
+    # depends on the CPU's dot/mv kernels. So: folded weights within 1e-6 relative (8 ulps), outputs in [0, 1] within
+    # 1e-5 (they moved 5e-7 on an AVX-512 Xeon: 20x headroom).
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("layer", [torch.nn.Conv2d(3, 5, 3), torch.nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1)])
@@ -95,6 +100,7 @@ def test_project_format_round_trip(model, tmp_path):
     assert manifest["family"] == "inpaint" and manifest["arch"] == {"channels": 4, "residual_blocks": 2}
     loaded = load_model((tmp_path / "weights.safetensors").read_bytes(), manifest)
     images, masks, edges = _batch()
+    # same weight bytes into the same module class, same inputs: the same kernels, bit-exact on any CPU
     assert torch.equal(ops.complete(loaded, images, masks, edges)[0], ops.complete(model, images, masks, edges)[0])
 
 

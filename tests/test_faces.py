@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -109,15 +111,22 @@ def test_cli_writes_grids(tmp_path) -> None:
 # --- the old path is unchanged by the species path ----------------------------------------------
 
 def test_render_faces_unchanged_by_species_support() -> None:
-    """SHA-256 of render_faces(16, 32, seed=0) taken before species were added (torch CPU float32)."""
-    import hashlib
+    """render_faces(16, 32, seed=0) against its output from before species were added, kept in tests/data (images as
+    float16, masks as bits; the float32 images then had SHA-256 b581ea26116f..., the masks bbb1283e9f25...)."""
+    import numpy as np
 
     batch = render_faces(16, 32, seed=0)
     assert batch.species is None
-    assert hashlib.sha256(batch.images.numpy().tobytes()).hexdigest() == (
-        "b581ea26116f10fd30fea3b43d53d55b8d49d03b957f29562ee5fc8588d96239")
-    assert hashlib.sha256(batch.masks.numpy().tobytes()).hexdigest() == (
-        "bbb1283e9f25ed52d7fca82083a45971adcff7c7d9c7ab49f239be623bf48168")
+    with np.load(Path(__file__).parent / "data" / "render_faces_16x32_seed0.npz") as reference:
+        images = torch.from_numpy(reference["images"].astype(np.float32))
+        masks = torch.from_numpy(np.unpackbits(reference["masks"])[: batch.masks.numel()].reshape(batch.masks.shape) == 1)
+    # Not a hash of the float32 bytes: torch.sin & co. round differently with other vector widths (2.4e-7 apart with
+    # ATEN_CPU_CAPABILITY=default). float16 storage is within 2.4e-4 of values in [-1, 1], so 1e-3 is a close match;
+    # a sub-sample right on a shape's edge may land on the other side there, which moves its pixel by a fraction of a
+    # colour step and can flip its part: a few such pixels are allowed, a changed drawing changes hundreds.
+    off_pixels = ((batch.images - images).abs() > 1e-3).any(1)
+    assert off_pixels.sum() <= 4, f"{int(off_pixels.sum())} pixels differ"
+    assert (batch.masks != masks).any(1).sum() <= 4
 
 
 # --- species faces ------------------------------------------------------------------------------
@@ -157,6 +166,8 @@ def test_species_deterministic_per_seed_and_drawn_uniformly() -> None:
 def test_species_share_everything_but_shape(per_species: list[FaceBatch]) -> None:
     # same seed: the same background (the top-left corner is background for every species)
     corners = [b.images[:, :, 0, 0] for b in per_species]
+    # exact: where a species' shapes are not drawn they enter multiplied by 0, and the rest is the same draws through
+    # the same elementwise ops at the same place of same-shaped tensors
     assert all(torch.equal(c, corners[0]) for c in corners[1:])
     assert all(b.part_mask("background")[:, 0, 0].all() for b in per_species)
     # ... but different faces

@@ -74,14 +74,14 @@ def test_sizes_snap_and_several_outputs_form_a_strip(client, model):
     assert outputs[2]["homography"] == {"top_left": 0.2, "top_right": 0.0}
     # each panel is what the same output alone gives
     alone = image_of(retarget(client, [{"height": 24, "width": 48}]))
-    assert np.array_equal(strip[:24, :48], alone)
+    assert np.array_equal(strip[:24, :48], alone)  # one forward per output, in the same replica: bit-exact
 
 
 def test_zero_homography_equals_the_plain_resize_and_a_shift_changes_the_image(client, model):
     plain = image_of(retarget(client, [{"height": 24, "width": 36}]))
     zero = image_of(retarget(client, [{"height": 24, "width": 36, "top_left": 0.0, "top_right": -0.0}]))
     warped = image_of(retarget(client, [{"height": 24, "width": 36, "top_left": 0.25, "top_right": -0.25}]))
-    assert np.array_equal(plain, zero)
+    assert np.array_equal(plain, zero)  # a zero shift is no homography: the same forward in the same replica
     assert warped.shape == plain.shape and not np.array_equal(warped, plain)
 
 
@@ -229,6 +229,9 @@ def test_a_refit_under_the_same_name_is_served_with_its_new_weights(client):
         registry.register(manifest_for(generator, image, name="ingan-refit"), weights_bytes(generator, image))
         time.sleep(5.5)  # past the ingress's manifest cache, as a client polling the fit job would be
         output = image_of(retarget(client, [{"height": 24, "width": 32}], model="ingan-refit"))
-        assert np.array_equal(output, ops.retarget(generator, ops.to_tensor(image), [ops.Target(24, 32)])[0])
+        # within one grey level: the replica runs with 1 torch thread, this process maybe not, and conv kernels may
+        # round differently (~1e-6) with another thread count, which can move a pixel across a rounding step
+        local = ops.retarget(generator, ops.to_tensor(image), [ops.Target(24, 32)])[0]
+        assert output.shape == local.shape and np.abs(output.astype(int) - local.astype(int)).max() <= 1
         outputs.append(output)
     assert not np.array_equal(outputs[0], outputs[1])

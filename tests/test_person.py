@@ -106,6 +106,7 @@ def test_each_encoder_reads_only_its_side_of_the_pose_mask(model):
     inside_changed = person.images * (1 - mask) + noise * mask
     fg = model.encode_foreground(person.images, person.keypoints, person.visible)
     bg = model.encode_background(person.images, person.keypoints, person.visible)
+    # exact: the pose mask is 0/1, so an encoder's masked input is the same bits whatever the other side holds
     assert torch.equal(model.encode_foreground(outside_changed, person.keypoints, person.visible), fg)
     assert not torch.equal(model.encode_background(outside_changed, person.keypoints, person.visible), bg)
     assert torch.equal(model.encode_background(inside_changed, person.keypoints, person.visible), bg)
@@ -115,6 +116,7 @@ def test_each_encoder_reads_only_its_side_of_the_pose_mask(model):
 def test_swapping_nothing_reproduces_the_reconstruction(model):
     person, _ = people(3, 6)
     reconstruction = ops.reconstruct(model, person).images
+    # exact: reconstruct, recompose with itself and forward run the same encoders and decoder on the same batch
     with torch.no_grad():
         assert torch.equal(reconstruction, model(person.images, person.keypoints, person.visible))
     assert torch.equal(ops.recompose(model, person, person, person.keypoints, person.visible).images, reconstruction)

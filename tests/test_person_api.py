@@ -48,6 +48,12 @@ def _image(response) -> np.ndarray:
     return decode(base64.b64decode(response.json()["image_base64"]))
 
 
+def _close(served: np.ndarray, local: np.ndarray) -> bool:
+    """Within one grey level: the replica runs the op with 1 torch thread and its own batch size, whose kernels can
+    round differently from this process's (~1e-6 on images in [-1, 1]), which can move a pixel across a rounding step."""
+    return served.shape == local.shape and int(np.abs(served.astype(int) - local.astype(int)).max()) <= 1
+
+
 def _upload(client, data: bytes) -> str:
     response = client.post("/v1/assets", files={"file": ("x.png", data, "image/png")})
     assert response.status_code in (200, 201), response.text
@@ -75,9 +81,9 @@ def test_recompose_matches_the_op_run_locally(client, model):
     served = _image(_edit(client, "recompose", {"foreground": a, "background": b, "pose": c}))
     expected = ops.recompose(model["network"], _person(model, a), _person(model, b), _person(model, c).keypoints, _person(model, c).visible)
     assert served.shape == (HEIGHT, WIDTH, 3)
-    assert np.array_equal(served, to_uint8_images(expected.images)[0]), "the service runs exactly the op"
+    assert _close(served, to_uint8_images(expected.images)[0]), "the service runs the op"
     nothing_swapped = _image(_edit(client, "recompose", {"foreground": a, "background": a}))
-    assert np.array_equal(nothing_swapped, to_uint8_images(ops.reconstruct(model["network"], _person(model, a)).images)[0])
+    assert _close(nothing_swapped, to_uint8_images(ops.reconstruct(model["network"], _person(model, a)).images)[0])
 
 
 def test_recompose_any_image_with_its_keypoints_and_a_given_pose(client, model):
@@ -98,11 +104,12 @@ def test_sample_is_seeded_and_keeps_the_named_factors(client, model):
     image = _image(first)
     assert first.json()["extras"]["sampled"] == ["foreground", "background", "pose"] and len(first.json()["extras"]["keypoints"]) == 18
     again = _edit(client, "sample", {"seed": 7})
+    # a cache hit: the stored PNG itself, so the same bytes
     assert again.json()["result_id"] == first.json()["result_id"] and np.array_equal(_image(again), image)
     assert not np.array_equal(_image(_edit(client, "sample", {"seed": 8})), image)
     kept = _edit(client, "sample", {"seed": 7, "image": a}, {"keep": ["pose", "foreground"]})
     expected = ops.sample(model["network"], [7], frozenset({"pose", "foreground"}), _person(model, a))
-    assert np.array_equal(_image(kept), to_uint8_images(expected.images)[0])
+    assert _close(_image(kept), to_uint8_images(expected.images)[0])
     assert kept.json()["extras"]["kept"] == ["foreground", "pose"] and kept.json()["extras"]["sampled"] == ["background"]
     drawn = _edit(client, "sample", {})
     assert drawn.status_code == 200 and isinstance(drawn.json()["extras"]["seed"], int), "the server draws a seed"
@@ -117,7 +124,7 @@ def test_interpolate_returns_a_strip_of_steps(client, model, factor):
     steps = response.json()["extras"]["steps"]
     assert [s["x"] for s in steps] == [i * (WIDTH + STRIP_GAP) for i in range(4)] and [s["t"] for s in steps] == [0, 0.3333, 0.6667, 1]
     expected = ops.interpolate(model["network"], factor, _person(model, a), _person(model, b), 4)
-    assert np.array_equal(strip[:, WIDTH * 3 + STRIP_GAP * 3:], to_uint8_images(expected.images)[3])
+    assert _close(strip[:, WIDTH * 3 + STRIP_GAP * 3:], to_uint8_images(expected.images)[3])
 
 
 def test_bad_inputs_are_4xx_problems(client, model):

@@ -281,6 +281,7 @@ def test_find_weed() -> None:
     assert Path(find_weed()).name == "weed"
 
 
+@pytest.mark.server
 def test_embedded_server_persists_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "s3"
     # A short stop timeout makes stop() SIGKILL SeaweedFS (its filer waits 15 s on SIGTERM):
