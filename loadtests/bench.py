@@ -48,10 +48,11 @@ class BenchOp:
     model: str
     params: Callable[[int], dict]  # request number -> params
     inputs: Callable[[int, dict[str, str]], dict]  # request number, asset ids by name -> inputs
+    variant: str = ""  # tells apart two entries of one op (another model): the name gets "@variant"
 
     @property
     def name(self) -> str:
-        return f"{self.family}.{self.op}"
+        return f"{self.family}.{self.op}" + (f"@{self.variant}" if self.variant else "")
 
     def body(self, i: int, assets: dict[str, str]) -> dict:
         return {"model": self.model, "op": self.op, "params": self.params(i), "inputs": self.inputs(i, assets),

@@ -26,6 +26,9 @@ class ModelManifest(BaseModel):
     ops: list[str] = Field(description="ops this model supports")
     random_init: bool = Field(default=False, description="true for untrained, seeded random-init demo weights")
     description: str = ""
+    param_defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per op, parameter values this model uses where a request leaves them out "
+        "(e.g. the edge map an inpainting model was trained with); published as the schema's defaults")
     weights_sha256: Sha256Hex | None = None
     weights_bytes: int | None = None
     registered_at: str | None = None

@@ -31,13 +31,21 @@ class OpSpec:
     # the ingress resolves to the fitted latent that the `project` edit stored; "" = the inputs themselves
     latent_inputs: tuple[str, ...] = ()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, param_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The op's published contract; ``param_defaults``: a model's own defaults (its manifest's)."""
+        params_schema = self.params_model.model_json_schema()
+        for name, value in (param_defaults or {}).items():
+            params_schema["properties"][name]["default"] = value
         return {
             "name": self.name,
             "description": self.description,
-            "params_schema": self.params_model.model_json_schema(),
+            "params_schema": params_schema,
             "inputs_schema": self.inputs_model.model_json_schema(),
         }
+
+    def params_with_defaults(self, params: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+        """A request's params over the model's own defaults for this op (its manifest's ``param_defaults``)."""
+        return {**(manifest.get("param_defaults") or {}).get(self.name, {}), **params}
 
 
 OPS: dict[str, dict[str, OpSpec]] = {

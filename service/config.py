@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=3, ge=1, description="botocore 'standard' retry mode attempts")
     s3_connect_timeout_s: float = Field(default=2.0, gt=0, description="TCP connect timeout to S3")
     s3_read_timeout_s: float = Field(default=30.0, gt=0, description="socket read timeout to S3")
+    s3_fast_path: bool = Field(default=True, description="HEAD and PUT to an endpoint given by URL signed here (service/s3_fast.py) "
+                               "instead of through boto3, which still answers every other request and every error")
     presign_expires_s: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="presigned URL lifetime")
 
     # --- embedded SeaweedFS (only when no endpoint is configured) --------------------------

@@ -98,7 +98,7 @@ def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, 
     spec = get_op(manifest["family"], op)
     if spec is None:
         raise ValueError(f"family {manifest['family']!r} has no op {op!r}")
-    params_model = spec.params_model.model_validate(params)
+    params_model = spec.params_model.model_validate(spec.params_with_defaults(params, manifest))
     canonical = spec.prepare(spec.inputs_model.model_validate(inputs), params_model, manifest, lambda: seed)
     images = decode_image_inputs(spec.image_inputs, canonical, read_asset, max_pixels)
     if spec.fit_images is not None:
@@ -245,7 +245,7 @@ class EditPipeline:
         if handle is None:
             raise ServiceUnavailable(f"family {family!r} is not deployed in this application")
 
-        params = validate(spec.params_model, body.params, "params")
+        params = validate(spec.params_model, spec.params_with_defaults(body.params, manifest), "params")
         inputs = validate(spec.inputs_model, body.inputs, "inputs")
         seed_drawn = False
 

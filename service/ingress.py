@@ -251,7 +251,7 @@ class Ingress:
             resolution=manifest.get("resolution"), classes=manifest.get("classes"), layers=manifest.get("layers"),
             random_init=bool(manifest.get("random_init")), description=manifest.get("description", ""),
             weights_sha256=manifest.get("weights_sha256"), arch=manifest.get("arch", {}),
-            ops=[family_ops[op].info() for op in manifest.get("ops", []) if op in family_ops],
+            ops=[family_ops[op].info((manifest.get("param_defaults") or {}).get(op)) for op in manifest.get("ops", []) if op in family_ops],
             catalog=manifest.get("catalog"), image_size=manifest.get("image_size"), keypoint_names=manifest.get("keypoint_names"),
             examples=manifest.get("examples"), factors=manifest.get("factors"), embedding_dims=manifest.get("embedding_dims"),
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.models import ModelManifest
+from schemas.ops import get_op
 from schemas.style import relabel
 from service.auth import AccessIndex
 from service.errors import NotFound, ProblemError, Unprocessable
@@ -142,6 +143,17 @@ class ModelRegistry:
             checked = ModelManifest.model_validate(manifest)
         except ValueError as exc:
             raise Unprocessable(f"model manifest is invalid: {exc}") from None
+        for op, defaults in checked.param_defaults.items():  # a bad default would fail every request that relies on it
+            spec = get_op(checked.family, op)
+            if spec is None or op not in checked.ops:
+                raise Unprocessable(f"model manifest is invalid: param_defaults names op {op!r}, which the model does not serve")
+            unknown = sorted(set(defaults) - set(spec.params_model.model_fields))
+            try:
+                if unknown:
+                    raise ValueError(f"no parameters {unknown}")
+                spec.params_model.model_validate(defaults)
+            except ValueError as exc:
+                raise Unprocessable(f"model manifest is invalid: param_defaults.{op}: {exc}") from None
         name = checked.name
         self.store.put(self.store.model_key(name, WEIGHTS), weights, content_type="application/octet-stream")
         for filename, data in (extra_files or {}).items():

@@ -117,6 +117,13 @@ class AssetStore:
             connect_timeout=settings.s3_connect_timeout_s,
             read_timeout=settings.s3_read_timeout_s,
         )
+        self._fast = None  # service.s3_fast.SignedS3 for the hot path's HEAD and PUT, where it applies
+        if settings.s3_fast_path and self.endpoint_url and client is None:
+            from service.s3_fast import SignedS3
+
+            self._fast = SignedS3(self.endpoint_url, self.bucket, settings.s3_region,
+                                  lambda: self._session.get_credentials().get_frozen_credentials(),
+                                  settings.s3_connect_timeout_s, settings.s3_read_timeout_s)
         self._ping_client: Any = None
         self._plain_client: Any = None  # without flexible checksums, for endpoints that reject them
         self._lock = threading.Lock()
@@ -376,6 +383,8 @@ class AssetStore:
 
     def _put_object(self, kwargs: dict[str, Any], digest: str, key: str) -> Any:
         supported = _CHECKSUM_SUPPORT.get(self._checksum_key)
+        if self._fast is not None and self._fast_put(kwargs, digest, key, checksum=supported is not False):
+            return None
         if supported is False:
             return self._call("put", key, self._get_plain_client().put_object, **kwargs)
         # We hashed the bytes already: send the digest (x-amz-checksum-sha256) instead of letting
@@ -402,6 +411,24 @@ class AssetStore:
             with _CHECKSUM_LOCK:
                 _CHECKSUM_SUPPORT[self._checksum_key] = True
         return result
+
+    def _fast_put(self, kwargs: dict[str, Any], digest: str, key: str, checksum: bool) -> bool:
+        """The PUT through service.s3_fast: True when stored, raises Conflict for a failed If-None-Match,
+        False for anything else (the caller then sends it through boto3)."""
+        headers = {"content-type": kwargs["ContentType"], **{f"x-amz-meta-{k}": v for k, v in kwargs["Metadata"].items()}}
+        if checksum:
+            headers["x-amz-checksum-sha256"] = _hex_to_b64(digest)
+        if "IfNoneMatch" in kwargs:
+            headers["if-none-match"] = kwargs["IfNoneMatch"]
+        answer = self._fast.request("PUT", key, headers, kwargs["Body"], payload_sha256=digest)
+        if answer is None:
+            return False
+        if answer[0] == 412:
+            raise Conflict(f"{self._describe(key)} already exists")
+        if answer[0] == 200 and checksum and _CHECKSUM_SUPPORT.get(self._checksum_key) is None:
+            with _CHECKSUM_LOCK:
+                _CHECKSUM_SUPPORT[self._checksum_key] = True
+        return answer[0] == 200
 
     @staticmethod
     def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
@@ -486,8 +513,15 @@ class AssetStore:
 
     def head(self, key: str) -> dict[str, Any] | None:
         """``{size, content_type, metadata, etag, last_modified, checksum_sha256}`` or None if missing."""
+        checksums = _CHECKSUM_SUPPORT.get(self._checksum_key) is not False
+        if self._fast is not None:
+            answer = self._fast.request("HEAD", key, {"x-amz-checksum-mode": "ENABLED"} if checksums else {})
+            if answer is not None and answer[0] == 200:
+                return self._fast.head_result(answer[1])
+            if answer is not None and answer[0] == 404:
+                return None
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if _CHECKSUM_SUPPORT.get(self._checksum_key) is not False:
+        if checksums:
             kwargs["ChecksumMode"] = "ENABLED"
         try:
             resp = self._client.head_object(**kwargs)

@@ -188,6 +188,14 @@ def test_the_custom_schemas_reject_what_kuberay_would(rendered):
             _validate_custom(broken, "rayservice.schema.json")
 
 
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_ray_pods_get_the_serve_event_loop_settings_of_a_local_run(rendered, value_set):
+    from service.runtime import SERVE_EVENT_LOOP_ENV
+
+    data = only(rendered[value_set], "ConfigMap")["data"]
+    assert {name: data.get(name) for name in SERVE_EVENT_LOOP_ENV} == SERVE_EVENT_LOOP_ENV
+
+
 # ---- one serve config for cluster and local runs ------------------------------------------------
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_the_charts_serve_config_is_serve_config_of_the_pods_settings(rendered, value_set):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,6 +99,38 @@ def test_edge_map_param_picks_the_official_inference_or_training_path(client, mo
     assert not np.array_equal(raw[outside], canny[outside])  # generated: the edge generator's own map there
     schema = client.get(f"/v1/models/{MODEL}").json()["ops"][0]["params_schema"]["properties"]["edge_map"]
     assert schema["enum"] == ["generated", "composited"] and schema["default"] == "generated" and "official" in schema["description"]
+
+
+def test_a_models_own_param_defaults_fill_what_a_request_leaves_out(client, model):
+    from service.config import get_settings
+    from service.errors import ProblemError
+    from service.registry import ModelRegistry
+    from service.storage import AssetStore
+
+    registry = ModelRegistry(AssetStore(get_settings()))
+    name = "inpaint-test-composited"
+    with tempfile.TemporaryDirectory() as tmp:
+        export(random_edgeconnect(seed=4), Path(tmp), name=name, random_init=True, description="trained on composited edges",
+               param_defaults={"inpaint": {"edge_map": "composited"}})
+        registry.register_dir(Path(tmp))
+        for bad, says in [({"inpaint": {"edge_map": "canny"}}, "edge_map"), ({"inpaint": {"colour": 1}}, "colour"),
+                          ({"sample": {}}, "sample")]:
+            manifest = {**json.loads((Path(tmp) / "model.json").read_text()), "name": "inpaint-test-bad", "param_defaults": bad}
+            with pytest.raises(ProblemError, match=says):  # refused when registered, not on every request after
+                registry.register(manifest, (Path(tmp) / "weights.safetensors").read_bytes())
+    photo, hole = _upload(client, _photo(seed=6)), _upload(client, _hole())
+
+    def edit(params: dict) -> dict:
+        body = {"model": name, "op": "inpaint", "params": params, "inputs": {"image": photo, "mask": hole}}
+        response = client.post("/v1/edits", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    default, composited, generated = edit({}), edit({"edge_map": "composited"}), edit({"edge_map": "generated"})
+    assert composited["result_id"] == default["result_id"] and composited["cached"] is True
+    assert generated["result_id"] != default["result_id"]  # a request still picks the other path
+    schema = client.get(f"/v1/models/{name}").json()["ops"][0]["params_schema"]["properties"]["edge_map"]
+    assert schema["default"] == "composited"
 
 
 def test_user_edges_and_dilation(client, model):

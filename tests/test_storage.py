@@ -401,3 +401,70 @@ def test_flexible_checksum_fallback_is_detected_once() -> None:
     store.put(store.key("b"), b"two")
     assert [p["Metadata"]["sha256"] for p in fake.puts] == [sha(b"one"), sha(b"two")]
     assert "x-amz-checksum-sha256" not in store.presigned_put_headers("image/png", sha256=sha(b"one"))
+
+
+# ------------------------------------------------------------------------------ the signed fast path
+def test_fast_path_signs_exactly_as_botocore() -> None:
+    """The same request, time and credentials: the SigV4 Authorization of service.s3_fast equals botocore's."""
+    import datetime as dt
+    from unittest import mock
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from service.s3_fast import SignedS3
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token="session-token")
+    signer = SignedS3("http://127.0.0.1:8333", "collage", "eu-west-1", lambda: creds.get_frozen_credentials(), 1, 1)
+    now = dt.datetime(2026, 12, 6, 22, 30, 5, tzinfo=dt.timezone.utc)
+    body = b"\x89PNG bytes"
+    payload = hashlib.sha256(body).hexdigest()
+    headers = {"content-type": "image/png", "x-amz-meta-owner": "shop", "x-amz-meta-extras-b64": "eyJhIjoxfQ==",
+               "if-none-match": "*", "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(body).digest()).decode()}
+    path = signer.path("results/ab cd/é+x")  # spaces, a non-ASCII letter and a plus: escaped as S3 wants
+    ours = signer.signed_headers("PUT", path, headers, payload, now=now)
+
+    request = AWSRequest(method="PUT", url="http://127.0.0.1:8333" + path, data=body,
+                         headers={**headers, "x-amz-content-sha256": payload})
+    with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
+        S3SigV4Auth(creds, "s3", "eu-west-1").add_auth(request)
+    assert ours["authorization"] == request.headers["Authorization"]
+    assert ours["x-amz-security-token"] == "session-token" and ours["x-amz-date"] == "20261206T223005Z"
+
+
+def test_fast_path_reads_and_writes_what_boto3_does(store: AssetStore) -> None:
+    from unittest import mock
+
+    plain = AssetStore(Settings(**{**get_settings().model_dump(), "s3_fast_path": False}))
+    assert store._fast is not None and plain._fast is None
+    data = b"result image bytes"
+    key = store.result_key(sha(data + uuid.uuid4().bytes))
+    with mock.patch.object(store._fast, "request", wraps=store._fast.request) as fast:
+        assert store.put_new(key, data, "image/webp", {"owner": "shop", "kind": "image"}) is True
+        assert store.put_new(key, b"other", "image/webp") is False  # the conditional PUT's 412
+        assert store.head(key) == plain.head(key) and store.head(key)["content_type"] == "image/webp"
+        assert store.head(store.result_key("cd" * 32)) is None
+        assert [c.args[0] for c in fast.call_args_list] == ["PUT", "PUT", "HEAD", "HEAD", "HEAD"]
+    assert plain.get(key, verify=True) == data and plain.head(key)["metadata"]["owner"] == "shop"
+
+
+def test_fast_path_leaves_errors_to_boto3(store: AssetStore) -> None:
+    settings = get_settings().model_dump()
+    with pytest.MonkeyPatch.context() as patch:  # a wrong secret: the fast PUT's 403 is answered by boto3's error
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        wrong = AssetStore(Settings(**settings))
+        with pytest.raises(Exception) as fast_error:
+            wrong.put(wrong.key("x"), b"x")
+        plain = AssetStore(Settings(**{**settings, "s3_fast_path": False}))
+        with pytest.raises(Exception) as boto_error:
+            plain.put(plain.key("x"), b"x")
+    assert type(fast_error.value) is type(boto_error.value) and fast_error.value.status == boto_error.value.status
+    with socket.socket() as unused:  # nothing listens there: the same 503 as boto3 gives
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = AssetStore(Settings(**{**settings, "s3_endpoint_url": f"http://127.0.0.1:{port}", "s3_max_attempts": 1}))
+    with pytest.raises(StorageUnavailable):
+        down.head(down.key("x"))
+    with pytest.raises(StorageUnavailable):
+        down.put(down.key("x"), b"x")

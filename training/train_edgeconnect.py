@@ -291,9 +291,10 @@ white), completed edges (black on white; the hole tinted red), output (the servi
 
 Trained on composited edges: its edge generator's output counts only inside the hole (outside,
 the inpainting generator got Canny, and no loss reached the edge generator), unlike the official
-models, whose edge generator learns the whole map. Serve it with `"params": {{"edge_map":
-"composited"}}`, the path it was trained and measured on; the default `"generated"` (the official
-inference) hands the inpainting generator this model's untrained edges outside the hole.
+models, whose edge generator learns the whole map. Its `model.json` therefore sets
+`"param_defaults": {{"inpaint": {{"edge_map": "composited"}}}}`: it is served on the path it was trained
+and measured on unless a request asks for `"generated"` (the official inference), which hands the
+inpainting generator this model's untrained edges outside the hole.
 
 | | |
 |---|---|
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
     model: EdgeConnect = run["model"]
     manifest = export(model, args.out, name=args.name, description=(
         f"EdgeConnect C={run['config'].channels}, {run['config'].residual_blocks} blocks, trained {run['seconds'] / 60:.0f} min "
-        f"on CPU at {args.size}px ({run['seen']:,} images: procedural faces + skimage sample-photo crops); inpaint demo model"))
+        f"on CPU at {args.size}px ({run['seen']:,} images: procedural faces + skimage sample-photo crops); inpaint demo model"),
+        # trained on composited edge maps (as the official training is): served that way unless a request says otherwise
+        param_defaults={"inpaint": {"edge_map": "composited"}})
     sample_grid(model, run["preview"].images, run["preview"].masks, args.out / "samples.png")
     command = "python -m training.train_edgeconnect " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     n_params = sum(p.numel() for p in model.parameters())

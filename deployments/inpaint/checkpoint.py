@@ -119,8 +119,9 @@ def save_official(model: EdgeConnect, dst_dir: str | Path, iteration: int = 0) -
 
 
 def export(model: EdgeConnect, out_dir: str | Path, *, name: str, description: str = "", random_init: bool = False,
-           source_format: str | None = None) -> dict[str, Any]:
-    """Write ``out_dir/weights.safetensors`` + ``out_dir/model.json``."""
+           source_format: str | None = None, param_defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``out_dir/weights.safetensors`` + ``out_dir/model.json``; ``param_defaults``: the
+    manifest's per-op defaults (a model trained on composited edges serves them by default)."""
     if not _NAME_RE.match(name):
         raise ValueError(f"model name {name!r} must match {_NAME_RE.pattern}")
     out = Path(out_dir)
@@ -130,6 +131,8 @@ def export(model: EdgeConnect, out_dir: str | Path, *, name: str, description: s
     manifest = {"name": name, "family": FAMILY, "format": FORMAT, "source_format": source_format,
                 "arch": model.config.to_dict(), "resolution": None, "ops": list(INPAINT_OPS),
                 "random_init": random_init, "description": description}
+    if param_defaults:
+        manifest["param_defaults"] = param_defaults
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
