@@ -305,7 +305,9 @@ def rows(results: dict[str, Any]):
 def markdown(results: dict[str, Any]) -> str:
     head = ("| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
             "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch |")
-    lines = [f"device: {results['device']} · {results['requests']} requests per level · `{results['command']}` · CPU-ms per edit", "",
+    rounds = results.get("rounds", 1)
+    lines = [f"device: {results['device']} · {results['requests']} requests per level"
+             + (f" · median of {rounds} interleaved rounds" if rounds > 1 else "") + f" · `{results['command']}` · CPU-ms per edit", "",
              head, "|---|---|---|---:|---:|---:|" + "---:|" * 12]
     for label, auth, what, level, r in rows(results):
         c = r["cpu_ms_per_edit"]
@@ -348,6 +350,18 @@ class Variant:
     label: str
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     rev: str | None = None  # a git revision: its service code, measured by this script's harness
+
+
+def median_mode(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode whose every figure is the median of that figure over ``rounds`` (same ops, floors, levels)."""
+    def median(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {key: median([v[key] for v in values]) for key in values[0]}
+        if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            return statistics.median(values)
+        return values[0]
+
+    return median(rounds)
 
 
 def parse_variant(text: str) -> Variant:
@@ -404,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="also measure the service of this git revision (same harness, interleaved)")
     parser.add_argument("--variant", action="append", default=[],
                         help="also measure this checkout under extra environment: LABEL:NAME=VALUE[,NAME=VALUE]")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every variant this many times, interleaved; "
+                        "the tables show each figure's median (a shared 2-core VM drifts by tens of percent)")
     parser.add_argument("--out", default="bench-out/serving-cost")
     parser.add_argument("--allow-busy", action="store_true", help="measure even while other Ray/SeaweedFS processes run")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)  # internal: the load generator child
@@ -428,17 +444,22 @@ def main(argv: list[str] | None = None) -> int:
     variants += [parse_variant(v) for v in args.variant] + [Variant("this checkout")]
     trees = {v.label: checkout(v.rev) if v.rev else None for v in variants}
     results: dict[str, Any] = {
-        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)", "requests": args.requests,
+        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)", "requests": args.requests, "rounds": args.rounds,
         "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
         "variants": {v.label: {"env": v.env, "rev": v.rev, "modes": {}} for v in variants},
     }
     base = random.Random(time.time_ns()).randrange(10**8)
     try:
         for auth in args.auth.split(","):
-            for variant in variants:  # interleaved, so a drift of the machine shows in every variant alike
-                print(f"--- {variant.label}, auth {auth}", file=sys.stderr, flush=True)
-                results["variants"][variant.label]["modes"][auth] = measure_in_child(variant, trees[variant.label], auth, args, base)
-                base += 10**6
+            rounds: dict[str, list] = {v.label: [] for v in variants}
+            for round_number in range(args.rounds):
+                for variant in variants:  # interleaved, so a drift of the machine shows in every variant alike
+                    print(f"--- {variant.label}, auth {auth}, round {round_number + 1}", file=sys.stderr, flush=True)
+                    rounds[variant.label].append(measure_in_child(variant, trees[variant.label], auth, args, base))
+                    base += 10**6
+            for label, measured in rounds.items():
+                results["variants"][label]["modes"][auth] = median_mode(measured)
+                results["variants"][label].setdefault("rounds", {})[auth] = measured
     finally:
         from service.config import REPO_ROOT
 
