@@ -494,27 +494,21 @@ def test_fidelity_setup_is_not_trivial(faithful: BigGANDeep) -> None:
     assert images.std() > 0.1 and (images - without_attention).abs().max() > 1e-2  # attention matters
 
 
-@pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS)
-def test_fidelity_fp32_output_matches_the_reference_arithmetic(faithful: BigGANDeep, truncation: float) -> None:
-    z, labels = fidelity_inputs(truncation)
-    with torch.no_grad():
-        ours = faithful(z, labels, truncation)
-        reference = reference_biggan_deep(faithful.state_dict(), FIDELITY, z, labels, truncation)
-    delta = (ours - reference).abs().max().item()
-    print(f"BigGAN-deep fidelity, fp32, truncation {truncation}: max |d| = {delta:.3g}")
-    assert delta <= FIDELITY_ATOL_FP32
+FIDELITY_CASES = [(torch.float32, t, FIDELITY_ATOL_FP32) for t in FIDELITY_TRUNCATIONS] + \
+                 [(torch.float64, t, FIDELITY_ATOL_FP64) for t in FIDELITY_TRUNCATIONS[:2]]
 
 
-@pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS[:2])
-def test_fidelity_fp64_output_matches_the_reference_architecture(faithful: BigGANDeep, truncation: float) -> None:
-    model = copy.deepcopy(faithful).double()
-    z, labels = (t.double() for t in fidelity_inputs(truncation))
+@pytest.mark.parametrize("dtype,truncation,atol", FIDELITY_CASES, ids=[f"{str(d)[6:]}-{t}" for d, t, _ in FIDELITY_CASES])
+def test_fidelity_output_matches_the_reference(faithful: BigGANDeep, dtype: torch.dtype, truncation: float, atol: float) -> None:
+    """fp32: the reference's arithmetic (summation order, layout); fp64: its architecture."""
+    model = faithful if dtype == torch.float32 else copy.deepcopy(faithful).to(dtype)
+    z, labels = (t.to(dtype) for t in fidelity_inputs(truncation))
     with torch.no_grad():
         ours = model(z, labels, truncation)
         reference = reference_biggan_deep(model.state_dict(), FIDELITY, z, labels, truncation)
     delta = (ours - reference).abs().max().item()
-    print(f"BigGAN-deep fidelity, fp64, truncation {truncation}: max |d| = {delta:.3g}")
-    assert delta <= FIDELITY_ATOL_FP64
+    print(f"BigGAN-deep fidelity, {str(dtype)[6:]}, truncation {truncation}: max |d| = {delta:.3g}")
+    assert delta <= atol
 
 
 @pytest.mark.parametrize("truncation", FIDELITY_TRUNCATIONS[:2])
