@@ -47,6 +47,8 @@ from typing import Any
 
 import psutil
 
+from loadtests.bench import percentile
+
 GROUPS = ("proxy", "ingress", "family", "job_runner", "s3", "ray_system", "load_generator")
 SERVICE_GROUPS = ("proxy", "ingress", "family", "job_runner", "ray_system")  # what "service CPU" sums
 APP = "collage"
@@ -136,8 +138,8 @@ async def _send(url: str, path: str, bodies: list[dict], concurrency: int, heade
                     raise RuntimeError(f"HTTP {response.status_code} from {path}: {response.text[:300]}")
                 if response.headers.get("content-type", "").startswith("application/json"):
                     document = response.json()
-                    if "timings" in document:
-                        timings.append({**document["timings"], "cached": document["cached"]})
+                    if "timings" in document:  # with this response's own latency, so the two stay paired
+                        timings.append({**document["timings"], "cached": document["cached"], "latency_s": latencies[-1]})
 
         # connections opened before the clock starts, as a long-running client would have them
         await asyncio.gather(*(client.get("/healthz") for _ in range(concurrency)))
@@ -185,17 +187,17 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
     result = json.loads(output)
     spent = grouped_cpu(before, after, app, child.pid)
     n = len(bodies)
-    latencies = sorted(result["latencies_s"])
-    compute = [t["compute_ms"] / max(1, t["group_size"] or 1) for t in result["timings"] if t.get("compute_ms") is not None]
+    computed = [t for t in result["timings"] if t.get("compute_ms") is not None]
+    compute = [t["compute_ms"] / max(1, t["group_size"] or 1) for t in computed]  # the edit's share of its group
     generator_ms = statistics.mean(compute) if compute else 0.0
     per_edit = {group: 1e3 * seconds / n for group, seconds in spent.items()}
     service_ms = sum(per_edit[g] for g in SERVICE_GROUPS)
     return {
         "requests": n, "concurrency": concurrency, "edits_per_s": n / result["elapsed_s"],
-        "p50_ms": 1e3 * latencies[len(latencies) // 2], "p99_ms": 1e3 * latencies[min(n - 1, int(0.99 * n))],
+        "p50_ms": 1e3 * percentile(result["latencies_s"], 0.5), "p99_ms": 1e3 * percentile(result["latencies_s"], 0.99),
         "cpu_ms_per_edit": per_edit, "service_cpu_ms": service_ms, "generator_ms": generator_ms,
         "path_cpu_ms": service_ms - generator_ms,
-        "added_ms_p50": sorted(1e3 * lat - c for lat, c in zip(result["latencies_s"], compute))[len(compute) // 2] if compute else None,
+        "added_ms_p50": percentile([1e3 * t["latency_s"] - c for t, c in zip(computed, compute)], 0.5) if compute else None,
         "mean_batch": statistics.mean(t["batch_size"] or 0 for t in result["timings"]) if result["timings"] else None,
         "cached": sum(t["cached"] for t in result["timings"]),
     }

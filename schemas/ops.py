@@ -31,10 +31,10 @@ class OpSpec:
     # the ingress resolves to the fitted latent that the `project` edit stored; "" = the inputs themselves
     latent_inputs: tuple[str, ...] = ()
 
-    def info(self, param_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The op's published contract; ``param_defaults``: a model's own defaults (its manifest's)."""
+    def info(self, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The op's published contract, with the defaults of ``manifest``'s model where it has its own."""
         params_schema = self.params_model.model_json_schema()
-        for name, value in (param_defaults or {}).items():
+        for name, value in self.model_defaults(manifest).items():
             params_schema["properties"][name]["default"] = value
         return {
             "name": self.name,
@@ -43,9 +43,13 @@ class OpSpec:
             "inputs_schema": self.inputs_model.model_json_schema(),
         }
 
+    def model_defaults(self, manifest: dict[str, Any] | None) -> dict[str, Any]:
+        """The model's own defaults for this op (its manifest's ``param_defaults``), if any."""
+        return ((manifest or {}).get("param_defaults") or {}).get(self.name, {})
+
     def params_with_defaults(self, params: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-        """A request's params over the model's own defaults for this op (its manifest's ``param_defaults``)."""
-        return {**(manifest.get("param_defaults") or {}).get(self.name, {}), **params}
+        """A request's params over the model's own defaults for this op."""
+        return {**self.model_defaults(manifest), **params}
 
 
 OPS: dict[str, dict[str, OpSpec]] = {

@@ -234,15 +234,12 @@ class AccessIndex:
         """Whether the object of this HEAD (or None) was written by ``principal`` (its ``owner`` metadata)."""
         return head is not None and principal.key_id is not None and (head.get("metadata") or {}).get(cls.OWNER_METADATA) == principal.key_id
 
-    def can_read(self, principal: Principal, object_id: str, head: dict[str, Any] | None = None) -> bool:
-        """``head``: the object's HEAD when the caller has it (saves the lookup of its owner)."""
-        if principal.sees_everything or self.owns(principal, head):
-            return True
-        if self.store.exists(self._marker(principal.key_id, object_id)) or self.store.exists(self._marker(PUBLIC, object_id)):
-            return True
-        return head is None and self.owns(principal, self.store.head(self.store.result_key(object_id)))
+    def can_read(self, principal: Principal, object_id: str, head: dict[str, Any]) -> bool:
+        """``head``: the object's HEAD (callers find the object first; its metadata names a result's owner)."""
+        return (principal.sees_everything or self.owns(principal, head)
+                or self.store.exists(self._marker(principal.key_id, object_id)) or self.store.exists(self._marker(PUBLIC, object_id)))
 
-    def check(self, principal: Principal, object_id: str, missing: str, head: dict[str, Any] | None = None) -> None:
+    def check(self, principal: Principal, object_id: str, missing: str, head: dict[str, Any]) -> None:
         """Raise the NotFound an unknown id gets (``missing``) unless ``principal`` may read ``object_id``."""
         if not self.can_read(principal, object_id, head):
             raise NotFound(missing)

@@ -170,7 +170,15 @@ class EditPipeline:
             head = self.store.head(key)
             if head is not None:
                 return key, head
-        raise NotFound(f"asset {asset_id} does not exist; upload it with POST /v1/assets first")
+        raise NotFound(self.MISSING.format(asset_id))
+
+    MISSING = "asset {} does not exist; upload it with POST /v1/assets first"
+
+    def find_readable(self, principal: Principal, asset_id: str) -> tuple[str, dict[str, Any]]:
+        """``find_asset``, and the same 404 when ``principal`` may not read it (another key's object)."""
+        key, head = self.find_asset(asset_id)
+        self.access.check(principal, asset_id, self.MISSING.format(asset_id), head)
+        return key, head
 
     def extras_key(self, result_id: str) -> str:
         return self.store.result_key(result_id) + ".json"
@@ -221,9 +229,7 @@ class EditPipeline:
         found = {}
         for object_id in ids:
             if object_id not in found:
-                found[object_id] = self.find_asset(object_id)  # a missing id and another key's: the same 404
-                self.access.check(principal, object_id, f"asset {object_id} does not exist; upload it with POST /v1/assets first",
-                                  found[object_id][1])
+                found[object_id] = self.find_readable(principal, object_id)
         return found
 
     def _prepare(self, body: EditRequest, draw_seed: Callable[[], int], want_image: bool, principal: Principal,

@@ -53,6 +53,7 @@ from service.storage import AssetStore
 
 VERSION = "0.1.0"
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()  # as ASGI spells header names
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -163,7 +164,7 @@ class RequestContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        incoming = next((v for k, v in scope.get("headers") or () if k == b"x-request-id"), b"").decode("latin-1")
+        incoming = next((v for k, v in scope.get("headers") or () if k == _REQUEST_ID_NAME), b"").decode("latin-1")
         # Ray's proxy echoes the client's X-Request-ID verbatim (or mints one), so log and report that same id.
         request_id = incoming[:128] if incoming else uuid.uuid4().hex
         token = request_id_var.set(request_id)
@@ -251,7 +252,7 @@ class Ingress:
             resolution=manifest.get("resolution"), classes=manifest.get("classes"), layers=manifest.get("layers"),
             random_init=bool(manifest.get("random_init")), description=manifest.get("description", ""),
             weights_sha256=manifest.get("weights_sha256"), arch=manifest.get("arch", {}),
-            ops=[family_ops[op].info((manifest.get("param_defaults") or {}).get(op)) for op in manifest.get("ops", []) if op in family_ops],
+            ops=[family_ops[op].info(manifest) for op in manifest.get("ops", []) if op in family_ops],
             catalog=manifest.get("catalog"), image_size=manifest.get("image_size"), keypoint_names=manifest.get("keypoint_names"),
             examples=manifest.get("examples"), factors=manifest.get("factors"), embedding_dims=manifest.get("embedding_dims"),
         )
@@ -357,12 +358,7 @@ class Ingress:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
 
-        def find() -> tuple[str, dict[str, Any]]:
-            key, head = self.edits.find_asset(asset_id)  # another key's object: the same 404 as a missing one
-            self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first", head)
-            return key, head
-
-        key, head = await run_in_threadpool(find)
+        key, head = await run_in_threadpool(self.edits.find_readable, principal, asset_id)
         info = self._asset_info(asset_id, key, head)
         if redirect:
             return RedirectResponse(info.url, status_code=307)
@@ -489,13 +485,11 @@ class Ingress:
                 check_webhook_url(str(body.webhook_url), self.settings.webhook_allow_private)
             if body.manifest is not None:
                 asset_id = body.manifest.asset_id
-                key, head = self.edits.find_asset(asset_id)
-                self.access.check(principal, asset_id, f"asset {asset_id} does not exist; upload it with POST /v1/assets first", head)
+                key = self.edits.find_readable(principal, asset_id)[0]
                 source, total = "manifest", len(parse_manifest(self.store.get(key), limit))
             elif body.fit is not None:
                 image_id = body.fit.image
-                head = self.edits.find_asset(image_id)[1]  # 404 now rather than a failed job later
-                self.access.check(principal, image_id, f"asset {image_id} does not exist; upload it with POST /v1/assets first", head)
+                self.edits.find_readable(principal, image_id)  # 404 now rather than a failed job later
                 try:
                     taken = self.registry.get_manifest(body.fit.model_name()).get("family")
                 except NotFound:

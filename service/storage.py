@@ -287,7 +287,7 @@ class AssetStore:
                     retry_after_s=_RETRY_AFTER_S,
                 )
             if code == "PreconditionFailed" or status == 412:
-                return Conflict(f"{self._describe(key or '')} already exists")
+                return self._already_exists(key or "")
             if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
                 return IntegrityError(f"object storage rejected the upload of {self._describe(key or '')}: checksum mismatch in transit")
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken") or status in (401, 403):
@@ -309,6 +309,10 @@ class AssetStore:
         if isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.startswith("urllib3"):
             return _unavailable(f"{op}: {type(exc).__name__}")
         return StorageError(f"object storage {op} failed ({type(exc).__name__})")
+
+    def _already_exists(self, key: str) -> Conflict:
+        """A conditional PUT's 412 (If-None-Match: *), through boto3 or the fast path alike."""
+        return Conflict(f"{self._describe(key)} already exists")
 
     def _call(self, op: str, key: str | None, fn: Any, /, **kwargs: Any) -> Any:
         try:
@@ -396,8 +400,7 @@ class AssetStore:
             if supported is None and code in _CHECKSUM_UNSUPPORTED_CODES:
                 # Maybe the endpoint does not do flexible checksums: retry plain, remember if that works.
                 result = self._call("put", key, self._get_plain_client().put_object, **kwargs)
-                with _CHECKSUM_LOCK:
-                    _CHECKSUM_SUPPORT[self._checksum_key] = False
+                self._remember_checksum_support(False)
                 log.warning(
                     "S3 endpoint %s rejected x-amz-checksum-sha256 (%s); storing without server-side checksums",
                     self.endpoint_url or "AWS",
@@ -408,9 +411,13 @@ class AssetStore:
         except BotoCoreError as exc:
             raise self._translate(exc, key, "put") from exc
         if supported is None:
-            with _CHECKSUM_LOCK:
-                _CHECKSUM_SUPPORT[self._checksum_key] = True
+            self._remember_checksum_support(True)
         return result
+
+    def _remember_checksum_support(self, supported: bool) -> None:
+        """What the first put learnt of this endpoint and x-amz-checksum-sha256, for the whole process."""
+        with _CHECKSUM_LOCK:
+            _CHECKSUM_SUPPORT[self._checksum_key] = supported
 
     def _fast_put(self, kwargs: dict[str, Any], digest: str, key: str, checksum: bool) -> bool:
         """The PUT through service.s3_fast: True when stored, raises Conflict for a failed If-None-Match,
@@ -424,10 +431,9 @@ class AssetStore:
         if answer is None:
             return False
         if answer[0] == 412:
-            raise Conflict(f"{self._describe(key)} already exists")
+            raise self._already_exists(key)
         if answer[0] == 200 and checksum and _CHECKSUM_SUPPORT.get(self._checksum_key) is None:
-            with _CHECKSUM_LOCK:
-                _CHECKSUM_SUPPORT[self._checksum_key] = True
+            self._remember_checksum_support(True)
         return answer[0] == 200
 
     @staticmethod

@@ -382,7 +382,8 @@ class Generator(Persistent):
 
 
 class Discriminator(Persistent):
-    """A placeholder D (snapshots hold one; the converter ignores it)."""
+    """The snapshot's D, kept small: NVlabs snapshots pickle a discriminator beside G_ema, so ours
+    does too, and the tests show the converter reads G_ema alone."""
 
     def __init__(self) -> None:
         super().__init__()
