@@ -168,6 +168,18 @@ def start_generator(spec: str) -> subprocess.Popen:
     return child
 
 
+def family_calls(url: str, token: str | None) -> tuple[float, float] | None:
+    """(edits, calls) the ingress has sent to families so far, from its ``collage_family_call_edits``
+    histogram; None where the service has no such metric (a baseline revision before coalescing)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    text = httpx.get(url + "/metrics", headers=headers, timeout=30).text
+    sums = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("collage_family_call_edits_sum")]
+    counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("collage_family_call_edits_count")]
+    return (sum(sums), sum(counts)) if counts else None
+
+
 def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: str | None, app: str) -> dict[str, Any]:
     """One measured level: the child sends ``bodies`` at ``concurrency``; CPU read around the sending alone."""
     spec = json.dumps({"url": url, "path": path, "bodies": bodies, "concurrency": concurrency, "token": token})
@@ -175,12 +187,14 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
     assert child.stdout is not None and child.stdin is not None
     if child.stdout.readline().strip() != "ready":
         raise RuntimeError("the load generator did not start")
+    calls_before = family_calls(url, token) if app == APP else None  # read outside the CPU window
     time.sleep(0.3)  # let the connection set-up settle
     before = cpu_seconds()
     child.stdin.write("go\n")
     child.stdin.flush()
     output = child.stdout.readline()
     after = cpu_seconds()
+    calls_after = family_calls(url, token) if calls_before is not None else None
     child.wait(timeout=60)
     if child.returncode != 0 or not output:
         raise RuntimeError(f"the load generator failed (exit {child.returncode})")
@@ -200,6 +214,8 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
         "added_ms_p50": percentile([1e3 * t["latency_s"] - c for t, c in zip(computed, compute)], 0.5) if compute else None,
         "mean_batch": statistics.mean(t["batch_size"] or 0 for t in result["timings"]) if result["timings"] else None,
         "cached": sum(t["cached"] for t in result["timings"]),
+        "edits_per_call": ((calls_after[0] - calls_before[0]) / max(1.0, calls_after[1] - calls_before[1])
+                           if calls_before and calls_after else None),
     }
 
 
@@ -306,19 +322,20 @@ def rows(results: dict[str, Any]):
 
 def markdown(results: dict[str, Any]) -> str:
     head = ("| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
-            "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch |")
+            "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch | edits per call |")
     rounds = results.get("rounds", 1)
     lines = [f"device: {results['device']} · {results['requests']} requests per level"
              + (f" · median of {rounds} interleaved rounds" if rounds > 1 else "") + f" · `{results['command']}` · CPU-ms per edit", "",
-             head, "|---|---|---|---:|---:|---:|" + "---:|" * 12]
+             head, "|---|---|---|---:|---:|---:|" + "---:|" * 13]
     for label, auth, what, level, r in rows(results):
         c = r["cpu_ms_per_edit"]
         added = "–" if r["added_ms_p50"] is None else f"{r['added_ms_p50']:.1f}"
         batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+        per_call = "–" if r.get("edits_per_call") is None else f"{r['edits_per_call']:.1f}"
         lines.append(f"| {label} | {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
                      f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
                      f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
-                     f"{c['load_generator']:.2f} | {added} | {batch} |")
+                     f"{c['load_generator']:.2f} | {added} | {batch} | {per_call} |")
     return "\n".join(lines)
 
 

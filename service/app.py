@@ -12,6 +12,7 @@ from typing import Any
 from ray.serve import Application
 
 from deployments import FAMILY_DEPLOYMENTS
+from service.autoscaling import POLICY_PATH as AUTOSCALING_POLICY
 from service.config import Settings, get_settings
 from service.ingress import Ingress
 from service.job_runner import JobRunner
@@ -50,6 +51,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
             "target_ongoing_requests": settings.autoscaling_target_ongoing_requests or 2 * settings.batch_max_size,
             "upscale_delay_s": settings.autoscaling_upscale_delay_s,
             "downscale_delay_s": settings.autoscaling_downscale_delay_s,
+            "policy": {"policy_function": AUTOSCALING_POLICY},  # edits, not calls: service/autoscaling.py
         }
     else:
         options["num_replicas"] = scaling.replicas

@@ -29,6 +29,7 @@ from schemas.edits import EditRequest, Timings
 from schemas.ops import get_op
 from service import metrics
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
+from service.coalesce import CoalescedCalls
 from service.config import Settings
 from service.errors import DeadlineExceeded, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
 from service.images import decode_image
@@ -161,7 +162,7 @@ class EditPipeline:
         self.registry = registry
         self.families = families  # family name -> DeploymentHandle
         self.access = AccessIndex(store)
-        self._model_handles: dict[tuple[str, str], Any] = {}  # (family, model) -> handle with its multiplexed model id
+        self._calls: dict[tuple[str, str, bool], CoalescedCalls] = {}  # (family, model, background) -> its calls
 
     # ---- storage helpers -------------------------------------------------------------------
     def find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
@@ -404,14 +405,15 @@ class EditPipeline:
                                        "it was not computed")
             timeout_s = min(timeout_s, remaining_s)
         metrics.QUEUE_DEPTH.labels(family).inc()
-        model_handle = self._model_handles.get((family, task.model))
-        if model_handle is None:  # one options() per model, not per edit: it copies the handle's settings
-            model_handle = self._model_handles[(family, task.model)] = handle.options(multiplexed_model_id=task.model)
-        response = model_handle.remote(task)
+        calls = self._calls.get((family, task.model, task.background))
+        if calls is None:  # one options() per model, not per edit: it copies the handle's settings
+            calls = self._calls[(family, task.model, task.background)] = CoalescedCalls(
+                family, handle.options(method_name="run_tasks", multiplexed_model_id=task.model),
+                self.settings.edit_coalesce_ms / 1e3, self.settings.batch_max_size)
+        output = calls.submit(task)
         try:
-            return await asyncio.wait_for(awaited(response), timeout=timeout_s)
+            return await asyncio.wait_for(output, timeout=timeout_s)  # a timeout cancels it: see CoalescedCalls.submit
         except asyncio.TimeoutError:
-            response.cancel()
             if timeout_s < self.settings.edit_timeout_s:
                 raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while the edit waited; "
                                        "it was cancelled") from None

@@ -21,6 +21,7 @@ from typing import Any, Hashable
 import numpy as np
 from ray import serve
 
+from service.autoscaling import EDITS_METRIC
 from service.config import get_settings
 from service.errors import DeadlineExceeded, ProblemError, Unprocessable
 from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
@@ -157,6 +158,7 @@ class FamilyDeployment(abc.ABC):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.acceleration = Acceleration.from_settings(self.settings)
         self.acceleration.check_device(self.device)
+        self.edits_in = 0  # edits inside run_tasks now, for the autoscaler
         self.gate = PriorityGate(max(1, DEFAULT_BATCH["max_batch_size"] // 2), self.settings.jobs_max_yield_s)
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
@@ -287,20 +289,48 @@ class FamilyDeployment(abc.ABC):
         return model
 
     async def __call__(self, task: EditTask) -> EditOutput:
-        # A synchronous edit alone in this replica: no batch can form, so waiting batch_wait_timeout_s
-        # for one only adds latency. (Check and the gate's count happen with no await between them,
-        # so two edits arriving together do not both take this path.) Job items always go through
-        # the batch queue: they come in numbers and want full batches, not the lowest latency.
-        idle = (self.settings.batch_idle_fast_path and not task.background
-                and self.gate.interactive_in == 0 and self.gate.background_in == 0)
-        run = (lambda: self._run_batch_now(task)) if idle else (lambda: self.handle_batch(task))
-        result = await self.gate.run(task.background, run)
+        (result,) = await self.run_tasks([task])
         if isinstance(result, BaseException):
             raise result
-        if isinstance(result, PendingOutput):
-            result = await result.finish()
-        result.sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
         return result
+
+    async def run_tasks(self, tasks: list[EditTask]) -> "list[EditOutput | BaseException]":
+        """Edits the ingress sent together as one call (service/coalesce.py): each joins the batch
+        queue as a call of its own would; one result or exception per task, in order, so one
+        task's failure is not its neighbours'. All tasks of a call share ``background``."""
+        background = tasks[0].background
+        self.edits_in += len(tasks)
+        try:
+            return await self._run_tasks(tasks, background)
+        finally:
+            self.edits_in -= len(tasks)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric: edits in this replica (service/autoscaling.py scales on it)."""
+        return {EDITS_METRIC: float(self.edits_in)}
+
+    async def _run_tasks(self, tasks: list[EditTask], background: bool) -> "list[EditOutput | BaseException]":
+        # Synchronous edits alone in this replica: no batch can form, so waiting batch_wait_timeout_s
+        # for one only adds latency, and they run at once as one batch. (Check and the gate's count
+        # happen with no await between them, so two calls arriving together do not both take this
+        # path.) Job items always go through the batch queue: they come in numbers and want full
+        # batches, not the lowest latency.
+        idle = (self.settings.batch_idle_fast_path and not background
+                and self.gate.interactive_in == 0 and self.gate.background_in == 0)
+        if idle:
+            results = await self.gate.run(False, lambda: self.run_batch(tasks))
+        else:
+            results = await asyncio.gather(*(self.gate.run(background, lambda task=task: self.handle_batch(task))
+                                             for task in tasks))
+        sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
+        finished: list[EditOutput | BaseException] = []
+        for result in results:
+            if isinstance(result, PendingOutput):
+                result = await result.finish()
+            if isinstance(result, EditOutput):
+                result.sync_idle_s = sync_idle_s
+            finished.append(result)
+        return finished
 
     def _timed_group(self, model: Any, op: str, tasks: list[EditTask]) -> tuple[list[GroupOutput], float]:
         """``run_group_accelerated`` and its seconds, timed in the worker thread (not the hop to it)."""
@@ -315,10 +345,6 @@ class FamilyDeployment(abc.ABC):
         encoded = [(encode_image(output.image, task.encoding["format"], task.encoding.get("quality", DEFAULT_QUALITY), level),
                     OUTPUT_MEDIA_TYPES[task.encoding["format"]]) for task, output in zip(tasks, outputs)]
         return encoded, (time.perf_counter() - started) / max(1, len(outputs))
-
-    async def _run_batch_now(self, task: EditTask) -> "PendingOutput | BaseException":
-        (result,) = await self.run_batch([task])
-        return result
 
     @serve.batch(**DEFAULT_BATCH)
     async def handle_batch(self, tasks: list[EditTask]) -> "list[PendingOutput | BaseException]":

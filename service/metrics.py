@@ -31,6 +31,13 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     registry=REGISTRY,
 )
+CALL_EDITS = Histogram(
+    "collage_family_call_edits",
+    "Edits carried by each call from this ingress replica to a family (service/coalesce.py).",
+    ["family"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
 QUEUE_SECONDS = Histogram(
     "collage_queue_seconds",
     "Wait from dispatch to the family until the edit's batch started.",

@@ -28,7 +28,7 @@ class RecordingFamily(FamilyDeployment):
         self.settings, self.gate = Settings(), PriorityGate(background_limit=4, max_wait_s=1.0)
         self._batch_hist = None
         self.log = __import__("logging").getLogger("test")
-        self.batch_buckets, self.warmup_seconds = batch_buckets(8), {}
+        self.batch_buckets, self.warmup_seconds, self.edits_in = batch_buckets(8), {}, 0
 
     async def get_model(self, model_id: str) -> str:
         if model_id == "broken":
@@ -244,6 +244,35 @@ def test_an_edit_on_an_idle_replica_skips_the_batch_queue_and_a_busy_one_uses_it
         family.settings = family.settings.model_copy(update={"batch_idle_fast_path": False})
         await family(task(3, "a", "sample", 8))
         assert queued == [2, 4, 3], "fast path switched off: always the batch queue"
+
+    asyncio.run(scenario())
+
+
+def test_a_call_of_several_edits_runs_them_as_one_batch_when_idle_and_queues_each_when_busy():
+    family = RecordingFamily()
+    queued: list[int] = []
+
+    async def fake_batch_queue(task_):
+        queued.append(task_.inputs["i"])
+        return (await family.run_batch([task_]))[0]
+
+    family.handle_batch = fake_batch_queue
+
+    async def scenario():
+        idle = await family.run_tasks([task(1, "a", "sample", 8), task(2, "a", "sample", 8), task(3, "broken", "sample", 8)])
+        assert queued == [] and family.groups == [("a", "sample", [1, 2])], "idle replica: the call is one batch at once"
+        assert [type(r).__name__ for r in idle] == ["EditOutput", "EditOutput", "Unprocessable"], "failures stay per task"
+        assert [r.batch_size for r in idle[:2]] == [3, 3] and idle[0].sync_idle_s is not None
+        family.gate.interactive_in += 1  # another edit is in the replica
+        busy = await family.run_tasks([task(4, "a", "sample", 8), task(5, "a", "sample", 8)])
+        family.gate.interactive_in -= 1
+        assert queued == [4, 5] and [r.batch_size for r in busy] == [1, 1], "busy replica: each task joins the batch queue"
+        try:
+            await family(task(6, "broken", "sample", 8))
+        except Unprocessable:
+            pass
+        else:
+            raise AssertionError("a single-task call raises its task's error")
 
     asyncio.run(scenario())
 

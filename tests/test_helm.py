@@ -341,9 +341,16 @@ def test_autoscaling_on_scales_replicas_and_pods(rendered):
     deployments = _deployments(rendered["cpu-only"])
     for name in map(family_deployment_name, FAMILY_DEPLOYMENTS):
         assert deployments[name]["autoscaling_config"] == {
-            "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16, "upscale_delay_s": 30, "downscale_delay_s": 600}
+            "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16, "upscale_delay_s": 30, "downscale_delay_s": 600,
+            "policy": {"policy_function": "service.autoscaling:edits_autoscaling_policy"}}  # edits, not coalesced calls
         assert "num_replicas" not in deployments[name]
     assert _deployments(rendered["monitored"])["StyleDeployment"]["autoscaling_config"]["target_ongoing_requests"] == 10
+    from ray.serve.config import AutoscalingConfig
+
+    from service.autoscaling import edits_autoscaling_policy
+
+    config = AutoscalingConfig(**deployments["StyleDeployment"]["autoscaling_config"])  # Serve resolves the policy path
+    assert config.policy.get_policy().__name__ == edits_autoscaling_policy.__name__
     cluster = only(rendered["cpu-only"], "RayService")["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
     assert cluster["autoscalerOptions"] == {"idleTimeoutSeconds": 60, "upscalingMode": "Default"}

@@ -135,7 +135,8 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
   "max_replicas" $d.max_replicas
   "target_ongoing_requests" $target
   "upscale_delay_s" $c.autoscaling_upscale_delay_s
-  "downscale_delay_s" $c.autoscaling_downscale_delay_s) -}}
+  "downscale_delay_s" $c.autoscaling_downscale_delay_s
+  "policy" (dict "policy_function" "service.autoscaling:edits_autoscaling_policy")) -}}
 {{- else -}}
 {{- $_ := set $deployment "num_replicas" $d.replicas -}}
 {{- end -}}
