@@ -1,4 +1,4 @@
-"""Every GPU figure of the README's performance section, in one call of under 8 minutes.
+"""Every GPU figure of docs/performance.md, in one call of under 8 minutes.
 
     python -m loadtests.gpu_report [--out gpu-report] [--resolution 256] [--quick]
 

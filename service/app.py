@@ -67,7 +67,7 @@ def logging_options(settings: Settings) -> dict[str, Any]:
 
 
 def job_runner_options(settings: Settings) -> dict[str, Any]:
-    """One runner: a second would run every queued job twice (docs/architecture.md, "Not yet implemented")."""
+    """One runner: a second would run every queued job twice (docs/architecture/limits.md, "Not yet implemented")."""
     return {"num_replicas": 1, "ray_actor_options": {"num_cpus": settings.jobs_num_cpus}, **logging_options(settings)}
 
 

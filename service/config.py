@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="largest decoded image (w*h)")
     inline_max_bytes: int = Field(default=512 * 1024, ge=0, description="largest result returned inline as base64")
     png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of result PNGs: 1 is ~3x faster to encode "
-                                    "than 6 for ~10 % larger files (README, Output formats)")
+                                    "than 6 for ~10 % larger files (docs/api.md, Output formats)")
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
 
     # --- API authentication and limits (docs/security.md) ------------------------------------

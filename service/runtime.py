@@ -21,7 +21,7 @@ CLIENT_TOKEN_ENV = "COLLAGE_CLIENT_TOKEN"  # a client's credential: replicas hav
 # Ray Serve runs each replica's user code, and each handle's router, on event loops of their own
 # threads by default; every request then crosses threads twice per process. On the replica's main
 # loop instead, an edit costs ~40 % less service CPU and the throughput at concurrency 16 goes up
-# by half (loadtests/serving_cost.py, README "Serving cost"). Our replicas never block their loop
+# by half (loadtests/serving_cost.py, docs/performance.md, "Serving cost"). Our replicas never block their loop
 # (S3 and torch run in worker threads). The chart sets the same variables in every Ray pod.
 SERVE_EVENT_LOOP_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 

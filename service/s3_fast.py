@@ -2,7 +2,7 @@
 
 An edit needs at most a HEAD (the cache lookup) and a PUT (the result). Through boto3 each costs
 about 1 CPU-ms: parameter validation, the event hooks, request building and signing, response
-parsing (loadtests/serving_cost.py, README "Serving cost"). Here the same request is an AWS SigV4
+parsing (loadtests/serving_cost.py, docs/performance.md, "Serving cost"). Here the same request is an AWS SigV4
 signature (the algorithm of the AWS "Signature Version 4" documentation: canonical request,
 string to sign, HMAC-derived key) over a keep-alive ``http.client`` connection per thread.
 

@@ -448,7 +448,7 @@ FIDELITY_TRUNCATIONS = (0.4, 1.0, 0.37)  # two exact rows (20 and 50 of 51) and 
 # layer). It is not asserted bit-exact: conv_to_rgb runs 3 filters where the reference runs all and
 # slices (identical here, not promised by oneDNN), and BLAS may block a product differently with other
 # buffer alignment or another CPU; each such difference is a few float32 ulps, carried through ~45
-# layers to outputs in [-1, 1]. 5e-5 is the fidelity target the README states.
+# layers to outputs in [-1, 1]. 5e-5 is the fidelity target docs/families/collage.md states.
 FIDELITY_ATOL_FP32 = 5e-5
 FIDELITY_ATOL_FP64 = 1e-12  # same architecture in float64: only float64 rounding is left
 

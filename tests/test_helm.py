@@ -1,7 +1,7 @@
 """The Helm chart (helm/collage) rendered by the real Helm library, with no cluster, Ray or S3.
 
 For several value sets (CPU only, GPU workers, external S3 with an existing Secret, autoscaling off,
-bundled SeaweedFS, monitoring, the README's example) the chart lints strictly and every manifest validates: built-in kinds
+bundled SeaweedFS, monitoring, the documented example) the chart lints strictly and every manifest validates: built-in kinds
 against the Kubernetes schemas (kubernetes-validate, strict), the RayService and ServiceMonitor
 against schemas of the CRD fields the chart uses (tests/data), the pod templates and Service inside
 the RayService against the Kubernetes schemas too. The RayService's serveConfigV2 must equal
@@ -80,13 +80,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _readme_example() -> dict[str, Any]:
-    """The `my-values.yaml` of README "Running on Kubernetes": documented values must install."""
-    section = (REPO_ROOT / "README.md").read_text().split("## Running on Kubernetes", 1)[1]
+def _documented_example() -> dict[str, Any]:
+    """The `my-values.yaml` of docs/operations.md, "Running on Kubernetes": documented values must install."""
+    section = (REPO_ROOT / "docs" / "operations.md").read_text().split("## Running on Kubernetes", 1)[1]
     return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
 
 
-VALUE_SETS["readme"] = _readme_example()
+VALUE_SETS["documented"] = _documented_example()
 
 
 # ---- rendering ---------------------------------------------------------------------------------

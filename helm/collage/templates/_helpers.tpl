@@ -158,7 +158,7 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 {{/*
 The Ray container of a pod template. KubeRay injects its own liveness and readiness probes (raylet
 and GCS health; on workers also the local Serve proxy's /-/healthz) and manages which pods the
-HTTP Service selects, so none are set here: see the README, "Running on Kubernetes", for /healthz
+HTTP Service selects, so none are set here: see docs/operations.md, "Running on Kubernetes", for /healthz
 and /readyz.
 */}}
 {{- define "collage.rayContainer" -}}
