@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
     batch_idle_fast_path: bool = Field(default=True, description="run an edit at once, without the batch wait, when its family "
                                        "replica has nothing else in flight (no batch could form anyway)")
-    edit_coalesce_ms: float = Field(default=5.0, ge=0, le=100, description="while a model has a call in flight, how long the "
+    edit_coalesce_ms: float = Field(default=15.0, ge=0, le=100, description="while a model has a call in flight, how long the "
                                     "ingress holds a new edit for others to share its call to the family (up to batch_max_size "
                                     "per call, service/coalesce.py); 0 = one call per edit")
     family_max_ongoing_requests: int = Field(default=64, ge=1, description="edits a family replica takes at once (Serve "
