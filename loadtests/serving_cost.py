@@ -70,7 +70,7 @@ def classify(process: psutil.Process, app: str, driver_pid: int, generator_pid: 
     title = (cmdline or name).strip()  # Ray pads its workers' process titles with spaces
     if name == "weed" or "/weed " in cmdline:
         return "s3"
-    if title.startswith("ray::ProxyActor"):
+    if name == "haproxy" or title.startswith(("ray::ProxyActor", "ray::HAProxyManager")):  # Ray's Python proxy, or its HAProxy
         return "proxy"
     if title.startswith("ray::ServeReplica:"):
         replica_app, _, deployment = title[len("ray::ServeReplica:"):].partition(":")

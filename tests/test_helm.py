@@ -189,11 +189,12 @@ def test_the_custom_schemas_reject_what_kuberay_would(rendered):
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_ray_pods_get_the_serve_event_loop_settings_of_a_local_run(rendered, value_set):
-    from service.runtime import SERVE_EVENT_LOOP_ENV
+def test_ray_pods_get_the_serve_settings_of_a_local_run(rendered, value_set):
+    from service.runtime import LOCAL_SERVE_ENV, SERVE_ENV
 
     data = only(rendered[value_set], "ConfigMap")["data"]
-    assert {name: data.get(name) for name in SERVE_EVENT_LOOP_ENV} == SERVE_EVENT_LOOP_ENV
+    assert {name: data.get(name) for name in SERVE_ENV} == SERVE_ENV
+    assert not set(LOCAL_SERVE_ENV) & set(data), "a cluster keeps Ray's drain period for rolling updates"
 
 
 # ---- one serve config for cluster and local runs ------------------------------------------------
