@@ -92,7 +92,7 @@ def ours(process: psutil.Process) -> bool:
         name = process.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return process.pid != os.getpid() and (name in ("raylet", "gcs_server", "weed") or cmdline.startswith("ray::"))
+    return process.pid != os.getpid() and (name in ("raylet", "gcs_server", "weed", "haproxy") or cmdline.startswith("ray::"))
 
 
 def cpu_seconds() -> dict[int, tuple[psutil.Process, float]]:

@@ -5,6 +5,7 @@ One code path for ``collage serve``, ``collage demo``, the tests and the benchma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,68 @@ SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_R
 # it (Ray's default, 30 s, is for rolling updates behind a load balancer; locally it only makes
 # every stop take 30 s).
 LOCAL_SERVE_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+# Fixed ports HAProxy and Serve's fallback proxy would bind on every start (Ray's defaults 9101,
+# 8404, 8500, 9500): a second local service on the machine (a test's `collage serve`, a benchmark's
+# baseline) would fail to start. A local run takes free ones, unless they are set.
+LOCAL_SERVE_PORT_ENV = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
+
+def reap_orphaned_haproxy(wait_s: float = 5.0) -> list[int]:
+    """Stop HAProxy processes a killed local run left behind; returns their pids.
+
+    Ray's HAProxy manager starts HAProxy in a session of its own. When the whole local run is
+    killed (SIGKILL of `collage serve`'s process group), HAProxy outlives it, re-parented to init,
+    still bound to the HTTP port and forwarding to replicas that are gone. Only such orphans (an
+    ``.../haproxy`` with a config under Ray's ``/haproxy-serve/`` directory whose parent is not a
+    Ray worker) are stopped: the HAProxy of a live run, this one's or another's beside it, has its
+    manager, ``ray::HAProxyManager``, as parent."""
+    import signal
+
+    orphans = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if cmdline and cmdline[0].endswith(b"/haproxy") and any(b"/haproxy-serve/" in part for part in cmdline):
+            try:
+                parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+            except OSError:
+                parent = b""
+            if not parent.startswith(b"ray::"):  # not its manager's (an init or a subreaper adopted it)
+                orphans.append(int(entry.name))
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while orphans and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in orphans):
+        time.sleep(0.1)
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if orphans:
+        log.warning("stopped HAProxy processes a killed local run left behind", extra={"pids": orphans})
+    return orphans
+
+
+@contextlib.contextmanager
+def local_serve_ports():
+    """Free ports for LOCAL_SERVE_PORT_ENV not set already, in os.environ while Ray starts (its
+    processes inherit them) and gone after, so processes this one starts later choose their own."""
+    from service.s3server import _free_ports
+
+    missing = [name for name in LOCAL_SERVE_PORT_ENV if name not in os.environ]
+    chosen = dict(zip(missing, map(str, _free_ports("127.0.0.1", len(missing), set()))))
+    os.environ.update(chosen)
+    try:
+        yield chosen
+    finally:
+        for name in chosen:
+            os.environ.pop(name, None)
 
 
 def disable_auth_for_local_run() -> None:
@@ -110,13 +173,16 @@ class LocalService:
         disable_auth_for_local_run()
         settings = self.start_storage()
         if not ray.is_initialized():
+            reap_orphaned_haproxy()
             # "local": always a new Ray of our own, never a cluster some other driver left running
             kwargs = {"address": "local", "num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
                       "configure_logging": False}
             if settings.ray_metrics_port:
                 kwargs["_metrics_export_port"] = settings.ray_metrics_port
             kwargs.update(self.ray_init_kwargs)
-            ray.init(**kwargs)
+            with local_serve_ports() as ports:
+                kwargs.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(ports)
+                ray.init(**kwargs)
         serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
         serve.run(build_app({"families": self.families} if self.families else None), name=APP_NAME, route_prefix="/")
         self.wait_ready(ready_timeout_s)
