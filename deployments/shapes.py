@@ -1,13 +1,14 @@
 """The one shape check of the generators and their ops: ``assert_shape(x, (None, 3, 256, 256), "image")``.
 
-Every tensor (or numpy array) shape contract in ``deployments/`` goes through :func:`assert_shape`:
-``None`` entries are wildcards, every other entry must equal the actual size. A mismatch raises
-:class:`ShapeError` naming the tensor, the expected and the actual shape. It is a plain Python check of
-``.shape`` that builds no string unless it fails, so it costs next to nothing per call, is never
+The generators and their ops (``deployments/*/``) check the shape of a tensor (or numpy array)
+with :func:`assert_shape`: ``None`` entries are wildcards, every other entry must equal the actual
+size. A mismatch raises :class:`ShapeError` naming the tensor, the expected and the actual shape.
+It is a plain Python check of ``.shape`` that builds no string unless it fails, so it costs next to nothing per call, is never
 stripped by ``python -O`` (unlike ``assert``), and ``torch.compile`` (static shapes, see
 ``Acceleration``) evaluates it once at trace time and guards on the shapes it read.
 
-Checks of other things (dtypes, config values, argument ranges) keep their own ``ValueError``\\ s.
+Checks of other things (dtypes, config values, argument ranges, sides that must divide by a stride)
+keep their own ``ValueError`` or ``assert``; see docs/architecture/conventions.md.
 """
 
 from __future__ import annotations
