@@ -164,7 +164,7 @@ class FamilyDeployment(abc.ABC):
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
-        self._batch_hist = metrics.family_batch_size()  # None outside a Ray worker
+        self._batch_hist = metrics.family_batch_size()  # None if Ray cannot create it
 
     # ---- family-specific hooks -------------------------------------------------------------
     @abc.abstractmethod

@@ -104,7 +104,7 @@ class JobRunner:
         self._running: dict[str, asyncio.Task] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._slots = DispatchLimit(self.settings.jobs_max_in_flight, self.settings.jobs_min_in_flight, self.settings.jobs_sync_quiet_s)
-        # Exported on Ray's metrics port, beside Serve's own and the families' batch histogram (None outside Ray).
+        # Exported on Ray's metrics port, beside Serve's own and the families' batch histogram (None without Ray).
         self._item_counter, self._running_gauge = metrics.job_items(), metrics.jobs_running()
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 

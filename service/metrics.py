@@ -3,9 +3,9 @@
 Ingress metrics are ``prometheus_client`` objects in :data:`REGISTRY`, served by the ingress at
 ``/metrics``. Ray Serve's built-in metrics (replica queue lengths, handle latencies, ...) are exported
 separately on the Ray metrics port, and so are the metrics of family replicas and the job runner,
-declared at the end of this module with ``ray.util.metrics``. Those work only inside a Ray worker, so
-each is a function that creates its metric on first use in the process that records it (and gives
-None elsewhere, e.g. in tests that build a deployment without Ray).
+declared at the end of this module with ``ray.util.metrics``. Those are exported only from a Ray
+worker, so each is a function that creates its metric on first use in the process that records it
+(a replica's ``__init__``), once per process; it gives None where Ray cannot create it.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ _RAY_METRICS_LOCK = threading.Lock()
 
 def _ray_metric(name: str, create: Callable[[Any], Any]) -> Any:
     """The process's one ``ray.util.metrics`` object called ``name``, created by ``create(ray.util.metrics)``
-    on first use; None where Ray metrics are unavailable (not in a Ray worker), so recording is optional."""
+    on first use; None where Ray cannot create it, so callers record only when they got one."""
     with _RAY_METRICS_LOCK:
         metric = _RAY_METRICS.get(name)
         if metric is None:
@@ -80,7 +80,7 @@ def _ray_metric(name: str, create: Callable[[Any], Any]) -> Any:
                 from ray.util import metrics as ray_metrics
 
                 metric = _RAY_METRICS[name] = create(ray_metrics)
-            except Exception:  # metrics are optional outside a Ray worker
+            except Exception:  # metrics are optional: a replica works without them
                 return None
         return metric
 

@@ -231,8 +231,8 @@ def project(generator: torch.nn.Module, targets: torch.Tensor, candidates: Seque
     batch; the generator's weights are frozen (eval mode), only z moves.
     Returns z (N, z_dim), class_index (N,), error (N,), candidate_errors (per target {class: error}).
     """
-    assert_shape(targets, (None, 3, None, None), "targets")
-    _check(len(candidates) == targets.shape[0] and all(len(c) for c in candidates), "every target needs candidates")
+    assert_shape(targets, (len(candidates), 3, None, None), "targets (one per candidate list)")
+    _check(all(len(c) for c in candidates), "every target needs candidates")
     device = targets.device
     rows = [(n, c) for n, cands in enumerate(candidates) for c in cands]
     owner = torch.tensor([n for n, _ in rows], device=device)
