@@ -7,13 +7,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from deployments.shapes import assert_shape
 from schemas.common import STRIP_GAP
 
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float in [-1, 1] -> numpy uint8 (N, H, W, 3); values outside [-1, 1] are clipped."""
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
+    assert_shape(x, (None, 3, None, None), "images")
     x = x.detach().float().clamp(-1, 1)
     x = ((x + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()

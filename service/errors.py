@@ -115,3 +115,42 @@ class ServiceUnavailable(ProblemError):
 
 class StorageUnavailable(ServiceUnavailable):
     slug = "storage-unavailable"
+
+
+class StorageError(ProblemError):
+    """An object-storage request failed for a reason that is neither "missing" nor "unreachable"."""
+
+    status, title, slug = 500, "Storage Error", "storage-error"
+
+
+# What an IntegrityError is about -> its problem (title, slug); the slugs are documented in docs/api.md.
+_INTEGRITY_SUBJECTS = {
+    "object": ("Stored Object Failed Integrity Check", "integrity"),
+    "checkpoint": ("Checkpoint Integrity Failure", "checkpoint-integrity"),
+}
+
+
+class IntegrityError(ProblemError):
+    """Bytes that do not match the SHA-256 recorded for them: nothing the client can fix.
+
+    ``subject="object"`` (the default): a stored object failed its recorded checksum, on read or in
+    transit (``service/storage.py``), problem type ``integrity``. ``subject="checkpoint"``: a model's
+    weights or catalog do not match the sha256 of its manifest (``service/registry.py``), problem type
+    ``checkpoint-integrity``.
+    """
+
+    status = 500
+
+    def __init__(self, detail: str, *, subject: str = "object", **extra: Any) -> None:
+        if subject not in _INTEGRITY_SUBJECTS:
+            raise ValueError(f"IntegrityError subject must be one of {sorted(_INTEGRITY_SUBJECTS)}, got {subject!r}")
+        self.subject = subject
+        self.title, self.slug = _INTEGRITY_SUBJECTS[subject]
+        super().__init__(detail, **extra)
+
+    def __reduce__(self):
+        return (_rebuild_integrity, (self.detail, self.subject, self.headers, self.extra))
+
+
+def _rebuild_integrity(detail, subject, headers, extra):
+    return IntegrityError(detail, subject=subject, headers=headers, **extra)

@@ -27,6 +27,7 @@ from service.errors import DeadlineExceeded, ProblemError, Unprocessable
 from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
 from service.images import encode_image
 from service.logs import get_logger
+from service import metrics
 from service.registry import ModelRegistry
 from service.storage import AssetStore
 from service.tasks import EditOutput, EditTask
@@ -163,18 +164,7 @@ class FamilyDeployment(abc.ABC):
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
-        self._batch_hist = None
-        try:
-            from ray.util import metrics as ray_metrics
-
-            self._batch_hist = ray_metrics.Histogram(
-                "collage_family_batch_size",
-                description="Dynamic batch sizes seen by a family replica.",
-                boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
-                tag_keys=("family",),
-            )
-        except Exception:  # metrics are optional outside a Ray worker
-            self._batch_hist = None
+        self._batch_hist = metrics.family_batch_size()  # None if Ray cannot create it
 
     # ---- family-specific hooks -------------------------------------------------------------
     @abc.abstractmethod

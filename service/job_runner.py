@@ -30,6 +30,7 @@ from service.config import get_settings
 from service.edits import EditPipeline, validate
 from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests
 from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
+from service import metrics
 from service.logs import get_logger
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -103,15 +104,8 @@ class JobRunner:
         self._running: dict[str, asyncio.Task] = {}
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._slots = DispatchLimit(self.settings.jobs_max_in_flight, self.settings.jobs_min_in_flight, self.settings.jobs_sync_quiet_s)
-        self._item_counter = self._running_gauge = None
-        try:  # exported on Ray's metrics port, beside Serve's own and the families' batch histogram
-            from ray.util import metrics as ray_metrics
-
-            self._item_counter = ray_metrics.Counter("collage_job_items", description="Job items finished, by state.",
-                                                     tag_keys=("state",))
-            self._running_gauge = ray_metrics.Gauge("collage_jobs_running", description="Jobs this runner is executing.")
-        except Exception:  # metrics are optional outside a Ray worker
-            pass
+        # Exported on Ray's metrics port, beside Serve's own and the families' batch histogram (None without Ray).
+        self._item_counter, self._running_gauge = metrics.job_items(), metrics.jobs_running()
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     # ---- called by the ingress ---------------------------------------------------------------

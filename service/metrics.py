@@ -1,10 +1,17 @@
-"""The one place for the service's own Prometheus metrics (served by the ingress at ``/metrics``).
+"""The one place where the service declares its metrics.
 
-Ray Serve's built-in metrics (replica queue lengths, handle latencies, ...) are exported separately
-on the Ray metrics port; family replicas add their batch histogram there via ``ray.util.metrics``.
+Ingress metrics are ``prometheus_client`` objects in :data:`REGISTRY`, served by the ingress at
+``/metrics``. Ray Serve's built-in metrics (replica queue lengths, handle latencies, ...) are exported
+separately on the Ray metrics port, and so are the metrics of family replicas and the job runner,
+declared at the end of this module with ``ray.util.metrics``. Those are exported only from a Ray
+worker, so each is a function that creates its metric on first use in the process that records it
+(a replica's ``__init__``), once per process; it gives None where Ray cannot create it.
 """
 
 from __future__ import annotations
+
+import threading
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the ingress)
@@ -56,3 +63,45 @@ CACHE = Counter("collage_result_cache", "Edit result cache lookups by outcome (h
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+# ---- Ray metrics (exported on the Ray metrics port with the prefix ``ray_``) -----------------------------
+_RAY_METRICS: dict[str, Any] = {}
+_RAY_METRICS_LOCK = threading.Lock()
+
+
+def _ray_metric(name: str, create: Callable[[Any], Any]) -> Any:
+    """The process's one ``ray.util.metrics`` object called ``name``, created by ``create(ray.util.metrics)``
+    on first use; None where Ray cannot create it, so callers record only when they got one."""
+    with _RAY_METRICS_LOCK:
+        metric = _RAY_METRICS.get(name)
+        if metric is None:
+            try:
+                from ray.util import metrics as ray_metrics
+
+                metric = _RAY_METRICS[name] = create(ray_metrics)
+            except Exception:  # metrics are optional: a replica works without them
+                return None
+        return metric
+
+
+def family_batch_size() -> Any:
+    """Histogram ``collage_family_batch_size`` (tag ``family``): each dynamic batch a family replica runs."""
+    return _ray_metric("collage_family_batch_size", lambda m: m.Histogram(
+        "collage_family_batch_size",
+        description="Dynamic batch sizes seen by a family replica.",
+        boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+        tag_keys=("family",),
+    ))
+
+
+def job_items() -> Any:
+    """Counter ``collage_job_items`` (tag ``state``): job items the job runner finished."""
+    return _ray_metric("collage_job_items", lambda m: m.Counter(
+        "collage_job_items", description="Job items finished, by state.", tag_keys=("state",)))
+
+
+def jobs_running() -> Any:
+    """Gauge ``collage_jobs_running``: jobs the job runner is executing."""
+    return _ray_metric("collage_jobs_running", lambda m: m.Gauge(
+        "collage_jobs_running", description="Jobs this runner is executing."))

@@ -18,7 +18,7 @@ from schemas.models import ModelManifest
 from schemas.ops import get_op
 from schemas.style import relabel
 from service.auth import AccessIndex
-from service.errors import NotFound, ProblemError, Unprocessable
+from service.errors import IntegrityError, NotFound, Unprocessable
 from service.storage import AssetStore
 
 MANIFEST = "model.json"
@@ -26,10 +26,6 @@ WEIGHTS = "weights.safetensors"
 CATALOG = "catalog.safetensors"  # part catalog tensors (style family), see deployments/style/catalog.py
 EXAMPLES_DIR = "examples"  # example input images shipped with a checkpoint, stored as assets at registration
 CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into the manifest as "catalog"
-
-
-class IntegrityFailure(ProblemError):
-    status, title, slug = 500, "Checkpoint Integrity Failure", "checkpoint-integrity"
 
 
 class ModelRegistry:
@@ -84,9 +80,9 @@ class ModelRegistry:
             return data
         expected = manifest.get("weights_sha256")
         if not expected:  # register() always records it: a manifest without one was not written by this service
-            raise IntegrityFailure(f"model {name!r} has no weights_sha256 in its manifest; register it again")
+            raise IntegrityError(f"model {name!r} has no weights_sha256 in its manifest; register it again", subject="checkpoint")
         if hashlib.sha256(data).hexdigest() != expected:
-            raise IntegrityFailure(f"weights of model {name!r} do not match the sha256 in its manifest")
+            raise IntegrityError(f"weights of model {name!r} do not match the sha256 in its manifest", subject="checkpoint")
         return data
 
     def _catalog_meta(self, name: str) -> dict[str, Any] | None:
@@ -102,7 +98,7 @@ class ModelRegistry:
             raise NotFound(f"model {name!r} has no part catalog; build one with the 'catalog' op or `collage catalog build`")
         data = self.store.get(self.store.model_key(name, CATALOG))
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            raise IntegrityFailure(f"catalog of model {name!r} does not match the sha256 in its catalog.json")
+            raise IntegrityError(f"catalog of model {name!r} does not match the sha256 in its catalog.json", subject="checkpoint")
         return data, meta
 
     # ---- writing -----------------------------------------------------------------------

@@ -29,7 +29,8 @@ Integrity
 Errors
     Nothing from botocore escapes: connection problems, timeouts and 5xx (after botocore's
     ``standard`` retries) become :class:`~service.errors.StorageUnavailable` (503 + Retry-After),
-    missing keys :class:`~service.errors.NotFound`, integrity failures :class:`IntegrityError`.
+    missing keys :class:`~service.errors.NotFound`, integrity failures :class:`~service.errors.IntegrityError`,
+    anything else :class:`~service.errors.StorageError`.
 
 Thread safety: one boto3 client per store, created from its own ``boto3.session.Session``;
 botocore clients are safe to share between threads.
@@ -50,9 +51,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.config import Settings, get_settings
-from service.errors import BadRequest, Conflict, NotFound, ProblemError, StorageUnavailable
+from service.errors import BadRequest, Conflict, IntegrityError, NotFound, ProblemError, StorageError, StorageUnavailable
 
-__all__ = ["AssetStore", "IntegrityError", "StorageError"]
+__all__ = ["AssetStore"]
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,6 @@ _CHECKSUM_UNSUPPORTED_CODES = frozenset(
 # Endpoint URL -> whether it takes x-amz-checksum-sha256 (detected once per process).
 _CHECKSUM_SUPPORT: dict[str, bool] = {}
 _CHECKSUM_LOCK = threading.Lock()
-
-
-class IntegrityError(ProblemError):
-    """Stored bytes do not match their recorded SHA-256 (or were corrupted in transit)."""
-
-    status, title, slug = 500, "Stored Object Failed Integrity Check", "integrity"
-
-
-class StorageError(ProblemError):
-    """An object-storage request failed for a reason that is neither "missing" nor "unreachable"."""
-
-    status, title, slug = 500, "Storage Error", "storage-error"
 
 
 def sha256_hex(data: bytes) -> str:

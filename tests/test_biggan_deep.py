@@ -227,10 +227,10 @@ def test_feature_edit_replaces_features(gen: BigGANDeep) -> None:
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(z=torch.zeros(2, 7)), "z must be"),
-    (dict(z=torch.zeros(2, 8, 1)), "z must be"),
-    (dict(class_weights=torch.zeros(2, 4)), "class_weights must be"),
-    (dict(class_weights=torch.zeros(3, 5)), "class_weights must be"),
+    (dict(z=torch.zeros(2, 7)), "z must have shape"),
+    (dict(z=torch.zeros(2, 8, 1)), "z must have shape"),
+    (dict(class_weights=torch.zeros(2, 4)), "class_weights must have shape"),
+    (dict(class_weights=torch.zeros(3, 5)), "class_weights must have shape"),
     (dict(truncation=0.0), "truncation"),
     (dict(truncation=1.5), "truncation"),
     (dict(class_maps=[None] * 5), "one entry per block"),

@@ -18,7 +18,8 @@ from deployments.collage.checkpoint import (
 from deployments.inpaint.checkpoint import EDGE_FILE, load_official
 from deployments.safe_load import load_torch_checkpoint
 from deployments.style.checkpoint import read_rosinality
-from service.registry import IntegrityFailure, ModelRegistry
+from service.errors import IntegrityError
+from service.registry import ModelRegistry
 from tests.test_api import CHECKPOINT
 from tests.test_biggan_deep import TINY
 
@@ -83,10 +84,31 @@ def test_registry_refuses_weights_that_do_not_match_their_manifest(store):
     good = registry.load_weights(name)
     assert len(good) == manifest["weights_bytes"]
     store.put(store.model_key(name, "weights.safetensors"), good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped in S3
-    with pytest.raises(IntegrityFailure, match="do not match the sha256"):
+    with pytest.raises(IntegrityError, match="do not match the sha256") as info:
         registry.load_weights(name)
+    problem = info.value.to_problem()
+    assert (problem["status"], problem["title"]) == (500, "Checkpoint Integrity Failure")
+    assert problem["type"].endswith("/checkpoint-integrity")
     unchecked = {k: v for k, v in manifest.items() if k != "weights_sha256"}
     store.put(store.model_key(name, "model.json"), json.dumps(unchecked).encode(), "application/json")
     registry.invalidate(name)
-    with pytest.raises(IntegrityFailure, match="no weights_sha256"):
+    with pytest.raises(IntegrityError, match="no weights_sha256"):
         registry.load_weights(name)
+
+
+@pytest.mark.parametrize("subject, slug, title", [
+    ("object", "integrity", "Stored Object Failed Integrity Check"),
+    ("checkpoint", "checkpoint-integrity", "Checkpoint Integrity Failure"),
+])
+def test_integrity_errors_keep_their_problem_across_pickling(subject, slug, title):
+    """Family replicas raise them; Ray pickles them to the ingress, which must answer the same problem."""
+    import pickle
+
+    error = IntegrityError("bytes do not match", subject=subject, sha256="ab" * 32)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is IntegrityError and again.subject == subject
+    assert again.to_problem() == error.to_problem() == {
+        "type": f"https://collage.dev/problems/{slug}", "title": title, "status": 500, "detail": "bytes do not match",
+        "sha256": "ab" * 32}
+    with pytest.raises(ValueError, match="subject"):
+        IntegrityError("x", subject="weights")

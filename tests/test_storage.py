@@ -20,7 +20,8 @@ from botocore.config import Config
 from service.config import Settings, get_settings
 from service.errors import BadRequest, NotFound, StorageUnavailable
 from service.s3server import EmbeddedS3, find_weed
-from service.storage import AssetStore, IntegrityError
+from service.errors import IntegrityError
+from service.storage import AssetStore
 
 
 def sha(data: bytes) -> str:
@@ -80,6 +81,7 @@ def test_checksum_verification_detects_tampering(store: AssetStore, s3_server: E
     with pytest.raises(IntegrityError) as info:
         store.get(key, verify=True)
     assert info.value.status == 500
+    assert info.value.type_uri.endswith("/integrity") and info.value.title == "Stored Object Failed Integrity Check"
     assert "result" in info.value.detail and "corrupted" in info.value.detail
 
     # An object without a recorded sha256 cannot be verified: refuse rather than pretend.

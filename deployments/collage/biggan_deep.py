@@ -56,6 +56,7 @@ from torch import nn
 
 from deployments.collage.conditioning import ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map
 from deployments.collage.sngan import FeatureEdit
+from deployments.shapes import assert_shape
 
 BOTTOM_WIDTH = 4  # side of gen_z's output
 
@@ -404,12 +405,10 @@ class BigGANDeep(CollageGenerator):
         k = self.config.num_classes
         weight = self.embeddings.weight  # (E, K)
         if isinstance(condition, ClassMixture):
-            _check(condition.classes.dim() == 3 and condition.classes.shape[-1] == k and condition.weights.dim() == 4
-                   and condition.weights.shape[:2] == condition.classes.shape[:2],
-                   f"a ClassMixture needs weights (B, J, H, W) and classes (B, J, {k})")
+            assert_shape(condition.classes, (None, None, k), "a ClassMixture's classes (B, J, K)")
+            assert_shape(condition.weights, (*condition.classes.shape[:2], None, None), "a ClassMixture's weights (B, J, H, W)")
             return ClassMixture(condition.weights, condition.classes @ weight.T)
-        _check(condition.dim() in (2, 4) and condition.shape[1] == k,
-               f"a class condition is (B, {k}) or (B, {k}, H, W), got {tuple(condition.shape)}")
+        assert_shape(condition, (None, k) if condition.dim() == 2 else (None, k, None, None), "a class condition (B, K[, H, W])")
         if condition.dim() == 2:
             return self.embeddings(condition)
         return torch.einsum("bkhw,ek->behw", condition, weight)
@@ -434,10 +433,9 @@ class BigGANDeep(CollageGenerator):
             continues the forward pass (feature blending, feature capture).
         """
         cfg = self.config
+        assert_shape(z, (None, cfg.z_dim), "z")
         batch = z.shape[0]
-        _check(z.dim() == 2 and z.shape[1] == cfg.z_dim, f"z must be (B, {cfg.z_dim}), got {tuple(z.shape)}")
-        _check(tuple(class_weights.shape) == (batch, cfg.num_classes),
-               f"class_weights must be ({batch}, {cfg.num_classes}), got {tuple(class_weights.shape)}")
+        assert_shape(class_weights, (batch, cfg.num_classes), "class_weights")
         truncation = float(truncation)
         _check(0.0 < truncation <= 1.0, f"truncation must be in (0, 1], got {truncation}")
         _check(class_maps is None or len(class_maps) == cfg.n_blocks, f"class_maps needs one entry per block ({cfg.n_blocks})")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from deployments.collage.conditioning import ClassMixture, pool_class_map
+from deployments.shapes import assert_shape
 
 TRUNCATION_BOUND = 2.0  # seeded z: standard normal resampled outside [-2, 2] (BigGAN's truncated noise)
 
@@ -85,8 +86,8 @@ def spatial_class_weights(base_classes: torch.Tensor, region_masks: Sequence[tor
     classes[:, 0] = base_classes
     for b, (masks, region_class, intensity) in enumerate(zip(region_masks, region_classes, intensities)):
         if len(masks):
-            _check(masks.shape[-2:] == (height, width), f"all masks must be {height}x{width}, got {tuple(masks.shape[-2:])}")
-            _check(region_class.shape == (len(masks), n_classes), f"region classes must be ({len(masks)}, {n_classes})")
+            assert_shape(masks, (None, height, width), f"region masks of sample {b}")  # one size for all
+            assert_shape(region_class, (len(masks), n_classes), f"region classes of sample {b}")
             regions = masks.clamp(0, 1) * intensity.view(-1, 1, 1)
             total = regions.sum(0, keepdim=True)
             regions = regions / total.clamp(min=1.0)
@@ -122,7 +123,7 @@ def label_collage(generator: torch.nn.Module, z: torch.Tensor, base_classes: tor
     z (B, z_dim), base_classes (B, K), mixture from :func:`spatial_class_weights`,
     uses_block (B, n_blocks) bool: which blocks' CBNs take the spatial map, per sample.
     """
-    _check(uses_block.shape == (z.shape[0], generator.n_blocks), f"uses_block must be ({z.shape[0]}, {generator.n_blocks})")
+    assert_shape(uses_block, (z.shape[0], generator.n_blocks), "uses_block")
     return generator(z, base_classes, truncation, class_maps=block_class_maps(mixture, uses_block))
 
 
@@ -168,8 +169,9 @@ def feature_collage(generator: torch.nn.Module, z: torch.Tensor, class_weights: 
     shifts: (N_ref, 2) long (dx, dy) in output pixels, scaled to each block's resolution.
     """
     n_ref = owners.shape[0]
-    _check(masks.shape[0] == n_ref and uses_block.shape == (n_ref, generator.n_blocks) and shifts.shape == (n_ref, 2),
-           "owners, masks, uses_block and shifts need one row per reference")
+    assert_shape(masks, (n_ref, None, None), "masks (one row per reference)")
+    assert_shape(uses_block, (n_ref, generator.n_blocks), "uses_block (one row per reference)")
+    assert_shape(shifts, (n_ref, 2), "shifts (one row per reference)")
     resolution = masks.shape[-1]
 
     def blend(block: int, h: torch.Tensor) -> torch.Tensor:
@@ -229,8 +231,8 @@ def project(generator: torch.nn.Module, targets: torch.Tensor, candidates: Seque
     batch; the generator's weights are frozen (eval mode), only z moves.
     Returns z (N, z_dim), class_index (N,), error (N,), candidate_errors (per target {class: error}).
     """
-    _check(targets.dim() == 4 and targets.shape[1] == 3, f"targets must be (N, 3, R, R), got {tuple(targets.shape)}")
-    _check(len(candidates) == targets.shape[0] and all(len(c) for c in candidates), "every target needs candidates")
+    assert_shape(targets, (len(candidates), 3, None, None), "targets (one per candidate list)")
+    _check(all(len(c) for c in candidates), "every target needs candidates")
     device = targets.device
     rows = [(n, c) for n, cands in enumerate(candidates) for c in cands]
     owner = torch.tensor([n for n, _ in rows], device=device)

@@ -30,6 +30,7 @@ from torch import nn
 
 from deployments.collage.conditioning import (  # noqa: F401  (pool_class_map: re-exported)
     ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map)
+from deployments.shapes import assert_shape
 
 CHAINER_BN_EPS = 2e-5
 
@@ -166,10 +167,9 @@ class SNGANGenerator(CollageGenerator):
             continues the forward pass (feature blending, feature capture).
         """
         cfg = self.config
+        assert_shape(z, (None, cfg.z_dim), "z")
         batch = z.shape[0]
-        _check(z.dim() == 2 and z.shape[1] == cfg.z_dim, f"z must be (B, {cfg.z_dim}), got {tuple(z.shape)}")
-        _check(tuple(class_weights.shape) == (batch, cfg.n_classes),
-               f"class_weights must be ({batch}, {cfg.n_classes}), got {tuple(class_weights.shape)}")
+        assert_shape(class_weights, (batch, cfg.n_classes), "class_weights")
         _check(class_maps is None or len(class_maps) == cfg.n_blocks, f"class_maps needs one entry per block ({cfg.n_blocks})")
         h = self.l1(z).view(batch, -1, cfg.bottom_width, cfg.bottom_width)
         for i, block in enumerate(self.blocks()):

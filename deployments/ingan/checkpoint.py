@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 from deployments.ingan.ingan import Generator, InGANConfig
+from deployments.shapes import assert_shape
 
 FAMILY = "ingan"
 FORMAT = "ingan"
@@ -45,7 +46,8 @@ class InGANModel:
 
 def weights_bytes(generator: Generator, image: np.ndarray) -> bytes:
     """The safetensors bytes of a model: ``generator.*`` plus ``source_image``."""
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, f"uint8 (H, W, 3) expected, got {image.dtype} {image.shape}"
+    assert image.dtype == np.uint8, f"uint8 (H, W, 3) expected, got {image.dtype}"
+    assert_shape(image, (None, None, 3), "image (uint8 H, W, 3)")
     tensors = {f"generator.{k}": v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
     tensors[SOURCE_KEY] = torch.from_numpy(np.array(image, dtype=np.uint8))  # a copy: decoded images are read-only
     return safetensors.torch.save(tensors, metadata={"format": FORMAT})

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deployments.shapes import assert_shape
+
 
 @dataclasses.dataclass(frozen=True)
 class InGANConfig:
@@ -74,7 +76,7 @@ def homography_grid(homography: torch.Tensor, size: tuple[int, int]) -> torch.Te
     [-1, 1] (x right, y down, pixel centres as grid_sample places them). The identity gives exactly
     the grid of a bilinear resize, so the plain resize path is this with the identity.
     """
-    assert homography.dim() == 3 and homography.shape[1:] == (3, 3), f"(B, 3, 3) homography expected, got {tuple(homography.shape)}"
+    assert_shape(homography, (None, 3, 3), "homography")
     height, width = size
     ys = (torch.arange(height, dtype=homography.dtype, device=homography.device) * 2 + 1) / height - 1
     xs = (torch.arange(width, dtype=homography.dtype, device=homography.device) * 2 + 1) / width - 1
@@ -116,7 +118,7 @@ class Generator(nn.Module):
         self.exit = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh())
 
     def forward(self, image: torch.Tensor, size: tuple[int, int], homography: torch.Tensor | None = None) -> torch.Tensor:
-        assert image.dim() == 4 and image.shape[1] == 3, f"(B, 3, H, W) image expected, got {tuple(image.shape)}"
+        assert_shape(image, (None, 3, None, None), "image")
         height, width = int(size[0]), int(size[1])
         multiple = self.config.size_multiple
         assert height > 0 and width > 0 and height % multiple == 0 and width % multiple == 0, (

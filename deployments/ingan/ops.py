@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from deployments.images import strip  # noqa: F401 - retarget's several outputs come back as one strip
 from deployments.ingan.ingan import Generator, InGANConfig, MultiScaleDiscriminator
+from deployments.shapes import assert_shape
 from schemas.ingan import snap_side as schema_snap_side  # one snapping rule for the API and the generator
 
 
@@ -68,7 +69,8 @@ def top_corner_homography(top_left: float, top_right: float) -> np.ndarray:
 # ---- tensors --------------------------------------------------------------------------------
 def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (H, W, 3) -> (1, 3, H, W) float in [-1, 1]."""
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, f"uint8 (H, W, 3) expected, got {image.dtype} {image.shape}"
+    assert image.dtype == np.uint8, f"uint8 (H, W, 3) expected, got {image.dtype}"
+    assert_shape(image, (None, None, 3), "image (uint8 H, W, 3)")
     return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).to(device) / 127.5 - 1
 
 

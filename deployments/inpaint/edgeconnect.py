@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deployments.shapes import assert_shape
+
 OFFICIAL_CHANNELS = 64
 OFFICIAL_RESIDUAL_BLOCKS = 8
 SIZE_MULTIPLE = 4
@@ -108,8 +110,7 @@ class _EncoderDecoder(nn.Module):
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x.dim() == 4 and x.shape[1] == self.in_channels,
-               f"{type(self).__name__} takes (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        assert_shape(x, (None, self.in_channels, None, None), f"{type(self).__name__}'s input")
         _check(x.shape[-2] % SIZE_MULTIPLE == 0 and x.shape[-1] % SIZE_MULTIPLE == 0,
                f"height and width must be multiples of {SIZE_MULTIPLE}, got {tuple(x.shape[-2:])}")
         return self.decoder(self.middle(self.encoder(x)))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from deployments.inpaint.edgeconnect import SIZE_MULTIPLE, EdgeConnect
+from deployments.shapes import assert_shape
 
 # ITU-R BT.709 luma, what skimage.color.rgb2gray uses (the official code's grayscale)
 GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
@@ -109,7 +110,8 @@ def complete(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, edge
     Any H, W: padded to multiples of 4 and cropped back.
     """
     height, width = images.shape[-2:]
-    assert masks.shape == edges.shape == (images.shape[0], 1, height, width), "masks/edges must be (B, 1, H, W)"
+    assert_shape(masks, (images.shape[0], 1, height, width), "masks")
+    assert_shape(edges, (images.shape[0], 1, height, width), "edges")
     padded_images = pad_to_multiple(images)
     padded_masks = pad_to_multiple(masks, mode="constant")  # the padding is never a hole
     padded_edges = pad_to_multiple(edges, mode="constant")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from deployments.shapes import assert_shape
 from schemas.warp import KEYPOINT_NAMES, SKELETON
 
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
@@ -47,8 +48,9 @@ def torso_length(keypoints: torch.Tensor) -> torch.Tensor:
 def roi_boxes(keypoints: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (boxes (n, 7, 4) pixel x0, y0, x1, y1; present (n, 7) bool). A ROI with no visible joint is
     absent (its box is a dummy at the neck); one visible joint gives a square of twice the margin."""
+    assert_shape(keypoints, (None, NUM_KEYPOINTS, 2), "keypoints")
     n = keypoints.shape[0]
-    assert keypoints.shape == (n, NUM_KEYPOINTS, 2) and visible.shape == (n, NUM_KEYPOINTS), (keypoints.shape, visible.shape)
+    assert_shape(visible, (n, NUM_KEYPOINTS), "visible")
     members = _ROI_MEMBERS.to(keypoints.device)[None] & visible[:, None, :]  # (n, 7, 18)
     points = keypoints[:, None].expand(n, NUM_ROIS, NUM_KEYPOINTS, 2)
     big = torch.finfo(keypoints.dtype).max

@@ -30,6 +30,7 @@ from torch import nn
 
 from deployments.person.body import (NUM_KEYPOINTS, NUM_ROIS, POSE_VECTOR_DIM, crop_rois, keypoints_from_vector, pose_mask,
                                      pose_vector, roi_boxes, roi_masks)
+from deployments.shapes import assert_shape
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 
 FACTORS = ("foreground", "background", "pose")
@@ -190,7 +191,7 @@ class Mapping(nn.Module):
         self.net = _mlp([dim] + [hidden] * layers + [dim])
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        assert noise.shape[1:] == (self.dim,), f"noise must be (n, {self.dim}), got {tuple(noise.shape)}"
+        assert_shape(noise, (None, self.dim), "noise")
         return self.net(noise)
 
 
@@ -206,27 +207,29 @@ class DisentangledPersonGenerator(nn.Module):
         self.decoder = UNetDecoder(config)
         self.mappings = nn.ModuleDict({f: Mapping(config.embedding_dim(f), config.mapping_hidden, config.mapping_layers) for f in FACTORS})
 
-    def _check(self, image: torch.Tensor | None, keypoints: torch.Tensor, visible: torch.Tensor) -> None:
-        n, h, w = keypoints.shape[0], self.config.height, self.config.width
-        assert keypoints.shape == (n, NUM_KEYPOINTS, 2) and visible.shape == (n, NUM_KEYPOINTS), (keypoints.shape, visible.shape)
-        assert image is None or image.shape == (n, 3, h, w), f"image must be (n, 3, {h}, {w}), got {tuple(image.shape)}"
+    def _check_inputs(self, image: torch.Tensor | None, keypoints: torch.Tensor, visible: torch.Tensor) -> None:
+        assert_shape(keypoints, (None, NUM_KEYPOINTS, 2), "keypoints")
+        n = keypoints.shape[0]
+        assert_shape(visible, (n, NUM_KEYPOINTS), "visible")
+        if image is not None:
+            assert_shape(image, (n, 3, self.config.height, self.config.width), "image")
 
     def encode_foreground(self, image: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        self._check(image, keypoints, visible)
+        self._check_inputs(image, keypoints, visible)
         boxes, present = roi_boxes(keypoints, visible)
         return self.foreground(image, pose_mask(keypoints, visible, self.config.height, self.config.width), boxes, present)
 
     def encode_background(self, image: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        self._check(image, keypoints, visible)
+        self._check_inputs(image, keypoints, visible)
         return self.background(image, pose_mask(keypoints, visible, self.config.height, self.config.width))
 
     def encode_pose(self, keypoints: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        self._check(None, keypoints, visible)
+        self._check_inputs(None, keypoints, visible)
         return self.pose.encode(pose_vector(keypoints, visible, self.config.height, self.config.width))
 
     def encode(self, image: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> Embeddings:
         """All three factors, the pose mask drawn once for both appearance encoders."""
-        self._check(image, keypoints, visible)
+        self._check_inputs(image, keypoints, visible)
         mask = pose_mask(keypoints, visible, self.config.height, self.config.width)
         return Embeddings(self.foreground(image, mask, *roi_boxes(keypoints, visible)), self.background(image, mask),
                           self.encode_pose(keypoints, visible))
@@ -238,9 +241,10 @@ class DisentangledPersonGenerator(nn.Module):
     def decode(self, foreground: torch.Tensor, background: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Foreground (n, 7 * roi_dim) and background (n, background_dim) embeddings, drawn in the pose of
         ``keypoints`` -> image (n, 3, H, W) in [-1, 1]."""
-        self._check(None, keypoints, visible)
+        self._check_inputs(None, keypoints, visible)
         n, h, w, config = keypoints.shape[0], self.config.height, self.config.width, self.config
-        assert foreground.shape == (n, config.foreground_dim) and background.shape == (n, config.background_dim)
+        assert_shape(foreground, (n, config.foreground_dim), "foreground embedding")
+        assert_shape(background, (n, config.background_dim), "background embedding")
         boxes, present = roi_boxes(keypoints, visible)
         painted = (roi_masks(boxes, present, h, w)[:, :, None] * foreground.view(n, NUM_ROIS, config.roi_dim, 1, 1)).flatten(1, 2)
         tiled = background[:, :, None, None].expand(n, config.background_dim, h, w)

@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator
+from deployments.shapes import assert_shape
 
 
 @dataclasses.dataclass
@@ -83,7 +84,9 @@ def interpolate(model: DisentangledPersonGenerator, factor: str, start: People, 
     """``steps`` images (batch of one person each for ``start`` and ``end``): ``factor``'s embedding goes
     linearly from start's to end's, the other factors stay start's. A pose is interpolated as its
     54-dim code and decoded to keypoints at every step, the ends included."""
-    assert factor in FACTORS and steps >= 2 and start.images.shape[0] == end.images.shape[0] == 1
+    assert factor in FACTORS and steps >= 2, (factor, steps)
+    assert_shape(start.images, (1, 3, None, None), "start's images (one person)")
+    assert_shape(end.images, (1, 3, None, None), "end's images (one person)")
     weights = torch.linspace(0, 1, steps, device=start.images.device)[:, None]
 
     def line(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

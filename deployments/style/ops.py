@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from deployments.images import images_to_tensor, to_uint8_images  # noqa: F401  (re-exported)
+from deployments.shapes import assert_shape
 
 from deployments.style.stylegan2 import Generator
 
@@ -62,12 +63,10 @@ def sample(
     sd, n_latent = generator.style_dim, generator.n_latent
     with torch.inference_mode():
         if z is not None:
-            if z.ndim != 2 or z.shape[1] != sd:
-                raise ValueError(f"z must have shape (N, {sd}), got {tuple(z.shape)}")
+            assert_shape(z, (None, sd), "z")
             w = generator.mapping(z.to(device, dtype))
         else:
-            if not (w.ndim == 2 and w.shape[1] == sd) and not (w.ndim == 3 and w.shape[1:] == (n_latent, sd)):
-                raise ValueError(f"w must have shape (N, {sd}) or (N, {n_latent}, {sd}), got {tuple(w.shape)}")
+            assert_shape(w, (None, sd) if w.ndim == 2 else (None, n_latent, sd), "w")  # one w, or one per layer
             w = w.to(device, dtype)
         if w.shape[0] == 0:
             raise ValueError("sample needs at least one latent (N >= 1)")
@@ -100,8 +99,7 @@ def project(
     Returns (w_plus (N, n_latent, style_dim), image (N, 3, R, R), per-row final MSE (N,)).
     ``on_step(step, mse (N,))`` is called after every step (1-based) with the rows' MSE before it.
     """
-    if target.ndim != 4 or target.shape[1:] != (3, generator.resolution, generator.resolution):
-        raise ValueError(f"target must be (N, 3, {generator.resolution}, {generator.resolution}), got {tuple(target.shape)}")
+    assert_shape(target, (None, 3, generator.resolution, generator.resolution), "target")
     if latent_space not in ("w", "w+"):
         raise ValueError(f"latent_space must be 'w' or 'w+', got {latent_space!r}")
     if steps < 1:

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deployments.shapes import assert_shape
+
 BLUR_KERNEL = (1, 3, 3, 1)
 # The port's channel table before the channel_multiplier: resolutions >= 64 are multiplied by it.
 PORT_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -44,7 +46,7 @@ NOISE_MODES = ("const", "random", "none")
 
 
 def _check(condition: bool, message: str) -> None:
-    """Shape/argument contract check; raises ValueError (never stripped like ``assert`` under -O)."""
+    """Argument and config contract check (shapes: ``assert_shape``); raises ValueError (never stripped like ``assert`` under -O)."""
     if not condition:
         raise ValueError(message)
 
@@ -146,7 +148,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int
     x: (N, C, H, W); kernel: (K, K); pad = (before, after), the same on both axes (non-negative).
     Output: (N, C, H*up + pad0 + pad1 - K + 1, W*up + pad0 + pad1 - K + 1).
     """
-    _check(x.ndim == 4, f"upfirdn2d expects (N, C, H, W), got shape {tuple(x.shape)}")
+    assert_shape(x, (None, None, None, None), "upfirdn2d's x (N, C, H, W)")
     _check(min(pad) >= 0, f"upfirdn2d supports non-negative padding only, got {pad}")
     n, c, h, w = x.shape
     if up > 1:
@@ -277,10 +279,10 @@ class ModulatedConv2d(nn.Module):
 
     def modulated(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x (N, in, H, W), s (N, in) -> (N, out, H', W') with H' = 2H when upsampling, else H."""
+        assert_shape(x, (None, self.in_channels, None, None), "ModulatedConv2d's input")
         n, c, h, w = x.shape
         k = self.kernel_size
-        _check(c == self.in_channels, f"ModulatedConv2d expects {self.in_channels} input channels, got {c}")
-        _check(tuple(s.shape) == (n, c), f"style coefficients must be {(n, c)}, got {tuple(s.shape)}")
+        assert_shape(s, (n, c), "style coefficients")
         if not self.fused:
             return self._modulated_unfused(x, s)
         weight = self.scale * self.weight * s.view(n, 1, c, 1, 1)  # (N, out, in, k, k)
@@ -478,10 +480,7 @@ class Generator(nn.Module):
     # ---- mapping -----------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, style_dim) -> w (N, style_dim)."""
-        _check(
-            z.ndim == 2 and z.shape[1] == self.style_dim,
-            f"z must have shape (N, {self.style_dim}), got {tuple(z.shape)}",
-        )
+        assert_shape(z, (None, self.style_dim), "z")
         return self.style(z)
 
     @torch.no_grad()
@@ -494,21 +493,15 @@ class Generator(nn.Module):
     def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
         """w (N, style_dim) or ws (N, n_latent, style_dim) -> ws (N, n_latent, style_dim)."""
         if w.ndim == 2:
-            _check(w.shape[1] == self.style_dim, f"w must have shape (N, {self.style_dim}), got {tuple(w.shape)}")
+            assert_shape(w, (None, self.style_dim), "w")
             return w.unsqueeze(1).expand(-1, self.n_latent, -1)
-        self._check_ws(w)
+        assert_shape(w, (None, self.n_latent, self.style_dim), "ws")
         return w
-
-    def _check_ws(self, ws: torch.Tensor) -> None:
-        _check(
-            ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.style_dim),
-            f"ws must have shape (N, {self.n_latent}, {self.style_dim}), got {tuple(ws.shape)}",
-        )
 
     # ---- synthesis ---------------------------------------------------------------------------
     def styles_from_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """ws (N, n_latent, style_dim) -> style coefficients s, one (N, channels) per ``style_layers`` entry."""
-        self._check_ws(ws)
+        assert_shape(ws, (None, self.n_latent, self.style_dim), "ws")
         return [conv.modulation(ws[:, layer.w_index]) for layer, conv in zip(self.style_layers, self._modulated_convs())]
 
     def synthesis(
@@ -533,10 +526,7 @@ class Generator(nn.Module):
         )
         n = styles[0].shape[0]
         for layer, s in zip(self.style_layers, styles):
-            _check(
-                tuple(s.shape) == (n, layer.channels),
-                f"style of layer {layer.name} must have shape ({n}, {layer.channels}), got {tuple(s.shape)}",
-            )
+            assert_shape(s, (n, layer.channels), f"style of layer {layer.name}")
         noise = self._noise(noise_mode)
         features: list[torch.Tensor] = []
         x = self.input(n)

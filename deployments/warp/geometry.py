@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deployments.shapes import assert_shape
+
 IDENTITY_AFFINE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -22,7 +24,7 @@ def identity_grid(n: int, height: int, width: int, device: torch.device | str = 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """theta (n, 2, 3) maps output (x, y, 1) to input (x, y) -> grid (n, H, W, 2)."""
-    assert theta.dim() == 3 and theta.shape[1:] == (2, 3), f"theta must be (n, 2, 3), got {tuple(theta.shape)}"
+    assert_shape(theta, (None, 2, 3), "theta")
     return F.affine_grid(theta, [theta.shape[0], 1, height, width], align_corners=False)
 
 
@@ -39,7 +41,8 @@ def compose_grids(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     outer (n, Ho, Wo, 2) is sampled bilinearly at inner's positions (n, H, W, 2); points that fall
     outside outer are extrapolated from its border (padding "border"), so composition with an
     identity leaves a grid unchanged up to float error."""
-    assert outer.shape[0] == inner.shape[0] and outer.shape[-1] == inner.shape[-1] == 2, (outer.shape, inner.shape)
+    assert_shape(outer, (None, None, None, 2), "outer grid")
+    assert_shape(inner, (outer.shape[0], None, None, 2), "inner grid")
     sampled = F.grid_sample(outer.permute(0, 3, 1, 2), inner, mode="bilinear", padding_mode="border", align_corners=False)
     return sampled.permute(0, 2, 3, 1)
 

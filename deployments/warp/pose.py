@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from deployments.shapes import assert_shape
+
 NUM_KEYPOINTS = 18
 
 
@@ -18,9 +20,8 @@ def pose_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor, height: int, w
 
     Channel j is exp(-|p - k_j|^2 / (2 sigma^2)), peaking at 1 on the keypoint; an invisible joint's
     channel is all zeros, so "not there" never looks like "there, far away"."""
-    n = keypoints.shape[0]
-    assert keypoints.shape == (n, NUM_KEYPOINTS, 2), f"keypoints must be (n, 18, 2), got {tuple(keypoints.shape)}"
-    assert visible.shape == (n, NUM_KEYPOINTS), f"visible must be (n, 18), got {tuple(visible.shape)}"
+    assert_shape(keypoints, (None, NUM_KEYPOINTS, 2), "keypoints")
+    assert_shape(visible, (keypoints.shape[0], NUM_KEYPOINTS), "visible")
     ys = torch.arange(height, dtype=torch.float32, device=keypoints.device)[None, None, :, None]
     xs = torch.arange(width, dtype=torch.float32, device=keypoints.device)[None, None, None, :]
     x, y = keypoints[..., 0, None, None].float(), keypoints[..., 1, None, None].float()
