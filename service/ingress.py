@@ -314,7 +314,10 @@ class Ingress:
         summary="Upload an asset (multipart field 'file', or JSON with base64)",
         responses={200: {"model": AssetInfo, "description": "the same bytes were stored already"},
                    **_problems(400, 413, 415, 422, 503)},
-        openapi_extra={"requestBody": {"required": True, "content": {  # components added by service/openapi.py
+        # components added by service/openapi.py. Without "required": true, which is what the handler means
+        # (no body is a 415), because openapi-python-client 0.29 generates code that does not import for a
+        # required body of two media types (openapi-generators/openapi-python-client#1451).
+        openapi_extra={"requestBody": {"content": {
             "multipart/form-data": {"schema": {"$ref": "#/components/schemas/AssetUploadForm"}},
             "application/json": {"schema": {"$ref": "#/components/schemas/AssetUploadJSON"}}}}},
     )
