@@ -7,10 +7,12 @@ see are added here, once, when ``/openapi.json`` is first asked for (nothing of 
   ``params`` and ``inputs``, validated against the op once the model's family is known). The
   ``EditRequest`` component is replaced by ``anyOf`` one variant per (family, op) with typed params
   and inputs (:mod:`schemas.typed_edits`); ``POST /v1/edits`` and the ``items`` of ``POST /v1/jobs``
-  refer to it.
+  refer to it. A failed job item's ``problem`` refers to ``Problem``.
 - **Errors.** Every error response of every operation (each 4xx/5xx it documents, plus 500, which any
   route can answer) has the one content type the service sends, ``application/problem+json``, with
   the ``Problem`` schema.
+- **Bodies the handlers read themselves** (``POST /v1/assets``: multipart or JSON) refer to the
+  ``AssetUploadForm`` and ``AssetUploadJSON`` components added here.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _typed_job_items(schemas: dict[str, Any]) -> None:
             option["items"] = {"$ref": REF + "EditRequest"}
 
 
+def _typed_item_problems(schemas: dict[str, Any]) -> None:
+    """A failed job item's ``problem`` is the problem object its edit would have answered."""
+    item_error = schemas["ItemError"]["properties"]
+    item_error["problem"] = {**PROBLEM_REF, "description": item_error["problem"].get("description", "")}
+    problem = schemas["JobItem"]["properties"]["problem"]
+    problem["anyOf"] = [dict(PROBLEM_REF) if option.get("type") == "object" else option for option in problem["anyOf"]]
+
+
 def customise(schema: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's OpenAPI document -> the published one (in place; also returned)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -76,6 +86,7 @@ def customise(schema: dict[str, Any]) -> dict[str, Any]:
     schemas.setdefault("AssetUploadJSON", AssetUploadJSON.model_json_schema(ref_template=REF + "{model}"))
     schemas.setdefault("AssetUploadForm", ASSET_UPLOAD_FORM_SCHEMA)
     _typed_job_items(schemas)
+    _typed_item_problems(schemas)
     _problem_responses(schema.get("paths", {}))
     return schema
 

@@ -75,6 +75,9 @@ def test_every_error_response_is_problem_json():
         assert "500" in errors, label
         for status, response in errors.items():
             assert response["content"] == {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}, (label, status)
+    schemas = document["components"]["schemas"]  # a failed job item's problem is one too
+    assert schemas["ItemError"]["properties"]["problem"]["$ref"] == "#/components/schemas/Problem"
+    assert {"$ref": "#/components/schemas/Problem"} in schemas["JobItem"]["properties"]["problem"]["anyOf"]
 
 
 # ---- a generated client against the running service ----------------------------------------------
