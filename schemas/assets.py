@@ -19,6 +19,20 @@ class AssetUploadJSON(StrictModel):
     kind: AssetKind = Field(default="image", description="'image' is decoded and checked; 'data' is stored as is")
 
 
+# The multipart form of ``POST /v1/assets`` (parsed by the handler itself, so described by hand).
+ASSET_UPLOAD_FORM_SCHEMA = {
+    "title": "AssetUploadForm",
+    "description": "Body of ``POST /v1/assets`` as multipart/form-data: the file, and what kind of asset it is.",
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the file's bytes"},
+        "kind": {"type": "string", "enum": ["image", "data"], "default": "image",
+                 "description": "'image' is decoded and checked; 'data' is stored as is"},
+    },
+}
+
+
 class AssetInfo(StrictModel):
     asset_id: Sha256Hex = Field(description="sha256 of the bytes; use it in edit inputs")
     size: int = Field(description="size in bytes")

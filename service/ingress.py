@@ -48,6 +48,7 @@ from service.errors import (
 from service.images import decode_image, inspect_image
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
 from service.logs import get_logger, request_id_var
+from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
 from service.storage import AssetStore
 
@@ -78,8 +79,11 @@ api = FastAPI(
     version=VERSION,
     description="Spatially controlled GAN image editing. Errors are RFC 9457 problem+json. Every route but /healthz, "
                 "/readyz (and /metrics, unless configured otherwise) needs `Authorization: Bearer <API key>`; "
-                f"`POST /v1/edits` honours `{DEADLINE_HEADER}: <seconds>` (past it, the edit is not computed: 504).",
+                f"`POST /v1/edits` honours `{DEADLINE_HEADER}: <seconds>` (past it, the edit is not computed: 504). "
+                "Edits are typed per (family, op): `EditRequest` is anyOf `<Family><Op>EditRequest`.",
+    generate_unique_id_function=lambda route: route.name,  # operationId = the handler's name, e.g. create_edit
 )
+install_openapi(api)  # typed edit variants and problem+json error responses (service/openapi.py)
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -310,10 +314,12 @@ class Ingress:
         summary="Upload an asset (multipart field 'file', or JSON with base64)",
         responses={200: {"model": AssetInfo, "description": "the same bytes were stored already"},
                    **_problems(400, 413, 415, 422, 503)},
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"}, "kind": {"type": "string", "enum": ["image", "data"]}}}},
-            "application/json": {"schema": AssetUploadJSON.model_json_schema()}}}},
+        # components added by service/openapi.py. Without "required": true, which is what the handler means
+        # (no body is a 415), because openapi-python-client 0.29 generates code that does not import for a
+        # required body of two media types (openapi-generators/openapi-python-client#1451).
+        openapi_extra={"requestBody": {"content": {
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/AssetUploadForm"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/AssetUploadJSON"}}}}},
     )
     async def upload_asset(self, request: Request, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
