@@ -6,8 +6,9 @@
 Without --url the service is started locally and stopped afterwards. For each user count (closed
 loop: concurrency = users) it runs ``locust -f loadtests/locustfile.py --headless`` with that many
 users for --run-time (and at most --max-requests requests), keeps Locust's CSVs in
-``<out>/u<N>_stats.csv`` …, and at the end writes ``<out>/load.md`` (throughput, p50/p95/p99 and
-failures per op and concurrency) and ``<out>/load.png`` (throughput and latency vs concurrency).
+``<out>/u<N>_stats.csv`` … and the final figures in ``<out>/u<N>_summary.json``, and at the end
+writes ``<out>/load.md`` (throughput, p50/p95/p99 and failures per op and concurrency) and
+``<out>/load.png`` (throughput and latency vs concurrency).
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ def _number(cell: str) -> float:
 
 def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: int, job_items: int, out: Path) -> dict[str, dict]:
     """One headless Locust run; its stats per request name (plus 'Aggregated')."""
-    env = {**os.environ, "COLLAGE_LOAD_OPS": scenario, "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
-           "COLLAGE_LOAD_JOB_ITEMS": str(job_items)}
     prefix = out / f"u{users}"
+    summary = Path(f"{prefix}_summary.json")
+    env = {**os.environ, "COLLAGE_LOAD_OPS": scenario, "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
+           "COLLAGE_LOAD_JOB_ITEMS": str(job_items), "COLLAGE_LOAD_SUMMARY": str(summary)}
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "-u", str(users),
                "-r", str(users), "-t", run_time, "--stop-timeout", "30", "--host", url, "--csv", str(prefix), "--exit-code-on-error", "0"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     if completed.returncode != 0:
         raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
-    return read_stats(Path(f"{prefix}_stats.csv"))
+    # The summary, not the CSV: Locust rewrites the CSV once a second and not at exit (see locustfile).
+    rows = json.loads(summary.read_text())
+    return {name: {key: float("nan") if value is None else value for key, value in row.items()} for name, row in rows.items()}
 
 
 def read_stats(path: Path) -> dict[str, dict]:

@@ -10,6 +10,9 @@
   runs only it.
 - ``COLLAGE_LOAD_JOB_ITEMS``: edits per job (default 20).
 - ``COLLAGE_LOAD_MAX_REQUESTS``: stop after this many requests in total (0 = only --run-time).
+- ``COLLAGE_LOAD_SUMMARY``: a path; at exit the final figures per request name go there as JSON.
+  (Locust's own CSV is rewritten once a second and not at exit, so a run shorter than that second
+  can leave it without a row for requests that did finish.)
 
 Every edit is distinct (a fresh seed), so the result cache never answers. Requests are named by op
 (``edit collage.sample``), so Locust's statistics come per op; a job is one entry (``job N items``)
@@ -19,6 +22,7 @@ whose response time is submit → finished.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import time
@@ -65,6 +69,23 @@ _runner = None
 def _keep_runner(environment, **_):
     global _runner
     _runner = environment.runner
+
+
+@events.quit.add_listener
+def _write_summary(**_):
+    """The run's final figures per request name (and 'Aggregated'), after every user has stopped."""
+    path = os.environ.get("COLLAGE_LOAD_SUMMARY")
+    if not path or _runner is None:
+        return
+    stats = _runner.stats
+    rows = {}
+    for name, entry in [*((e.name, e) for e in stats.entries.values()), ("Aggregated", stats.total)]:
+        finished = entry.num_requests > 0
+        rows[name] = {"requests": entry.num_requests, "failures": entry.num_failures, "per_s": entry.total_rps,
+                      **{key: entry.get_response_time_percentile(q) if finished else None
+                         for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))}}
+    with open(path, "w") as handle:
+        json.dump(rows, handle)
 
 
 def _edit_task(bench):

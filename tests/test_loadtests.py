@@ -12,7 +12,7 @@ def test_locust_scenario_runs_headless_with_bounded_requests(service, tmp_path):
                           out=tmp_path)
     assert rows["edit collage.sample"]["requests"] > 0 and rows["Aggregated"]["failures"] == 0
     assert rows["Aggregated"]["requests"] <= 10 + 2, "the request bound stops the run (give or take requests in flight)"
-    assert (tmp_path / "u2_stats.csv").exists()
+    assert (tmp_path / "u2_stats.csv").exists() and (tmp_path / "u2_summary.json").exists()
     load.chart({2: rows}, tmp_path / "load.png", "test")
     assert (tmp_path / "load.png").stat().st_size > 1000
 
