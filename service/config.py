@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
 
-    # --- generator speed options (deployments/acceleration.py; measured by loadtests/accel.py) ---
+    # --- generator speed options (service/acceleration.py; measured by loadtests/accel.py) ---
     accel_precision: str = Field(default="fp32", pattern="^(fp32|bf16|fp16)$", description="autocast precision of generator forward passes (fp16: CUDA only)")
     accel_channels_last: bool = Field(default=False, description="generator weights and activations in NHWC")
     accel_compile: bool = Field(default=False, description="torch.compile each loaded generator (static shapes: groups padded to "

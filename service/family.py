@@ -150,7 +150,7 @@ class FamilyDeployment(abc.ABC):
     def __init__(self) -> None:
         import torch  # families need torch; the ingress never imports this module
 
-        from deployments.acceleration import Acceleration
+        from service.acceleration import Acceleration
 
         self.settings = get_settings()
         self.store = AssetStore(self.settings)
@@ -198,7 +198,7 @@ class FamilyDeployment(abc.ABC):
         return []
 
     def run_group_accelerated(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        """``run_group`` under the configured autocast precision (deployments/acceleration.py), with a
+        """``run_group`` under the configured autocast precision (service/acceleration.py), with a
         compiled generator's groups padded to a batch bucket (the padding's outputs are dropped)."""
         padded = tasks
         if self.acceleration.compile and op in self.bucketed_ops:

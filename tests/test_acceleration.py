@@ -1,11 +1,11 @@
-"""Generator speed options (deployments/acceleration.py): what they keep and what they change."""
+"""Generator speed options (service/acceleration.py): what they keep and what they change."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deployments.acceleration import Acceleration
+from service.acceleration import Acceleration
 from deployments.images import to_uint8_images
 from tests.test_collage_ops import random_sngan
 
