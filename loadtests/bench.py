@@ -190,12 +190,12 @@ def replica_memory() -> dict[str, dict]:
     """Peak memory of each family replica, asked through its deployment handle (this process runs the service)."""
     from ray import serve
 
-    from deployments import FAMILY_DEPLOYMENTS
+    from service.families import family_names
     from service.app import load_family
     from service.runtime import APP_NAME
 
     report = {}
-    for family in FAMILY_DEPLOYMENTS:
+    for family in family_names():
         try:
             handle = serve.get_deployment_handle(load_family(family).name, app_name=APP_NAME)
             report[family] = handle.resources.remote().result(timeout_s=30)

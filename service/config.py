@@ -15,7 +15,7 @@ from typing import Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments import FAMILY_DEPLOYMENTS
+from service.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,10 +172,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_family_deployments(self) -> "Settings":
-        unknown = sorted(set(self.family_overrides) - set(FAMILY_DEPLOYMENTS))
+        known = family_names()
+        unknown = sorted(set(self.family_overrides) - set(known))
         if unknown:
-            raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
-        for family in FAMILY_DEPLOYMENTS:
+            raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(known)}")
+        for family in known:
             scaling = self.family_scaling(family)
             if scaling.min_replicas > scaling.max_replicas:
                 raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")

@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         if args.demo:
-            from service.demo import run_demo
+            from service.tools.demo import run_demo
 
             run_demo(service.url, Path(args.out), say=_say)
         if not args.exit_after_demo:
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import run_demo
+    from service.tools.demo import run_demo
 
     if args.url:
         run_demo(args.url, Path(args.out), say=_say)
@@ -424,7 +424,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     import yaml
 
     from service.config import get_settings
-    from service.serve_config import serve_config
+    from service.tools.serve_config import serve_config
 
     text = yaml.safe_dump(serve_config(get_settings(), args.families), sort_keys=False)
     if args.output:
