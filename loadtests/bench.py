@@ -140,7 +140,7 @@ class RawRunner:
         from service.edits import build_task
 
         return [build_task(self.bench.model, self.manifest, self.bench.op, self.bench.params(i), self.bench.inputs(i, self.asset_ids),
-                           self.bytes_by_id.__getitem__, self.settings.max_image_pixels, seed=i) for i in numbers]
+                           self.bytes_by_id.__getitem__, self.settings.limits(), seed=i) for i in numbers]
 
     def throughput(self, batch: int, seconds: float) -> float:
         import torch

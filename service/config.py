@@ -15,6 +15,7 @@ from typing import Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.common import Limits
 from service.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +194,10 @@ class Settings(BaseSettings):
         if family in self.family_overrides:
             resolved.update(self.family_overrides[family].model_dump(exclude_none=True))
         return FamilyScaling(**resolved)
+
+    def limits(self) -> Limits:
+        """The size limits an op's ``prepare`` (schemas/) checks a request against."""
+        return Limits(max_image_pixels=self.max_image_pixels, ingan_max_output_pixels=self.ingan_max_output_pixels)
 
     @property
     def embedded_s3(self) -> bool:

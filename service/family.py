@@ -238,7 +238,7 @@ class FamilyDeployment(abc.ABC):
                     if key in self.warmup_seconds:  # a reconfigure with new buckets compiles only the new ones
                         continue
                     tasks = [build_task(name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
-                                        self.settings.max_image_pixels, seed=i, background=True) for i in range(size)]
+                                        self.settings.limits(), seed=i, background=True) for i in range(size)]
                     started = time.perf_counter()
                     await asyncio.to_thread(self.run_group_accelerated, model, request.op, tasks)
                     self.warmup_seconds[key] = round(time.perf_counter() - started, 3)

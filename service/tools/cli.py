@@ -353,7 +353,7 @@ def _catalog_from_weights(weights: bytes, manifest: dict, args: argparse.Namespa
 def _parse_labels(pairs: list[str]) -> dict[int, str]:
     import re
 
-    from schemas.style import LABEL_PATTERN
+    from schemas.models import LABEL_PATTERN
 
     labels = {}
     for pair in pairs:
@@ -394,7 +394,7 @@ def cmd_catalog_label(args: argparse.Namespace) -> int:
         from deployments.style.catalog import save_meta
 
         path = Path(args.dir) / "catalog.json"
-        from schemas.style import relabel
+        from schemas.models import relabel
 
         meta = json.loads(path.read_text())
         try:
