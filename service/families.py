@@ -8,6 +8,10 @@ A family declares itself in its distribution's metadata, as Python entry points 
     [project.entry-points."collage.fit_tasks"]      # only a family that trains models in a `fit` job
     <family> = "<module>:<function run as a Ray task>"
 
+and, for the tooling, ``collage.converters`` (``collage models upload --format <name>``: a public
+checkpoint format -> the converter function) and ``collage.cli`` (a function adding the family's
+own commands to the ``collage`` CLI).
+
 Listing reads the metadata only (no module is imported, so no torch); :func:`load_deployment` and
 :func:`load_fit_task` import the one module asked for, where a deployment is built or a fit runs.
 Dependencies point one way: families import the platform (``service``), the platform finds them here.
@@ -30,6 +34,10 @@ from typing import Any
 
 FAMILIES_GROUP = "collage.families"
 FIT_TASKS_GROUP = "collage.fit_tasks"
+# What families add to the tooling (service/tools/cli.py): checkpoint converters by `models upload
+# --format` name, and functions adding their own commands to the CLI.
+CONVERTERS_GROUP = "collage.converters"
+CLI_GROUP = "collage.cli"
 PROJECT = "collage"  # the distribution this package belongs to
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -91,6 +99,16 @@ def fit_task_families() -> list[str]:
 def load_fit_task(family: str) -> Any:
     """The function a ``fit`` job of ``family`` runs as a Ray task."""
     return _load(_value(FIT_TASKS_GROUP, family))
+
+
+def plugin_names(group: str) -> list[str]:
+    """The names of one entry-point group, in declaration order."""
+    return list(entry_points(group))
+
+
+def load_plugin(group: str, name: str) -> Any:
+    """The object one entry point names (imports its module)."""
+    return _load(_value(group, name))
 
 
 def _value(group: str, name: str) -> str:
