@@ -55,7 +55,8 @@ def _checkout_entry_points() -> dict[str, dict[str, str]] | None:
 
 @functools.lru_cache(maxsize=None)
 def entry_points(group: str) -> dict[str, str]:
-    """``{name: "module:attr"}`` of one entry-point group, in declaration order (the checkout's first)."""
+    """``{name: "module:attr"}`` of one entry-point group, sorted by name: the same order from a
+    checkout and from an install (installed metadata keeps no declaration order)."""
     found: dict[str, str] = {}
     checkout = _checkout_entry_points()
     if checkout is not None:
@@ -66,7 +67,7 @@ def entry_points(group: str) -> dict[str, str]:
         if point.name in found and found[point.name] != point.value:
             raise RuntimeError(f"{group}: {point.name!r} is declared twice: {found[point.name]} and {point.value}")
         found.setdefault(point.name, point.value)
-    return found
+    return dict(sorted(found.items()))
 
 
 def _dist_name(dist: Any) -> str | None:
@@ -77,7 +78,7 @@ def _dist_name(dist: Any) -> str | None:
 
 
 def family_names() -> list[str]:
-    """Every registered family, in declaration order."""
+    """Every registered family, sorted by name."""
     return list(entry_points(FAMILIES_GROUP))
 
 
@@ -102,7 +103,7 @@ def load_fit_task(family: str) -> Any:
 
 
 def plugin_names(group: str) -> list[str]:
-    """The names of one entry-point group, in declaration order."""
+    """The names of one entry-point group, sorted."""
     return list(entry_points(group))
 
 
