@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import Limits, Seed, Sha256Hex, StrictModel
-from schemas.models import LABEL_PATTERN, relabel  # noqa: F401 (catalog labels: the registry's contract, used here)
+from schemas.models import LABEL_PATTERN
 
 # Defaults of the sequential query (deployments/style/editing.py). The official code
 # (IVRL/GANLocalEditing, StyleInterpolator) takes rho and epsilon without defaults; these are ours:
