@@ -76,10 +76,9 @@ def cmd_catalog_label(args: argparse.Namespace, say: Say, registry: Registry) ->
     labels = _parse_labels(args.labels)
     if args.dir:
         from deployments.style.catalog import save_meta
-
-        path = Path(args.dir) / "catalog.json"
         from schemas.models import relabel
 
+        path = Path(args.dir) / "catalog.json"
         meta = json.loads(path.read_text())
         try:
             meta["labels"] = relabel(meta["labels"], labels)
