@@ -29,7 +29,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY deployments ./deployments
 COPY schemas ./schemas
-RUN pip install . && python -c "import torch, service.serve_config; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
+RUN pip install . && python -c "import torch, service.tools.serve_config; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
 COPY checkpoints ./checkpoints
 
 # Installed into site-packages, the package no longer sits next to checkpoints/ and .collage/.

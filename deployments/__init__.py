@@ -1,18 +1,6 @@
-"""Family deployments, one subpackage each. ``FAMILY_DEPLOYMENTS`` names the Serve class of each.
+"""Generator families, one subpackage each (model code, checkpoint converter, pure ops, Serve adapter).
 
-Imported lazily by the app builder so the ingress never pulls torch.
+Each family is registered in pyproject.toml as a ``collage.families`` entry point (and, if it trains
+models in a ``fit`` job, a ``collage.fit_tasks`` one); the platform finds them through
+``service/families.py`` and imports a family's module only where its deployment is built.
 """
-
-FAMILY_DEPLOYMENTS: dict[str, str] = {
-    "style": "deployments.style.deployment:StyleDeployment",
-    "collage": "deployments.collage.deployment:CollageDeployment",
-    "inpaint": "deployments.inpaint.deployment:InpaintDeployment",
-    "warp": "deployments.warp.deployment:WarpDeployment",
-    "ingan": "deployments.ingan.deployment:InganDeployment",
-    "person": "deployments.person.deployment:PersonDeployment",
-}
-
-# Job kinds that train a model: family -> ``module:function`` run by the job runner as a Ray task.
-FIT_TASKS: dict[str, str] = {
-    "ingan": "deployments.ingan.fit_job:run_fit",
-}

@@ -3,7 +3,7 @@
     python -m loadtests.accel [--ops style.sample,...] [--batch 8] [--seconds 3] [--compile] [--out docs]
 
 For every op of ``loadtests.bench.BENCH_OPS`` and every configuration of
-``deployments/acceleration.py`` that the device supports (CPU: fp32, channels_last, bf16 autocast,
+``service/acceleration.py`` that the device supports (CPU: fp32, channels_last, bf16 autocast,
 both; CUDA adds fp16; ``--compile`` adds torch.compile variants), it runs the family's own
 ``run_group`` on one fixed batch (interleaved rounds, median) and prints throughput relative to fp32 and the output difference
 vs fp32 in uint8 grey levels (max and mean over all pixels; 1 level = 1/255).
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deployments.acceleration import Acceleration
+from service.acceleration import Acceleration
 from loadtests.bench import BENCH_OPS, RawRunner, bench_assets
 
 

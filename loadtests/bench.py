@@ -140,7 +140,7 @@ class RawRunner:
         from service.edits import build_task
 
         return [build_task(self.bench.model, self.manifest, self.bench.op, self.bench.params(i), self.bench.inputs(i, self.asset_ids),
-                           self.bytes_by_id.__getitem__, self.settings.max_image_pixels, seed=i) for i in numbers]
+                           self.bytes_by_id.__getitem__, self.settings.limits(), seed=i) for i in numbers]
 
     def throughput(self, batch: int, seconds: float) -> float:
         import torch
@@ -190,12 +190,12 @@ def replica_memory() -> dict[str, dict]:
     """Peak memory of each family replica, asked through its deployment handle (this process runs the service)."""
     from ray import serve
 
-    from deployments import FAMILY_DEPLOYMENTS
+    from service.families import family_names
     from service.app import load_family
     from service.runtime import APP_NAME
 
     report = {}
-    for family in FAMILY_DEPLOYMENTS:
+    for family in family_names():
         try:
             handle = serve.get_deployment_handle(load_family(family).name, app_name=APP_NAME)
             report[family] = handle.resources.remote().result(timeout_s=30)

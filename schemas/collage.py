@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from pydantic import Field, model_validator
 
-from schemas.common import Seed, Sha256Hex, StrictModel
+from schemas.common import Limits, Seed, Sha256Hex, StrictModel
 
 ClassRef = Union[int, str]  # a class index, or a name from the model's class list
 MAX_PROJECT_CANDIDATES = 16
@@ -126,7 +126,7 @@ class SampleInputs(CollageLatent):
     """A seed is drawn by the server when no latent is given; the class is required."""
 
 
-def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     return canonical_latent(inputs, manifest, "inputs", draw_seed=draw_seed)
 
 
@@ -175,7 +175,7 @@ class LabelCollageInputs(StrictModel):
     regions: list[Region] = Field(min_length=1, max_length=8, description="regions and the class each becomes")
 
 
-def prepare_label_collage(inputs: LabelCollageInputs, params: LabelCollageParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_label_collage(inputs: LabelCollageInputs, params: LabelCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     layers = check_layers(params.layers, manifest, "params.layers")
     regions = [{"class": class_index(r.class_id, manifest, f"inputs.regions[{i}].class_id"), "intensity": r.intensity}
                for i, r in enumerate(inputs.regions)]
@@ -201,7 +201,7 @@ class FeatureCollageInputs(StrictModel):
     references: list[FeatureReference] = Field(min_length=1, max_length=4, description="images whose features are pasted, in order")
 
 
-def prepare_feature_collage(inputs: FeatureCollageInputs, params: FeatureCollageParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_feature_collage(inputs: FeatureCollageInputs, params: FeatureCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     resolution = int(manifest["resolution"])
     references = []
     for i, ref in enumerate(inputs.references):
@@ -236,7 +236,7 @@ class ProjectInputs(StrictModel):
     image: Sha256Hex = Field(description="asset id of the RGB image to project (model resolution, square)")
 
 
-def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     n_classes = len(manifest.get("classes") or [])
     if params.class_id is not None:
         if params.candidates:

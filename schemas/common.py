@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,16 @@ ModelName = Annotated[
 ]
 STRIP_GAP = 4  # white pixels between the images of a strip (several outputs of one edit side by side)
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed (uint32)")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The service's size limits that an op's ``prepare`` checks a request against. The caller (the
+    edit pipeline, a replica's warm-up, the benchmark) builds them from its settings with
+    ``Settings.limits()``, so the API contract imports nothing of the service."""
+
+    max_image_pixels: int  # largest image (w*h) decoded or returned
+    ingan_max_output_pixels: int  # largest image an ingan retarget returns (a whole strip), below max_image_pixels too
 
 
 class StrictModel(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import STRIP_GAP, ModelName, Seed, Sha256Hex, StrictModel
+from schemas.common import STRIP_GAP, Limits, ModelName, Seed, Sha256Hex, StrictModel
 
 MAX_OUTPUTS = 8
 MODEL_PREFIX = "ingan-"
@@ -51,21 +51,18 @@ def snap_side(requested: int, multiple: int) -> int:
     return max(multiple, int(math.floor(requested / multiple + 0.5)) * multiple)
 
 
-def max_output_pixels() -> int:
+def max_output_pixels(limits: Limits) -> int:
     """The largest image retarget returns (a whole strip): the platform's max_image_pixels, bounded by
     ingan_max_output_pixels (the generator's features take ~100x an image's bytes)."""
-    from service.config import get_settings
-
-    settings = get_settings()
-    return min(settings.max_image_pixels, settings.ingan_max_output_pixels)
+    return min(limits.max_image_pixels, limits.ingan_max_output_pixels)
 
 
-def prepare_retarget(inputs: RetargetInputs, params: RetargetParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_retarget(inputs: RetargetInputs, params: RetargetParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     multiple = int(manifest.get("size_multiple") or 1)
     targets = [[snap_side(o.height, multiple), snap_side(o.width, multiple), o.top_left, o.top_right] for o in params.outputs]
     height = max(t[0] for t in targets)
     width = sum(t[1] for t in targets) + STRIP_GAP * (len(targets) - 1)
-    limit = max_output_pixels()
+    limit = max_output_pixels(limits)
     if height * width > limit:
         raise ValueError(f"the output would be {width}x{height} = {height * width:,} px (sides snapped to multiples of {multiple}), "
                          f"above the {limit:,} px this service returns; ask for smaller or fewer outputs")

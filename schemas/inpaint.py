@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from schemas.common import Sha256Hex, StrictModel
+from schemas.common import Limits, Sha256Hex, StrictModel
 
 GREY_BAND = (32, 224)  # mask values in [32, 224) are neither black nor white
 MAX_GREY_SHARE = 0.05  # more grey than this and the mask is not a mask
@@ -37,7 +37,7 @@ class InpaintInputs(StrictModel):
     edges: Sha256Hex | None = Field(default=None, description="asset id of user-drawn edges (white strokes on black), used inside the hole")
 
 
-def prepare_inpaint(inputs: InpaintInputs, params: InpaintParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_inpaint(inputs: InpaintInputs, params: InpaintParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     canonical = {"image": inputs.image, "mask": inputs.mask}
     if inputs.edges is not None:
         canonical["edges"] = inputs.edges

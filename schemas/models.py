@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import ModelName, Sha256Hex
-from schemas.style import LABEL_PATTERN
+
+# A part catalog's cluster label (style models): the registry stores the labels, the style ops name parts by them.
+LABEL_PATTERN = r"^[a-z][a-z0-9_\-]{0,31}$"
 
 
 class ModelManifest(BaseModel):
@@ -99,3 +101,13 @@ class FamilyInfo(BaseModel):
 class ModelList(BaseModel):
     families: list[FamilyInfo]
     models: list[ModelInfo]
+
+
+def relabel(labels: list[str], renames: dict[int, str]) -> list[str]:
+    """Catalog labels with clusters renamed (index -> name); ValueError for a cluster that does not exist."""
+    names = list(labels)
+    for index, name in renames.items():
+        if not 0 <= index < len(names):
+            raise ValueError(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
+        names[index] = name
+    return names

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from schemas import collage, ingan, inpaint, person, style, warp
+from schemas.common import Limits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +22,9 @@ class OpSpec:
     description: str
     params_model: type[BaseModel]
     inputs_model: type[BaseModel]
-    # (inputs, params, manifest, draw_seed) -> canonical inputs dict; raises ValueError on a bad shape
-    prepare: Callable[[Any, Any, dict[str, Any], Callable[[], int]], dict[str, Any]]
+    # (inputs, params, manifest, draw_seed, limits) -> canonical inputs dict; raises ValueError on a bad
+    # shape or a request above the service's limits (schemas.common.Limits, which the caller passes)
+    prepare: Callable[[Any, Any, dict[str, Any], Callable[[], int], Limits], dict[str, Any]]
     # input fields that hold image asset ids (or lists of them), with the Pillow mode they are decoded to
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
     # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from schemas.common import STRIP_GAP, Seed, Sha256Hex, StrictModel
+from schemas.common import STRIP_GAP, Limits, Seed, Sha256Hex, StrictModel
 from schemas.warp import Keypoints, check_keypoints, image_size
 
 Factor = Literal["foreground", "background", "pose"]
@@ -84,7 +84,7 @@ def _keypoints_of(image: str, given: Keypoints | None, name: str, manifest: dict
     return check_keypoints(given, name, height, width)
 
 
-def prepare_recompose(inputs: RecomposeInputs, params: RecomposeParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_recompose(inputs: RecomposeInputs, params: RecomposeParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     height, width = image_size(manifest)
     foreground_keypoints = _keypoints_of(inputs.foreground, inputs.foreground_keypoints, "foreground_keypoints", manifest)
     if inputs.pose_keypoints is not None:
@@ -98,7 +98,7 @@ def prepare_recompose(inputs: RecomposeInputs, params: RecomposeParams, manifest
             "pose_keypoints": pose_keypoints}
 
 
-def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     seed = inputs.seed if inputs.seed is not None else draw_seed()
     if not params.keep:
         if inputs.image is not None or inputs.keypoints is not None:
@@ -112,12 +112,10 @@ def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[st
             "keypoints": _keypoints_of(inputs.image, inputs.keypoints, "keypoints", manifest)}
 
 
-def prepare_interpolate(inputs: InterpolateInputs, params: InterpolateParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_interpolate(inputs: InterpolateInputs, params: InterpolateParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     height, width = image_size(manifest)
     strip_pixels = height * (params.steps * width + STRIP_GAP * (params.steps - 1))
-    from service.config import get_settings
-
-    if strip_pixels > get_settings().max_image_pixels:
+    if strip_pixels > limits.max_image_pixels:
         raise ValueError(f"a strip of {params.steps} images would be {strip_pixels:,} px, above the service's max_image_pixels")
     return {"start": inputs.start, "start_keypoints": _keypoints_of(inputs.start, inputs.start_keypoints, "start_keypoints", manifest),
             "end": inputs.end, "end_keypoints": _keypoints_of(inputs.end, inputs.end_keypoints, "end_keypoints", manifest)}

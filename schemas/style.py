@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Seed, Sha256Hex, StrictModel
+from schemas.common import Limits, Seed, Sha256Hex, StrictModel
+from schemas.models import LABEL_PATTERN
 
 # Defaults of the sequential query (deployments/style/editing.py). The official code
 # (IVRL/GANLocalEditing, StyleInterpolator) takes rho and epsilon without defaults; these are ours:
@@ -16,7 +17,6 @@ from schemas.common import Seed, Sha256Hex, StrictModel
 # 10-20 channels per layer through.
 SEQUENTIAL_RHO = 0.1
 SEQUENTIAL_EPSILON = 10.0
-LABEL_PATTERN = r"^[a-z][a-z0-9_\-]{0,31}$"
 
 
 class SampleParams(StrictModel):
@@ -36,7 +36,7 @@ class SampleInputs(StrictModel):
         return self
 
 
-def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     """Canonical inputs of `sample`: a seed is drawn when nothing is given; latent lengths are checked."""
     style_dim = int(manifest["arch"]["style_dim"])
     n_latent = int(manifest.get("n_latent") or 0)
@@ -65,7 +65,7 @@ class ProjectInputs(StrictModel):
     image: Sha256Hex = Field(description="asset id of the RGB image to project (model resolution, square)")
 
 
-def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     return {"image": inputs.image}
 
 
@@ -150,7 +150,7 @@ class CatalogInputs(StrictModel):
     """The catalog op reads no inputs: the samples come from params.seed."""
 
 
-def prepare_catalog(inputs: CatalogInputs, params: CatalogParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_catalog(inputs: CatalogInputs, params: CatalogParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     layers = style_layer_names(int(manifest["resolution"]))
     if params.cluster_layer is not None and params.cluster_layer not in layers:
         raise ValueError(f"params.cluster_layer {params.cluster_layer!r} is not a style layer; layers are {layers}")
@@ -167,7 +167,7 @@ class PartMapInputs(StrictModel):
     target: LatentRef = Field(description="the image whose parts are shown")
 
 
-def prepare_part_map(inputs: PartMapInputs, params: PartMapParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_part_map(inputs: PartMapInputs, params: PartMapParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     return {"target": canonical_latent(inputs.target, manifest, "target"), "catalog": _catalog_of(manifest)["sha256"]}
 
 
@@ -196,7 +196,7 @@ class LocalTransferInputs(StrictModel):
     mask: Sha256Hex | None = Field(default=None, description="asset id of a mask on S (white = part), model resolution; instead of params.parts")
 
 
-def prepare_local_transfer(inputs: LocalTransferInputs, params: LocalTransferParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_local_transfer(inputs: LocalTransferInputs, params: LocalTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     catalog = _catalog_of(manifest)
     canonical: dict[str, Any] = {
         "target": canonical_latent(inputs.target, manifest, "target"),
@@ -231,16 +231,6 @@ def clusters_of(labels: list[str], part: str) -> list[int]:
     if not found:
         raise ValueError(f"unknown part {part!r}; this catalog has {sorted(set(labels))}")
     return found
-
-
-def relabel(labels: list[str], renames: dict[int, str]) -> list[str]:
-    """Catalog labels with clusters renamed (index -> name); ValueError for a cluster that does not exist."""
-    names = list(labels)
-    for index, name in renames.items():
-        if not 0 <= index < len(names):
-            raise ValueError(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
-        names[index] = name
-    return names
 
 
 def fit_mask_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:

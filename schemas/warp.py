@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import Sha256Hex, StrictModel
+from schemas.common import Limits, Sha256Hex, StrictModel
 
 KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
                   "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
@@ -74,7 +74,7 @@ def check_keypoints(points: Keypoints, name: str, height: int, width: int) -> li
     return canonical
 
 
-def prepare_pose_transfer(inputs: PoseTransferInputs, params: PoseTransferParams, manifest: dict[str, Any], draw_seed) -> dict[str, Any]:
+def prepare_pose_transfer(inputs: PoseTransferInputs, params: PoseTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     height, width = image_size(manifest)
     keypoints, parsing = inputs.keypoints, inputs.parsing
     if keypoints is None or parsing is None:

@@ -6,14 +6,13 @@ config YAML (``import_path: service.app:app``) deploy it like any Serve app; ``b
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ray.serve import Application
 
-from deployments import FAMILY_DEPLOYMENTS
 from service.autoscaling import POLICY_PATH as AUTOSCALING_POLICY
 from service.config import Settings, get_settings
+from service.families import family_names, load_deployment
 from service.ingress import Ingress
 from service.job_runner import JobRunner
 
@@ -24,7 +23,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     ``max_ongoing_requests`` is at least two full batches, and by default far more: edits then wait
     in the replica's own batch queue, where they fill the next batch, instead of in the caller's
     router, which backs off while every replica is full and so left the replica idle at high
-    concurrency (loadtests/bench.py at concurrency 64: 12 -> 35 images/s for style.sample).
+    concurrency (loadtests/bench.py at concurrency 64: 12 -> 35 images/s for a style sample op).
 
     Each family replica reserves ``family_num_cpus`` (default 0.25) so that every family fits a
     2-CPU local Ray next to the ingress; ``family_num_gpus`` (fractional: families share a GPU) puts
@@ -33,7 +32,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     batches in flight per replica unless ``autoscaling_target_ongoing_requests`` says otherwise.
 
     These options are the single source of the deployments' settings: ``build_app`` binds them and
-    ``service.serve_config`` writes them into the Serve config the Kubernetes chart is checked against.
+    ``service.tools.serve_config`` writes them into the Serve config the Kubernetes chart is checked against.
     """
     scaling = settings.family_scaling(family)
     options: dict[str, Any] = {
@@ -76,23 +75,24 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
 
 
 def parse_families(wanted: str | None) -> list[str]:
-    """``"style,collage"`` -> ``["style", "collage"]``; empty = every family of FAMILY_DEPLOYMENTS."""
-    names = [n.strip() for n in str(wanted or ",".join(FAMILY_DEPLOYMENTS)).split(",") if n.strip()]
-    unknown = sorted(set(names) - set(FAMILY_DEPLOYMENTS))
+    """``"a,b"`` -> ``["a", "b"]``; empty = every registered family (service/families.py)."""
+    known = family_names()
+    names = [n.strip() for n in str(wanted or ",".join(known)).split(",") if n.strip()]
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
+        raise ValueError(f"unknown families {unknown}; known: {sorted(known)}")
     return names
 
 
 def load_family(name: str):
-    module_name, _, attr = FAMILY_DEPLOYMENTS[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    """The family's Serve deployment (imports its torch code)."""
+    return load_deployment(name)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Application builder (``serve run service.app:build_app families=style``).
+    """Application builder (``serve run service.app:build_app families=<family>,...``).
 
-    args: ``families`` (comma-separated subset of FAMILY_DEPLOYMENTS; default all).
+    args: ``families`` (comma-separated subset of the registered families; default all).
     """
     args = args or {}
     settings = get_settings()
@@ -104,7 +104,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 def __getattr__(name: str) -> Any:
     # ``app`` is built on first access rather than at import, so that importing this module for its
-    # option helpers (service.serve_config, the CLI) does not import every family's torch code.
+    # option helpers (service.tools.serve_config, the CLI) does not import every family's torch code.
     if name == "app":
         built = globals()["app"] = build_app()
         return built

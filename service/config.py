@@ -15,7 +15,8 @@ from typing import Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments import FAMILY_DEPLOYMENTS
+from schemas.common import Limits
+from service.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +131,7 @@ class Settings(BaseSettings):
     ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
 
-    # --- generator speed options (deployments/acceleration.py; measured by loadtests/accel.py) ---
+    # --- generator speed options (service/acceleration.py; measured by loadtests/accel.py) ---
     accel_precision: str = Field(default="fp32", pattern="^(fp32|bf16|fp16)$", description="autocast precision of generator forward passes (fp16: CUDA only)")
     accel_channels_last: bool = Field(default=False, description="generator weights and activations in NHWC")
     accel_compile: bool = Field(default=False, description="torch.compile each loaded generator (static shapes: groups padded to "
@@ -172,10 +173,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_family_deployments(self) -> "Settings":
-        unknown = sorted(set(self.family_overrides) - set(FAMILY_DEPLOYMENTS))
+        known = family_names()
+        unknown = sorted(set(self.family_overrides) - set(known))
         if unknown:
-            raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(FAMILY_DEPLOYMENTS)}")
-        for family in FAMILY_DEPLOYMENTS:
+            raise ValueError(f"family_overrides names unknown families {unknown}; known: {sorted(known)}")
+        for family in known:
             scaling = self.family_scaling(family)
             if scaling.min_replicas > scaling.max_replicas:
                 raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")
@@ -192,6 +194,10 @@ class Settings(BaseSettings):
         if family in self.family_overrides:
             resolved.update(self.family_overrides[family].model_dump(exclude_none=True))
         return FamilyScaling(**resolved)
+
+    def limits(self) -> Limits:
+        """The size limits an op's ``prepare`` (schemas/) checks a request against."""
+        return Limits(max_image_pixels=self.max_image_pixels, ingan_max_output_pixels=self.ingan_max_output_pixels)
 
     @property
     def embedded_s3(self) -> bool:

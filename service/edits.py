@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.concurrency import run_in_threadpool
 
+from schemas.common import Limits
 from schemas.edits import EditRequest, Timings
 from schemas.ops import get_op
 from service import metrics
@@ -92,7 +93,7 @@ def produced_ids(result_id: str, extras: dict[str, Any]) -> list[str]:
 
 
 def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, Any], inputs: dict[str, Any],
-               read_asset: Callable[[str], bytes], max_pixels: int, seed: int, background: bool = False) -> EditTask:
+               read_asset: Callable[[str], bytes], limits: Limits, seed: int, background: bool = False) -> EditTask:
     """One edit's task built in process, as :meth:`EditPipeline.run` builds it but without S3, cache or
     projection ids: for the benchmark's raw runner and a family replica's warm-up. Raises ValueError
     (or pydantic's ValidationError) on a request the service would refuse."""
@@ -100,8 +101,8 @@ def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, 
     if spec is None:
         raise ValueError(f"family {manifest['family']!r} has no op {op!r}")
     params_model = spec.params_model.model_validate(spec.params_with_defaults(params, manifest))
-    canonical = spec.prepare(spec.inputs_model.model_validate(inputs), params_model, manifest, lambda: seed)
-    images = decode_image_inputs(spec.image_inputs, canonical, read_asset, max_pixels)
+    canonical = spec.prepare(spec.inputs_model.model_validate(inputs), params_model, manifest, lambda: seed, limits)
+    images = decode_image_inputs(spec.image_inputs, canonical, read_asset, limits.max_image_pixels)
     if spec.fit_images is not None:
         images = spec.fit_images(images, params_model, manifest)
     return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background)
@@ -262,7 +263,7 @@ class EditPipeline:
             return draw_seed()
 
         try:
-            canonical_inputs = spec.prepare(inputs, params, manifest, draw)
+            canonical_inputs = spec.prepare(inputs, params, manifest, draw, self.settings.limits())
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
         t = time.perf_counter()

@@ -151,7 +151,7 @@ class FamilyDeployment(abc.ABC):
     def __init__(self) -> None:
         import torch  # families need torch; the ingress never imports this module
 
-        from deployments.acceleration import Acceleration
+        from service.acceleration import Acceleration
 
         self.settings = get_settings()
         self.store = AssetStore(self.settings)
@@ -188,7 +188,7 @@ class FamilyDeployment(abc.ABC):
         return []
 
     def run_group_accelerated(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        """``run_group`` under the configured autocast precision (deployments/acceleration.py), with a
+        """``run_group`` under the configured autocast precision (service/acceleration.py), with a
         compiled generator's groups padded to a batch bucket (the padding's outputs are dropped)."""
         padded = tasks
         if self.acceleration.compile and op in self.bucketed_ops:
@@ -228,7 +228,7 @@ class FamilyDeployment(abc.ABC):
                     if key in self.warmup_seconds:  # a reconfigure with new buckets compiles only the new ones
                         continue
                     tasks = [build_task(name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
-                                        self.settings.max_image_pixels, seed=i, background=True) for i in range(size)]
+                                        self.settings.limits(), seed=i, background=True) for i in range(size)]
                     started = time.perf_counter()
                     await asyncio.to_thread(self.run_group_accelerated, model, request.op, tasks)
                     self.warmup_seconds[key] = round(time.perf_counter() - started, 3)

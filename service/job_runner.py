@@ -16,19 +16,18 @@ pokes it on submit and cancel so that work starts without waiting for the next p
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 from typing import Any
 
 from ray import serve
 
-from deployments import FIT_TASKS
 from schemas.edits import EditRequest
 from service.auth import Principal
 from service.config import get_settings
 from service.edits import EditPipeline, validate
 from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests
+from service.families import load_fit_task
 from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
 from service import metrics
 from service.logs import get_logger
@@ -216,8 +215,9 @@ class JobRunner:
         return progress
 
     async def _run_fit_job(self, job_id: str, request: dict[str, Any], status: dict[str, Any]) -> None:
-        """A ``fit`` job: one Ray task trains the model (FIT_TASKS of deployments/__init__.py), with its own
-        CPUs/GPUs (``fit_num_cpus``, ``fit_num_gpus``), so no family replica's batch loop waits on it.
+        """A ``fit`` job: one Ray task trains the model (the family's ``collage.fit_tasks`` entry point,
+        service/families.py), with its own CPUs/GPUs (``fit_num_cpus``, ``fit_num_gpus``), so no family
+        replica's batch loop waits on it.
         While it runs the task owns status.json (progress, cancel checks); this writes the item record
         and the final status. A runner restarted mid-fit starts the training again from the beginning."""
         import ray
@@ -228,8 +228,7 @@ class JobRunner:
         await self._flush_once(job_id, progress, cancel)
         if 0 not in finished and not cancel.is_set():
             fit = request["fit"]
-            module_name, _, attr = FIT_TASKS[fit.get("family", "ingan")].partition(":")
-            task = ray.remote(getattr(importlib.import_module(module_name), attr)).options(
+            task = ray.remote(load_fit_task(fit["family"])).options(
                 num_cpus=self.settings.fit_num_cpus, num_gpus=self.settings.fit_num_gpus, max_retries=0)
             ref = task.remote(job_id, fit, json.loads(json.dumps(progress.status)))
             try:

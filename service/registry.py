@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schemas.models import ModelManifest
+from schemas.models import ModelManifest, relabel
 from schemas.ops import get_op
-from schemas.style import relabel
 from service.auth import AccessIndex
 from service.errors import IntegrityError, NotFound, Unprocessable
 from service.storage import AssetStore

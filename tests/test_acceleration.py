@@ -1,11 +1,11 @@
-"""Generator speed options (deployments/acceleration.py): what they keep and what they change."""
+"""Generator speed options (service/acceleration.py): what they keep and what they change."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deployments.acceleration import Acceleration
+from service.acceleration import Acceleration
 from deployments.images import to_uint8_images
 from tests.test_collage_ops import random_sngan
 
@@ -93,7 +93,7 @@ def test_each_familys_warmup_requests_are_valid_edits_of_its_shipped_model(s3_se
     assert requests and all(r.op in family.bucketed_ops for r in requests), "warm-up compiles the bucketed ops"
     for request in requests:
         tasks = [build_task(model_name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
-                            settings.max_image_pixels, seed=i) for i in range(3)]
+                            settings.limits(), seed=i) for i in range(3)]
         assert [t.inputs.get("seed", i) for i, t in enumerate(tasks)] == [0, 1, 2]
         outputs = family.run_group_accelerated(model, request.op, tasks)
         assert len(outputs) == 3 and all(o.image.ndim == 3 for o in outputs)
@@ -116,7 +116,7 @@ def test_a_compiled_generator_padded_to_buckets_matches_eager(s3_server):
     weights = (directory / "weights.safetensors").read_bytes()
     family = load_family("style").func_or_class()
     eager = family.load_model(manifest, weights)
-    tasks = [build_task("style-demo-random", manifest, "sample", {}, {}, {}.__getitem__, settings.max_image_pixels, seed=i)
+    tasks = [build_task("style-demo-random", manifest, "sample", {}, {}, {}.__getitem__, settings.limits(), seed=i)
              for i in range(3)]
     reference = [o.image.astype(int) for o in family.run_group_accelerated(eager, "sample", tasks)]
 

@@ -141,7 +141,7 @@ def test_registry_stores_lists_relabels_and_hides_stale_catalogs(store):
 
 
 def test_cli_builds_and_labels_a_catalog_in_a_checkpoint_dir(tmp_path, capsys):
-    from service.cli import main
+    from service.tools.cli import main
 
     directory = tmp_path / "ckpt"
     shutil.copytree(CHECKPOINT, directory)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from deployments.style.checkpoint import save_rosinality
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
-from service.cli import main
+from service.tools.cli import main
 from tests.helpers import png_bytes
 from tests.test_api import MODEL
 

@@ -222,7 +222,7 @@ def test_resize_masks_accepts_other_sizes(client, model):
 
 
 def test_demo_grid_runs_every_collage_op(client, model):
-    from service.demo import neural_collage_grid
+    from service.tools.demo import neural_collage_grid
 
     info = client.get(f"/v1/models/{MODEL}").json()
     lines: list[str] = []

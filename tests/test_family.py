@@ -18,7 +18,7 @@ class RecordingFamily(FamilyDeployment):
     def __init__(self) -> None:  # no storage, no metrics: the batch logic only
         import torch
 
-        from deployments.acceleration import Acceleration
+        from service.acceleration import Acceleration
 
         self.groups: list[tuple[str, str, list[int]]] = []
         from service.config import Settings
@@ -297,7 +297,7 @@ def test_batch_buckets_are_powers_of_two_up_to_the_max_batch_size():
 
 
 def test_compiled_groups_are_padded_to_a_bucket_and_the_padding_is_dropped():
-    from deployments.acceleration import Acceleration
+    from service.acceleration import Acceleration
 
     family = RecordingFamily()
     family.bucketed_ops = frozenset({"sample"})
@@ -325,7 +325,7 @@ class WarmingFamily(RecordingFamily):
         super().__init__()
         import types
 
-        from deployments.acceleration import Acceleration
+        from service.acceleration import Acceleration
 
         self.acceleration = Acceleration(compile=True)
         self.registry = types.SimpleNamespace(list_manifests=lambda: list(models.values()), get_manifest=models.__getitem__)

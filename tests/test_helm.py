@@ -5,7 +5,7 @@ bundled SeaweedFS, monitoring, the documented example) the chart lints strictly 
 against the Kubernetes schemas (kubernetes-validate, strict), the RayService and ServiceMonitor
 against schemas of the CRD fields the chart uses (tests/data), the pod templates and Service inside
 the RayService against the Kubernetes schemas too. The RayService's serveConfigV2 must equal
-``service.serve_config`` of the settings the chart hands its pods, and both must match the
+``service.tools.serve_config`` of the settings the chart hands its pods, and both must match the
 deployment options ``build_app`` binds, so cluster and local runs cannot drift apart. Bad values
 fail at render time with a message that names them.
 """
@@ -27,10 +27,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from deployments import FAMILY_DEPLOYMENTS
-from service import helm_values
 from service.config import REPO_ROOT, Settings, get_settings
-from service.serve_config import family_deployment_name, serve_config
+from service.families import family_names
+from service.tools import helm_values
+from service.tools.serve_config import family_deployment_name, serve_config
 
 CHART = REPO_ROOT / "helm" / "collage"
 DATA = Path(__file__).parent / "data"
@@ -205,7 +205,7 @@ def test_the_charts_serve_config_is_serve_config_of_the_pods_settings(rendered, 
     settings = settings_from_configmap(only(objects, "ConfigMap"))
     families = chart_config["applications"][0]["args"]["families"]
     values_families = VALUE_SETS[value_set].get("families", {})
-    enabled = {f for f in FAMILY_DEPLOYMENTS if values_families.get(f, {}).get("enabled", True)}
+    enabled = {f for f in family_names() if values_families.get(f, {}).get("enabled", True)}
     assert set(families.split(",")) == enabled
     assert chart_config == serve_config(settings, families)
 
@@ -273,14 +273,14 @@ def test_family_overrides_are_checked_like_the_chart_checks_them():
 
 def test_values_schema_is_generated_from_the_settings():
     committed = json.loads(helm_values.VALUES_SCHEMA.read_text())
-    assert committed == helm_values.values_schema(), "run `python -m service.helm_values --write`"
+    assert committed == helm_values.values_schema(), "run `python -m service.tools.helm_values --write`"
     with helm.Chart.load(CHART) as loaded:
-        assert set(loaded.values["families"]) == set(FAMILY_DEPLOYMENTS)
+        assert set(loaded.values["families"]) == set(family_names())
         assert set(loaded.values["config"]) <= set(helm_values.chart_settings())
 
 
 def test_cli_serve_config_writes_the_serve_config_of_the_environment(tmp_path, monkeypatch):
-    from service.cli import main
+    from service.tools.cli import main
 
     monkeypatch.setenv("COLLAGE_FAMILY_OVERRIDES", '{"style": {"num_gpus": 0.5}}')
     get_settings.cache_clear()
@@ -340,7 +340,7 @@ def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
 
 def test_autoscaling_on_scales_replicas_and_pods(rendered):
     deployments = _deployments(rendered["cpu-only"])
-    for name in map(family_deployment_name, FAMILY_DEPLOYMENTS):
+    for name in map(family_deployment_name, family_names()):
         assert deployments[name]["autoscaling_config"] == {
             "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16, "upscale_delay_s": 30, "downscale_delay_s": 600,
             "policy": {"policy_function": "service.autoscaling:edits_autoscaling_policy"}}  # edits, not coalesced calls

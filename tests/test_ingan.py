@@ -9,7 +9,7 @@ import torch
 from deployments.ingan import ops
 from deployments.ingan.checkpoint import load_model, manifest_for, weights_bytes
 from deployments.ingan.ingan import Generator, InGANConfig, MultiScaleDiscriminator, homography_grid
-from schemas.common import STRIP_GAP
+from schemas.common import STRIP_GAP, Limits
 from schemas.ingan import FitJob, RetargetInputs, RetargetParams, prepare_retarget
 
 TINY = InGANConfig(base_channels=8, n_downscales=2, n_resblocks=1)
@@ -143,13 +143,21 @@ def test_strip_places_outputs_left_to_right():
     assert (canvas[4:, offsets[1]:] == 255).all()  # below the shorter image: white
 
 
+LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)  # the settings' defaults
+
+
 def test_prepare_retarget_snaps_and_bounds_the_output():
     manifest = {"size_multiple": 8}
     params = RetargetParams.model_validate({"outputs": [{"height": 30, "width": 50}, {"height": 3, "width": 64, "top_left": 0.1}]})
-    assert prepare_retarget(RetargetInputs(), params, manifest, lambda: 0) == {"targets": [[32, 48, 0.0, 0.0], [8, 64, 0.1, 0.0]]}
+    assert prepare_retarget(RetargetInputs(), params, manifest, lambda: 0, LIMITS) == {"targets": [[32, 48, 0.0, 0.0], [8, 64, 0.1, 0.0]]}
     huge = RetargetParams.model_validate({"outputs": [{"height": 4096, "width": 4096}]})
     with pytest.raises(ValueError, match="above the"):
-        prepare_retarget(RetargetInputs(), huge, manifest, lambda: 0)
+        prepare_retarget(RetargetInputs(), huge, manifest, lambda: 0, LIMITS)
+    square = RetargetParams.model_validate({"outputs": [{"height": 64, "width": 64}]})  # 4096 px
+    assert prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, Limits(4096, 4096)) == {"targets": [[64, 64, 0.0, 0.0]]}
+    for limits in (Limits(4095, 4096), Limits(4096, 4095)):  # the smaller of the two bounds it
+        with pytest.raises(ValueError, match="above the 4,095 px"):
+            prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, limits)
     for bad in ({"height": 0, "width": 8}, {"height": -8, "width": 8}, {"height": 8, "width": 8, "top_left": 0.5, "top_right": -0.5}):
         with pytest.raises(ValueError):
             RetargetParams.model_validate({"outputs": [bad]})

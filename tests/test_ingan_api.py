@@ -193,7 +193,7 @@ def test_a_fit_the_image_cannot_support_fails_with_its_problem(client):
 
 
 def test_cli_fit_uploads_trains_and_reports_the_model(service, client, tmp_path, capsys):
-    from service.cli import main
+    from service.tools.cli import main
 
     path = tmp_path / "texture.png"
     path.write_bytes(png_bytes(smooth_image(24, 32, seed=7)))

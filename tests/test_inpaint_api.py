@@ -190,7 +190,7 @@ def test_unknown_asset_is_404(client, model):
 
 
 def test_demo_grid_inpaints_two_photos_with_two_holes(client, model):
-    from service.demo import demo_holes, inpaint_grid
+    from service.tools.demo import demo_holes, inpaint_grid
 
     holes = demo_holes(32)
     assert all(m.dtype == np.uint8 and 0 < (m > 0).mean() < 0.5 for m in holes.values())

@@ -134,7 +134,7 @@ def test_job_store_records_items_once_and_pages_them(store):
 
 
 def test_cli_jobs_submit_waits_with_a_progress_bar_and_writes_results(service, tmp_path, capsys):
-    from service.cli import main, progress_line
+    from service.tools.cli import main, progress_line
 
     manifest = tmp_path / "edits.jsonl"
     manifest.write_text("\n".join(json.dumps({"model": "collage-faces", "op": "sample", "inputs": {"seed": 30_000 + i, "class_id": "cat"}})

@@ -22,7 +22,7 @@ from tests.test_jobs_api import all_results, sample, wait_for
 
 def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--families", "collage"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent)
 
 

@@ -307,7 +307,7 @@ def s3_prefix(s3_server):
 
 
 def test_cli_upload_converts_and_registers_an_nvlabs_pickle(s3_prefix, nvlabs_g, tmp_path):
-    from service.cli import main
+    from service.tools.cli import main
     from service.registry import ModelRegistry
     from service.storage import AssetStore
 
@@ -321,7 +321,7 @@ def test_cli_upload_converts_and_registers_an_nvlabs_pickle(s3_prefix, nvlabs_g,
 
 
 def test_cli_upload_refuses_a_hostile_pickle(s3_prefix, tmp_path, capsys):
-    from service.cli import main
+    from service.tools.cli import main
 
     marker = tmp_path / "pwned"
     (tmp_path / "evil.pkl").write_bytes(_hostile_snapshot(_Call(os.system, f"touch {marker}")))

@@ -13,6 +13,7 @@ from deployments.person import body, ops
 from deployments.person.checkpoint import Example, export, load_model
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from schemas import person as schema
+from schemas.common import STRIP_GAP, Limits
 from schemas.warp import KEYPOINT_NAMES
 from training.data import persons
 
@@ -181,6 +182,7 @@ def _points() -> list:
 
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
+LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)  # the settings' defaults
 
 
 def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source():
@@ -188,15 +190,15 @@ def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source
     other = [[p[0], min(p[1] + 1, HEIGHT - 1)] if p else None for p in points]
     manifest = _manifest({A: {"keypoints": points}, C: {"keypoints": other}})
     prepared = schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points),
-                                        schema.RecomposeParams(), manifest, lambda: 0)
+                                        schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
     assert prepared["pose_keypoints"] == prepared["foreground_keypoints"], "no pose given: the foreground's"
     by_example = schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points, pose=C),
-                                          schema.RecomposeParams(), manifest, lambda: 0)
+                                          schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
     assert by_example["pose_keypoints"] == schema.check_keypoints(other, "x", HEIGHT, WIDTH)
     with pytest.raises(ValueError, match="background_keypoints is required"):
-        schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B), schema.RecomposeParams(), manifest, lambda: 0)
+        schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
     with pytest.raises(ValueError, match="pose_keypoints is required"):
-        schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=A, pose=B), schema.RecomposeParams(), manifest, lambda: 0)
+        schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=A, pose=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
 
 
 @pytest.mark.parametrize("change, detail", [
@@ -208,19 +210,19 @@ def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source
 def test_bad_keypoints_are_refused_with_their_field_named(change, detail):
     inputs = schema.RecomposeInputs(foreground=A, foreground_keypoints=change(_points()), background=B, background_keypoints=_points())
     with pytest.raises(ValueError, match=detail) as error:
-        schema.prepare_recompose(inputs, schema.RecomposeParams(), _manifest(), lambda: 0)
+        schema.prepare_recompose(inputs, schema.RecomposeParams(), _manifest(), lambda: 0, LIMITS)
     assert "foreground_keypoints" in str(error.value)
 
 
 def test_sample_and_interpolate_contracts():
     manifest = _manifest({A: {"keypoints": _points()}})
-    assert schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(), manifest, lambda: 42) == {"seed": 42, "keep": []}
-    kept = schema.prepare_sample(schema.SampleInputs(image=A, seed=1), schema.SampleParams(keep=["pose", "foreground"]), manifest, lambda: 0)
+    assert schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(), manifest, lambda: 42, LIMITS) == {"seed": 42, "keep": []}
+    kept = schema.prepare_sample(schema.SampleInputs(image=A, seed=1), schema.SampleParams(keep=["pose", "foreground"]), manifest, lambda: 0, LIMITS)
     assert kept["keep"] == ["foreground", "pose"] and kept["seed"] == 1 and len(kept["keypoints"]) == 18
     with pytest.raises(ValueError, match="needs inputs.image"):
-        schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(keep=["pose"]), manifest, lambda: 0)
+        schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(keep=["pose"]), manifest, lambda: 0, LIMITS)
     with pytest.raises(ValueError, match="nothing of it would be used"):
-        schema.prepare_sample(schema.SampleInputs(image=A), schema.SampleParams(), manifest, lambda: 0)
+        schema.prepare_sample(schema.SampleInputs(image=A), schema.SampleParams(), manifest, lambda: 0, LIMITS)
     with pytest.raises(ValidationError, match="twice"):
         schema.SampleParams(keep=["pose", "pose"])
     with pytest.raises(ValidationError, match="all three"):
@@ -229,6 +231,15 @@ def test_sample_and_interpolate_contracts():
         schema.InterpolateParams(factor="hat")
     with pytest.raises(ValidationError):
         schema.InterpolateParams(factor="pose", steps=schema.MAX_STEPS + 1)
+
+
+def test_interpolate_strips_are_bounded_by_the_limits_the_caller_passes():
+    manifest = _manifest({A: {"keypoints": _points()}, B: {"keypoints": _points()}})
+    inputs, params = schema.InterpolateInputs(start=A, end=B), schema.InterpolateParams(factor="pose", steps=4)
+    strip = HEIGHT * (4 * WIDTH + 3 * STRIP_GAP)
+    assert schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip, 1))["start"] == A
+    with pytest.raises(ValueError, match="above the service's max_image_pixels"):
+        schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip - 1, 1))
 
 
 # ---- trainer, evaluation, shipped checkpoint ----------------------------------------------------

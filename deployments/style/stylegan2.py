@@ -404,7 +404,7 @@ class StyleLayer(NamedTuple):
 class Generator(nn.Module):
     """StyleGAN2 generator: mapping network ``style`` + synthesis network (the port's g_ema)."""
 
-    # What torch.compile wraps (deployments/acceleration.py): the serving ops call the synthesis
+    # What torch.compile wraps (service/acceleration.py): the serving ops call the synthesis
     # directly (sample, local_transfer), not forward; the mapping MLP is too small to matter.
     compile_targets = ("synthesis_from_styles",)
 

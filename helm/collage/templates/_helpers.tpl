@@ -94,7 +94,7 @@ and the HTTP address the Serve proxy must use under KubeRay (its probes and Serv
 
 {{/*
 The Serve config of the application (serveConfigV2), in the format of `serve build`. It mirrors
-service/serve_config.py: family_options, job_runner_options and ingress_options of service/app.py,
+service/tools/serve_config.py: family_options, job_runner_options and ingress_options of service/app.py,
 applied to the settings above. tests/test_helm.py renders it for several value sets and compares it
 with serve_config() of the settings in the rendered ConfigMap, so the two cannot drift apart.
 */}}

@@ -5,7 +5,7 @@ pods' ConfigMap) and its ``families`` values are per-family ``FamilyScaling`` op
 ``enabled``. Their part of ``helm/collage/values.schema.json`` is generated here from the pydantic
 models, so a setting the service does not have, or a value it would reject, fails ``helm install``
 at render time instead of in a crash-looping pod. tests/test_helm.py checks the committed schema
-against this module; ``python -m service.helm_values --write`` regenerates it.
+against this module; ``python -m service.tools.helm_values --write`` regenerates it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from deployments import FAMILY_DEPLOYMENTS
 from service.config import REPO_ROOT, ApiKeyEntry, FamilyScaling, Settings
+from service.families import family_names
 
 CHART_DIR = REPO_ROOT / "helm" / "collage"
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
@@ -80,9 +80,9 @@ def families_schema() -> dict[str, Any]:
     }
     return {
         "type": "object",
-        "description": "Generator families (deployments/__init__.py): which to deploy, and their exceptions to config",
+        "description": "Generator families (the collage.families entry points, service/families.py): which to deploy, and their exceptions to config",
         "additionalProperties": False,
-        "properties": {name: family for name in FAMILY_DEPLOYMENTS},
+        "properties": {name: family for name in family_names()},
     }
 
 

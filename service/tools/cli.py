@@ -1,9 +1,11 @@
-"""The ``collage`` command: serve, demo, edit, jobs, models, catalog, storage, serve-config."""
+"""The ``collage`` command: serve, demo, edit, jobs, models, keys, storage, serve-config, and the
+commands families add (``collage.cli`` entry points: ``catalog`` of the style family)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -16,7 +18,10 @@ from typing import Iterator
 
 import httpx
 
+from service.families import CLI_GROUP, CONVERTERS_GROUP, load_plugin, plugin_names
+
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_FORMAT = "rosinality-stylegan2"  # `models upload` without --format, where a family registers it
 
 
 def _say(message: str) -> None:
@@ -44,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         if args.demo:
-            from service.demo import run_demo
+            from service.tools.demo import run_demo
 
             run_demo(service.url, Path(args.out), say=_say)
         if not args.exit_after_demo:
@@ -57,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import run_demo
+    from service.tools.demo import run_demo
 
     if args.url:
         run_demo(args.url, Path(args.out), say=_say)
@@ -282,32 +287,17 @@ def _registry() -> Iterator["object"]:
 
 
 def _convert(source: Path, out: Path, args: argparse.Namespace) -> None:
-    """Public checkpoint -> project format in ``out`` (format chosen by --format)."""
+    """Public checkpoint -> project format in ``out``: the --format's converter, a family's
+    ``collage.converters`` entry point (service/families.py), imported only now. Its signature is
+    ``(source, out_dir, name, *, description, [classes])``; class names go to those that take them."""
     classes = None
     if args.classes:
         path = Path(args.classes)
         classes = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() \
             else [c.strip() for c in args.classes.split(",")]
-    if args.format == "rosinality-stylegan2":
-        from deployments.style.checkpoint import convert_rosinality
-
-        convert_rosinality(source, out, args.name, description=args.description)
-    elif args.format == "sngan-chainer":
-        from deployments.collage.checkpoint import convert_sngan_chainer
-
-        convert_sngan_chainer(source, out, args.name, classes=classes, description=args.description)
-    elif args.format == "stylegan2-ada-pkl":
-        from deployments.style.nvlabs import convert_nvlabs
-
-        convert_nvlabs(source, out, args.name, description=args.description)
-    elif args.format == "edgeconnect-official":
-        from deployments.inpaint.checkpoint import convert_official
-
-        convert_official(source, out, args.name, description=args.description)
-    else:
-        from deployments.collage.checkpoint import convert_pretrained_biggan
-
-        convert_pretrained_biggan(source, out, args.name, classes=classes, description=args.description)
+    convert = load_plugin(CONVERTERS_GROUP, args.format)
+    extra = {"classes": classes} if "classes" in inspect.signature(convert).parameters else {}
+    convert(source, out, args.name, description=args.description, **extra)
 
 
 def cmd_models_upload(args: argparse.Namespace) -> int:
@@ -334,81 +324,6 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog_from_weights(weights: bytes, manifest: dict, args: argparse.Namespace) -> tuple[bytes, dict]:
-    from deployments.style.catalog import build_catalog
-    from deployments.style.checkpoint import load_generator
-
-    generator, latent_avg = load_generator(weights, manifest["arch"])
-    _say(f"building a {args.k}-part catalog of {manifest['name']} from {args.samples} samples (seed {args.seed}) …")
-    catalog = build_catalog(generator, k=args.k, n_samples=args.samples, seed=args.seed, cluster_layer=args.layer,
-                            truncation=args.truncation, mean_w=latent_avg, iterations=args.iterations)
-    if args.labels:
-        labels = args.labels.split(",")
-        if len(labels) != args.k:
-            raise SystemExit(f"--labels names {len(labels)} clusters but --k is {args.k}")
-        catalog.labels = labels
-    return catalog.to_bytes(), catalog.meta(generator.style_layers)
-
-
-def _parse_labels(pairs: list[str]) -> dict[int, str]:
-    import re
-
-    from schemas.style import LABEL_PATTERN
-
-    labels = {}
-    for pair in pairs:
-        index, sep, label = pair.partition("=")
-        if not sep or not index.isdigit() or not re.fullmatch(LABEL_PATTERN, label):
-            raise SystemExit(f"labels are INDEX=NAME with NAME matching {LABEL_PATTERN}, e.g. 3=eyes; got {pair!r}")
-        labels[int(index)] = label
-    return labels
-
-
-def cmd_catalog_build(args: argparse.Namespace) -> int:
-    """Offline catalog build: into a checkpoint directory (--dir) or the registry (S3)."""
-    if args.dir:
-        import hashlib
-
-        from deployments.style.catalog import save_meta
-
-        directory = Path(args.dir)
-        manifest = json.loads((directory / "model.json").read_text())
-        weights = (directory / "weights.safetensors").read_bytes()
-        data, meta = _catalog_from_weights(weights, manifest, args)
-        meta.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), weights_sha256=hashlib.sha256(weights).hexdigest())
-        (directory / "catalog.safetensors").write_bytes(data)
-        (directory / "catalog.json").write_bytes(save_meta(meta))
-        _say(f"wrote {directory}/catalog.safetensors and catalog.json (labels {meta['labels']})")
-        return 0
-    with _registry() as registry:
-        manifest = registry.get_manifest(args.model)
-        data, meta = _catalog_from_weights(registry.load_weights(args.model), manifest, args)
-        meta = registry.put_catalog(args.model, data, meta)
-    _say(f"stored the catalog of {args.model} (sha256 {meta['sha256'][:12]}…, labels {meta['labels']})")
-    return 0
-
-
-def cmd_catalog_label(args: argparse.Namespace) -> int:
-    labels = _parse_labels(args.labels)
-    if args.dir:
-        from deployments.style.catalog import save_meta
-
-        path = Path(args.dir) / "catalog.json"
-        from schemas.style import relabel
-
-        meta = json.loads(path.read_text())
-        try:
-            meta["labels"] = relabel(meta["labels"], labels)
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from None
-        path.write_bytes(save_meta(meta))
-    else:
-        with _registry() as registry:
-            meta = registry.set_catalog_labels(args.model, labels)
-    _say(f"labels: {dict(enumerate(meta['labels']))}")
-    return 0
-
-
 def cmd_storage_init(args: argparse.Namespace) -> int:
     from service.config import get_settings
 
@@ -424,7 +339,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     import yaml
 
     from service.config import get_settings
-    from service.serve_config import serve_config
+    from service.tools.serve_config import serve_config
 
     text = yaml.safe_dump(serve_config(get_settings(), args.families), sort_keys=False)
     if args.output:
@@ -509,37 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
     upload = models.add_parser("upload", help="convert and register a checkpoint")
-    upload.add_argument("path", help="public checkpoint (rosinality .pt, NVlabs stylegan2-ada .pkl, Chainer SNGAN .npz, "
-                        "pytorch_pretrained_biggan directory, EdgeConnect directory with EdgeModel_gen.pth + "
-                        "InpaintingModel_gen.pth) or a converted directory (with model.json)")
+    upload.add_argument("path", help="public checkpoint in a --format format (a file or directory; docs/families/ says "
+                        "which) or a converted directory (with model.json)")
     upload.add_argument("--name", required=True)
-    upload.add_argument("--format", default="rosinality-stylegan2",
-                        choices=["rosinality-stylegan2", "stylegan2-ada-pkl", "sngan-chainer", "pytorch-pretrained-biggan",
-                                 "edgeconnect-official"])
+    formats = plugin_names(CONVERTERS_GROUP)  # the families' converters
+    upload.add_argument("--format", default=DEFAULT_FORMAT if DEFAULT_FORMAT in formats else None, choices=formats,
+                        required=DEFAULT_FORMAT not in formats)
     upload.add_argument("--classes", help="class names of a conditional model: a file (one per line) or a comma-separated list")
     upload.add_argument("--description", default="")
     upload.set_defaults(func=cmd_models_upload)
     listing = models.add_parser("list", help="list registered models")
     listing.set_defaults(func=cmd_models_list)
 
-    catalog = sub.add_parser("catalog", help="part catalogs of style models (Editing in Style)").add_subparsers(
-        dest="catalog_command", required=True)
-    build = catalog.add_parser("build", help="cluster a model's activations into parts and store the catalog")
-    build.add_argument("model", help="registered model name (ignored with --dir)")
-    build.add_argument("--dir", help="build into this checkpoint directory instead of the registry")
-    build.add_argument("--k", type=int, default=8, help="number of parts")
-    build.add_argument("--samples", type=int, default=200, help="generated samples to cluster")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--layer", default=None, help="style layer to cluster (default: plain conv at half resolution)")
-    build.add_argument("--truncation", type=float, default=1.0)
-    build.add_argument("--iterations", type=int, default=50, help="k-means iterations at most")
-    build.add_argument("--labels", default=None, help="comma-separated names of the k clusters")
-    build.set_defaults(func=cmd_catalog_build)
-    label = catalog.add_parser("label", help="name clusters, e.g. `collage catalog label MODEL 3=eyes 5=mouth`")
-    label.add_argument("model")
-    label.add_argument("labels", nargs="+", help="INDEX=NAME pairs")
-    label.add_argument("--dir", help="edit this checkpoint directory's catalog.json instead of the registry")
-    label.set_defaults(func=cmd_catalog_label)
+    for name in plugin_names(CLI_GROUP):  # families' own commands (e.g. part catalogs of style models)
+        load_plugin(CLI_GROUP, name)(sub, say=_say, registry=_registry)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     new_key = keys.add_parser("new", help="mint a bearer token and print it with its COLLAGE_API_KEYS entry (sha256 only)")

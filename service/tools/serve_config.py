@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from deployments import FAMILY_DEPLOYMENTS
 from service.app import family_options, ingress_options, job_runner_options, parse_families
 from service.config import Settings
+from service.families import deployment_class_name
 from service.ingress import Ingress
 from service.job_runner import JobRunner
 from service.runtime import APP_NAME
@@ -24,8 +24,8 @@ IMPORT_PATH = "service.app:build_app"
 
 
 def family_deployment_name(family: str) -> str:
-    """Serve names a deployment after its class: ``style`` -> ``StyleDeployment``."""
-    return FAMILY_DEPLOYMENTS[family].rpartition(":")[2]
+    """Serve names a deployment after its class, which the family's entry point names (service/families.py)."""
+    return deployment_class_name(family)
 
 
 def serve_config(settings: Settings, families: Iterable[str] | str | None = None) -> dict[str, Any]:
