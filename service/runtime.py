@@ -42,17 +42,8 @@ LOCAL_SERVE_PORT_ENV = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STA
                         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 
 
-def reap_orphaned_haproxy(wait_s: float = 5.0) -> list[int]:
-    """Stop HAProxy processes a killed local run left behind; returns their pids.
-
-    Ray's HAProxy manager starts HAProxy in a session of its own. When the whole local run is
-    killed (SIGKILL of `collage serve`'s process group), HAProxy outlives it, re-parented to init,
-    still bound to the HTTP port and forwarding to replicas that are gone. Only such orphans (an
-    ``.../haproxy`` with a config under Ray's ``/haproxy-serve/`` directory whose parent is not a
-    Ray worker) are stopped: the HAProxy of a live run, this one's or another's beside it, has its
-    manager, ``ray::HAProxyManager``, as parent."""
-    import signal
-
+def orphaned_haproxy_pids() -> list[int]:
+    """HAProxy processes a killed local run left behind (see :func:`reap_orphaned_haproxy`)."""
     orphans = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,6 +60,21 @@ def reap_orphaned_haproxy(wait_s: float = 5.0) -> list[int]:
                 parent = b""
             if not parent.startswith(b"ray::"):  # not its manager's (an init or a subreaper adopted it)
                 orphans.append(int(entry.name))
+    return orphans
+
+
+def reap_orphaned_haproxy(wait_s: float = 5.0) -> list[int]:
+    """Stop HAProxy processes a killed local run left behind; returns their pids.
+
+    Ray's HAProxy manager starts HAProxy in a session of its own. When the whole local run is
+    killed (SIGKILL of `collage serve`'s process group), HAProxy outlives it, re-parented to init,
+    still bound to the HTTP port and forwarding to replicas that are gone. Only such orphans (an
+    ``.../haproxy`` with a config under Ray's ``/haproxy-serve/`` directory whose parent is not a
+    Ray worker) are stopped: the HAProxy of a live run, this one's or another's beside it, has its
+    manager, ``ray::HAProxyManager``, as parent."""
+    import signal
+
+    orphans = orphaned_haproxy_pids()
     for pid in orphans:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
