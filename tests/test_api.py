@@ -266,6 +266,34 @@ def test_oversize_chunked_body_is_refused(client):
     assert_problem(response, 413, "exceeds")
 
 
+JSON_ROUTES = [("POST", "/v1/assets"), ("POST", "/v1/edits"), ("POST", "/v1/jobs"), ("POST", "/v1/assets/uploads"),
+               ("POST", "/v1/assets/uploads/" + "0" * 32 + "/complete"), ("PUT", "/v1/models/collage-faces/catalog/labels")]
+
+
+@pytest.mark.parametrize("method,path", JSON_ROUTES)
+def test_every_json_entry_point_refuses_deep_nesting_with_a_400(client, method, path):
+    from service.json_body import MAX_JSON_DEPTH
+
+    for depth in (MAX_JSON_DEPTH + 1, 1_100, 100_000):  # past the limit, past Python's recursion, far past
+        body = b'{"a": ' * depth + b"1" + b"}" * depth
+        response = client.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert_problem(response, 400, f"deeper than {MAX_JSON_DEPTH} levels")
+    response = client.request(method, path, content=b'{"a": [1, 2', headers={"content-type": "application/json"})
+    assert_problem(response, 400, "not valid JSON")
+
+
+@pytest.mark.parametrize("path", ["/v1/edits", "/v1/jobs"])
+def test_oversize_chunked_json_body_is_a_413_on_every_route(client, path):
+    def chunks():
+        yield b'{"model": "collage-faces", "op": "sample", "params": {"pad": "'
+        for _ in range(5):
+            yield b"x" * (TEST_MAX_BODY_BYTES // 4)
+        yield b'"}}'
+
+    response = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(response, 413, "exceeds")
+
+
 def test_other_bad_requests(client):
     assert_problem(client.post("/v1/assets", content=b"x", headers={"content-type": "text/plain"}), 415, "multipart")
     assert_problem(client.post("/v1/assets", json={"data_base64": "***"}), 422, "base64")
