@@ -23,7 +23,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.assets import AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest
+from schemas.assets import MEDIA_TYPE_MAX_LENGTH, AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest, is_media_type
 from schemas.edits import EditRequest, EditResponse
 from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, JobStatus
 from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
@@ -340,6 +340,9 @@ class Ingress:
                 raise Unprocessable("kind must be 'image' or 'data'")
             data = await upload.read()
             declared = upload.content_type or "application/octet-stream"
+            if not is_media_type(declared):  # it becomes the stored object's Content-Type header
+                raise Unprocessable("the file part's Content-Type is not a media type (type/subtype, printable ASCII, "
+                                    f"at most {MEDIA_TYPE_MAX_LENGTH} characters)")
         elif content_type == "application/json":
             body = parse_json(await request.body())
             payload = validate(AssetUploadJSON, body if isinstance(body, dict) else {"_": body}, "body")
