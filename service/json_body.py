@@ -26,7 +26,7 @@ MAX_JSON_DEPTH = 64
 def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Request bytes -> the JSON value; 400 problem for bad syntax, bad encoding or nesting past ``max_depth``."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
         raise _too_deep(max_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
@@ -34,6 +34,11 @@ def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if _depth_exceeds(value, max_depth):
         raise _too_deep(max_depth)
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    """Python's json reads NaN, Infinity and -Infinity; JSON (RFC 8259) has no such numbers."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _too_deep(max_depth: int) -> BadRequest:
