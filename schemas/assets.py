@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -10,12 +11,25 @@ from schemas.common import Sha256Hex, StrictModel
 
 AssetKind = Literal["image", "data"]
 
+# A media type as it may travel in an S3 Content-Type header: type/subtype (RFC 6838 name
+# characters) with optional `; name=value` parameters, printable ASCII only, at most 255 characters.
+# Anything else (CR/LF, NUL, non-ASCII, 100 KB) is the client's error, never a storage failure.
+MEDIA_TYPE_PATTERN = (r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+                      r'(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20-\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$')
+MEDIA_TYPE_MAX_LENGTH = 255
+MediaType = Annotated[str, Field(pattern=MEDIA_TYPE_PATTERN, max_length=MEDIA_TYPE_MAX_LENGTH)]
+
+
+def is_media_type(value: str) -> bool:
+    """Whether ``value`` is a media type the API accepts (the same rule as :data:`MediaType`)."""
+    return len(value) <= MEDIA_TYPE_MAX_LENGTH and re.fullmatch(MEDIA_TYPE_PATTERN, value) is not None
+
 
 class AssetUploadJSON(StrictModel):
     """Body of ``POST /v1/assets`` when sent as JSON instead of multipart."""
 
     data_base64: str = Field(description="the file's bytes, base64-encoded")
-    content_type: str = Field(default="image/png", description="media type of the bytes")
+    content_type: MediaType = Field(default="image/png", description="media type of the bytes")
     kind: AssetKind = Field(default="image", description="'image' is decoded and checked; 'data' is stored as is")
 
 
@@ -49,7 +63,7 @@ class AssetInfo(StrictModel):
 class UploadSlotRequest(StrictModel):
     """Body of ``POST /v1/assets/uploads``: ask for a presigned PUT slot."""
 
-    content_type: str = Field(default="image/png", description="media type the PUT must send")
+    content_type: MediaType = Field(default="image/png", description="media type the PUT must send")
     kind: AssetKind = "image"
     size: int | None = Field(default=None, ge=1, description="expected size in bytes, checked on completion")
 

@@ -9,11 +9,11 @@ the manifest's ``block_resolutions`` gives each block's output size.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field, model_validator
 
-from schemas.common import Limits, Seed, Sha256Hex, StrictModel
+from schemas.common import LatentValue, Limits, Seed, Sha256Hex, StrictModel
 
 ClassRef = Union[int, str]  # a class index, or a name from the model's class list
 MAX_PROJECT_CANDIDATES = 16
@@ -23,10 +23,10 @@ class CollageLatent(StrictModel):
     """One image of the model: exactly one of seed, z, projection; and its class."""
 
     seed: Seed | None = Field(default=None, description="seed of z (truncated normal, scaled by params.truncation)")
-    z: list[float] | None = Field(default=None, description="latent z, length z_dim")
+    z: list[LatentValue] | None = Field(default=None, description="latent z, length z_dim")
     projection: Sha256Hex | None = Field(default=None, description="result_id of a `project` edit of this model: its fitted z and class")
     class_id: ClassRef | None = Field(default=None, description="class index or name (see GET /v1/models: classes)")
-    class_weights: dict[str, float] | None = Field(
+    class_weights: dict[str, Annotated[float, Field(ge=0, le=1e6)]] | None = Field(
         default=None, description="soft class vector: class name (or index) -> weight >= 0; normalised to sum 1")
 
     @model_validator(mode="after")
@@ -39,7 +39,9 @@ class CollageLatent(StrictModel):
         return self
 
 
-def class_index(ref: ClassRef, manifest: dict[str, Any], where: str) -> int:
+def class_index(ref: ClassRef, manifest: dict[str, Any], where: str, *, digits_name_index: bool = False) -> int:
+    """A class reference -> its index. ``digits_name_index``: a digit string is an index too (only
+    for class_weights keys, which JSON makes strings); elsewhere an index is a JSON integer."""
     classes = list(manifest.get("classes") or [])
     if isinstance(ref, bool):
         raise ValueError(f"{where} must be a class index or name, got {ref!r}")
@@ -49,7 +51,7 @@ def class_index(ref: ClassRef, manifest: dict[str, Any], where: str) -> int:
         return ref
     if ref in classes:
         return classes.index(ref)
-    if ref.isdigit() and int(ref) < len(classes):
+    if digits_name_index and ref.isdigit() and int(ref) < len(classes):
         return int(ref)
     shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
     raise ValueError(f"{where} {ref!r} is not a class of model {manifest['name']!r}; classes are {shown}")
@@ -65,7 +67,7 @@ def canonical_class(latent: CollageLatent, manifest: dict[str, Any], where: str)
     for name, weight in latent.class_weights.items():
         if not weight >= 0 or weight == float("inf"):
             raise ValueError(f"{where}.class_weights[{name!r}] must be a finite number >= 0, got {weight}")
-        index = class_index(name, manifest, f"{where}.class_weights key")
+        index = class_index(name, manifest, f"{where}.class_weights key", digits_name_index=True)
         weights[index] = weights.get(index, 0.0) + float(weight)
     total = sum(weights.values())
     if total <= 0:

@@ -13,6 +13,10 @@ ModelName = Annotated[
 ]
 STRIP_GAP = 4  # white pixels between the images of a strip (several outputs of one edit side by side)
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed (uint32)")]
+# One element of a latent vector (z, w): finite and bounded. Real latents stay within a few tens
+# (z ~ N(0, I); w of mapped z, or fitted by `project`); 1e308 would only overflow a generator.
+LATENT_BOUND = 1e4
+LatentValue = Annotated[float, Field(ge=-LATENT_BOUND, le=LATENT_BOUND)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Limits:
 
 
 class StrictModel(BaseModel):
-    """Request models reject unknown fields, so a typo is a 422, not a silently ignored knob."""
+    """Request models reject unknown fields, so a typo is a 422, not a silently ignored knob, and
+    non-finite numbers (NaN, ±Infinity: not JSON, and 1e309 overflows to infinity) everywhere."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

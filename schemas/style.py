@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Limits, Seed, Sha256Hex, StrictModel
+from schemas.common import LatentValue, Limits, Seed, Sha256Hex, StrictModel
 from schemas.models import LABEL_PATTERN
 
 # Defaults of the sequential query (deployments/style/editing.py). The official code
@@ -25,8 +25,8 @@ class SampleParams(StrictModel):
 
 class SampleInputs(StrictModel):
     seed: Seed | None = Field(default=None, description="seed of z ~ N(0, I); drawn by the server when nothing is given")
-    z: list[float] | None = Field(default=None, description="latent z, length style_dim")
-    w: list[float] | None = Field(default=None, description="latent w, length style_dim (or n_latent*style_dim for W+)")
+    z: list[LatentValue] | None = Field(default=None, description="latent z, length style_dim")
+    w: list[LatentValue] | None = Field(default=None, description="latent w, length style_dim (or n_latent*style_dim for W+)")
 
     @model_validator(mode="after")
     def _at_most_one(self) -> "SampleInputs":
@@ -93,8 +93,8 @@ class LatentRef(StrictModel):
     """One image of the model, named by exactly one of: a seed, a z or w latent, or a projection."""
 
     seed: Seed | None = Field(default=None, description="seed of z ~ N(0, I)")
-    z: list[float] | None = Field(default=None, description="latent z, length style_dim")
-    w: list[float] | None = Field(default=None, description="latent w, length style_dim or n_latent*style_dim (W+)")
+    z: list[LatentValue] | None = Field(default=None, description="latent z, length style_dim")
+    w: list[LatentValue] | None = Field(default=None, description="latent w, length style_dim or n_latent*style_dim (W+)")
     projection: Sha256Hex | None = Field(default=None, description="result_id of a `project` edit of this model: its fitted latent")
 
     @model_validator(mode="after")

@@ -45,10 +45,14 @@ def clean_errors(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[
 
 
 def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
-    """``model.model_validate(data)`` with schema errors turned into one 422 problem naming ``where``."""
+    """``data`` validated as the JSON it came as, strictly, with schema errors turned into one 422 problem
+    naming ``where``. Strict JSON validation: no ``"7"`` for 7 or ``true`` for 1 (lax pydantic would take
+    both), while arrays still fill tuples and integers floats, as JSON means them."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
+        return model.model_validate_json(json.dumps(data, allow_nan=False), strict=True)
+    except ValueError as exc:
+        if not isinstance(exc, ValidationError):  # json.dumps: a NaN or infinity that did not come through parse_json
+            raise Unprocessable(f"invalid {where}: numbers must be finite") from None
         errors = clean_errors(exc.errors(include_url=False), (where,))
         summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
         raise Unprocessable(f"invalid {where}: {summary}", errors=errors) from None

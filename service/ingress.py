@@ -23,7 +23,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.assets import AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest
+from schemas.assets import MEDIA_TYPE_MAX_LENGTH, AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest, is_media_type
 from schemas.edits import EditRequest, EditResponse
 from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, JobStatus
 from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
@@ -46,6 +46,7 @@ from service.errors import (
     Unprocessable,
 )
 from service.images import decode_image, inspect_image
+from service.json_body import JSONBodyRoute, parse_json
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
 from service.logs import get_logger, request_id_var
 from service.openapi import install as install_openapi
@@ -83,6 +84,7 @@ api = FastAPI(
                 "Edits are typed per (family, op): `EditRequest` is anyOf `<Family><Op>EditRequest`.",
     generate_unique_id_function=lambda route: route.name,  # operationId = the handler's name, e.g. create_edit
 )
+api.router.route_class = JSONBodyRoute  # every JSON body through service/json_body.py (one parser, one depth limit)
 install_openapi(api)  # typed edit variants and problem+json error responses (service/openapi.py)
 
 
@@ -338,11 +340,11 @@ class Ingress:
                 raise Unprocessable("kind must be 'image' or 'data'")
             data = await upload.read()
             declared = upload.content_type or "application/octet-stream"
+            if not is_media_type(declared):  # it becomes the stored object's Content-Type header
+                raise Unprocessable("the file part's Content-Type is not a media type (type/subtype, printable ASCII, "
+                                    f"at most {MEDIA_TYPE_MAX_LENGTH} characters)")
         elif content_type == "application/json":
-            try:
-                body = json.loads(await request.body())
-            except ValueError:
-                raise BadRequest("request body is not valid JSON") from None
+            body = parse_json(await request.body())
             payload = validate(AssetUploadJSON, body if isinstance(body, dict) else {"_": body}, "body")
             try:
                 data = base64.b64decode(payload.data_base64, validate=True)

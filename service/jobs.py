@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from schemas.jobs import TERMINAL_STATES
-from service.errors import NotFound, Unprocessable
+from service.errors import NotFound, ProblemError, Unprocessable
+from service.json_body import parse_json
 from service.logs import get_logger
 from service.storage import AssetStore
 
@@ -58,22 +59,75 @@ def new_job_id(idempotency_key: str | None, owner: str | None = None) -> str:
     return hashlib.sha256(b"collage-job:" + scope + idempotency_key.encode()).hexdigest()[:32]
 
 
-def check_webhook_url(url: str, allow_private: bool) -> None:
-    """Refuse (422) a webhook whose host resolves to a non-public address (loopback, private, link-local,
-    cloud metadata, ...), so a job cannot make the service POST into its own network (SSRF).
-    ``allow_private`` (setting ``webhook_allow_private``) turns the check off."""
-    if allow_private:
-        return
+# IPv6 forms whose last 32 bits are an IPv4 address that a connection may end up at.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: a NAT64 gateway forwards to the embedded IPv4
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: a site's own translators, never a public destination
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291); some stacks still route it to the IPv4
+
+
+def non_public_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a webhook may not go to ``address`` (None: a unicast global address, of itself and of any
+    IPv4 address it embeds)."""
+    if address.is_multicast:
+        return "a multicast address"
+    if address.version == 6:
+        if address in _NAT64_LOCAL_USE:
+            return "a local-use NAT64 address"
+        if address.teredo is not None:
+            return "a Teredo tunnel address"
+        if address in _IPV4_COMPATIBLE and int(address) > 1:
+            return "an IPv4-compatible address (deprecated)"
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64_WELL_KNOWN:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:  # mapped, 6to4 or NAT64: the embedded IPv4 decides
+            reason = non_public_reason(embedded)
+            return f"it embeds {embedded}: {reason}" if reason else None
+    if not address.is_global:
+        return "loopback, private, link-local or reserved"
+    return None
+
+
+def resolve_webhook_url(url: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address the webhook's host resolves to, each one checked; 422 naming the first refused.
+
+    The service connects to one of these very addresses (:func:`deliver_webhook` pins it), so a name
+    that resolves elsewhere a moment later (DNS rebinding) cannot steer the POST."""
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise Unprocessable(f"webhook host {host!r} does not resolve") from None
+    addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            raise Unprocessable(f"webhook host {host!r} resolves to {address}, which is not a public address; webhooks "
-                                "go to public hosts only (COLLAGE_WEBHOOK_ALLOW_PRIVATE allows others)")
+        reason = non_public_reason(address)
+        if reason:
+            raise Unprocessable(f"webhook host {host!r} resolves to {address} ({reason}), not a public address; webhooks go "
+                                "to public unicast hosts only (COLLAGE_WEBHOOK_ALLOW_PRIVATE allows others)")
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def check_webhook_url(url: str, allow_private: bool) -> None:
+    """Refuse (422) a webhook whose host resolves to an address that is not public unicast (loopback,
+    private, link-local, cloud metadata, multicast, or an IPv6 form embedding one of those), so a
+    job cannot make the service POST into its own network (SSRF). ``allow_private`` (setting
+    ``webhook_allow_private``) turns the check off."""
+    if not allow_private:
+        resolve_webhook_url(url)
+
+
+def _pinned(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` sent to ``address``: the URL with the address as host, the Host header and TLS server
+    name (SNI and certificate check) of the original host."""
+    parts = urllib.parse.urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"host": host_header}, extensions
 
 
 def item_seed(job_id: str, index: int) -> int:
@@ -92,9 +146,9 @@ def parse_manifest(data: bytes, max_items: int) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise Unprocessable(f"manifest line {number} is not JSON: {exc}", line=number) from None
+            item = parse_json(line.encode())
+        except ProblemError as exc:  # bad syntax or nesting past the limit: the line's fault, so a 422 naming it
+            raise Unprocessable(f"manifest line {number} is not JSON: {exc.detail}", line=number) from None
         if not isinstance(item, dict):
             raise Unprocessable(f"manifest line {number} is a JSON {type(item).__name__}, not an edit request object", line=number)
         items.append(item)
@@ -119,21 +173,23 @@ async def deliver_webhook(url: str, body: bytes, secret: str, *, job_id: str, at
                           timeout_s: float, allow_private: bool) -> dict[str, Any]:
     """POST ``body`` until a 2xx or ``attempts`` tries (delays backoff_s, 2·backoff_s, …); returns the delivery record."""
     record: dict[str, Any] = {"url": url, "state": "failed", "attempts": 0, "last_status": None, "last_error": None, "delivered_at": None}
+    target, headers, extensions = url, {}, {}
     if not allow_private:  # checked at submit, and again now: the name may resolve elsewhere by the time the job ends
         try:
-            await asyncio.to_thread(check_webhook_url, url, False)
+            addresses = await asyncio.to_thread(resolve_webhook_url, url)
         except Unprocessable as exc:
             record["last_error"] = exc.detail
             log.warning("webhook refused", extra={"job_id": job_id, "url": url, "error": exc.detail})
             return record
-    headers = {"content-type": "application/json", SIGNATURE_HEADER: sign_body(body, secret), "X-Collage-Job-Id": job_id}
+        target, headers, extensions = _pinned(url, addresses[0])
+    headers.update({"content-type": "application/json", SIGNATURE_HEADER: sign_body(body, secret), "X-Collage-Job-Id": job_id})
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
             record["attempts"] = attempt + 1
             try:
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(target, content=body, headers=headers, extensions=extensions)
             except httpx.HTTPError as exc:
                 record["last_status"], record["last_error"] = None, f"{type(exc).__name__}: {exc}"[:300]
                 continue

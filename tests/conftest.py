@@ -8,6 +8,10 @@ once per session in a temporary directory. The session fixture points this proce
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -175,3 +179,36 @@ def _numeric_tests_start_no_ray(request: pytest.FixtureRequest, monkeypatch: pyt
             pytest.fail("this numeric test started Ray: use the service fixtures or mark it @pytest.mark.server")
     else:
         yield
+
+
+# ------------------------------------------------------------------------------ network namespaces
+# A test marked ``netns`` could make the service connect to a non-loopback address (webhook SSRF cases). It runs in a
+# child pytest inside a network namespace of its own (``unshare -n``, loopback only), so a regression can never send
+# anything off the machine. Needs root (CI runs as root); outside CI a machine without it skips these tests.
+NETNS_ENV = "COLLAGE_TEST_IN_NETNS"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if pyfuncitem.get_closest_marker("netns") is None:
+        return None
+    if os.environ.get(NETNS_ENV) == "1":
+        interfaces = [name for _, name in socket.if_nameindex()]
+        assert interfaces == ["lo"], f"a netns test must run with loopback only, not {interfaces}"
+        return None  # the child: run the test itself
+    script = 'ip link set lo up && exec "$@"'
+    command = ["unshare", "--net", "--", "sh", "-c", script, "sh", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-x", "--no-header", pyfuncitem.nodeid]
+    try:
+        completed = subprocess.run(command, env={**os.environ, NETNS_ENV: "1"}, capture_output=True, text=True, timeout=900,
+                                   cwd=pyfuncitem.config.rootpath)
+    except FileNotFoundError:
+        completed = None
+    if completed is None or (completed.returncode != 0 and "unshare failed" in completed.stderr):
+        message = "no network namespace here (unshare -n needs root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    if completed.returncode != 0:
+        pytest.fail(f"in its network namespace the test failed:\n{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}")
+    return True

@@ -110,6 +110,22 @@ def tiff_image() -> bytes:
     return _saved(Image.new("RGB", (16, 16), (1, 2, 3)), "TIFF")
 
 
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A valid 8x8 RGB PNG with one extra chunk right after IHDR (33 bytes: signature + IHDR)."""
+    plain = png_bytes(np.zeros((8, 8, 3), dtype=np.uint8))
+    return plain[:33] + _png_chunk(kind, payload) + plain[33:]
+
+
+def inflating_chunk_png(kind: bytes = b"iCCP", inflated_bytes: int = 4 << 20) -> bytes:
+    """A ~4 KB PNG whose ICC profile (or zTXt text) inflates to ``inflated_bytes``, past Pillow's chunk limit."""
+    compressed = zlib.compress(b"\0" * inflated_bytes, 9)
+    return png_with_chunk(kind, b"profile\0\0" + compressed)
+
+
 def hostile_images() -> dict[str, tuple[bytes, int, str]]:
     """name -> (bytes, expected upload status, text the problem detail must contain); 201 = accepted."""
     return {
@@ -126,6 +142,9 @@ def hostile_images() -> dict[str, tuple[bytes, int, str]]:
         "animated-webp": (animated_webp(), 422, "animated"),
         "animated-gif": (animated_gif(), 422, "not a readable image"),
         "tiff": (tiff_image(), 422, "not a readable image"),
+        "png-iccp-bomb": (inflating_chunk_png(b"iCCP"), 413, "ICC profile"),
+        "png-ztxt-bomb": (inflating_chunk_png(b"zTXt"), 413, "ICC profile"),
+        "png-bad-chunk-crc": (png_with_chunk(b"tEXt", b"k\0v")[:-30] + b"\0" * 30, 422, ""),
         "palette-png": (palette_png(), 201, ""),
         "rgba-png": (rgba_png(), 201, ""),
         "grey-alpha-png": (grey_alpha_png(), 201, ""),

@@ -229,3 +229,26 @@ def test_demo_grid_runs_every_collage_op(client, model):
     grid = neural_collage_grid(client, info, say=lines.append, seeds=(1, 2), cell=32)
     assert grid.size == (32 * 8, 2 * (14 + 32))  # base, 3 targets, late-only, reference, pasted, mask
     assert len(lines) == 2 and "middle" in lines[0]  # no shipped masks for this model: the centred box
+
+
+NON_FINITE_BODIES = {  # raw JSON text: Python's json would read NaN and Infinity, and 1e309 overflows to inf
+    "z-nan": '{"seed": null, "z": [NaN], "class_id": 0}', "z-infinity": '{"z": [Infinity], "class_id": 0}',
+    "z-minus-infinity": '{"z": [-Infinity], "class_id": 0}', "z-1e309": '{"z": [1e309], "class_id": 0}',
+    "z-1e308": '{"z": [1e308], "class_id": 0}', "weights-nan": '{"seed": 1, "class_weights": {"0": NaN}}',
+    "weights-1e308": '{"seed": 1, "class_weights": {"0": 1e308}}', "weights-1e309": '{"seed": 1, "class_weights": {"0": 1e309}}',
+}
+
+
+@pytest.mark.parametrize("name", list(NON_FINITE_BODIES))
+def test_non_finite_and_huge_latents_are_a_4xx(client, model, name):
+    body = '{"model": "%s", "op": "sample", "inputs": %s}' % (MODEL, NON_FINITE_BODIES[name])
+    response = client.post("/v1/edits", content=body, headers={"content-type": "application/json"})
+    # NaN/Infinity are not JSON (400); 1e309 parses to infinity and 1e308 is past the bound (422)
+    assert_problem(response, 400 if "nan" in name or "infinity" in name else 422)
+
+
+@pytest.mark.parametrize("inputs", [{"seed": "7", "class_id": 0}, {"seed": True, "class_id": 0}, {"seed": 7.5, "class_id": 0},
+                                    {"seed": 7, "class_id": True}, {"seed": 7, "class_id": 1.0}, {"seed": 7, "class_id": "1"}])
+def test_seeds_and_classes_are_not_coerced(client, model, inputs):
+    response = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": inputs})
+    assert_problem(response, 422)

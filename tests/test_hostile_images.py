@@ -71,3 +71,44 @@ def test_accepted_odd_images_are_edited_correctly(client, model, name):  # noqa:
     outside = hole == 0
     assert result.shape == expected.shape
     np.testing.assert_array_equal(result[outside], expected[outside])  # outside the hole: the input, bit for bit
+
+
+def _mutations(data: bytes, count: int, seed: int):
+    """Seeded corruptions of one valid file: flipped bytes, cuts, repeated and zeroed spans."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        mutated = bytearray(data)
+        kind = rng.integers(4)
+        if kind == 0:
+            for position in rng.integers(0, len(mutated), size=rng.integers(1, 9)):
+                mutated[position] = int(rng.integers(256))
+        elif kind == 1:
+            mutated = mutated[: rng.integers(1, len(mutated))]
+        elif kind == 2:
+            start = int(rng.integers(len(mutated)))
+            span = mutated[start : start + int(rng.integers(1, 64))]
+            mutated[start:start] = span * int(rng.integers(2, 50))
+        else:
+            start = int(rng.integers(len(mutated)))
+            mutated[start : start + int(rng.integers(1, 32))] = b"\xff" * min(32, len(mutated) - start)
+        yield bytes(mutated)
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "WEBP"])
+def test_corrupted_files_of_every_accepted_format_decode_or_give_a_4xx(format):
+    """Whatever Pillow raises on a damaged file of a format it reads is the client's fault: a 4xx."""
+    rng = np.random.default_rng(1)
+    valid = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(valid, format=format)
+    outcomes = {"decoded": 0, "refused": 0}
+    for data in _mutations(valid.getvalue(), 300, seed=sum(map(ord, format))):
+        for mode in ("RGB", "L"):
+            try:
+                array = decode_image(data, TEST_MAX_IMAGE_PIXELS, mode=mode)
+            except ProblemError as exc:
+                assert 400 <= exc.status < 500, (exc.status, exc.detail)
+                outcomes["refused"] += 1
+            else:
+                assert array.dtype == np.uint8
+                outcomes["decoded"] += 1
+    assert outcomes["refused"] > 0, outcomes

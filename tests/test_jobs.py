@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import http.server
 import json
 import threading
@@ -12,6 +13,7 @@ import pytest
 from service.errors import Unprocessable
 from service.jobs import (
     JobStore,
+    _pinned,
     check_webhook_url,
     deliver_webhook,
     final_state,
@@ -21,6 +23,12 @@ from service.jobs import (
     sign_body,
     signature_valid,
 )
+
+
+def test_a_manifest_line_nested_too_deep_is_a_422_naming_it():
+    deep = b'{"a": ' * 5_000 + b"1" + b"}" * 5_000
+    with pytest.raises(Unprocessable, match="line 2 is not JSON: .*deeper than"):
+        parse_manifest(b'{"a": 1}\n' + deep + b"\n", 10)
 
 
 def test_parse_manifest_skips_blank_lines_and_names_the_bad_line():
@@ -92,22 +100,45 @@ def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts
         server.shutdown()
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/x", "http://192.168.0.7/x",
-                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]:8000/x", "http://0.0.0.0/x",
-                                 "http://[fd00::1]/x", "http://100.64.0.1/x"])
-def test_webhooks_to_non_public_addresses_are_refused_unless_allowed(url):
-    with pytest.raises(Unprocessable, match="not a public address"):
-        check_webhook_url(url, allow_private=False)
-    check_webhook_url(url, allow_private=True)
-    record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=3, backoff_s=0.01, timeout_s=1, allow_private=False))
-    assert record["state"] == "failed" and record["attempts"] == 0 and "not a public address" in record["last_error"]
+NON_PUBLIC_WEBHOOKS = [
+    "http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/x", "http://192.168.0.7/x",
+    "http://169.254.169.254/latest/meta-data/", "http://[::1]:8000/x", "http://0.0.0.0/x", "http://[fd00::1]/x",
+    "http://100.64.0.1/x", "http://224.0.0.1/x", "http://239.255.255.250:1900/x", "http://240.0.0.1/x",
+    "http://255.255.255.255/x", "http://[ff02::1]/x",
+    "http://[::7f00:1]/x",  # IPv4-compatible 127.0.0.1
+    "http://[::ffff:127.0.0.1]/x", "http://[::ffff:a9fe:a9fe]/x",  # IPv4-mapped
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 well-known prefix: 169.254.169.254
+    "http://[64:ff9b::a00:1]/x", "http://[64:ff9b:1::808:808]/x",  # NAT64: 10.0.0.1; the local-use prefix
+    "http://[2002:7f00:1::1]/x", "http://[2002:a9fe:a9fe::1]/x",  # 6to4 of 127.0.0.1 and 169.254.169.254
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",  # Teredo
+]
 
 
+@pytest.mark.netns
+def test_webhooks_to_non_public_addresses_are_refused_unless_allowed():
+    for url in NON_PUBLIC_WEBHOOKS:
+        with pytest.raises(Unprocessable, match="not a public address"):
+            check_webhook_url(url, allow_private=False)
+        check_webhook_url(url, allow_private=True)
+        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=3, backoff_s=0.01, timeout_s=1, allow_private=False))
+        assert record["state"] == "failed" and record["attempts"] == 0 and "not a public address" in record["last_error"], url
+
+
+@pytest.mark.netns
 def test_webhooks_to_public_addresses_pass_and_unresolvable_hosts_are_refused():
-    check_webhook_url("https://8.8.8.8/hook", allow_private=False)
-    check_webhook_url("https://[2606:4700::1111]/hook", allow_private=False)
+    for url in ("https://8.8.8.8/hook", "https://[2606:4700::1111]/hook", "https://[::ffff:8.8.8.8]/hook",
+                "https://[64:ff9b::808:808]/hook", "https://[2002:808:808::1]/hook"):  # mapped, NAT64, 6to4 of 8.8.8.8
+        check_webhook_url(url, allow_private=False)
     with pytest.raises(Unprocessable, match="does not resolve"):
         check_webhook_url("https://no-such-host.invalid/hook", allow_private=False)
+
+
+def test_a_delivery_goes_to_the_address_that_was_checked():
+    """The POST is pinned to the checked address, with the original Host header and TLS server name."""
+    url, headers, extensions = _pinned("https://user@hooks.example.com:8443/a?b=1", ipaddress.ip_address("2606:4700::1111"))
+    assert url == "https://[2606:4700::1111]:8443/a?b=1" and headers == {"host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}
+    assert _pinned("http://hooks.example.com/x", ipaddress.ip_address("8.8.8.8"))[:2] == ("http://8.8.8.8/x", {"host": "hooks.example.com"})
 
 
 def test_job_store_records_items_once_and_pages_them(store):
