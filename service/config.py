@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of result PNGs: 1 is ~3x faster to encode "
                                     "than 6 for ~10 % larger files (docs/api.md, Output formats)")
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
+    storage_deadline_s: float = Field(default=10.0, gt=0, description="longest one storage step of a request may take "
+                                      "(or the request's X-Request-Timeout, if sooner) before a 503 (service/storage_gate.py)")
+    storage_breaker_failures: int = Field(default=5, ge=1, description="consecutive storage failures that open the circuit "
+                                          "breaker: storage steps then answer 503 at once")
+    storage_breaker_open_s: float = Field(default=5.0, gt=0, description="how long an open storage breaker answers 503 "
+                                          "without trying S3")
 
     # --- API authentication and limits (docs/security.md) ------------------------------------
     auth: Literal["required", "disabled"] = Field(default="required", description="required: every route but /healthz, "

@@ -23,7 +23,6 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from starlette.concurrency import run_in_threadpool
 
 from schemas.common import Limits
 from schemas.edits import EditRequest, Timings
@@ -36,6 +35,7 @@ from service.errors import DeadlineExceeded, NotFound, ProblemError, ServiceUnav
 from service.images import decode_image
 from service.registry import ModelRegistry
 from service.storage import AssetStore
+from service.storage_gate import NoGate, StorageGate
 from service.tasks import EditOutput, EditTask
 
 
@@ -161,8 +161,10 @@ class EditPipeline:
     # Fields of a `project` edit's extras that make up the fitted latent (style: w; collage: z and class).
     LATENT_KEYS = ("w", "z", "class")
 
-    def __init__(self, settings: Settings, store: AssetStore, registry: ModelRegistry, families: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, store: AssetStore, registry: ModelRegistry, families: dict[str, Any],
+                 gate: StorageGate | NoGate | None = None) -> None:
         self.settings = settings
+        self.gate = gate or NoGate()  # the ingress's: a deadline and breaker per storage step (service/storage_gate.py)
         self.store = store
         self.registry = registry
         self.families = families  # family name -> DeploymentHandle
@@ -202,13 +204,14 @@ class EditPipeline:
         the result. ``deadline`` (time.time()): not computed after it.
 
         Storage runs in two thread-pool calls, one before the family (manifest, access, cache lookup,
-        inputs) and one after (the result's writes), rather than one hop per S3 request.
+        inputs) and one after (the result's writes), rather than one hop per S3 request; each within
+        the gate's deadline (the first also within ``deadline``).
 
         Raises ProblemError (4xx for the request's own faults, 429/503 when the family is busy or down,
         504 when the deadline passed first).
         """
         started = time.perf_counter()
-        prepared = await run_in_threadpool(self._prepare, body, draw_seed, want_image, principal, random_seed)
+        prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed, deadline=deadline)
         if isinstance(prepared, EditResult):  # from the cache
             prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
             return prepared
@@ -218,7 +221,7 @@ class EditPipeline:
         output = await self.dispatch(prepared.family, prepared.handle, task)
         metrics.BATCH_SIZE.labels(prepared.family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(prepared.family).observe(output.queue_ms / 1e3)
-        store_s = await run_in_threadpool(self._store_result, prepared, body, output, principal)
+        store_s = await self.gate.run(self._store_result, prepared, body, output, principal)
         if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
             self.registry.invalidate(body.model)
         return EditResult(

@@ -52,6 +52,7 @@ from service.logs import get_logger, request_id_var
 from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
 from service.storage import AssetStore
+from service.storage_gate import StorageGate
 
 VERSION = "0.1.0"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -213,7 +214,9 @@ class Ingress:
         self.families = families  # family name -> DeploymentHandle
         self.job_runner = job_runner  # DeploymentHandle of service.job_runner.JobRunner
         self.jobs = JobStore(self.store)
-        self.edits = EditPipeline(self.settings, self.store, self.registry, families)
+        self.gate = StorageGate(self.settings.storage_deadline_s, self.settings.storage_breaker_failures,
+                                self.settings.storage_breaker_open_s)  # every storage step of a request goes through it
+        self.edits = EditPipeline(self.settings, self.store, self.registry, families, gate=self.gate)
         self.access = AccessIndex(self.store)
         self._seed_rng = random.SystemRandom()
 
@@ -227,7 +230,7 @@ class Ingress:
     async def readyz(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
-            await run_in_threadpool(self.store.ping)
+            await run_in_threadpool(self.store.ping)  # readiness asks S3 itself, breaker or not
             checks["storage"] = "ok"
         except ProblemError as exc:
             checks["storage"] = exc.detail
@@ -266,7 +269,7 @@ class Ingress:
     @api.get("/v1/models", response_model=ModelList, tags=["models"], summary="Families, checkpoints and op parameters",
              responses=_problems(503), dependencies=[Depends(requires())])
     async def list_models(self) -> ModelList:
-        manifests = await run_in_threadpool(self.registry.list_manifests)
+        manifests = await self.gate.run(self.registry.list_manifests)
         families = [FamilyInfo(name=f, deployed=f in self.families, ops=sorted(ops)) for f, ops in sorted(OPS.items())]
         return ModelList(families=families, models=[self._model_info(m) for m in manifests])
 
@@ -275,7 +278,7 @@ class Ingress:
     async def get_model(self, name: str) -> ModelInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
-        return self._model_info(await run_in_threadpool(self.registry.get_manifest, name))
+        return self._model_info(await self.gate.run(self.registry.get_manifest, name))
 
     @api.put("/v1/models/{name}/catalog/labels", response_model=CatalogInfo, tags=["models"],
              summary="Name clusters of a model's part catalog (e.g. {\"labels\": {\"3\": \"eyes\"}}); admin scope",
@@ -283,7 +286,7 @@ class Ingress:
     async def label_catalog(self, name: str, body: CatalogLabels) -> CatalogInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
-        return CatalogInfo.model_validate(await run_in_threadpool(self.registry.set_catalog_labels, name, body.labels))
+        return CatalogInfo.model_validate(await self.gate.run(self.registry.set_catalog_labels, name, body.labels))
 
     # ---- assets ----------------------------------------------------------------------------
     def _asset_info(self, asset_id: str, key: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:
@@ -355,7 +358,7 @@ class Ingress:
             raise UnsupportedMediaType(
                 f"send multipart/form-data (field 'file') or application/json (data_base64), not {content_type or 'no content type'}"
             )
-        info = await run_in_threadpool(self._store_asset, data, declared, kind, principal)
+        info = await self.gate.run(self._store_asset, data, declared, kind, principal)
         return JSONResponse(info.model_dump(mode="json"), status_code=201 if info.created else 200)
 
     @api.get("/v1/assets/{asset_id}", response_model=AssetInfo, tags=["assets"],
@@ -366,7 +369,7 @@ class Ingress:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
 
-        key, head = await run_in_threadpool(self.edits.find_readable, principal, asset_id)
+        key, head = await self.gate.run(self.edits.find_readable, principal, asset_id)
         info = self._asset_info(asset_id, key, head)
         if redirect:
             return RedirectResponse(info.url, status_code=307)
@@ -377,7 +380,7 @@ class Ingress:
     async def create_upload(self, body: UploadSlotRequest, principal: Principal = Depends(requires("edit", "jobs"))) -> UploadSlot:
         upload_id = uuid.uuid4().hex
         slot = {"content_type": body.content_type, "kind": body.kind, "size": body.size, "owner": principal.key_id}
-        await run_in_threadpool(self.store.put, self.store.key("uploads", upload_id + ".json"), json.dumps(slot).encode(), "application/json")
+        await self.gate.run(self.store.put, self.store.key("uploads", upload_id + ".json"), json.dumps(slot).encode(), "application/json")
         url = self.store.presign_put(self.store.key("uploads", upload_id), body.content_type)
         return UploadSlot(upload_id=upload_id, url=url, headers={"Content-Type": body.content_type},
                           expires_in_s=self.settings.presign_expires_s)
@@ -409,7 +412,7 @@ class Ingress:
             self.store.delete(self.store.key("uploads", upload_id + ".json"))
             return info
 
-        info = await run_in_threadpool(finish)
+        info = await self.gate.run(finish)
         return JSONResponse(info.model_dump(mode="json"), status_code=201 if info.created else 200)
 
     # ---- edits -----------------------------------------------------------------------------
@@ -526,7 +529,7 @@ class Ingress:
                 self.jobs.enqueue(job_id)
             return self._read_job_status(job_id, principal), False
 
-        status, created = await run_in_threadpool(create)
+        status, created = await self.gate.run(create)
         await self._poke_runner("start", job_id)
         return JSONResponse(JobStatus.model_validate(status).model_dump(mode="json"), status_code=202 if created else 200,
                             headers={"Location": f"/v1/jobs/{job_id}"})
@@ -534,7 +537,7 @@ class Ingress:
     @api.get("/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], summary="State, counts, first errors, webhook delivery",
              responses=_problems(404))
     async def get_job(self, job_id: str, principal: Principal = Depends(requires("jobs"))) -> JobStatus:
-        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id, principal))
+        return JobStatus.model_validate(await self.gate.run(self._read_job_status, job_id, principal))
 
     @api.get("/v1/jobs/{job_id}/results", response_model=JobResultsPage, tags=["jobs"],
              summary="Page through the items in order: finished ones with result or problem, the rest pending or cancelled",
@@ -557,7 +560,7 @@ class Ingress:
             next_cursor = cursor + limit if cursor + limit < total else None
             return JobResultsPage(job_id=job_id, state=status["state"], total=total, items=items, next_cursor=next_cursor)
 
-        return await run_in_threadpool(page)
+        return await self.gate.run(page)
 
     @api.delete("/v1/jobs/{job_id}", response_model=JobStatus, status_code=202, tags=["jobs"],
                 summary="Cancel: items in flight finish, the rest are marked cancelled",
@@ -569,6 +572,6 @@ class Ingress:
                 raise Conflict(f"job {job_id} already finished ({status['state']}); nothing to cancel", state=status["state"])
             self.jobs.request_cancel(job_id)
 
-        await run_in_threadpool(request_cancel)
+        await self.gate.run(request_cancel)
         await self._poke_runner("cancel", job_id)
-        return JobStatus.model_validate(await run_in_threadpool(self._read_job_status, job_id, principal))
+        return JobStatus.model_validate(await self.gate.run(self._read_job_status, job_id, principal))

@@ -59,6 +59,10 @@ QUEUE_DEPTH = Gauge(
     registry=REGISTRY,
 )
 CACHE = Counter("collage_result_cache", "Edit result cache lookups by outcome (hit/miss).", ["outcome"], registry=REGISTRY)
+STORAGE_TIMEOUTS = Counter("collage_storage_deadline_exceeded", "Request-path storage steps that passed their deadline (503).",
+                           registry=REGISTRY)
+STORAGE_BREAKER_OPENED = Counter("collage_storage_breaker_opened", "Times the storage circuit breaker opened (storage known down).",
+                                 registry=REGISTRY)
 
 
 def render() -> bytes:

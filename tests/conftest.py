@@ -22,6 +22,7 @@ from service.s3server import EmbeddedS3
 from service.storage import AssetStore
 
 TEST_BUCKET = "collage-test"
+TEST_STORAGE_DEADLINE_S = 8.0  # a storage step of a request waits at most this (tests/test_faults.py stalls S3 past it)
 
 # Variables the S3 session fixture sets or clears; all restored at session end.
 _S3_ENV_CLEARED = (
@@ -128,6 +129,9 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_CLIENT_TOKEN": TEST_TOKENS["admin"],
         "COLLAGE_RATE_LIMIT_BURST": str(TEST_RATE_BURST),
         "COLLAGE_MAX_QUEUED_REQUESTS": str(TEST_MAX_QUEUED_REQUESTS),
+        "COLLAGE_STORAGE_DEADLINE_S": str(TEST_STORAGE_DEADLINE_S),
+        "COLLAGE_STORAGE_BREAKER_FAILURES": "3",
+        "COLLAGE_STORAGE_BREAKER_OPEN_S": "3",
     }
     with patched_environ(env):
         local = LocalService()

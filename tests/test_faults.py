@@ -52,6 +52,49 @@ def test_s3_stopped_during_an_edit_gives_503_leaves_nothing_half_written_and_rec
     assert again.status_code == 200 and again.json()["cached"] is False
 
 
+def test_a_stalled_s3_gets_503_within_the_storage_deadline_then_at_once_and_recovers(client, s3_server):
+    """S3 frozen (SIGSTOP: connections accepted, nothing answered) for longer than the storage deadline: the first
+    edits answer 503 + Retry-After at the deadline, not after botocore's 30 s read timeout × retries; once the breaker
+    has seen enough failures, storage steps answer 503 at once; after the stall the service serves again."""
+    import os
+    import signal
+
+    from tests.conftest import TEST_STORAGE_DEADLINE_S
+
+    def edit(seed: int) -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        response = client.post("/v1/edits", json={"model": COLLAGE_MODEL, "op": "sample", "inputs": {"seed": seed, "class_id": 0}})
+        return response, time.monotonic() - started
+
+    assert edit(41_000)[0].status_code == 200
+    os.kill(s3_server._proc.pid, signal.SIGSTOP)
+    try:
+        first, first_s = edit(41_001)
+        timings = [first_s]
+        while True:  # until the breaker answers without waiting (at most the breaker's failure count more)
+            response, elapsed = edit(41_002 + len(timings))
+            assert_problem(response, 503, "storage")
+            timings.append(elapsed)
+            if elapsed < 1.0 or len(timings) > 4:
+                break
+        fast_asset = client.get("/v1/assets/" + "0" * 64)
+    finally:
+        os.kill(s3_server._proc.pid, signal.SIGCONT)
+    problem = assert_problem(first, 503, "did not answer within")
+    assert int(first.headers["retry-after"]) >= 1, problem
+    assert TEST_STORAGE_DEADLINE_S - 0.5 <= first_s <= TEST_STORAGE_DEADLINE_S + 3, timings
+    assert timings[-1] < 1.0, f"the breaker must answer at once after repeated failures: {timings}"
+    assert_problem(fast_asset, 503, "known to be down")
+    deadline = time.monotonic() + 60
+    while True:  # the breaker lets calls through again after its open time; S3 answers again
+        response, _ = edit(41_100)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert response.status_code == 200, response.text
+    assert response.json()["cached"] is False
+
+
 def _family_replica_actor(family_class: str):
     import ray
 

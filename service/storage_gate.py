@@ -1,0 +1,92 @@
+"""How long a request waits for object storage: a deadline per storage step and a circuit breaker.
+
+Storage calls are blocking boto3 calls in worker threads. A stalled S3 (accepting connections,
+answering nothing) would hold every request for botocore's read timeout times its attempts (30 s
+× 3 by default), and every new request would join them. On the request path the ingress instead
+
+- gives each storage step (one thread-pool call: an edit's lookups and input reads, its result
+  writes, an upload, a job's status read …) at most ``storage_deadline_s``, or what is left of the
+  request's own deadline (``X-Request-Timeout``) if that is sooner, and answers **503** with
+  ``Retry-After`` when it passes;
+- counts consecutive storage failures (timeouts and 503s of the storage layer); after
+  ``storage_breaker_failures`` of them the breaker is *open* for ``storage_breaker_open_s``: every
+  storage step answers 503 at once, without touching S3. Then calls go through again; the first
+  success closes the breaker, a failure opens it again.
+
+The thread of a step that timed out runs on until its socket times out; its outcome is dropped.
+Nothing is half-written by that: results and assets are single PUTs, complete or absent. Jobs do
+not use a gate: the job runner retries storage with backoff for as long as it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from typing import Any, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from service import metrics
+from service.errors import StorageUnavailable
+
+
+class StorageGate:
+    """Deadline and circuit breaker around the request path's storage steps (module docstring)."""
+
+    def __init__(self, deadline_s: float, failures_to_open: int, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.deadline_s = deadline_s  # longest one storage step may take
+        self.failures_to_open = failures_to_open  # consecutive failures that open the breaker
+        self.open_s = open_s  # how long an open breaker answers 503 without trying
+        self._clock = clock
+        self._failures = 0
+        self._open_until = 0.0
+        self._lock = threading.Lock()  # failures are recorded from the event loop, successes too; cheap either way
+
+    def retry_after_s(self) -> int:
+        """Seconds until the breaker lets calls through again (0: closed)."""
+        return max(0, math.ceil(self._open_until - self._clock()))
+
+    def check(self) -> None:
+        """503 at once while the breaker is open."""
+        wait_s = self.retry_after_s()
+        if wait_s:
+            raise StorageUnavailable(f"object storage is known to be down (the last {self._failures} calls failed); "
+                                     f"retry in {wait_s} s", retry_after_s=wait_s)
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._failures = 0
+                return
+            self._failures += 1
+            if self._failures >= self.failures_to_open:
+                if self._open_until <= self._clock():
+                    metrics.STORAGE_BREAKER_OPENED.inc()
+                self._open_until = self._clock() + self.open_s
+
+    async def run(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+        """``fn(*args)`` in a worker thread, within the step's deadline (``deadline``: the request's, as
+        time.time()); StorageUnavailable (503) when the breaker is open, the deadline passes or storage fails."""
+        self.check()
+        budget_s = self.deadline_s if deadline is None else min(self.deadline_s, deadline - time.time())
+        try:
+            result = await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=max(budget_s, 0.01))
+        except asyncio.TimeoutError:
+            self.record(False)
+            metrics.STORAGE_TIMEOUTS.inc()
+            raise StorageUnavailable(f"object storage did not answer within {max(budget_s, 0):.1f} s; retry later",
+                                     retry_after_s=max(1, self.retry_after_s())) from None
+        except StorageUnavailable:
+            self.record(False)
+            raise
+        self.record(True)
+        return result
+
+
+class NoGate:
+    """The job runner's: storage steps in a worker thread, no deadline, no breaker (jobs retry)."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+        return await run_in_threadpool(fn, *args)
