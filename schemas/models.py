@@ -90,6 +90,8 @@ class ModelInfo(BaseModel):
                                                        "parsing asset id): inputs that may then be omitted (warp, person)")
     factors: list[str] | None = Field(default=None, description="factors the model separates (person: foreground, background, pose)")
     embedding_dims: dict[str, int] | None = Field(default=None, description="embedding size of each factor (person)")
+    broken: str | None = Field(default=None, description="why the model's weights do not load, when a replica found they "
+                               "do not: its edits answer 422 model-broken until working weights are registered")
 
 
 class FamilyInfo(BaseModel):

@@ -31,7 +31,7 @@ from service import metrics
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.coalesce import CoalescedCalls
 from service.config import Settings
-from service.errors import DeadlineExceeded, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
+from service.errors import DeadlineExceeded, ModelBroken, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
 from service.images import decode_image
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -249,6 +249,9 @@ class EditPipeline:
         manifest = self.registry.get_manifest(body.model)
         storage_s += time.perf_counter() - t
         family = manifest["family"]
+        if manifest.get("broken"):  # a replica found these weights do not load: say so without dispatching
+            raise ModelBroken(f"model {body.model!r} cannot be loaded ({manifest['broken']}); an operator must register "
+                              "working weights for it (collage models upload)", model=body.model)
         spec = get_op(family, body.op)
         if spec is None or body.op not in manifest.get("ops", []):
             raise Unprocessable(

@@ -113,6 +113,13 @@ class ServiceUnavailable(ProblemError):
         super().__init__(detail, headers=headers, **extra)
 
 
+class ModelBroken(Unprocessable):
+    """A registered model whose weights do not load. Retrying cannot help (so not a 503) until an
+    operator registers working weights; GET /v1/models marks the model ``broken`` meanwhile."""
+
+    title, slug = "Model Cannot Be Loaded", "model-broken"
+
+
 class StorageUnavailable(ServiceUnavailable):
     slug = "storage-unavailable"
 

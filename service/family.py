@@ -23,7 +23,7 @@ from ray import serve
 
 from service.autoscaling import EDITS_METRIC
 from service.config import get_settings
-from service.errors import DeadlineExceeded, ProblemError, Unprocessable
+from service.errors import DeadlineExceeded, ModelBroken, ProblemError, Unprocessable
 from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
 from service.images import encode_image
 from service.logs import get_logger
@@ -274,7 +274,16 @@ class FamilyDeployment(abc.ABC):
             raise Unprocessable(f"model {model_id!r} belongs to family {manifest.get('family')!r}, not {self.family!r}")
         weights = await asyncio.to_thread(self.registry.load_weights, model_id)
         started = time.perf_counter()
-        model = await asyncio.to_thread(lambda: self.acceleration.prepare(self.load_model(manifest, weights)))
+        try:
+            model = await asyncio.to_thread(lambda: self.acceleration.prepare(self.load_model(manifest, weights)))
+        except ProblemError:
+            raise
+        except Exception as exc:  # the weights themselves (shapes, keys, format): every later try fails the same way
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            self.log.error("model does not load", extra={"model": model_id, "error": reason})
+            await asyncio.to_thread(self.registry.mark_broken, model_id, manifest.get("weights_sha256"), reason)
+            raise ModelBroken(f"model {model_id!r} cannot be loaded ({reason}); an operator must register working weights "
+                              "for it (collage models upload)", model=model_id) from None
         self.log.info("model loaded", extra={"model": model_id, "load_ms": round(1e3 * (time.perf_counter() - started), 1)})
         return model
 

@@ -264,6 +264,7 @@ class Ingress:
             ops=[family_ops[op].info(manifest) for op in manifest.get("ops", []) if op in family_ops],
             catalog=manifest.get("catalog"), image_size=manifest.get("image_size"), keypoint_names=manifest.get("keypoint_names"),
             examples=manifest.get("examples"), factors=manifest.get("factors"), embedding_dims=manifest.get("embedding_dims"),
+            broken=manifest.get("broken"),
         )
 
     @api.get("/v1/models", response_model=ModelList, tags=["models"], summary="Families, checkpoints and op parameters",

@@ -25,6 +25,54 @@ WEIGHTS = "weights.safetensors"
 CATALOG = "catalog.safetensors"  # part catalog tensors (style family), see deployments/style/catalog.py
 EXAMPLES_DIR = "examples"  # example input images shipped with a checkpoint, stored as assets at registration
 CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into the manifest as "catalog"
+BROKEN = "broken.json"  # written by a family replica whose load of these weights failed; merged as "broken"
+
+# safetensors dtypes and their sizes in bytes (the format's own table)
+_SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                       "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_SAFETENSORS_MAX_HEADER = 100 << 20  # the reference implementation's limit
+
+
+def safetensors_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a well-formed safetensors file (None: it is). Reads the header only: an
+    8-byte little-endian length, a JSON object of tensors (dtype, shape, data_offsets) whose byte
+    ranges tile the rest of the file exactly."""
+    if len(data) < 8:
+        return f"{len(data)} bytes is too short for a safetensors file"
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= min(_SAFETENSORS_MAX_HEADER, len(data) - 8):
+        return f"its header length field ({length}) does not fit the file (a pickle or another format?)"
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, RecursionError):
+        return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ranges = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+            return f"tensor {name!r} has no known dtype"
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            return f"tensor {name!r} has no valid shape"
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            return f"tensor {name!r} has no valid data_offsets"
+        size = _SAFETENSORS_DTYPES[entry["dtype"]]
+        for dim in shape:
+            size *= dim
+        if offsets[1] - offsets[0] != size:
+            return f"tensor {name!r} of shape {shape} needs {size} bytes, its data_offsets give {offsets[1] - offsets[0]}"
+        ranges.append(offsets)
+    position = 0
+    for start, end in sorted(ranges):
+        if start != position:
+            return "its tensors' byte ranges overlap or leave gaps"
+        position = end
+    if position != len(data) - 8 - length:
+        return f"its tensors hold {position} bytes, the file {len(data) - 8 - length}"
+    return None
 
 
 class ModelRegistry:
@@ -46,6 +94,9 @@ class ModelRegistry:
         except NotFound:
             raise NotFound(f"model {name!r} is not registered; GET /v1/models lists the available ones") from None
         manifest = json.loads(raw)
+        broken = self._read_json(self.store.model_key(name, BROKEN))
+        if broken is not None and broken.get("weights_sha256") == manifest.get("weights_sha256"):
+            manifest["broken"] = broken["reason"]  # these very weights failed to load: no edit dispatched to them
         catalog = self._catalog_meta(name)
         # A catalog describes one set of weights; after re-registration it is stale until rebuilt.
         if catalog is not None and catalog.get("weights_sha256") == manifest.get("weights_sha256"):
@@ -83,6 +134,19 @@ class ModelRegistry:
         if hashlib.sha256(data).hexdigest() != expected:
             raise IntegrityError(f"weights of model {name!r} do not match the sha256 in its manifest", subject="checkpoint")
         return data
+
+    def _read_json(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get(key))
+        except NotFound:
+            return None
+
+    def mark_broken(self, name: str, weights_sha256: str | None, reason: str) -> None:
+        """Record that ``name``'s weights (of that sha256) do not load; registering weights again supersedes it."""
+        body = {"weights_sha256": weights_sha256, "reason": reason[:500],
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.store.put(self.store.model_key(name, BROKEN), json.dumps(body).encode(), content_type="application/json")
+        self.invalidate(name)
 
     def _catalog_meta(self, name: str) -> dict[str, Any] | None:
         try:
@@ -147,6 +211,9 @@ class ModelRegistry:
             except ValueError as exc:
                 raise Unprocessable(f"model manifest is invalid: param_defaults.{op}: {exc}") from None
         name = checked.name
+        problem = safetensors_problem(weights)
+        if problem:
+            raise Unprocessable(f"model {name!r}: {WEIGHTS} is not a safetensors file: {problem}")
         self.store.put(self.store.model_key(name, WEIGHTS), weights, content_type="application/octet-stream")
         for filename, data in (extra_files or {}).items():
             self.store.put(self.store.model_key(name, filename), data)
@@ -155,6 +222,7 @@ class ModelRegistry:
             json.dumps(manifest, indent=2, sort_keys=True).encode(),
             content_type="application/json",
         )
+        self.store.delete(self.store.model_key(name, BROKEN))  # whatever failed before, these weights get their own try
         with self._lock:
             self._cache.pop(name, None)
         return manifest

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -150,3 +151,63 @@ def test_local_runs_disable_auth_only_when_nothing_else_is_configured():
     with patched_environ({"COLLAGE_AUTH": "required"}):
         disable_auth_for_local_run()
         assert get_settings().auth == "required"
+
+
+def _checkpoint_copy(tmp_path, name: str, **arch_changes):
+    """checkpoints/style-demo-random copied under a new name (its arch changed as given, so the weights no longer fit)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).parent.parent / "checkpoints" / "style-demo-random"
+    directory = tmp_path / name
+    shutil.copytree(source, directory)
+    manifest = json.loads((directory / "model.json").read_text())
+    manifest.update(name=name, arch={**manifest["arch"], **arch_changes})
+    (directory / "model.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def test_models_upload_refuses_weights_that_do_not_load(service, client, tmp_path, capsys):
+    pickled = _checkpoint_copy(tmp_path, "pickle-as-safetensors")
+    torch.save({"w": torch.zeros(3)}, pickled / "weights.safetensors")  # a pickle under the safetensors name
+    assert main(["models", "upload", str(pickled), "--name", "pickle-as-safetensors"]) == 2
+    assert "weights.safetensors is not a safetensors file" in capsys.readouterr().err
+    misfit = _checkpoint_copy(tmp_path, "misfit-arch", style_dim=64)  # real safetensors, shapes of another arch
+    assert main(["models", "upload", str(misfit), "--name", "misfit-arch"]) == 2
+    assert "the style family cannot load it" in capsys.readouterr().err
+    for name in ("pickle-as-safetensors", "misfit-arch"):
+        assert client.get(f"/v1/models/{name}").status_code == 404, "nothing is registered"
+
+
+def test_a_registered_model_that_does_not_load_is_marked_broken_and_answers_422_until_fixed(service, client, tmp_path):
+    import time
+
+    from service.config import get_settings
+    from service.errors import Unprocessable
+    from service.registry import ModelRegistry
+    from service.storage import AssetStore
+    from tests.test_api import assert_problem
+
+    registry = ModelRegistry(AssetStore(get_settings()))
+    with pytest.raises(Unprocessable, match="not a safetensors file"):  # the registry checks the format itself too
+        registry.register({"name": "pickled", "family": "style", "format": "stylegan2", "ops": ["sample"], "arch": {}},
+                          b"\x80\x04\x95" + b"\0" * 64)
+    misfit = _checkpoint_copy(tmp_path, "broken-style", style_dim=64)
+    registry.register_dir(misfit)  # past the CLI's trial load, as a hand-written upload would be
+    body = {"model": "broken-style", "op": "sample", "inputs": {"seed": 1}}
+    first = client.post("/v1/edits", json=body)
+    problem = assert_problem(first, 422, "broken-style")
+    assert problem["type"].endswith("/model-broken") and "cannot be loaded" in problem["detail"]
+    deadline = time.monotonic() + 30  # the ingress sees the replica's record once its manifest cache (5 s) expires
+    while not client.get("/v1/models/broken-style").json().get("broken") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "state dict does not match" in client.get("/v1/models/broken-style").json()["broken"]
+    assert_problem(client.post("/v1/edits", json={**body, "inputs": {"seed": 2}}), 422, "cannot be loaded")
+
+    registry.register_dir(_checkpoint_copy(tmp_path / "fixed", "broken-style"))  # working weights under the same name
+    deadline = time.monotonic() + 30
+    while (response := client.post("/v1/edits", json={**body, "inputs": {"seed": 3}})).status_code != 200:
+        assert response.status_code == 422 and time.monotonic() < deadline, response.text
+        time.sleep(0.5)
+    assert client.get("/v1/models/broken-style").json().get("broken") is None

@@ -300,18 +300,48 @@ def _convert(source: Path, out: Path, args: argparse.Namespace) -> None:
     convert(source, out, args.name, description=args.description, **extra)
 
 
+def load_problem(directory: Path) -> str | None:
+    """Why the project-format checkpoint in ``directory`` would not load on its family's replica (None: it
+    loads). The weights must be safetensors, and the family's ``load_model`` must build its generator
+    from them, here on the CPU, so wrong shapes or keys for the manifest's ``arch`` are refused at upload,
+    not found by the first edit. (``load_model`` uses nothing of its deployment but ``self.device``.)"""
+    import types
+
+    import torch
+
+    from service.families import load_deployment
+    from service.registry import MANIFEST, WEIGHTS, safetensors_problem
+
+    manifest = json.loads((directory / MANIFEST).read_text())
+    weights = (directory / WEIGHTS).read_bytes()
+    problem = safetensors_problem(weights)
+    if problem:
+        return f"{WEIGHTS} is not a safetensors file: {problem}"
+    deployment = load_deployment(manifest["family"])
+    family_class = getattr(deployment, "func_or_class", deployment)  # the class under Serve's decorator
+    try:
+        family_class.load_model(types.SimpleNamespace(device=torch.device("cpu")), manifest, weights)
+    except Exception as exc:  # whatever the family's loader raises is the checkpoint's fault
+        return f"the {manifest['family']} family cannot load it: {type(exc).__name__}: {exc}"[:800]
+    return None
+
+
 def cmd_models_upload(args: argparse.Namespace) -> int:
     source = Path(args.path)
     with _registry() as registry, tempfile.TemporaryDirectory() as tmp:
-        if (source / "model.json").is_file():  # already in the project format
-            manifest = registry.register_dir(source, name=args.name)
-        else:
+        directory = source
+        if not (source / "model.json").is_file():  # not yet in the project format
+            directory = Path(tmp)
             try:
-                _convert(source, Path(tmp), args)
+                _convert(source, directory, args)
             except (ValueError, FileNotFoundError) as exc:
                 print(f"cannot convert {source} as {args.format}: {exc}", file=sys.stderr)
                 return 2
-            manifest = registry.register_dir(Path(tmp), name=args.name)
+        problem = load_problem(directory)
+        if problem:
+            print(f"cannot register {source}: {problem}", file=sys.stderr)
+            return 2
+        manifest = registry.register_dir(directory, name=args.name)
     _say(f"registered {manifest['name']} ({manifest['family']}, {manifest['weights_bytes']} bytes, sha256 {manifest['weights_sha256'][:12]}…)")
     return 0
 
