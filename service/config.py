@@ -116,7 +116,12 @@ class Settings(BaseSettings):
                                     "per call, service/coalesce.py); 0 = one call per edit")
     family_max_ongoing_requests: int = Field(default=64, ge=1, description="edits a family replica takes at once (Serve "
                                              "max_ongoing_requests; at least 2 x batch_max_size); the rest queue in the caller")
-    max_queued_requests: int = Field(default=512, ge=1, description="edits queued per family before 429 + Retry-After")
+    max_queued_requests: int = Field(default=512, ge=1, description="calls (of up to batch_max_size coalesced edits) queued "
+                                     "per family at each ingress replica before 429 + Retry-After")
+    max_queue_wait_s: float = Field(default=1.0, gt=0, description="a synchronous edit whose expected wait for its family "
+                                    "(edits in flight at this ingress ÷ their measured throughput) is longer is answered "
+                                    "429 + Retry-After at once (service/admission.py); family_max_ongoing_requests edits "
+                                    "are always admitted")
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
 
     # --- replicas and autoscaling (Serve num_replicas / autoscaling_config; the chart sets them per cluster) ---

@@ -29,6 +29,7 @@ from schemas.edits import EditRequest, Timings
 from schemas.ops import get_op
 from service import metrics
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
+from service.admission import EditAdmission
 from service.coalesce import CoalescedCalls
 from service.config import Settings
 from service.errors import DeadlineExceeded, ModelBroken, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
@@ -170,6 +171,7 @@ class EditPipeline:
         self.families = families  # family name -> DeploymentHandle
         self.access = AccessIndex(store)
         self._calls: dict[tuple[str, str, bool], CoalescedCalls] = {}  # (family, model, background) -> its calls
+        self._admission: dict[str, EditAdmission] = {}  # family -> its synchronous edits in flight here
 
     # ---- storage helpers -------------------------------------------------------------------
     def find_asset(self, asset_id: str) -> tuple[str, dict[str, Any]]:
@@ -211,14 +213,31 @@ class EditPipeline:
         504 when the deadline passed first).
         """
         started = time.perf_counter()
-        prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed, deadline=deadline)
-        if isinstance(prepared, EditResult):  # from the cache
-            prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
-            return prepared
-        task = EditTask(model=body.model, op=body.op, params=prepared.params_json, inputs=prepared.task_inputs,
-                        images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline,
-                        encoding=body.output.encoding())
-        output = await self.dispatch(prepared.family, prepared.handle, task)
+        # Admitted before any work where the model's family is known already (its manifest is cached): under
+        # overload a refusal then costs next to nothing, and nothing waits unbounded for the storage threads.
+        admission = None if background else self._admission_for(self.registry.cached_family(body.model))
+        admitted = computed = False
+        try:
+            if admission is not None:
+                admission.admit()  # 429 at once when this edit would wait longer than max_queue_wait_s
+                admitted = True
+            prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed,
+                                           deadline=deadline)
+            if isinstance(prepared, EditResult):  # from the cache
+                prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
+                return prepared
+            if admission is None and not background:  # the first edit of a model at this replica
+                admission = self._admission_for(prepared.family)
+                admission.admit()
+                admitted = True
+            task = EditTask(model=body.model, op=body.op, params=prepared.params_json, inputs=prepared.task_inputs,
+                            images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline,
+                            encoding=body.output.encoding())
+            output = await self.dispatch(prepared.family, prepared.handle, task)
+            computed = True
+        finally:
+            if admitted:
+                admission.finished(computed)
         metrics.BATCH_SIZE.labels(prepared.family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(prepared.family).observe(output.queue_ms / 1e3)
         store_s = await self.gate.run(self._store_result, prepared, body, output, principal)
@@ -232,6 +251,16 @@ class EditPipeline:
                     group_size=output.group_size),
             output.sync_idle_s,
         )
+
+    def _admission_for(self, family: str | None) -> EditAdmission | None:
+        """The admission of ``family``'s synchronous edits at this replica (None for an unknown family)."""
+        if family is None:
+            return None
+        admission = self._admission.get(family)
+        if admission is None:
+            admission = self._admission[family] = EditAdmission(family, self.settings.max_queue_wait_s,
+                                                                self.settings.family_max_ongoing_requests)
+        return admission
 
     def _check_access(self, principal: Principal, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Every id the edit reads, found and checked: id -> (key, HEAD), kept for reading the inputs."""

@@ -105,6 +105,11 @@ class ModelRegistry:
             self._cache[name] = (now, manifest)
         return manifest
 
+    def cached_family(self, name: str) -> str | None:
+        """The family of ``name`` if its manifest is in this process's cache, fresh or not (no I/O)."""
+        hit = self._cache.get(name)
+        return hit[1].get("family") if hit else None
+
     def invalidate(self, name: str) -> None:
         """Forget the cached manifest of ``name`` (after this process learns it changed)."""
         with self._lock:

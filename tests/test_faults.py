@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.runtime import APP_NAME
 from tests.conftest import TEST_MAX_QUEUED_REQUESTS, auth_header
@@ -179,21 +180,35 @@ async def _open_loop(url: str, seconds: float, rate: float, seeds) -> list[httpx
         return await asyncio.gather(*sent)
 
 
-def test_load_at_twice_the_capacity_gets_only_2xx_or_429_and_memory_stays_flat(service, client, tmp_path):
+@pytest.mark.parametrize("factor", [2, 3, 10])
+def test_overload_gets_only_2xx_or_a_prompt_429_and_memory_stays_flat(service, client, tmp_path, factor):
+    """Open-loop load at 2x, 3x and 10x the measured capacity: only 200 and 429; a 429 comes within a second
+    (service/admission.py: no edit waits past max_queue_wait_s for its turn); admitted edits do not hang."""
     from ray import serve
 
     family = serve.get_deployment_handle("CollageDeployment", app_name=APP_NAME)
     pid = family.resources.remote().result()["pid"]
-    seeds = itertools.count(1_300_000)
-    measure_s, overload_s = 6.0, 10.0
+    seeds = itertools.count(1_300_000 + 100_000 * factor)
+    measure_s, overload_s = 6.0, 8.0
     capacity = asyncio.run(_closed_loop(service.url, measure_s, 16, seeds)) / measure_s  # edits/s, full batches
     rss_before, peak_before = _rss_mb(pid)
-    responses = asyncio.run(_open_loop(service.url, overload_s, 2 * capacity, seeds))
+    started = time.monotonic()
+    responses = asyncio.run(_open_loop(service.url, overload_s, factor * capacity, seeds))
+    sent_per_s = len(responses) / (time.monotonic() - started)
     time.sleep(2.0)
     rss_after, peak_after = _rss_mb(pid)
     statuses = [r.status_code for r in responses]
-    report = {"capacity_edits_per_s": round(capacity, 1), "offered_per_s": round(2 * capacity, 1), "seconds": overload_s,
-              "requests": len(statuses), "ok": statuses.count(200), "too_many_requests": statuses.count(429),
+    refused_s = sorted(r.elapsed.total_seconds() for r in responses if r.status_code == 429)
+    served_s = sorted(r.elapsed.total_seconds() for r in responses if r.status_code == 200)
+
+    def quantile(values: list[float], q: float) -> float | None:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
+
+    report = {"factor": factor, "capacity_edits_per_s": round(capacity, 1), "offered_per_s": round(factor * capacity, 1),
+              "sent_per_s": round(sent_per_s, 1), "seconds": overload_s, "requests": len(statuses), "ok": statuses.count(200),
+              "too_many_requests": statuses.count(429), "p50_429_s": quantile(refused_s, 0.5),
+              "p90_429_s": quantile(refused_s, 0.9), "p99_429_s": quantile(refused_s, 0.99),
+              "p50_200_s": quantile(served_s, 0.5), "p99_200_s": quantile(served_s, 0.99),
               "max_queued_requests": TEST_MAX_QUEUED_REQUESTS, "family_rss_mb_before": round(rss_before),
               "family_rss_mb_after": round(rss_after), "family_peak_rss_mb_before": round(peak_before),
               "family_peak_rss_mb_after": round(peak_after)}
@@ -203,5 +218,10 @@ def test_load_at_twice_the_capacity_gets_only_2xx_or_429_and_memory_stays_flat(s
         if response.status_code == 429:
             assert_problem(response, 429, "capacity")
             assert int(response.headers["retry-after"]) > 0
-    assert statuses.count(200) >= capacity * overload_s / 2, report  # the service kept serving while overloaded
+    assert statuses.count(429) > 0, report  # past capacity some edits must be turned away
+    # Refused at once, not after waiting for the backlog: the median 429 within a second. (The tail is the 2-CPU machine:
+    # the load generator, HAProxy, the ingress and the family share two cores, so a request can wait for a CPU.)
+    assert refused_s[len(refused_s) // 2] < 1.0, report
+    assert served_s[-1] < 15.0, report  # admitted edits wait about max_queue_wait_s, never for the whole backlog
+    assert statuses.count(200) >= capacity * overload_s / 3, report  # the service kept serving while overloaded
     assert rss_after <= 1.25 * rss_before + 64, report  # no growth that outlives the overload
