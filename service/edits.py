@@ -50,10 +50,12 @@ def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
     naming ``where``. Strict JSON validation: no ``"7"`` for 7 or ``true`` for 1 (lax pydantic would take
     both), while arrays still fill tuples and integers floats, as JSON means them."""
     try:
-        return model.model_validate_json(json.dumps(data, allow_nan=False), strict=True)
-    except ValueError as exc:
-        if not isinstance(exc, ValidationError):  # json.dumps: a NaN or infinity that did not come through parse_json
-            raise Unprocessable(f"invalid {where}: numbers must be finite") from None
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except ValueError:  # an infinity (1e309 reads as one): lax validation names the field, models refuse non-finite
+            return model.model_validate(data)
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as exc:
         errors = clean_errors(exc.errors(include_url=False), (where,))
         summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
         raise Unprocessable(f"invalid {where}: {summary}", errors=errors) from None
