@@ -200,6 +200,9 @@ def test_overload_gets_only_2xx_or_a_prompt_429_and_memory_stays_flat(service, c
     statuses = [r.status_code for r in responses]
     refused_s = sorted(r.elapsed.total_seconds() for r in responses if r.status_code == 429)
     served_s = sorted(r.elapsed.total_seconds() for r in responses if r.status_code == 200)
+    # the ingress's own share of each refusal (Server-Timing), apart from the proxy, the network and the client's loop
+    refused_in_ingress_s = sorted(float(r.headers["server-timing"].split("dur=")[1]) / 1e3 for r in responses
+                                  if r.status_code == 429)
 
     def quantile(values: list[float], q: float) -> float | None:
         return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
@@ -208,6 +211,7 @@ def test_overload_gets_only_2xx_or_a_prompt_429_and_memory_stays_flat(service, c
               "sent_per_s": round(sent_per_s, 1), "seconds": overload_s, "requests": len(statuses), "ok": statuses.count(200),
               "too_many_requests": statuses.count(429), "p50_429_s": quantile(refused_s, 0.5),
               "p90_429_s": quantile(refused_s, 0.9), "p99_429_s": quantile(refused_s, 0.99),
+              "p50_429_in_ingress_s": quantile(refused_in_ingress_s, 0.5), "p99_429_in_ingress_s": quantile(refused_in_ingress_s, 0.99),
               "p50_200_s": quantile(served_s, 0.5), "p99_200_s": quantile(served_s, 0.99),
               "max_queued_requests": TEST_MAX_QUEUED_REQUESTS, "family_rss_mb_before": round(rss_before),
               "family_rss_mb_after": round(rss_after), "family_peak_rss_mb_before": round(peak_before),
