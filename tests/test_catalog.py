@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,7 +135,9 @@ def test_registry_stores_lists_relabels_and_hides_stale_catalogs(store):
     manifest = json.loads((CHECKPOINT / "model.json").read_text())
     registry.register(manifest, (CHECKPOINT / "weights.safetensors").read_bytes() + b"")  # same bytes: still valid
     assert "catalog" in registry.get_manifest("style-demo-random")
-    registry.register(manifest, b"other weights")
+    from safetensors.numpy import save
+
+    registry.register(manifest, save({"other": np.zeros(3, dtype=np.float32)}))  # other (well-formed) weights
     assert "catalog" not in registry.get_manifest("style-demo-random")
     with pytest.raises(NotFound):
         registry.load_catalog("style-demo-random")

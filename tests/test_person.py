@@ -208,8 +208,9 @@ def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source
     (lambda k: [[float("inf"), 2.0]] + k[1:], "finite"),
 ])
 def test_bad_keypoints_are_refused_with_their_field_named(change, detail):
-    inputs = schema.RecomposeInputs(foreground=A, foreground_keypoints=change(_points()), background=B, background_keypoints=_points())
-    with pytest.raises(ValueError, match=detail) as error:
+    with pytest.raises(ValueError, match=detail) as error:  # a non-finite number: already the inputs model refuses it
+        inputs = schema.RecomposeInputs(foreground=A, foreground_keypoints=change(_points()), background=B,
+                                        background_keypoints=_points())
         schema.prepare_recompose(inputs, schema.RecomposeParams(), _manifest(), lambda: 0, LIMITS)
     assert "foreground_keypoints" in str(error.value)
 
