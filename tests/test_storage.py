@@ -470,3 +470,31 @@ def test_fast_path_leaves_errors_to_boto3(store: AssetStore) -> None:
         down.head(down.key("x"))
     with pytest.raises(StorageUnavailable):
         down.put(down.key("x"), b"x")
+
+
+def test_safetensors_header_check_refuses_what_is_not_a_well_formed_file():
+    import json
+    import pickle
+
+    import numpy as np
+    from safetensors.numpy import save
+
+    from service.registry import safetensors_problem
+
+    good = save({"a": np.zeros((2, 3), dtype=np.float32), "b": np.ones(4, dtype=np.int64)})
+    assert safetensors_problem(good) is None
+
+    def crafted(header: dict, data: bytes) -> bytes:
+        raw = json.dumps(header).encode()
+        return len(raw).to_bytes(8, "little") + raw + data
+
+    cases = {
+        "pickle": pickle.dumps({"w": [1.0, 2.0]}), "empty": b"", "truncated": good[:-5],
+        "unknown dtype": crafted({"a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "size": crafted({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4),
+        "overlap": crafted({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                            "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8),
+        "header not an object": crafted([1, 2], b""),  # type: ignore[arg-type]
+    }
+    for name, data in cases.items():
+        assert safetensors_problem(data), name
