@@ -177,7 +177,7 @@ function makeControl(path, name, schema, root, required, ctx) {
   if (/^class(_id)?$/.test(name) && state.model && state.model.classes && (s.type === undefined || s.anyOf || s.type === "integer" || s.type === "string")) {
     const select = el("select", { id }, required ? null : el("option", { value: "" }, "(none)"),
       state.model.classes.map((c, i) => el("option", { value: c }, `${c} (${i})`)));
-    if (required) select.value = state.model.classes[Math.min(1, state.model.classes.length - 1)];
+    select.value = state.model.classes[0]; // a class by default: the ops that take one need it
     if (s.default !== undefined && s.default !== null) select.value = String(s.default);
     return { node: wrapField(path, label, select, s, required), get: () => select.value === "" ? undefined : select.value,
       set: (v) => { select.value = v === undefined || v === null ? "" : String(v); }, control: select };
@@ -804,6 +804,14 @@ function togglePoint(i) {
   pose.touched = true; syncPose(); render();
 }
 function activeShift() { return state.shifts.find((s) => s.layer === state.activeLayer) || state.shifts[0]; }
+
+/** A point in the canvas's own pixels (the mask's or image's, or the output frame's) -> client coordinates. */
+function clientPoint(x, y) {
+  const rect = $("canvas").getBoundingClientRect();
+  const [w, h] = canvasFrame();
+  return [rect.left + x / w * rect.width, rect.top + y / h * rect.height];
+}
+state.clientPoint = clientPoint;
 
 function toNative(event) {
   const canvas = $("canvas");
@@ -1444,7 +1452,11 @@ async function start() {
   canvas.addEventListener("pointercancel", onPointerUp);
   canvas.addEventListener("keydown", onKey);
   canvas.addEventListener("focus", render); canvas.addEventListener("blur", render);
-  window.addEventListener("hashchange", () => { const h = parseHash(); if (h.edit && (!state.lastResult || h.result !== state.lastResult.id)) reopen(h.result, h.edit); });
+  window.addEventListener("hashchange", () => {
+    const h = parseHash();
+    if (h.edit && (!state.lastResult || h.result !== state.lastResult.id)) reopen(h.result, h.edit);
+    else if (!h.edit && h.model && state.models.some((m) => m.name === h.model)) selectModel(h.model, h.op);
+  });
   await loadFitSchema();
   await openFromHash();
   document.body.dataset.ready = "true";
