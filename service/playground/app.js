@@ -40,6 +40,7 @@ const state = {
   tool: null, brush: 4, history: [],
   background: null, bgSize: null, // image drawn under the layers, native [w, h] of the canvas
   cursor: [0, 0], results: [], lastResult: null, job: null, previewToken: 0,
+  runs: 0,             // edits (or jobs) finished, failed ones included: tests and tools wait on it
 };
 window.playground = state; // for tests and the console
 
@@ -1194,8 +1195,9 @@ async function run(event) {
       const response = await api("POST", "/v1/edits", { ...request, output: { inline: true } });
       showResult(response, request, performance.now() - started);
     }
-  } catch (e) { showProblem(e); setBusy(false, "failed: " + e.message); return; }
+  } catch (e) { showProblem(e); setBusy(false, "failed: " + e.message); state.runs++; return; }
   $("run").disabled = false;
+  state.runs++;
 }
 
 function withSeed(request, offset) {

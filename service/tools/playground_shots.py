@@ -71,7 +71,9 @@ def drag(page: Any, start: tuple[float, float], end: tuple[float, float], steps:
 
 
 def native_to_page(page: Any, x: float, y: float) -> tuple[float, float]:
-    """A point in the canvas's own pixels (the mask's, the image's, the output frame's) -> page coordinates."""
+    """A point in the canvas's own pixels (the mask's, the image's, the output frame's) -> page coordinates,
+    with the canvas scrolled into view (mouse events land in the viewport only)."""
+    page.locator("#canvas").scroll_into_view_if_needed()
     cx, cy = page.evaluate("([x, y]) => playground.clientPoint(x, y)", [x, y])
     return cx, cy
 
@@ -112,12 +114,9 @@ def exercise(page: Any) -> list[str]:
 
 def run_edit(page: Any, timeout_ms: int = 180_000) -> str:
     """Click Run and wait for a result; returns its result id (raises with the page's error text)."""
-    before = page.get_attribute("#result-figure", "data-result-id")
+    before = page.evaluate("() => playground.runs")
     page.click("#run")
-    page.wait_for_function(
-        "b => { const f = document.getElementById('result-figure'); return (f.dataset.resultId && f.dataset.resultId !== b && "
-        "document.getElementById('result-image').complete) || document.getElementById('err-general').textContent; }",
-        arg=before or "", timeout=timeout_ms)
+    page.wait_for_function("b => playground.runs > b && document.getElementById('result-image').complete", arg=before, timeout=timeout_ms)
     error = page.inner_text("#err-general")
     if error:
         raise RuntimeError(f"the edit failed: {error}")
