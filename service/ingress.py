@@ -14,6 +14,7 @@ import random
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -68,6 +69,32 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
                           (504, "The X-Request-Timeout deadline passed; nothing was computed")]
 }
 DEADLINE_HEADER = "X-Request-Timeout"
+
+# ---- the playground: static files of a page that edits through this API (docs/playground.md) ----
+PLAYGROUND_DIR = Path(__file__).resolve().parent / "playground"
+_PLAYGROUND_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                     ".css": "text/css; charset=utf-8", ".png": "image/png"}
+# The page calls only this origin (connect-src 'self'); result images come by presigned URL from the S3
+# endpoint, whose origin the page cannot know in advance, hence img-src *.
+_PLAYGROUND_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src * data: blob:; connect-src 'self'; style-src 'self'; "
+                               "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache",
+}
+
+
+def _playground_files() -> dict[str, tuple[bytes, str]]:
+    """Every file the page is made of: URL name -> (bytes, media type); nothing outside the folder is served."""
+    files = {}
+    for path in sorted(PLAYGROUND_DIR.rglob("*")):
+        if path.is_file() and path.suffix in _PLAYGROUND_TYPES:
+            files[path.relative_to(PLAYGROUND_DIR).as_posix()] = (path.read_bytes(), _PLAYGROUND_TYPES[path.suffix])
+    return files
+
+
+def _playground_version() -> float:
+    """The newest mtime of the page's files: an edited page is served at once, without a restart."""
+    return max((path.stat().st_mtime for path in PLAYGROUND_DIR.rglob("*") if path.is_file()), default=0.0)
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -222,6 +249,7 @@ class Ingress:
         self.edits = EditPipeline(self.settings, self.store, self.registry, families, gate=self.gate)
         self.access = AccessIndex(self.store)
         self._seed_rng = random.SystemRandom()
+        self._playground: tuple[float, dict[str, tuple[bytes, str]]] | None = None  # (version, files), read on first request
 
     # ---- probes and metrics ----------------------------------------------------------------
     @api.get("/healthz", tags=["ops"], summary="Process is up")
@@ -255,6 +283,26 @@ class Ingress:
              responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)})
     async def prometheus(self) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    # ---- the playground (static; the page itself carries no data and so needs no key) --------
+    def _playground_file(self, name: str) -> Response:
+        version = _playground_version()
+        if self._playground is None or self._playground[0] != version:
+            self._playground = (version, _playground_files())
+        files = self._playground[1]
+        if name not in files:
+            raise NotFound(f"the playground has no file {name[:100]!r}")
+        data, media_type = files[name]
+        return Response(data, media_type=media_type, headers=_PLAYGROUND_HEADERS)
+
+    @api.get("/playground", include_in_schema=False)
+    async def playground(self) -> Response:
+        """The page (docs/playground.md); kept out of the OpenAPI document, which describes the API it calls."""
+        return self._playground_file("index.html")
+
+    @api.get("/playground/{name:path}", include_in_schema=False)
+    async def playground_asset(self, name: str) -> Response:
+        return self._playground_file(name)
 
     # ---- models ----------------------------------------------------------------------------
     def _model_info(self, manifest: dict[str, Any]) -> ModelInfo:
