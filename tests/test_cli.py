@@ -211,3 +211,50 @@ def test_a_registered_model_that_does_not_load_is_marked_broken_and_answers_422_
         assert response.status_code == 422 and time.monotonic() < deadline, response.text
         time.sleep(0.5)
     assert client.get("/v1/models/broken-style").json().get("broken") is None
+
+
+@pytest.mark.server
+def test_collage_serve_stopped_by_sigterm_while_starting_leaves_no_process_behind(s3_server, tmp_path):
+    """SIGTERM during the first minute (Ray up, Serve still deploying) must stop Serve, Ray and the embedded S3 too:
+    they sit in other process groups and would outlive the driver."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+    from pathlib import Path
+
+    from tests.conftest import TEST_BUCKET, _free_port
+
+    mark = f"collage-sigterm-{uuid.uuid4().hex}"
+
+    def marked() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and entry.name != str(os.getpid()):
+                try:
+                    if mark.encode() in (entry / "environ").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    env = {**os.environ, "COLLAGE_TEST_MARK": mark, "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url,
+           "COLLAGE_S3_BUCKET": TEST_BUCKET, "COLLAGE_S3_PREFIX": f"sigterm-{uuid.uuid4().hex[:8]}/",
+           "COLLAGE_HTTP_PORT": str(_free_port()), "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
+           "COLLAGE_DATA_DIR": str(tmp_path / "data"), "RAY_USAGE_STATS_ENABLED": "0", "COLLAGE_AUTH": "disabled"}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent)
+    deadline = time.monotonic() + 120
+    while len(marked()) < 4 and time.monotonic() < deadline:  # the driver plus Ray's own processes are up
+        time.sleep(0.5)
+    assert len(marked()) >= 4, (tmp_path / "serve.log").read_text()[-2000:]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    deadline = time.monotonic() + 60
+    while marked() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in marked()}
+    assert not left, f"still running after collage serve exited: {left}"

@@ -41,21 +41,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         os.environ["COLLAGE_HTTP_PORT"] = str(args.port)
     service = LocalService(families=args.families)
-    _say("starting Collage: storage, Ray, Serve app (first start takes a minute) …")
-    service.start()
-    _say(f"Collage is ready at {service.url}  (API docs: {service.url}/docs, metrics: {service.url}/metrics)")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    waiting = False
+
+    def on_signal(*_) -> None:
+        # SIGINT or SIGTERM: while idle, end the wait; while starting or running the demo, interrupt it. Either way
+        # the `finally` below stops Serve, Ray and the embedded S3, which would outlive this process otherwise.
+        stop.set()
+        if not waiting:
+            raise KeyboardInterrupt
+
+    def handle_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+
+    handle_signals()
     try:
+        _say("starting Collage: storage, Ray, Serve app (first start takes a minute) …")
+        service.start()
+        handle_signals()  # ray.init put in its own SIGTERM handler (sys.exit), caught below while starting
+        _say(f"Collage is ready at {service.url}  (API docs: {service.url}/docs, metrics: {service.url}/metrics)")
         if args.demo:
             from service.tools.demo import run_demo
 
             run_demo(service.url, Path(args.out), say=_say)
         if not args.exit_after_demo:
             _say("serving; press Ctrl-C to stop")
+            waiting = True
             stop.wait()
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray's SIGTERM handler, during the start
+        pass
     finally:
+        waiting = True  # a second signal while stopping must not interrupt the stop
         _say("stopping …")
         service.stop()
     return 0
