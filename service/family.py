@@ -170,7 +170,7 @@ class FamilyDeployment(abc.ABC):
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
-        self.bucketed_ops = frozenset(name for name, spec in op_table().get(self.family, {}).items() if spec.bucketed)
+        self.bucketed_ops = self.declared_bucketed_ops()
         self._batch_hist = metrics.family_batch_size()  # None if Ray cannot create it
 
     # ---- family-specific hooks -------------------------------------------------------------
@@ -179,6 +179,10 @@ class FamilyDeployment(abc.ABC):
         """Manifest + weight bytes -> the object the op handlers receive (generator on self.device)."""
 
     # ---- the op declarations ---------------------------------------------------------------
+    def declared_bucketed_ops(self) -> frozenset[str]:
+        """The family's ops declared ``bucketed``."""
+        return frozenset(name for name, spec in op_table().get(self.family, {}).items() if spec.bucketed)
+
     @staticmethod
     def op_params(spec: Any, task: EditTask) -> Any:
         """The task's params as an instance of its op's params model, built once per task. ``params``
