@@ -2,7 +2,7 @@
 
 At runtime ``POST /v1/edits`` (and every job item) is parsed as :class:`schemas.edits.EditRequest`,
 whose ``params`` and ``inputs`` are free-form objects; the ingress then validates them against the
-op of the model's family (``schemas.ops.OPS``) once it has looked the model up. That stays the only
+op of the model's family (the op table, ``service.families.op_table``) once it has looked the model up. That stays the only
 validation on the serving path. This module only describes the same contract in detail for
 ``/openapi.json``, so that a generated client gets a typed class per op:
 
@@ -15,20 +15,23 @@ validation on the serving path. This module only describes the same contract in 
   variants (``style``, ``collage`` and ``person`` ``sample``) accept the same JSON: ``anyOf``, not
   ``oneOf``.
 
-Nothing here runs per request: the classes are built when the schema is first asked for.
+Nothing here runs per request: the classes are built when the schema is first asked for. The caller
+passes the op table (family -> op -> :class:`schemas.ops.OpSpec`): the families declare their ops
+themselves, and ``schemas`` imports nothing that finds them.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from schemas.common import ModelName, StrictModel
 from schemas.edits import OutputOptions
-from schemas.ops import OPS, OpSpec
+from schemas.ops import OpSpec
+
+OpTable = Mapping[str, Mapping[str, OpSpec]]
 
 EDIT_REQUEST_DESCRIPTION = (
     "One edit: a registered `model`, an `op` of its family, the op's `params` and `inputs`, and `output` options. "
@@ -81,16 +84,15 @@ def _variant(family: str, spec: OpSpec) -> type[BaseModel]:
     return variant
 
 
-@functools.cache
-def edit_variants() -> tuple[type[BaseModel], ...]:
+def edit_variants(ops: OpTable) -> tuple[type[BaseModel], ...]:
     """Every (family, op) request variant, in the op table's order."""
-    return tuple(_variant(family, spec) for family, ops in OPS.items() for spec in ops.values())
+    return tuple(_variant(family, spec) for family, family_ops in ops.items() for spec in family_ops.values())
 
 
-def typed_components(ref_prefix: str = "#/components/schemas/") -> dict[str, dict[str, Any]]:
-    """JSON schemas of ``EditRequest`` (anyOf the variants), the variants and everything they name,
-    with references of the form ``<ref_prefix><Name>`` (OpenAPI components by default)."""
-    variants = edit_variants()
+def typed_components(ops: OpTable, ref_prefix: str = "#/components/schemas/") -> dict[str, dict[str, Any]]:
+    """JSON schemas of ``EditRequest`` (anyOf the variants of ``ops``), the variants and everything they
+    name, with references of the form ``<ref_prefix><Name>`` (OpenAPI components by default)."""
+    variants = edit_variants(ops)
     _, top = models_json_schema([(variant, "validation") for variant in variants], ref_template=ref_prefix + "{model}")
     components: dict[str, dict[str, Any]] = dict(top.get("$defs", {}))
     missing = [v.__name__ for v in variants if v.__name__ not in components]

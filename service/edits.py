@@ -26,13 +26,13 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from schemas.common import Limits
 from schemas.edits import EditRequest, Timings
-from schemas.ops import get_op
 from service import metrics
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.admission import EditAdmission
 from service.coalesce import CoalescedCalls
 from service.config import Settings
 from service.errors import DeadlineExceeded, ModelBroken, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
+from service.families import get_op, op_table
 from service.images import decode_image
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -136,6 +136,7 @@ class _PreparedEdit:
     """An edit validated, not in the cache, with its inputs read: what the family and the writes need."""
 
     family: str
+    spec: Any  # the op's declaration (schemas.ops.OpSpec)
     handle: Any  # the family's DeploymentHandle
     manifest: dict[str, Any]
     params_json: dict[str, Any]
@@ -159,10 +160,11 @@ async def awaited(response) -> Any:
 
 
 class EditPipeline:
-    """Runs edits against the family deployments; see the module docstring for the steps."""
+    """Runs edits against the family deployments; see the module docstring for the steps.
 
-    # Fields of a `project` edit's extras that make up the fitted latent (style: w; collage: z and class).
-    LATENT_KEYS = ("w", "z", "class")
+    What differs by op comes from the op's declaration (``schemas.ops.OpSpec``, found through
+    ``service.families``): the scope it needs, what it invalidates, the latent keys of its results.
+    """
 
     def __init__(self, settings: Settings, store: AssetStore, registry: ModelRegistry, families: dict[str, Any],
                  gate: StorageGate | NoGate | None = None) -> None:
@@ -243,7 +245,7 @@ class EditPipeline:
         metrics.BATCH_SIZE.labels(prepared.family).observe(output.batch_size)
         metrics.QUEUE_SECONDS.labels(prepared.family).observe(output.queue_ms / 1e3)
         store_s = await self.gate.run(self._store_result, prepared, body, output, principal)
-        if "catalog" in output.extras:  # the family stored a new part catalog: see it on the next request
+        if "model" in prepared.spec.invalidates:  # the op changed what the model's manifest says (e.g. its catalog)
             self.registry.invalidate(body.model)
         return EditResult(
             prepared.result_id, prepared.result_key, prepared.manifest, False, prepared.seed, output.width, output.height,
@@ -288,8 +290,8 @@ class EditPipeline:
             raise Unprocessable(
                 f"model {body.model!r} (family {family!r}) has no op {body.op!r}; its ops are {sorted(manifest.get('ops', []))}"
             )
-        if body.op == "catalog":
-            principal.require("admin", "the catalog op (it replaces the model's part catalog for every client)")
+        if spec.required_scope is not None:
+            principal.require(spec.required_scope, spec.scope_reason)
         handle = self.families.get(family)
         if handle is None:
             raise ServiceUnavailable(f"family {family!r} is not deployed in this application")
@@ -340,9 +342,10 @@ class EditPipeline:
         task_inputs = canonical_inputs
         if spec.latent_inputs:
             t = time.perf_counter()
-            task_inputs = self._resolve_projections(body.model, spec.latent_inputs, canonical_inputs, found)
+            task_inputs = self._resolve_projections(body.model, family, spec.latent_inputs, canonical_inputs, found)
             storage_s += time.perf_counter() - t
-        return _PreparedEdit(family, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed, storage_s)
+        return _PreparedEdit(family, spec, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed,
+                             storage_s)
 
     def _cached_result(self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_image: bool,
                        principal: Principal) -> EditResult | None:
@@ -396,13 +399,16 @@ class EditPipeline:
                 self.access.grant(principal, object_id)
         return time.perf_counter() - started
 
-    def _resolve_projections(self, model: str, fields: tuple[str, ...], inputs: dict[str, Any],
+    def _resolve_projections(self, model: str, family: str, fields: tuple[str, ...], inputs: dict[str, Any],
                              found: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
-        """Replace each {"projection": result_id} by the latent that `project` edit stored.
+        """Replace each {"projection": result_id} by the latent that fitting edit (a `project`) stored:
+        the fields of its extras that its op declares as ``latent_keys``.
 
         A field may hold one reference or a list of them; "" names the inputs object itself. Keys
         the request gave next to the projection (e.g. a class) win over the fitted ones.
         """
+        fitting_ops = [name for name, spec in op_table().get(family, {}).items() if spec.latent_keys]
+        fitting = " or ".join(repr(name) for name in fitting_ops) or "fitting"
 
         def resolve(ref: Any, where: str) -> Any:
             if not isinstance(ref, dict) or "projection" not in ref:
@@ -412,12 +418,13 @@ class EditPipeline:
             if key != self.store.result_key(result_id):
                 head = self.store.head(self.store.result_key(result_id))
             meta = (head or {}).get("metadata") or {}
-            if head is None or meta.get("op") != "project" or not meta.get("extras"):
-                raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished 'project' edit")
+            if head is None or meta.get("op") not in fitting_ops or not meta.get("extras"):
+                raise Unprocessable(f"{where}.projection {result_id} is not the result_id of a finished {fitting} edit")
             if meta.get("model") != model:
                 raise Unprocessable(f"{where}.projection {result_id} was fitted with model {meta.get('model')!r}, not {model!r}")
             extras = self.read_extras(result_id, head)
-            return {**{k: extras[k] for k in self.LATENT_KEYS if k in extras}, **ref}
+            latent_keys = get_op(family, meta["op"]).latent_keys
+            return {**{k: extras[k] for k in latent_keys if k in extras}, **ref}
 
         resolved = dict(inputs)
         for field in fields:

@@ -3,7 +3,7 @@
 A family declares itself in its distribution's metadata, as Python entry points (pyproject.toml)::
 
     [project.entry-points."collage.families"]
-    <family> = "<module>:<Serve deployment class>"
+    <family> = "<declaration module>:<Serve deployment class>"
 
     [project.entry-points."collage.fit_tasks"]      # only a family that trains models in a `fit` job
     <family> = "<module>:<function run as a Ray task>"
@@ -12,8 +12,16 @@ and, for the tooling, ``collage.converters`` (``collage models upload --format <
 checkpoint format -> the converter function) and ``collage.cli`` (a function adding the family's
 own commands to the ``collage`` CLI).
 
-Listing reads the metadata only (no module is imported, so no torch); :func:`load_deployment` and
-:func:`load_fit_task` import the one module asked for, where a deployment is built or a fit runs.
+A family's declaration module (``deployments/<family>/spec.py``) declares each of its ops once, as
+the ``FAMILY`` :class:`schemas.ops.FamilySpec`: contracts, handler, group key, bucketing, scope,
+invalidation and latent keys. It imports no torch, and resolves the entry point's attribute, the
+deployment class, lazily (``__getattr__``). :func:`op_table` and :func:`get_op` read the
+declarations: the op table every part of the platform reads (the ingress, the edit pipeline, the
+registry, the OpenAPI document, the family replicas).
+
+Listing reads the metadata only (no module is imported); :func:`family_spec` and :func:`op_table`
+import the declaration modules (torch-free); :func:`load_deployment` and :func:`load_fit_task`
+import the one module asked for, where a deployment is built or a fit runs.
 Dependencies point one way: families import the platform (``service``), the platform finds them here.
 
 An editable install records its entry points when it is installed, so a source checkout whose
@@ -39,6 +47,7 @@ FIT_TASKS_GROUP = "collage.fit_tasks"
 CONVERTERS_GROUP = "collage.converters"
 CLI_GROUP = "collage.cli"
 PROJECT = "collage"  # the distribution this package belongs to
+DECLARATION = "FAMILY"  # the attribute of a family's declaration module that holds its FamilySpec
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
@@ -90,6 +99,31 @@ def deployment_class_name(family: str) -> str:
 def load_deployment(family: str) -> Any:
     """The family's Serve deployment (imports its module, and with it torch)."""
     return _load(_value(FAMILIES_GROUP, family))
+
+
+@functools.lru_cache(maxsize=None)
+def family_spec(family: str) -> Any:
+    """The family's op declaration (``FAMILY`` of the module its entry point names; imports no torch)."""
+    value = _value(FAMILIES_GROUP, family)
+    module_name, _, class_name = value.partition(":")
+    spec = getattr(importlib.import_module(module_name.strip()), DECLARATION, None)
+    if spec is None or not hasattr(spec, "ops"):
+        raise RuntimeError(f"{FAMILIES_GROUP}: {family!r} -> {value}: the module declares no {DECLARATION} (a FamilySpec)")
+    if spec.name != family or spec.deployment_class_name != class_name.strip():
+        raise RuntimeError(f"{FAMILIES_GROUP}: {family!r} -> {value} does not match its declaration {spec!r}")
+    return spec
+
+
+@functools.lru_cache(maxsize=None)
+def op_table() -> dict[str, dict[str, Any]]:
+    """family -> op name -> ``schemas.ops.OpSpec``, for every registered family (families by name,
+    ops in declaration order)."""
+    return {family: dict(family_spec(family).ops) for family in family_names()}
+
+
+def get_op(family: str, op: str) -> Any:
+    """The ``OpSpec`` of ``family``'s ``op``; None for an op or family that is not registered."""
+    return op_table().get(family, {}).get(op)
 
 
 def fit_task_families() -> list[str]:

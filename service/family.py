@@ -1,11 +1,15 @@
 """Base of every family deployment: dynamic batching, grouping, multiplexed model loading, health.
 
-A family subclass supplies three things, all thin adapters over its pure edit ops:
-``load_model`` (manifest + weight bytes -> ready model), ``group_key`` (which tasks can share one
-tensor batch) and ``run_group`` (tasks of one group -> images + extras). Everything else — the
-``@serve.batch`` queue, per-(model, op, shape) grouping, timings, image encoding off the batch loop,
-``@serve.multiplexed`` model cache, ``reconfigure`` of batch settings, padding of groups to batch
-buckets and the warm-up of compiled generators at replica start — lives here once.
+A family subclass supplies ``load_model`` (manifest + weight bytes -> ready model),
+``health_forward`` and one handler method per op, each a thin adapter over its pure edit ops. What
+the replica needs to know of an op comes from the op's declaration in the family's folder
+(``schemas.ops.OpSpec``, read through ``service.families``): the handler's method name, the group
+key (which tasks can share one tensor batch), whether its groups are padded to batch buckets, and
+the params model each task's ``params`` is read as (once per task, ``op_params``). Everything else —
+the ``@serve.batch`` queue, per-(model, op, group key) grouping, dispatch to the handler, timings,
+image encoding off the batch loop, ``@serve.multiplexed`` model cache, ``reconfigure`` of batch
+settings, padding of groups to batch buckets and the warm-up of compiled generators at replica
+start — lives here once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from service.autoscaling import EDITS_METRIC
 from service.config import get_settings
 from service.errors import DeadlineExceeded, ModelBroken, ProblemError, Unprocessable
 from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
+from service.families import get_op, op_table
 from service.images import encode_image
 from service.logs import get_logger
 from service import metrics
@@ -58,7 +63,7 @@ class WarmupRequest:
 
 
 class GroupOutput:
-    """One task's result from ``run_group``: an image and JSON-able extras."""
+    """One task's result from an op's handler (``run_group``): an image and JSON-able extras."""
 
     __slots__ = ("image", "extras")
 
@@ -143,9 +148,10 @@ class PriorityGate:
 
 class FamilyDeployment(abc.ABC):
     family: str = ""
-    # Ops whose group is one forward pass per task of a fixed shape. With accel_compile on, their
-    # groups are padded (last task repeated) to a batch bucket, so a compiled generator meets a few
-    # batch sizes, each compiled by the warm-up, instead of recompiling for every group size.
+    # Ops whose group is one forward pass per task of a fixed shape (declared ``OpSpec.bucketed``; set
+    # from the declarations in __init__). With accel_compile on, their groups are padded (last task
+    # repeated) to a batch bucket, so a compiled generator meets a few batch sizes, each compiled by
+    # the warm-up, instead of recompiling for every group size.
     bucketed_ops: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
@@ -164,20 +170,44 @@ class FamilyDeployment(abc.ABC):
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
         self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
+        self.bucketed_ops = self.declared_bucketed_ops()
         self._batch_hist = metrics.family_batch_size()  # None if Ray cannot create it
 
     # ---- family-specific hooks -------------------------------------------------------------
     @abc.abstractmethod
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> Any:
-        """Manifest + weight bytes -> the object ``run_group`` receives (generator on self.device)."""
+        """Manifest + weight bytes -> the object the op handlers receive (generator on self.device)."""
+
+    # ---- the op declarations ---------------------------------------------------------------
+    def declared_bucketed_ops(self) -> frozenset[str]:
+        """The family's ops declared ``bucketed``."""
+        return frozenset(name for name, spec in op_table().get(self.family, {}).items() if spec.bucketed)
+
+    @staticmethod
+    def op_params(spec: Any, task: EditTask) -> Any:
+        """The task's params as an instance of its op's params model, built once per task. ``params``
+        was validated by the ingress and dumped as JSON: this only gives it back its types (and the
+        model's defaults to a task built by hand with fewer params)."""
+        if task.typed_params is None:
+            task.typed_params = spec.params_model.model_validate(task.params)
+        return task.typed_params
 
     def group_key(self, task: EditTask) -> Hashable:
-        """Extra key (beyond model and op) of tasks that can run as one tensor batch, e.g. shapes."""
+        """Extra key (beyond model and op) of tasks that can run as one tensor batch: the op's declared
+        ``group_key``, else the tasks' image shapes."""
+        spec = get_op(self.family, task.op)
+        if spec is not None and spec.group_key is not None:
+            return spec.group_key(task, self.op_params(spec, task))
         return tuple(sorted((name, image.shape) for name, image in task.images.items()))
 
-    @abc.abstractmethod
     def run_group(self, model: Any, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        """Tasks of one (model, op, group_key) group -> one output each, computed as one tensor batch."""
+        """Tasks of one (model, op, group_key) group -> one output each, computed as one tensor batch by
+        the op's declared handler: ``handler(model, tasks, params)``, ``params`` the tasks' typed params."""
+        spec = get_op(self.family, op)
+        if spec is None:
+            raise Unprocessable(f"{self.family} op {op!r} is not served by this deployment")
+        handler = getattr(self, spec.handler)
+        return handler(model, tasks, [self.op_params(spec, task) for task in tasks])
 
     @abc.abstractmethod
     def health_forward(self) -> None:
@@ -362,7 +392,16 @@ class FamilyDeployment(abc.ABC):
                 results[index] = DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while it was queued; "
                                                   "it was not computed")
                 continue
-            groups[(task.model, task.op, self.group_key(task))].append(index)
+            try:
+                key = self.group_key(task)
+            except ProblemError as exc:
+                results[index] = exc
+                continue
+            except Exception as exc:  # a task the op's declaration cannot read (a bug): fail it alone
+                self.log.exception("group key failed", extra={"model": task.model, "op": task.op})
+                results[index] = RuntimeError(f"{self.family}.{task.op} failed: {type(exc).__name__}: {exc}")
+                continue
+            groups[(task.model, task.op, key)].append(index)
 
         for (model_id, op, _), indices in groups.items():
             members = [tasks[i] for i in indices]

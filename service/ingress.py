@@ -28,7 +28,6 @@ from schemas.assets import MEDIA_TYPE_MAX_LENGTH, AssetInfo, AssetUploadJSON, Up
 from schemas.edits import EditRequest, EditResponse
 from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, JobStatus
 from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
-from schemas.ops import OPS
 from schemas.problems import Problem
 from service import metrics
 from service.auth import AccessIndex, Principal, metrics_access, requires
@@ -46,6 +45,7 @@ from service.errors import (
     UnsupportedMediaType,
     Unprocessable,
 )
+from service.families import op_table
 from service.images import decode_image, inspect_image
 from service.json_body import JSONBodyRoute, parse_json
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
@@ -306,7 +306,7 @@ class Ingress:
 
     # ---- models ----------------------------------------------------------------------------
     def _model_info(self, manifest: dict[str, Any]) -> ModelInfo:
-        family_ops = OPS.get(manifest["family"], {})
+        family_ops = op_table().get(manifest["family"], {})
         return ModelInfo(
             name=manifest["name"], family=manifest["family"], format=manifest["format"],
             resolution=manifest.get("resolution"), classes=manifest.get("classes"), layers=manifest.get("layers"),
@@ -322,7 +322,7 @@ class Ingress:
              responses=_problems(503), dependencies=[Depends(requires())])
     async def list_models(self) -> ModelList:
         manifests = await self.gate.run(self.registry.list_manifests)
-        families = [FamilyInfo(name=f, deployed=f in self.families, ops=sorted(ops)) for f, ops in sorted(OPS.items())]
+        families = [FamilyInfo(name=f, deployed=f in self.families, ops=sorted(ops)) for f, ops in sorted(op_table().items())]
         return ModelList(families=families, models=[self._model_info(m) for m in manifests])
 
     @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses=_problems(404),

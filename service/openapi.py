@@ -25,6 +25,7 @@ from schemas.assets import ASSET_UPLOAD_FORM_SCHEMA, AssetUploadJSON
 from schemas.problems import Problem
 from schemas.typed_edits import typed_components
 from service.errors import PROBLEM_MEDIA_TYPE
+from service.families import op_table
 
 REF = "#/components/schemas/"
 PROBLEM_REF = {"$ref": REF + "Problem"}
@@ -80,7 +81,7 @@ def _typed_item_problems(schemas: dict[str, Any]) -> None:
 def customise(schema: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's OpenAPI document -> the published one (in place; also returned)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    _merge_components(schemas, typed_components(REF))
+    _merge_components(schemas, typed_components(op_table(), REF))
     # models that bodies the handlers parse themselves (and the problem+json responses) refer to
     schemas.setdefault("Problem", Problem.model_json_schema(ref_template=REF + "{model}"))
     schemas.setdefault("AssetUploadJSON", AssetUploadJSON.model_json_schema(ref_template=REF + "{model}"))

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.models import ModelManifest, relabel
-from schemas.ops import get_op
 from service.auth import AccessIndex
 from service.errors import IntegrityError, NotFound, Unprocessable
+from service.families import get_op
 from service.storage import AssetStore
 
 MANIFEST = "model.json"

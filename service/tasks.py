@@ -11,7 +11,7 @@ import numpy as np
 @dataclasses.dataclass
 class EditTask:
     model: str  # registered model name (also the multiplexed model id)
-    op: str  # op name, validated against schemas.ops
+    op: str  # op name, validated against its declaration (schemas.ops.OpSpec, found through service.families)
     params: dict[str, Any]  # validated op parameters, JSON-able
     inputs: dict[str, Any]  # canonical inputs (seed drawn, asset ids resolved), JSON-able
     images: dict[str, np.ndarray]  # decoded image inputs by field name: uint8 (H,W,3) or (H,W)
@@ -19,6 +19,13 @@ class EditTask:
     background: bool = False  # a job item: yields to synchronous edits in the family replica (service.family.PriorityGate)
     deadline: float | None = None  # time.time() after which the client no longer wants it: the replica skips it
     encoding: dict[str, Any] = dataclasses.field(default_factory=lambda: {"format": "png"})  # schemas.edits.OutputOptions.encoding()
+    # ``params`` as an instance of the op's params model, built on the replica once per task
+    # (service.family.FamilyDeployment.op_params). Never sent: pickling leaves it out, so what travels
+    # (and what result ids and job items hash) is the plain JSON ``params``.
+    typed_params: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "typed_params": None}
 
 
 @dataclasses.dataclass

@@ -219,7 +219,8 @@ def test_fit_thresholds_dilates_and_refuses_bad_masks():
 
 
 def test_size_bucket_batch_equals_each_image_alone(model):
-    from deployments.inpaint.deployment import gray_of, inpaint_batch, size_bucket
+    from deployments.inpaint.deployment import gray_of, inpaint_batch
+    from deployments.inpaint.sizes import size_bucket
     from service.tasks import EditTask
 
     rng = np.random.default_rng(0)
@@ -242,7 +243,8 @@ def test_size_bucket_batch_equals_each_image_alone(model):
 
 
 def test_edge_maps_never_share_a_batch(model):
-    from deployments.inpaint.deployment import InpaintDeployment, inpaint_batch
+    from deployments.inpaint.deployment import inpaint_batch
+    from deployments.inpaint.spec import FAMILY
     from service.tasks import EditTask
 
     rng = np.random.default_rng(1)
@@ -251,8 +253,9 @@ def test_edge_maps_never_share_a_batch(model):
     hole[8:20, 6:18] = True
     tasks = [EditTask(model="m", op="inpaint", params={"sigma": 2.0, "edge_map": edge_map}, inputs={},
                       images={"image": image, "mask": hole}, submitted_at=0.0) for edge_map in ("generated", "composited")]
-    group_key = InpaintDeployment.func_or_class.group_key
-    assert group_key(None, tasks[0]) != group_key(None, tasks[1])  # one size, two groups
+    spec = FAMILY.ops["inpaint"]
+    group_key = lambda task: spec.group_key(task, spec.params_model.model_validate(task.params))  # noqa: E731
+    assert group_key(tasks[0]) != group_key(tasks[1])  # one size, two groups
     with pytest.raises(ValueError, match="one edge map"):
         inpaint_batch(model, tasks, torch.device("cpu"))
     (generated, _), (composited, _) = (inpaint_batch(model, [t], torch.device("cpu"))[0] for t in tasks)

@@ -10,7 +10,9 @@
 - the platform's code names no family: no string constant (docstrings aside) that is a family's
   name, and no import of a family's contract module (``schemas.<family>``). The product is called
   Collage too, so the few constants that are the product's name are listed below, each by the name
-  it is given to.
+  it is given to;
+- a family's op declaration (the module its ``collage.families`` entry point names, which the
+  ingress imports) imports no torch and no Ray, nor any family module that does.
 
 No service, no torch: a fraction of a second.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from service.families import family_names
+from service.families import FAMILIES_GROUP, entry_points, family_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_TOOLS = "service/tools/"
@@ -144,6 +146,38 @@ def test_the_service_names_no_family():
     assert not bad, "the platform finds families through service/families.py and names none of them:\n" + "\n".join(bad)
 
 
+HEAVY = ("torch", "ray")  # what the ingress never imports
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT.joinpath(*module.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def _heavy_imports(module: str, seen: set[str]) -> list[str]:
+    """Imports of torch or Ray by ``module`` or by the ``deployments`` modules it imports, transitively."""
+    path = _module_file(module)
+    if path is None or module in seen:
+        return []
+    seen.add(module)
+    found = []
+    for line, imported in _imports(ast.parse(path.read_text(), filename=str(path))):
+        if imported.split(".")[0] in HEAVY:
+            found.append(f"{_rel(path)}:{line} imports {imported}")
+        elif imported.startswith("deployments."):
+            found += _heavy_imports(imported, seen)
+    return found
+
+
+def test_the_family_declarations_import_no_torch():
+    bad = []
+    for family in family_names():
+        module = entry_points(FAMILIES_GROUP)[family].partition(":")[0].strip()
+        assert _module_file(module), f"{family}: its declaration module {module} is not in this checkout"
+        bad += _heavy_imports(module, set())
+    assert not bad, "the ingress imports every family's op declaration: keep it torch-free\n" + "\n".join(bad)
+
+
 def test_the_checks_catch_what_they_look_for():
     """The helpers above see an import inside a function, a dynamic import path and a family name,
     and leave docstrings alone."""
@@ -155,3 +189,4 @@ def test_the_checks_catch_what_they_look_for():
     assert sorted(node.value for node in _strings(tree)) == ["collage", "deployments.warp.deployment", "style"]
     named = _named(tree)
     assert [named.get(id(node)) for node in _strings(tree) if node.value == "collage"] == [{"APP_NAME"}]
+    assert _heavy_imports("deployments.style.deployment", set()), "a torch module is seen as one"

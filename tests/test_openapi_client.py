@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.ops import OPS
 from schemas.typed_edits import variant_name
 from service.errors import PROBLEM_MEDIA_TYPE
+from service.families import op_table
 from tests.conftest import TEST_TOKENS
 from tests.helpers import random_png
 
@@ -46,8 +46,8 @@ def _operations(document: dict):
 def test_every_op_has_a_typed_edit_variant():
     schemas = _document()["components"]["schemas"]
     variants = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["EditRequest"]["anyOf"]}
-    assert variants == {variant_name(family, op) for family, ops in OPS.items() for op in ops}
-    for family, ops in OPS.items():
+    assert variants == {variant_name(family, op) for family, ops in op_table().items() for op in ops}
+    for family, ops in op_table().items():
         for op, spec in ops.items():
             variant = schemas[variant_name(family, op)]
             assert variant["properties"]["op"]["const"] == op and variant["additionalProperties"] is False

@@ -30,12 +30,12 @@ import safetensors.torch
 import torch
 
 from deployments.collage.sngan import SNGANConfig, SNGANGenerator
+from deployments.collage.spec import FAMILY as FAMILY_SPEC
 from deployments.safe_load import load_torch_checkpoint
 
-FAMILY = "collage"
+FAMILY = FAMILY_SPEC.name
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "model.json"
-COLLAGE_OPS = ("sample", "label_collage", "feature_collage", "project")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 
 
@@ -154,7 +154,7 @@ def manifest_for(generator: torch.nn.Module, *, name: str, fmt: str, source_form
         "classes": class_names(classes, generator.num_classes),
         "layers": [f"block{i}" for i in range(generator.n_blocks)],
         "block_resolutions": generator.block_resolutions,
-        "ops": list(COLLAGE_OPS),
+        "ops": FAMILY_SPEC.op_names(),
         "random_init": random_init,
         "description": description,
     }

@@ -1,14 +1,15 @@
 """Ray Serve deployment of the ``collage`` family: a thin adapter over ``deployments.collage.ops``.
 
-Every op of a (model, truncation) group runs as one tensor batch: collages with different masks,
-classes, layer sets and reference counts share one forward pass, because masks, classes and layer
-choices are per-sample tensors (see ``ops.spatial_class_weights`` and ``ops.feature_collage``).
+Every op of a (model, truncation) group (the group keys of ``deployments/collage/spec.py``) runs as
+one tensor batch: collages with different masks, classes, layer sets and reference counts share one
+forward pass, because masks, classes and layer choices are per-sample tensors (see
+``ops.spatial_class_weights`` and ``ops.feature_collage``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from deployments.collage import ops
 from deployments.collage.checkpoint import load_generator
 from deployments.collage.sngan import SNGANConfig, SNGANGenerator
 from deployments.images import images_to_tensor, to_uint8_images
-from service.errors import Unprocessable
+from schemas.collage import FeatureCollageParams, LabelCollageParams, ProjectParams, SampleParams
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.tasks import EditTask
 
@@ -110,22 +111,22 @@ def feature_collage_batch(model: LoadedCollageModel, tasks: list[EditTask], trun
     return images, extras
 
 
-def project_batch(model: LoadedCollageModel, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict]]:
-    params = tasks[0].params
+def project_batch(model: LoadedCollageModel, tasks: list[EditTask], params: ProjectParams) -> tuple[torch.Tensor, list[dict]]:
+    """Project requests sharing one optimisation loop's ``params`` (the group key's) -> images + per-task extras."""
     targets = images_to_tensor([t.images["image"] for t in tasks], model.device)
     trace: list[tuple[int, list[float]]] = []
-    every = max(1, params["steps"] // 10)
+    every = max(1, params.steps // 10)
 
     def record(step: int, errors: torch.Tensor) -> None:
         if step % every == 0:
             trace.append((step, errors.tolist()))
 
-    fit = ops.project(model.generator, targets, [t.inputs["candidates"] for t in tasks], steps=params["steps"],
-                      learning_rate=params["learning_rate"], search_fraction=params["search_fraction"],
-                      truncation=params["truncation"], on_step=record)
+    fit = ops.project(model.generator, targets, [t.inputs["candidates"] for t in tasks], steps=params.steps,
+                      learning_rate=params.learning_rate, search_fraction=params.search_fraction,
+                      truncation=params.truncation, on_step=record)
     with torch.inference_mode():
         classes = torch.nn.functional.one_hot(fit["class_index"], model.generator.num_classes).float()
-        images = model.generator(fit["z"], classes, params["truncation"])
+        images = model.generator(fit["z"], classes, params.truncation)
     extras = []
     for i, task in enumerate(tasks):
         index = int(fit["class_index"][i])
@@ -135,16 +136,19 @@ def project_batch(model: LoadedCollageModel, tasks: list[EditTask]) -> tuple[tor
             "class_name": model.classes[index],
             "error": round(float(fit["error"][i]), 6),
             "candidates": {model.classes[c]: round(e, 6) for c, e in fit["candidate_errors"][i].items()},
-            "truncation": params["truncation"],
+            "truncation": params.truncation,
             "progress": [{"step": s, "error": round(e[i], 6)} for s, e in trace],
         })
     return images, extras
 
 
+def with_extras(images: torch.Tensor, extras: list[dict]) -> list[GroupOutput]:
+    return [GroupOutput(image, extra) for image, extra in zip(to_uint8_images(images), extras)]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class CollageDeployment(FamilyDeployment):
     family = "collage"
-    bucketed_ops = frozenset({"sample", "label_collage", "feature_collage"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -158,26 +162,20 @@ class CollageDeployment(FamilyDeployment):
     def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
         return [WarmupRequest("sample", inputs={"class_id": 0})]
 
-    def group_key(self, task: EditTask) -> Hashable:
-        # BigGAN's batch-norm statistics depend on the truncation: one value per forward pass.
-        if task.op == "project":  # one optimisation loop: one step count, rate and search schedule
-            p = task.params
-            return (p["steps"], p["learning_rate"], p["search_fraction"], p["truncation"])
-        return (task.params.get("truncation", 1.0),)
+    # ---- op handlers (named by deployments/collage/spec.py); a group shares params.truncation ----
+    def run_sample(self, model: LoadedCollageModel, tasks: list[EditTask], params: list[SampleParams]) -> list[GroupOutput]:
+        return [GroupOutput(image) for image in to_uint8_images(sample_batch(model, tasks, params[0].truncation))]
 
-    def run_group(self, model: LoadedCollageModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        truncation = float(tasks[0].params.get("truncation", 1.0))
-        if op == "sample":
-            return [GroupOutput(image) for image in to_uint8_images(sample_batch(model, tasks, truncation))]
-        if op == "label_collage":
-            images, extras = label_collage_batch(model, tasks, truncation)
-        elif op == "feature_collage":
-            images, extras = feature_collage_batch(model, tasks, truncation)
-        elif op == "project":
-            images, extras = project_batch(model, tasks)
-        else:
-            raise Unprocessable(f"collage op {op!r} is not served by this deployment")
-        return [GroupOutput(image, extra) for image, extra in zip(to_uint8_images(images), extras)]
+    def run_label_collage(self, model: LoadedCollageModel, tasks: list[EditTask],
+                          params: list[LabelCollageParams]) -> list[GroupOutput]:
+        return with_extras(*label_collage_batch(model, tasks, params[0].truncation))
+
+    def run_feature_collage(self, model: LoadedCollageModel, tasks: list[EditTask],
+                            params: list[FeatureCollageParams]) -> list[GroupOutput]:
+        return with_extras(*feature_collage_batch(model, tasks, params[0].truncation))
+
+    def run_project(self, model: LoadedCollageModel, tasks: list[EditTask], params: list[ProjectParams]) -> list[GroupOutput]:
+        return with_extras(*project_batch(model, tasks, params[0]))
 
     def health_forward(self) -> None:
         with torch.inference_mode():

@@ -21,13 +21,13 @@ import safetensors.torch
 import torch
 
 from deployments.ingan.ingan import Generator, InGANConfig
+from deployments.ingan.spec import FAMILY as FAMILY_SPEC
 from deployments.shapes import assert_shape
 
-FAMILY = "ingan"
+FAMILY = FAMILY_SPEC.name
 FORMAT = "ingan"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "model.json"
-INGAN_OPS = ("retarget",)
 SOURCE_KEY = "source_image"
 
 
@@ -57,7 +57,7 @@ def manifest_for(generator: Generator, image: np.ndarray, *, name: str, descript
                  training: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "family": FAMILY, "format": FORMAT, "source_format": None, "arch": generator.config.to_dict(),
             "resolution": None, "image_size": [int(image.shape[0]), int(image.shape[1])],
-            "size_multiple": generator.config.size_multiple, "ops": list(INGAN_OPS), "random_init": False,
+            "size_multiple": generator.config.size_multiple, "ops": FAMILY_SPEC.op_names(), "random_init": False,
             "description": description, "training": training or {}}
 
 

@@ -9,7 +9,7 @@ run does not hold up this replica's batches.
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any
 
 import torch
 from ray import serve
@@ -17,7 +17,7 @@ from ray import serve
 from deployments.ingan import ops as ingan_ops  # not "ops": cloudpickle would take it for torch.ops
 from deployments.ingan.checkpoint import InGANModel, load_model
 from deployments.ingan.ingan import Generator, InGANConfig
-from service.errors import Unprocessable
+from schemas.ingan import RetargetParams
 from service.family import FamilyDeployment, GroupOutput
 from service.tasks import EditTask
 
@@ -34,12 +34,8 @@ class InganDeployment(FamilyDeployment):
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> InGANModel:
         return load_model(weights, manifest, device=self.device)
 
-    def group_key(self, task: EditTask) -> Hashable:
-        return tuple(tuple(target) for target in task.inputs["targets"])
-
-    def run_group(self, model: InGANModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op != "retarget":
-            raise Unprocessable(f"ingan op {op!r} is not served by this deployment")
+    def run_retarget(self, model: InGANModel, tasks: list[EditTask], params: list[RetargetParams]) -> list[GroupOutput]:
+        """The op handler (named by deployments/ingan/spec.py)."""
         self._refresh(tasks[0].model, model)
         # One group shares model and targets, so its outputs are the same images (the op is
         # deterministic): computed once, with each task's own requested sizes in its extras.
@@ -47,14 +43,14 @@ class InganDeployment(FamilyDeployment):
         images = ingan_ops.retarget(model.generator, model.source, targets)
         image, offsets = ingan_ops.strip(images) if len(images) > 1 else (images[0], [0])
         outputs = []
-        for task in tasks:
-            requested = task.params["outputs"]
+        for p in params:
+            requested = p.outputs
             extras = {
                 "size_multiple": model.size_multiple,
                 "source_size": list(model.source.shape[2:]),
-                "outputs": [{"requested": [r["height"], r["width"]], "produced": [t.height, t.width], "x": x,
+                "outputs": [{"requested": [r.height, r.width], "produced": [t.height, t.width], "x": x,
                              "homography": {"top_left": t.top_left, "top_right": t.top_right} if t.top_left or t.top_right else None,
-                             "snapped": [r["height"], r["width"]] != [t.height, t.width]}
+                             "snapped": [r.height, r.width] != [t.height, t.width]}
                             for r, t, x in zip(requested, targets, offsets)],
             }
             outputs.append(GroupOutput(image, extras))

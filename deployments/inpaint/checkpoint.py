@@ -23,16 +23,16 @@ import safetensors.torch
 import torch
 
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig, _EncoderDecoder
+from deployments.inpaint.spec import FAMILY as FAMILY_SPEC
 from deployments.safe_load import load_torch_checkpoint
 from deployments.spectral_norm import spectral_norm_vectors, spectral_norm_weight
 
-FAMILY = "inpaint"
+FAMILY = FAMILY_SPEC.name
 FORMAT = "edgeconnect"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "model.json"
 EDGE_FILE = "EdgeModel_gen.pth"
 INPAINT_FILE = "InpaintingModel_gen.pth"
-INPAINT_OPS = ("inpaint",)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 
 
@@ -129,7 +129,7 @@ def export(model: EdgeConnect, out_dir: str | Path, *, name: str, description: s
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     safetensors.torch.save_file(state, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
     manifest = {"name": name, "family": FAMILY, "format": FORMAT, "source_format": source_format,
-                "arch": model.config.to_dict(), "resolution": None, "ops": list(INPAINT_OPS),
+                "arch": model.config.to_dict(), "resolution": None, "ops": FAMILY_SPEC.op_names(),
                 "random_init": random_init, "description": description}
     if param_defaults:
         manifest["param_defaults"] = param_defaults

@@ -10,7 +10,7 @@ can be fetched with ``GET /v1/assets/{id}``, edited, and sent back as ``inputs.e
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ from ray import serve
 from deployments.inpaint import ops as edge_connect  # not "ops": cloudpickle would take it for torch.ops
 from deployments.inpaint.checkpoint import load_model
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
+from deployments.inpaint.spec import FAMILY
 from schemas.inpaint import InpaintParams
-from service.errors import Unprocessable
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.images import encode_png
 from service.tasks import EditTask
@@ -31,13 +31,6 @@ def gray_of(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / 255.0) @ np.asarray(edge_connect.GRAY_WEIGHTS, np.float32)
 
 
-def size_bucket(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The padded size an image of ``shape`` (H, W[, C]) runs at: the group key of the batcher."""
-    height, width = shape[:2]
-    side = lambda n: max(edge_connect.MIN_SIDE, n + (-n) % edge_connect.SIZE_MULTIPLE)  # noqa: E731
-    return side(height), side(width)
-
-
 def _padded(array: np.ndarray, mode: str) -> torch.Tensor:
     """(H, W[, C]) -> (C, Hb, Wb) float tensor padded like ops.pad_to_multiple pads."""
     tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: decoded images are read-only
@@ -45,9 +38,9 @@ def _padded(array: np.ndarray, mode: str) -> torch.Tensor:
     return edge_connect.pad_to_multiple(tensor.unsqueeze(0), mode=mode)[0]
 
 
-def edge_map_of(task: EditTask) -> str:
-    """The task's ``params.edge_map`` (the schema's default when a hand-built task leaves it out)."""
-    return task.params.get("edge_map", InpaintParams.model_fields["edge_map"].default)
+def params_of(task: EditTask) -> InpaintParams:
+    """The task's typed params (built once per task; the schema's defaults fill a hand-built task's)."""
+    return FamilyDeployment.op_params(FAMILY.ops["inpaint"], task)
 
 
 def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -57,12 +50,13 @@ def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.devic
     Each image is padded to the bucket on its own (as ``ops.complete`` would pad it alone), so a
     result does not depend on what else shares the batch.
     """
-    modes = {edge_map_of(t) for t in tasks}
+    params = [params_of(t) for t in tasks]
+    modes = {p.edge_map for p in params}
     if len(modes) != 1:
         raise ValueError(f"one inpaint batch runs one edge map, got {sorted(modes)}")
     (mode,) = modes
     holes = [t.images["mask"] for t in tasks]
-    edges = [edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], float(t.params["sigma"])) for t in tasks]
+    edges = [edge_connect.canny_edges(gray_of(t.images["image"]), t.images["mask"], p.sigma) for t, p in zip(tasks, params)]
     images = torch.stack([_padded(t.images["image"], "reflect") / 255 for t in tasks]).to(device)
     masks = torch.stack([_padded(h.astype(np.float32), "constant") for h in holes]).to(device)
     edge_maps = torch.stack([_padded(e, "constant") for e in edges]).to(device)
@@ -80,7 +74,6 @@ def inpaint_batch(model: EdgeConnect, tasks: list[EditTask], device: torch.devic
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class InpaintDeployment(FamilyDeployment):
     family = "inpaint"
-    bucketed_ops = frozenset({"inpaint"})
     # Compiled graphs are specialised per padded image size too: the warm-up compiles this one (the
     # size the benchmarks and the EdgeConnect paper use); other sizes compile on first use.
     warmup_image_size = 256
@@ -103,21 +96,16 @@ class InpaintDeployment(FamilyDeployment):
         image_id, mask_id = assets
         return [WarmupRequest("inpaint", inputs={"image": image_id, "mask": mask_id}, assets=assets)]
 
-    def group_key(self, task: EditTask) -> Hashable:
-        # images that pad to one size share a batch, if they name one edge map (ops.complete takes one per batch)
-        return size_bucket(task.images["image"].shape), edge_map_of(task)
-
     def _store_edges(self, edges: np.ndarray) -> dict[str, Any]:
         return {"edges_asset_id": self.store.put_png_asset(encode_png(edges), edges.shape[1], edges.shape[0], "L")}
 
-    def run_group(self, model: EdgeConnect, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op != "inpaint":
-            raise Unprocessable(f"inpaint op {op!r} is not served by this deployment")
+    def run_inpaint(self, model: EdgeConnect, tasks: list[EditTask], params: list[InpaintParams]) -> list[GroupOutput]:
+        """The op handler (named by deployments/inpaint/spec.py)."""
         outputs: list[GroupOutput | None] = [None] * len(tasks)
         work = []
-        for i, task in enumerate(tasks):
+        for i, (task, p) in enumerate(zip(tasks, params)):
             if not task.images["mask"].any():  # nothing to fill: the input back, flagged
-                edges = edge_connect.canny_edges(gray_of(task.images["image"]), task.images["mask"], float(task.params["sigma"]))
+                edges = edge_connect.canny_edges(gray_of(task.images["image"]), task.images["mask"], p.sigma)
                 extras = {"empty_mask": True, "hole_pixels": 0, "hole_share": 0.0,
                           **self._store_edges((edges * 255).astype(np.uint8))}
                 outputs[i] = GroupOutput(task.images["image"], extras)

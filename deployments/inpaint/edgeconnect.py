@@ -32,11 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from deployments.inpaint.sizes import SIZE_MULTIPLE
 from deployments.shapes import assert_shape
 
 OFFICIAL_CHANNELS = 64
 OFFICIAL_RESIDUAL_BLOCKS = 8
-SIZE_MULTIPLE = 4
 
 
 def _check(condition: bool, message: str) -> None:

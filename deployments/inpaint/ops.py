@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deployments.inpaint.edgeconnect import SIZE_MULTIPLE, EdgeConnect
+from deployments.inpaint.edgeconnect import EdgeConnect
+from deployments.inpaint.sizes import MIN_SIDE, SIZE_MULTIPLE
 from deployments.shapes import assert_shape
 
 # ITU-R BT.709 luma, what skimage.color.rgb2gray uses (the official code's grayscale)
@@ -78,10 +79,6 @@ def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
         return masks
     return F.max_pool2d(masks, 2 * pixels + 1, stride=1, padding=pixels)
 
-
-# The dilated residual blocks reflect-pad 2 px at a quarter of the input size, which needs at
-# least 3 px there: smaller images are padded up to 12 px.
-MIN_SIDE = 3 * SIZE_MULTIPLE
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE, mode: str = "reflect") -> torch.Tensor:

@@ -17,11 +17,11 @@ import torch
 
 from deployments import project_format
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
+from deployments.person.spec import FAMILY as FAMILY_SPEC
 from schemas.warp import KEYPOINT_NAMES
 
-FAMILY = "person"
+FAMILY = FAMILY_SPEC.name
 FORMAT = "disentangled-person"
-OPS = ["recompose", "sample", "interpolate"]
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> PersonConfig:
@@ -61,7 +61,7 @@ def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, descrip
     config = model.config
     manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
                 "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES), "factors": list(FACTORS),
-                "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS}, "ops": OPS, "random_init": False,
+                "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS}, "ops": FAMILY_SPEC.op_names(), "random_init": False,
                 "description": description, "examples": listed}
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

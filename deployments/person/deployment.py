@@ -7,7 +7,7 @@ task is a batch of its own steps, returned as one strip.
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any
 
 import torch
 from ray import serve
@@ -17,7 +17,7 @@ from deployments.person import ops as person_ops  # not "ops": cloudpickle would
 from deployments.person.checkpoint import load_model
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from deployments.warp.pose import keypoint_tensors
-from service.errors import Unprocessable
+from schemas.person import InterpolateParams, RecomposeParams, SampleParams
 from service.family import FamilyDeployment, GroupOutput
 from service.tasks import EditTask
 
@@ -41,9 +41,6 @@ class PersonDeployment(FamilyDeployment):
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> DisentangledPersonGenerator:
         return load_model(weights, manifest, device=str(self.device))
 
-    def group_key(self, task: EditTask) -> Hashable:
-        return tuple(task.inputs.get("keep", ()))  # one image size per model; sample batches share the kept factors
-
     def _pose(self, tasks: list[EditTask], field: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The tasks' canonical keypoints in ``field`` -> (keypoints (n, 18, 2), visible (n, 18)) on the device."""
         points = [keypoint_tensors(t.inputs[field]) for t in tasks]
@@ -52,33 +49,29 @@ class PersonDeployment(FamilyDeployment):
     def _people(self, tasks: list[EditTask], image: str, keypoints: str) -> person_ops.People:
         return person_ops.People(images_to_tensor([t.images[image] for t in tasks], self.device), *self._pose(tasks, keypoints))
 
-    def run_group(self, model: DisentangledPersonGenerator, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        runs = {"recompose": self._recompose, "sample": self._sample, "interpolate": self._interpolate}
-        if op not in runs:
-            raise Unprocessable(f"person op {op!r} is not served by this deployment")
-        return runs[op](model, tasks)
-
-    def _recompose(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+    # ---- op handlers (named by deployments/person/spec.py) -----------------------------------
+    def run_recompose(self, model: DisentangledPersonGenerator, tasks: list[EditTask], params: list[RecomposeParams]) -> list[GroupOutput]:
         rendered = person_ops.recompose(model, self._people(tasks, "foreground", "foreground_keypoints"),
                                         self._people(tasks, "background", "background_keypoints"), *self._pose(tasks, "pose_keypoints"))
         return [GroupOutput(image, {"keypoints": t.inputs["pose_keypoints"]}) for image, t in zip(to_uint8_images(rendered.images), tasks)]
 
-    def _sample(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+    def run_sample(self, model: DisentangledPersonGenerator, tasks: list[EditTask], params: list[SampleParams]) -> list[GroupOutput]:
         keep = frozenset(tasks[0].inputs["keep"])  # the group key: every task of the group keeps the same factors
         rendered = person_ops.sample(model, [t.inputs["seed"] for t in tasks], keep, self._people(tasks, "image", "keypoints") if keep else None)
         sampled = [factor for factor in FACTORS if factor not in keep]
         return [GroupOutput(image, {"seed": t.inputs["seed"], "kept": sorted(keep), "sampled": sampled, "keypoints": api_keypoints(k, v)})
                 for image, t, k, v in zip(to_uint8_images(rendered.images), tasks, rendered.keypoints.cpu(), rendered.visible.cpu())]
 
-    def _interpolate(self, model: DisentangledPersonGenerator, tasks: list[EditTask]) -> list[GroupOutput]:
+    def run_interpolate(self, model: DisentangledPersonGenerator, tasks: list[EditTask],
+                        params: list[InterpolateParams]) -> list[GroupOutput]:
         outputs = []
-        for task in tasks:  # each task is a batch of its own steps
-            rendered = person_ops.interpolate(model, task.params["factor"], self._people([task], "start", "start_keypoints"),
-                                              self._people([task], "end", "end_keypoints"), int(task.params["steps"]))
+        for task, p in zip(tasks, params):  # each task is a batch of its own steps
+            rendered = person_ops.interpolate(model, p.factor, self._people([task], "start", "start_keypoints"),
+                                              self._people([task], "end", "end_keypoints"), p.steps)
             image, offsets = strip(list(to_uint8_images(rendered.images)))
             steps = [{"x": x, "t": round(i / (len(offsets) - 1), 4), "keypoints": api_keypoints(k, v)}
                      for i, (x, k, v) in enumerate(zip(offsets, rendered.keypoints.cpu(), rendered.visible.cpu()))]
-            outputs.append(GroupOutput(image, {"factor": task.params["factor"], "steps": steps}))
+            outputs.append(GroupOutput(image, {"factor": p.factor, "steps": steps}))
         return outputs
 
     def health_forward(self) -> None:

@@ -29,16 +29,16 @@ import safetensors.torch
 import torch
 
 from deployments.safe_load import load_torch_checkpoint
+from deployments.style.spec import FAMILY as FAMILY_SPEC
 from deployments.style.stylegan2 import PORT_CHANNELS, Generator, StyleGAN2Config
 
-FAMILY = "style"
+FAMILY = FAMILY_SPEC.name
 FORMAT = "stylegan2"
 SOURCE_FORMAT = "rosinality-stylegan2-pytorch"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "model.json"
 LATENT_AVG_KEY = "latent_avg"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")  # same rule as schemas.common.ModelName
-STYLE_OPS = ("sample", "project", "catalog", "part_map", "local_transfer")  # what a converted model serves
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def write_model(
         "resolution": config.resolution,
         "style_dim": config.style_dim,
         "n_latent": config.n_latent,
-        "ops": list(STYLE_OPS),
+        "ops": FAMILY_SPEC.op_names(),  # a converted model serves every op of the family
         "random_init": bool(random_init),
         "description": description,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Hashable
+from typing import Any
 
 import torch
 from ray import serve
@@ -14,7 +14,8 @@ from deployments.style import editing, ops
 from deployments.style.catalog import PALETTE, Catalog, build_catalog, cluster_maps, colorize, mask_part_weights, upsample_labels
 from deployments.style.checkpoint import load_generator
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
-from service.errors import Conflict, Unprocessable
+from schemas.style import CatalogParams, LocalTransferParams, PartMapParams, ProjectParams, SampleParams
+from service.errors import Conflict
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.tasks import EditTask
 
@@ -49,22 +50,22 @@ def ws_from_latent(model: LoadedStyleModel, latent: dict[str, Any], truncation: 
     return model.mean_w.view(1, -1) + float(truncation) * (ws - model.mean_w.view(1, -1))
 
 
-def sample_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> torch.Tensor:
+def sample_batch(model: LoadedStyleModel, tasks: list[EditTask], params: list[SampleParams]) -> torch.Tensor:
     """Seeds, z and w requests of one model as one W+ batch -> images (N, 3, R, R) in [-1, 1]."""
     with torch.inference_mode():
-        w_plus = torch.stack([ws_from_latent(model, task.inputs, task.params.get("truncation", 1.0)) for task in tasks])
+        w_plus = torch.stack([ws_from_latent(model, task.inputs, p.truncation) for task, p in zip(tasks, params)])
         return ops.sample(model.generator, w=w_plus, truncation=1.0)
 
 
 PROGRESS_POINTS = 10  # loss samples reported per projection (plus the first step and the final fit)
 
 
-def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Project requests of one model sharing (size, steps, learning rate, space) -> images + per-task extras."""
-    params = tasks[0].params
+def project_batch(model: LoadedStyleModel, tasks: list[EditTask], params: ProjectParams) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Project requests of one model sharing (size, steps, learning rate, space: ``params``, the group
+    key's) -> images + per-task extras."""
     device = model.mean_w.device
     target = ops.images_to_tensor([task.images["image"] for task in tasks], device)
-    steps = int(params["steps"])
+    steps = params.steps
     every = max(1, steps // PROGRESS_POINTS)
     trace: list[tuple[int, list[float]]] = []
 
@@ -73,28 +74,26 @@ def project_batch(model: LoadedStyleModel, tasks: list[EditTask]) -> tuple[torch
             trace.append((step, row_mse.tolist()))
 
     w_plus, image, mse = ops.project(model.generator, target, mean_w=model.mean_w, steps=steps,
-                                     learning_rate=float(params["learning_rate"]), latent_space=params["latent_space"],
+                                     learning_rate=params.learning_rate, latent_space=params.latent_space,
                                      on_step=record)
     extras = []
     for i, (row, error) in enumerate(zip(w_plus, mse)):
-        latent = row[:1] if params["latent_space"] == "w" else row  # W: every layer holds the same w
+        latent = row[:1] if params.latent_space == "w" else row  # W: every layer holds the same w
         progress = [{"step": step, "mse": round(values[i], 6)} for step, values in trace]
-        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params["latent_space"], "mse": float(error),
+        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params.latent_space, "mse": float(error),
                        "progress": progress + [{"step": steps, "mse": round(float(error), 6), "final": True}]})
     return image, extras
 
 
-def catalog_batch(model: LoadedStyleModel, task: EditTask) -> tuple[Catalog, np.ndarray]:
+def catalog_batch(model: LoadedStyleModel, p: CatalogParams) -> tuple[Catalog, np.ndarray]:
     """Build a catalog from the task's params -> (catalog, preview: 8 samples above their part maps)."""
-    p = task.params
     generator = model.generator
-    catalog = build_catalog(generator, k=int(p["k"]), n_samples=int(p["n_samples"]), seed=int(p["seed"]),
-                            cluster_layer=p.get("cluster_layer"), truncation=float(p["truncation"]),
-                            mean_w=model.mean_w, iterations=int(p["iterations"]))
-    if p.get("labels"):
-        catalog.labels = list(p["labels"])
+    catalog = build_catalog(generator, k=p.k, n_samples=p.n_samples, seed=p.seed, cluster_layer=p.cluster_layer,
+                            truncation=p.truncation, mean_w=model.mean_w, iterations=p.iterations)
+    if p.labels:
+        catalog.labels = list(p.labels)
     with torch.inference_mode():
-        z = torch.randn(8, generator.style_dim, generator=torch.Generator().manual_seed(int(p["seed"])))
+        z = torch.randn(8, generator.style_dim, generator=torch.Generator().manual_seed(p.seed))
         styles = generator.styles_from_ws(generator.broadcast_w(generator.mapping(z.to(generator.device))))
         images, labels = cluster_maps(generator, catalog, styles)
     maps = colorize(upsample_labels(labels, generator.resolution))
@@ -102,11 +101,12 @@ def catalog_batch(model: LoadedStyleModel, task: EditTask) -> tuple[Catalog, np.
     return catalog, preview
 
 
-def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask],
+                   params: list[PartMapParams]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Targets -> colour-coded part maps (N, R, R, 3) and per-task extras (legend, pixel share per label)."""
     generator = model.generator
     with torch.inference_mode():
-        ws = torch.stack([ws_from_latent(model, task.inputs["target"], task.params.get("truncation", 1.0)) for task in tasks])
+        ws = torch.stack([ws_from_latent(model, task.inputs["target"], p.truncation) for task, p in zip(tasks, params)])
         _, labels = cluster_maps(generator, catalog, generator.styles_from_ws(ws))
     full = upsample_labels(labels, generator.resolution)
     legend = {f"{k}:{label}": PALETTE[k % len(PALETTE)].tolist() for k, label in enumerate(catalog.labels)}
@@ -120,13 +120,14 @@ def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTa
     return colorize(full), extras
 
 
-def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask],
+                         params: list[LocalTransferParams]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """(S, R, part) requests as one batch: sigma_G = sigma_S + Q (sigma_R - sigma_S) per layer -> images + extras."""
     generator = model.generator
     device = model.mean_w.device
     with torch.inference_mode():
-        ws_target = torch.stack([ws_from_latent(model, t.inputs["target"], t.params.get("truncation", 1.0)) for t in tasks])
-        ws_reference = torch.stack([ws_from_latent(model, t.inputs["reference"], t.params.get("truncation", 1.0)) for t in tasks])
+        ws_target = torch.stack([ws_from_latent(model, t.inputs["target"], p.truncation) for t, p in zip(tasks, params)])
+        ws_reference = torch.stack([ws_from_latent(model, t.inputs["reference"], p.truncation) for t, p in zip(tasks, params)])
         styles_target = generator.styles_from_ws(ws_target)
         styles_reference = generator.styles_from_ws(ws_reference)
         part_weights = torch.zeros(len(tasks), catalog.k, device=device)
@@ -143,12 +144,10 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
         for layer in generator.style_layers:
             m = catalog.contributions[layer.name].to(device)  # (K, C)
             q = torch.zeros(len(tasks), layer.channels, device=device)
-            for i, task in enumerate(tasks):
-                p = task.params
-                if p.get("layers") is not None and layer.name not in p["layers"]:
+            for i, p in enumerate(params):
+                if p.layers is not None and layer.name not in p.layers:
                     continue
-                q[i] = editing.part_query(m, part_weights[i], p["query"], strength=float(p["strength"]),
-                                          rho=float(p["rho"]), epsilon=float(p["epsilon"]))
+                q[i] = editing.part_query(m, part_weights[i], p.query, strength=p.strength, rho=p.rho, epsilon=p.epsilon)
                 changed[i][layer.name] = int((q[i] > 0).sum())
             queries.append(q)
         styles = editing.interpolate_styles(styles_target, styles_reference, queries)
@@ -164,7 +163,6 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class StyleDeployment(FamilyDeployment):
     family = "style"
-    bucketed_ops = frozenset({"sample", "part_map", "local_transfer"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,16 +177,6 @@ class StyleDeployment(FamilyDeployment):
     def warmup_requests(self, manifest: dict[str, Any]) -> list[WarmupRequest]:
         return [WarmupRequest("sample")]  # the generator's forward; the catalog ops run the synthesis network uncompiled
 
-    def group_key(self, task: EditTask) -> Hashable:
-        if task.op == "project":  # one optimisation loop needs one step count, rate and latent space
-            p = task.params
-            return (task.images["image"].shape, p["steps"], p["learning_rate"], p["latent_space"])
-        if task.op == "catalog":  # each build is its own job
-            return id(task)
-        if task.op in ("part_map", "local_transfer"):  # one catalog per batch
-            return task.inputs["catalog"]
-        return ()  # every sample request of a model maps to one W+ batch of the same output shape
-
     def catalog_for(self, model: LoadedStyleModel, model_name: str, sha256: str) -> Catalog:
         """The catalog a request was validated against, loaded once per replica and checked."""
         if sha256 not in model.catalogs:
@@ -198,26 +186,31 @@ class StyleDeployment(FamilyDeployment):
             model.catalogs = {sha256: Catalog.from_bytes(data, meta)}
         return model.catalogs[sha256]
 
-    def run_group(self, model: LoadedStyleModel, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op == "sample":
-            return [GroupOutput(image) for image in ops.to_uint8_images(sample_batch(model, tasks))]
-        if op == "project":
-            images, extras = project_batch(model, tasks)
-            return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
-        if op == "catalog":
-            (task,) = tasks
-            catalog, preview = catalog_batch(model, task)
-            meta = self.registry.put_catalog(task.model, catalog.to_bytes(), catalog.meta(model.generator.style_layers))
-            model.catalogs = {meta["sha256"]: catalog}
-            return [GroupOutput(preview, {"catalog": meta})]
-        if op in ("part_map", "local_transfer"):
-            catalog = self.catalog_for(model, tasks[0].model, tasks[0].inputs["catalog"])
-            if op == "part_map":
-                maps, extras = part_map_batch(model, catalog, tasks)
-                return [GroupOutput(image, extra) for image, extra in zip(maps, extras)]
-            images, extras = local_transfer_batch(model, catalog, tasks)
-            return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
-        raise Unprocessable(f"style op {op!r} is not served by this deployment")
+    # ---- op handlers (named by deployments/style/spec.py) ------------------------------------
+    def run_sample(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[SampleParams]) -> list[GroupOutput]:
+        return [GroupOutput(image) for image in ops.to_uint8_images(sample_batch(model, tasks, params))]
+
+    def run_project(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[ProjectParams]) -> list[GroupOutput]:
+        images, extras = project_batch(model, tasks, params[0])  # the group key: one loop's params for all
+        return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
+
+    def run_catalog(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[CatalogParams]) -> list[GroupOutput]:
+        (task,), (p,) = tasks, params  # the group key: each build alone
+        catalog, preview = catalog_batch(model, p)
+        meta = self.registry.put_catalog(task.model, catalog.to_bytes(), catalog.meta(model.generator.style_layers))
+        model.catalogs = {meta["sha256"]: catalog}
+        return [GroupOutput(preview, {"catalog": meta})]
+
+    def run_part_map(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[PartMapParams]) -> list[GroupOutput]:
+        catalog = self.catalog_for(model, tasks[0].model, tasks[0].inputs["catalog"])  # the group key: one catalog
+        maps, extras = part_map_batch(model, catalog, tasks, params)
+        return [GroupOutput(image, extra) for image, extra in zip(maps, extras)]
+
+    def run_local_transfer(self, model: LoadedStyleModel, tasks: list[EditTask],
+                           params: list[LocalTransferParams]) -> list[GroupOutput]:
+        catalog = self.catalog_for(model, tasks[0].model, tasks[0].inputs["catalog"])  # the group key: one catalog
+        images, extras = local_transfer_batch(model, catalog, tasks, params)
+        return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]
 
     def health_forward(self) -> None:
         with torch.inference_mode():

@@ -16,9 +16,10 @@ import torch
 
 from deployments import project_format
 from deployments.warp.networks import WarpConfig, WarpingGAN
+from deployments.warp.spec import FAMILY as FAMILY_SPEC
 from schemas.warp import KEYPOINT_NAMES
 
-FAMILY = "warp"
+FAMILY = FAMILY_SPEC.name
 FORMAT = "warp-gan"
 
 
@@ -63,6 +64,6 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
     config = model.config
     manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
                 "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES),
-                "ops": ["pose_transfer"], "random_init": False, "description": description, "examples": listed}
+                "ops": FAMILY_SPEC.op_names(), "random_init": False, "description": description, "examples": listed}
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -7,7 +7,7 @@ upload: ``extras.parsing_asset_id``), so a client can fetch it or send it back a
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +17,7 @@ from ray import serve
 from deployments.warp.checkpoint import load_model
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
 from deployments.warp.pose import heatmap_sigma, keypoint_tensors, pose_heatmaps
-from schemas.warp import LIP_CLASSES, LIP_PALETTE
-from service.errors import Unprocessable
+from schemas.warp import LIP_CLASSES, LIP_PALETTE, PoseTransferParams
 from service.family import FamilyDeployment, GroupOutput
 from service.images import encode_png
 from service.tasks import EditTask
@@ -46,7 +45,6 @@ def pose_transfer_batch(model: WarpingGAN, tasks: list[EditTask], device: torch.
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32, health_check_period_s=10)
 class WarpDeployment(FamilyDeployment):
     family = "warp"
-    bucketed_ops = frozenset({"pose_transfer"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,18 +56,14 @@ class WarpDeployment(FamilyDeployment):
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> WarpingGAN:
         return load_model(weights, manifest, device=str(self.device))
 
-    def group_key(self, task: EditTask) -> Hashable:
-        return ()  # one model, one image size: every request of a batch shares a tensor batch
-
     def _store_parsing(self, labels: np.ndarray) -> dict[str, Any]:
         asset_id = self.store.put_png_asset(encode_png(PARSING_PALETTE[labels]), labels.shape[1], labels.shape[0], "RGB")
         shares = np.bincount(labels.ravel(), minlength=NUM_PARSING_CLASSES) / labels.size
         return {"parsing_asset_id": asset_id,
                 "parsing_shares": {LIP_CLASSES[c]: round(float(s), 4) for c, s in enumerate(shares) if s >= 0.005}}
 
-    def run_group(self, model: WarpingGAN, op: str, tasks: list[EditTask]) -> list[GroupOutput]:
-        if op != "pose_transfer":
-            raise Unprocessable(f"warp op {op!r} is not served by this deployment")
+    def run_pose_transfer(self, model: WarpingGAN, tasks: list[EditTask], params: list[PoseTransferParams]) -> list[GroupOutput]:
+        """The op handler (named by deployments/warp/spec.py)."""
         images, parsings = pose_transfer_batch(model, tasks, self.device)
         return [GroupOutput(image, self._store_parsing(labels)) for image, labels in zip(images, parsings)]
 
