@@ -154,10 +154,7 @@ class ModelRegistry:
         self.invalidate(name)
 
     def _catalog_meta(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.store.get(self.store.model_key(name, CATALOG_META)))
-        except NotFound:
-            return None
+        return self._read_json(self.store.model_key(name, CATALOG_META))
 
     def load_catalog(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """(catalog.safetensors bytes, catalog.json) of a model, the bytes checked against its sha256."""

@@ -1,0 +1,107 @@
+"""Overload figures: open-loop load at multiples of the measured capacity, and how the service answers.
+
+    python -m loadtests.overload [--url URL] [--factors 2,3,10] [--seconds 8] [--model collage-faces]
+
+Without --url the service is started locally (collage family only) and stopped afterwards. For each
+factor it first measures capacity (closed loop, 16 clients, full batches), then sends distinct
+``sample`` edits at factor × capacity for --seconds whether or not earlier ones answered, and prints
+one JSON line per factor: what was sent, the statuses, latency quantiles of the 200s and the 429s
+as the client saw them, and the ingress's own time for each refusal (its ``Server-Timing`` header).
+docs/security.md §6 shows a run. ``tests/test_faults.py`` uses the same load to check the statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+import httpx
+
+from service.auth import client_headers
+
+
+def _body(model: str, seed: int) -> dict[str, Any]:
+    return {"model": model, "op": "sample", "inputs": {"seed": seed, "class_id": 0}}
+
+
+async def closed_loop(url: str, seconds: float, concurrency: int, seeds, model: str, headers: dict[str, str]) -> int:
+    """Edits completed by ``concurrency`` clients, each sending the next as soon as the last answered."""
+    done = 0
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as http:
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                response = await http.post("/v1/edits", json=_body(model, next(seeds)))
+                response.raise_for_status()
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+async def open_loop(url: str, seconds: float, rate: float, seeds, model: str, headers: dict[str, str]) -> list[httpx.Response]:
+    """Edits sent at ``rate`` per second for ``seconds``, whether or not earlier ones answered."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=url, timeout=180, headers=headers, limits=limits) as http:
+        sent: list[asyncio.Task] = []
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            sent.append(asyncio.create_task(http.post("/v1/edits", json=_body(model, next(seeds)))))
+            await asyncio.sleep(max(0.0, start + len(sent) / rate - time.monotonic()))
+        return await asyncio.gather(*sent)
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
+
+
+def overload(url: str, factor: float, seconds: float, seeds, model: str = "collage-faces",
+             headers: dict[str, str] | None = None, measure_s: float = 6.0) -> tuple[dict[str, Any], list[httpx.Response]]:
+    """One run at ``factor`` × the capacity measured just before: (figures, every response)."""
+    headers = client_headers() if headers is None else headers
+    capacity = asyncio.run(closed_loop(url, measure_s, 16, seeds, model, headers)) / measure_s
+    started = time.monotonic()
+    responses = asyncio.run(open_loop(url, seconds, factor * capacity, seeds, model, headers))
+    sent_per_s = len(responses) / (time.monotonic() - started)
+    statuses = [r.status_code for r in responses]
+    refused = [r for r in responses if r.status_code == 429]
+    refused_s = [r.elapsed.total_seconds() for r in refused]
+    in_ingress_s = [float(r.headers["server-timing"].split("dur=")[1]) / 1e3 for r in refused if "server-timing" in r.headers]
+    served_s = [r.elapsed.total_seconds() for r in responses if r.status_code == 200]
+    figures = {"factor": factor, "capacity_edits_per_s": round(capacity, 1), "offered_per_s": round(factor * capacity, 1),
+               "sent_per_s": round(sent_per_s, 1), "seconds": seconds, "requests": len(statuses), "ok": statuses.count(200),
+               "too_many_requests": len(refused), "other": len(statuses) - statuses.count(200) - len(refused),
+               "p50_429_s": _quantile(refused_s, 0.5), "p90_429_s": _quantile(refused_s, 0.9), "p99_429_s": _quantile(refused_s, 0.99),
+               "p50_429_in_ingress_s": _quantile(in_ingress_s, 0.5), "p99_429_in_ingress_s": _quantile(in_ingress_s, 0.99),
+               "p50_200_s": _quantile(served_s, 0.5), "p99_200_s": _quantile(served_s, 0.99)}
+    return figures, responses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running service (default: start one locally)")
+    parser.add_argument("--factors", default="2,3,10", help="multiples of the measured capacity, comma-separated")
+    parser.add_argument("--seconds", type=float, default=8.0, help="open-loop time per factor")
+    parser.add_argument("--model", default="collage-faces")
+    args = parser.parse_args(argv)
+    seeds = itertools.count(int(time.time()) % 10**6 * 1000)
+    if args.url:
+        for factor in (float(f) for f in args.factors.split(",")):
+            print(json.dumps(overload(args.url, factor, args.seconds, seeds, args.model)[0]), flush=True)
+        return 0
+    from service.runtime import LocalService
+
+    with LocalService(families="collage") as service:
+        for factor in (float(f) for f in args.factors.split(",")):
+            print(json.dumps(overload(service.url, factor, args.seconds, seeds, args.model)[0]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
