@@ -38,7 +38,7 @@ def strip(images: list[np.ndarray], gap: int = STRIP_GAP) -> tuple[np.ndarray, l
     canvas = np.full((height, width, 3), 255, np.uint8)
     offsets, x = [], 0
     for image in images:
-        canvas[: image.shape[0], x: x + image.shape[1]] = image
+        canvas[: image.shape[0], x : x + image.shape[1]] = image
         offsets.append(x)
         x += image.shape[1] + gap
     return canvas, offsets

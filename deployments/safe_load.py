@@ -23,8 +23,10 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-REFUSED_PICKLE = ("refused to load the checkpoint: it contains pickled objects other than tensors and plain "
-                  "containers, which are never unpickled (torch.load weights_only=True)")
+REFUSED_PICKLE = (
+    "refused to load the checkpoint: it contains pickled objects other than tensors and plain "
+    "containers, which are never unpickled (torch.load weights_only=True)"
+)
 _UNSUPPORTED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")  # both of torch's wordings
 
 
@@ -118,8 +120,9 @@ def _no_hooks(hooks: Any, what: str) -> None:
         raise ValueError(f"refused to unpickle a {what} with backward hooks")
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                    backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor(
+    storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False, backward_hooks: Any = None, metadata: Any = None
+) -> torch.Tensor:
     """``torch._utils._rebuild_tensor_v2`` with its arguments checked to be a storage and ints."""
     if not isinstance(storage, torch.storage.TypedStorage):
         raise ValueError(f"tensor: expected a storage, got {type(storage).__name__}")
@@ -129,8 +132,9 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, r
     _no_hooks(backward_hooks, "tensor")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"tensor: metadata must be a dict, got {type(metadata).__name__}")
-    return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride), bool(requires_grad),
-                                           OrderedDict(), metadata)
+    return torch._utils._rebuild_tensor_v2(
+        storage, storage_offset, tuple(size), tuple(stride), bool(requires_grad), OrderedDict(), metadata
+    )
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, state: Any = None) -> torch.Tensor:
@@ -242,8 +246,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         return found
 
     def persistent_load(self, pid: Any) -> Any:
-        raise ValueError(f"refused to unpickle: persistent id {str(pid)[:80]!r} (a plain pickle has none; "
-                         "a torch.save file is read by the format's .pt converter)")
+        raise ValueError(
+            f"refused to unpickle: persistent id {str(pid)[:80]!r} (a plain pickle has none; "
+            "a torch.save file is read by the format's .pt converter)"
+        )
 
 
 def _plain(obj: Any) -> Any:

@@ -23,13 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.acceleration import Acceleration
 from loadtests.bench import BENCH_OPS, RawRunner, bench_assets
+from service.acceleration import Acceleration
 
 
 def configurations(compile_too: bool) -> list[Acceleration]:
-    configs = [Acceleration(), Acceleration(channels_last=True), Acceleration(precision="bf16"),
-               Acceleration(precision="bf16", channels_last=True)]
+    configs = [
+        Acceleration(),
+        Acceleration(channels_last=True),
+        Acceleration(precision="bf16"),
+        Acceleration(precision="bf16", channels_last=True),
+    ]
     if torch.cuda.is_available():
         configs += [Acceleration(precision="fp16"), Acceleration(precision="fp16", channels_last=True)]
     if compile_too:
@@ -58,10 +62,17 @@ def measure(ops: list, batch: int, seconds: float, rounds: int, compile_too: boo
             diff = np.abs(images_of(runner.run(tasks)) - reference)
             rate = float(np.median(rates[config.describe()]))
             results.setdefault(bench.name, {})[config.describe()] = {
-                "images_per_s": rate, "rounds": rates[config.describe()], "max_diff": int(diff.max()), "mean_diff": float(diff.mean())}
+                "images_per_s": rate,
+                "rounds": rates[config.describe()],
+                "max_diff": int(diff.max()),
+                "mean_diff": float(diff.mean()),
+            }
             base = results[bench.name]["fp32"]["images_per_s"]
-            print(f"{bench.name:26} {config.describe():28} {rate:8.1f} img/s  x{rate / base:4.2f}  "
-                  f"max diff {int(diff.max()):3d}  mean {diff.mean():.3f}", flush=True)
+            print(
+                f"{bench.name:26} {config.describe():28} {rate:8.1f} img/s  x{rate / base:4.2f}  "
+                f"max diff {int(diff.max()):3d}  mean {diff.mean():.3f}",
+                flush=True,
+            )
         del runners
     return results
 
@@ -71,8 +82,10 @@ def markdown(results: dict, header: str) -> str:
     lines = [header, "", "| op | " + " | ".join(configs) + " |", "|---|" + "---:|" * len(configs)]
     for op, row in results.items():
         base = row["fp32"]["images_per_s"]
-        cells = [f"{row[c]['images_per_s']:.1f} img/s (×{row[c]['images_per_s'] / base:.2f}; max Δ {row[c]['max_diff']}, mean Δ {row[c]['mean_diff']:.2f})"
-                 for c in configs]
+        cells = [
+            f"{row[c]['images_per_s']:.1f} img/s (×{row[c]['images_per_s'] / base:.2f}; max Δ {row[c]['max_diff']}, mean Δ {row[c]['mean_diff']:.2f})"
+            for c in configs
+        ]
         lines.append(f"| `{op}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,14 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(ops, args.batch, args.seconds, args.rounds, args.compile, asset_bytes, asset_ids)
     finally:
         local.stop_storage()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()}, {torch.get_num_threads()} torch threads"
+    device = (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()}, {torch.get_num_threads()} torch threads"
+    )
     command = "python -m loadtests.accel " + " ".join(argv if argv is not None else sys.argv[1:])
     header = f"device: {device} · batch {args.batch} · `{command}`"
     table = markdown(results, header)
     print("\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "accel.json").write_text(json.dumps({"device": device, "batch": args.batch, "command": command, "ops": results}, indent=2) + "\n")
+    (out / "accel.json").write_text(
+        json.dumps({"device": device, "batch": args.batch, "command": command, "ops": results}, indent=2) + "\n"
+    )
     (out / "accel.md").write_text(table + "\n")
     chart(results, out / "img" / "accel.png", f"generator speed options vs fp32 — {device}, batch {args.batch}")
     print(f"wrote {out}/accel.json, accel.md, img/accel.png")

@@ -55,8 +55,13 @@ class BenchOp:
         return f"{self.family}.{self.op}" + (f"@{self.variant}" if self.variant else "")
 
     def body(self, i: int, assets: dict[str, str]) -> dict:
-        return {"model": self.model, "op": self.op, "params": self.params(i), "inputs": self.inputs(i, assets),
-                "output": {"presign": False}}
+        return {
+            "model": self.model,
+            "op": self.op,
+            "params": self.params(i),
+            "inputs": self.inputs(i, assets),
+            "output": {"presign": False},
+        }
 
 
 # Requests differ by seed (or, for inpaint, by a sigma step too small to change the work), so no
@@ -64,15 +69,35 @@ class BenchOp:
 # where the serving path is noise; they are left out.
 BENCH_OPS = [
     BenchOp("style", "sample", "style-demo-random", lambda i: {}, lambda i, a: {"seed": i}),
-    BenchOp("style", "local_transfer", "style-faces", lambda i: {"parts": ["eyes"]},
-            lambda i, a: {"target": {"seed": i}, "reference": {"seed": i + 1}}),
+    BenchOp(
+        "style",
+        "local_transfer",
+        "style-faces",
+        lambda i: {"parts": ["eyes"]},
+        lambda i, a: {"target": {"seed": i}, "reference": {"seed": i + 1}},
+    ),
     BenchOp("collage", "sample", "collage-faces", lambda i: {}, lambda i, a: {"seed": i, "class_id": i % 4}),
-    BenchOp("collage", "label_collage", "collage-faces", lambda i: {},
-            lambda i, a: {"base": {"seed": i, "class_id": 0}, "regions": [{"mask": a["eyes_mask"], "class_id": "owl"}]}),
-    BenchOp("collage", "feature_collage", "collage-faces", lambda i: {},
-            lambda i, a: {"base": {"seed": i, "class_id": 1}, "references": [{"seed": i + 1, "class_id": 2, "mask": a["eyes_mask"]}]}),
-    BenchOp("inpaint", "inpaint", "edgeconnect-demo", lambda i: {"sigma": 2.0 + (i % 10**6) * 1e-6},
-            lambda i, a: {"image": a["photo"], "mask": a["hole"]}),
+    BenchOp(
+        "collage",
+        "label_collage",
+        "collage-faces",
+        lambda i: {},
+        lambda i, a: {"base": {"seed": i, "class_id": 0}, "regions": [{"mask": a["eyes_mask"], "class_id": "owl"}]},
+    ),
+    BenchOp(
+        "collage",
+        "feature_collage",
+        "collage-faces",
+        lambda i: {},
+        lambda i, a: {"base": {"seed": i, "class_id": 1}, "references": [{"seed": i + 1, "class_id": 2, "mask": a["eyes_mask"]}]},
+    ),
+    BenchOp(
+        "inpaint",
+        "inpaint",
+        "edgeconnect-demo",
+        lambda i: {"sigma": 2.0 + (i % 10**6) * 1e-6},
+        lambda i, a: {"image": a["photo"], "mask": a["hole"]},
+    ),
 ]
 
 
@@ -88,7 +113,7 @@ def bench_assets(inpaint_size: int) -> dict[str, bytes]:
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((inpaint_size, inpaint_size), Image.BICUBIC))
     hole = np.zeros((inpaint_size, inpaint_size), np.uint8)
-    hole[inpaint_size // 4: inpaint_size // 2, inpaint_size // 3: 2 * inpaint_size // 3] = 255
+    hole[inpaint_size // 4 : inpaint_size // 2, inpaint_size // 3 : 2 * inpaint_size // 3] = 255
     eyes = (REPO_ROOT / "checkpoints" / "collage-faces" / "masks" / "eyes.png").read_bytes()
     return {"eyes_mask": eyes, "photo": png(photo), "hole": png(hole)}
 
@@ -139,8 +164,19 @@ class RawRunner:
     def tasks(self, numbers: list[int]) -> list:
         from service.edits import build_task
 
-        return [build_task(self.bench.model, self.manifest, self.bench.op, self.bench.params(i), self.bench.inputs(i, self.asset_ids),
-                           self.bytes_by_id.__getitem__, self.settings.limits(), seed=i) for i in numbers]
+        return [
+            build_task(
+                self.bench.model,
+                self.manifest,
+                self.bench.op,
+                self.bench.params(i),
+                self.bench.inputs(i, self.asset_ids),
+                self.bytes_by_id.__getitem__,
+                self.settings.limits(),
+                seed=i,
+            )
+            for i in numbers
+        ]
 
     def throughput(self, batch: int, seconds: float) -> float:
         import torch
@@ -161,7 +197,10 @@ async def served(url: str, bench: BenchOp, assets: dict[str, str], concurrency: 
     pending = list(numbers)
     latencies, batch_sizes, added, cached = [], [], [], 0
 
-    async with httpx.AsyncClient(base_url=url, timeout=300, headers=client_headers(), limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=300, headers=client_headers(), limits=httpx.Limits(max_connections=concurrency + 4)
+    ) as client:
+
         async def worker() -> None:
             nonlocal cached
             while pending:
@@ -181,17 +220,23 @@ async def served(url: str, bench: BenchOp, assets: dict[str, str], concurrency: 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"images_per_s": len(numbers) / elapsed, "p50_ms": 1e3 * percentile(latencies, 0.5),
-            "p99_ms": 1e3 * percentile(latencies, 0.99), "max_ms": 1e3 * max(latencies),
-            "mean_batch": statistics.mean(batch_sizes), "added_ms_p50": sorted(added)[len(added) // 2], "cached": cached}
+    return {
+        "images_per_s": len(numbers) / elapsed,
+        "p50_ms": 1e3 * percentile(latencies, 0.5),
+        "p99_ms": 1e3 * percentile(latencies, 0.99),
+        "max_ms": 1e3 * max(latencies),
+        "mean_batch": statistics.mean(batch_sizes),
+        "added_ms_p50": sorted(added)[len(added) // 2],
+        "cached": cached,
+    }
 
 
 def replica_memory() -> dict[str, dict]:
     """Peak memory of each family replica, asked through its deployment handle (this process runs the service)."""
     from ray import serve
 
-    from service.families import family_names
     from service.app import load_family
+    from service.families import family_names
     from service.runtime import APP_NAME
 
     report = {}
@@ -207,18 +252,27 @@ def replica_memory() -> dict[str, dict]:
 # ---- report -----------------------------------------------------------------------------------
 def markdown(results: dict) -> str:
     levels = results["concurrency"]
-    lines = [f"device: {results['device']} · {results['requests']} requests per level · `{results['command']}`", "",
-             "| op | raw b=1 img/s | raw best img/s (batch) | " + " | ".join(f"served c={c} img/s" for c in levels)
-             + " | served/raw best | p50 / p99 ms at c=1 | p50 / p99 ms at c=" + str(levels[-1]) + " | added ms p50 at c=1 | mean batch at c="
-             + str(levels[-1]) + " |",
-             "|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|"]
+    lines = [
+        f"device: {results['device']} · {results['requests']} requests per level · `{results['command']}`",
+        "",
+        "| op | raw b=1 img/s | raw best img/s (batch) | "
+        + " | ".join(f"served c={c} img/s" for c in levels)
+        + " | served/raw best | p50 / p99 ms at c=1 | p50 / p99 ms at c="
+        + str(levels[-1])
+        + " | added ms p50 at c=1 | mean batch at c="
+        + str(levels[-1])
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|---:|---:|---:|",
+    ]
     for name, r in results["ops"].items():
         served_rates = [r["served"][str(c)]["images_per_s"] for c in levels]
         first, last = r["served"][str(levels[0])], r["served"][str(levels[-1])]
-        lines.append(f"| `{name}` | {r['raw'][1]:.1f} | {r['raw_best']:.1f} ({r['raw_best_batch']}) | "
-                     + " | ".join(f"{v:.1f}" for v in served_rates)
-                     + f" | {max(served_rates) / r['raw_best']:.2f} | {first['p50_ms']:.0f} / {first['p99_ms']:.0f} | "
-                     f"{last['p50_ms']:.0f} / {last['p99_ms']:.0f} | {first['added_ms_p50']:.1f} | {last['mean_batch']:.1f} |")
+        lines.append(
+            f"| `{name}` | {r['raw'][1]:.1f} | {r['raw_best']:.1f} ({r['raw_best_batch']}) | "
+            + " | ".join(f"{v:.1f}" for v in served_rates)
+            + f" | {max(served_rates) / r['raw_best']:.2f} | {first['p50_ms']:.0f} / {first['p99_ms']:.0f} | "
+            f"{last['p50_ms']:.0f} / {last['p99_ms']:.0f} | {first['added_ms_p50']:.1f} | {last['mean_batch']:.1f} |"
+        )
     if results.get("memory"):
         lines += ["", "| family replica | peak RSS MB | GPU peak allocated MB |", "|---|---:|---:|"]
         for family, m in results["memory"].items():
@@ -239,8 +293,13 @@ def chart(results: dict, path: Path) -> None:
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(names)), 3.8))
     for k, (label, value) in enumerate(series):
-        ax.bar([i + k * width for i in range(len(names))], [value(results["ops"][n]) for n in names], width * 0.95, label=label,
-               color=("C0" if k == 0 else "C9" if k == 1 else f"C{k + 1}"))
+        ax.bar(
+            [i + k * width for i in range(len(names))],
+            [value(results["ops"][n]) for n in names],
+            width * 0.95,
+            label=label,
+            color=("C0" if k == 0 else "C9" if k == 1 else f"C{k + 1}"),
+        )
     ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(names))], names, fontsize=8)
     ax.set_ylabel("images / s")
     ax.set_yscale("log")
@@ -272,9 +331,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown ops {sorted(unknown)}; known: {[b.name for b in BENCH_OPS]}")
     levels = [int(c) for c in args.concurrency.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()} ({__import__('os').cpu_count()} cores)"
-    results: dict[str, Any] = {"device": device, "requests": args.requests, "concurrency": levels, "ops": {},
-                               "command": "python -m loadtests.bench " + " ".join(argv if argv is not None else sys.argv[1:])}
+    device = (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()} ({__import__('os').cpu_count()} cores)"
+    )
+    results: dict[str, Any] = {
+        "device": device,
+        "requests": args.requests,
+        "concurrency": levels,
+        "ops": {},
+        "command": "python -m loadtests.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     service, url = None, args.url
     if url is None:
         from service.runtime import LocalService

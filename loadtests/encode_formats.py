@@ -21,9 +21,18 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = [("png", {"png_compress_level": 0}), ("png", {"png_compress_level": 1}), ("png", {"png_compress_level": 6}),
-            ("png", {"png_compress_level": 9}), ("webp", {"quality": 75}), ("webp", {"quality": 90}), ("webp", {"quality": 95}),
-            ("jpeg", {"quality": 75}), ("jpeg", {"quality": 90}), ("jpeg", {"quality": 95})]
+VARIANTS = [
+    ("png", {"png_compress_level": 0}),
+    ("png", {"png_compress_level": 1}),
+    ("png", {"png_compress_level": 6}),
+    ("png", {"png_compress_level": 9}),
+    ("webp", {"quality": 75}),
+    ("webp", {"quality": 90}),
+    ("webp", {"quality": 95}),
+    ("jpeg", {"quality": 75}),
+    ("jpeg", {"quality": 90}),
+    ("jpeg", {"quality": 95}),
+]
 
 
 def label(fmt: str, options: dict[str, int]) -> str:
@@ -54,14 +63,21 @@ def measure(sizes: list[int], repeats: int) -> dict[str, Any]:
                 times.append(time.perf_counter() - started)
             decoded = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
             results.setdefault(str(side), {})[label(fmt, options)] = {
-                "bytes": len(encoded), "encode_ms": 1e3 * statistics.median(times), "psnr_db": psnr(decoded, image)}
+                "bytes": len(encoded),
+                "encode_ms": 1e3 * statistics.median(times),
+                "psnr_db": psnr(decoded, image),
+            }
     return results
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
     sides = list(results)
-    lines = [f"`{command}` · median encode ms (one thread) · KB · PSNR dB against the original", "",
-             "| format | " + " | ".join(f"{s} px: ms / KB / PSNR" for s in sides) + " |", "|---|" + "---:|" * len(sides)]
+    lines = [
+        f"`{command}` · median encode ms (one thread) · KB · PSNR dB against the original",
+        "",
+        "| format | " + " | ".join(f"{s} px: ms / KB / PSNR" for s in sides) + " |",
+        "|---|" + "---:|" * len(sides),
+    ]
     for name in results[sides[0]]:
         cells = []
         for side in sides:
@@ -104,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m loadtests.encode_formats " + " ".join(argv if argv is not None else sys.argv[1:])
     results = measure([int(s) for s in args.sizes.split(",")], args.repeats)
-    write_report(args.out, "encode", {"command": command, "sizes": results}, markdown(results, command),
-                 lambda r, p: chart(r["sizes"], p))
+    write_report(args.out, "encode", {"command": command, "sizes": results}, markdown(results, command), lambda r, p: chart(r["sizes"], p))
     return 0
 
 

@@ -47,13 +47,21 @@ def measure(name: str, device: str, iterations: int, warmup: int, seed: int = 0)
         if progress["iteration"] >= warmup + iterations:
             raise FitStopped
 
-    settings = FitSettings(iterations=warmup + iterations, scale_min=0.5, scale_max=2.0, curriculum=0.0,
-                           d_channels=spec["d_channels"], seed=seed)
+    settings = FitSettings(
+        iterations=warmup + iterations, scale_min=0.5, scale_max=2.0, curriculum=0.0, d_channels=spec["d_channels"], seed=seed
+    )
     fit(image, spec["config"], settings, on_progress=on_progress, progress_every=1, device=device)
     seconds = stamps[warmup + iterations] - stamps[warmup]
-    return {"config": name, "device": device, "arch": spec["config"].to_dict(), "d_channels": spec["d_channels"],
-            "image": [height, width], "timed_iterations": iterations, "seconds": round(seconds, 2),
-            "it_per_s": round(iterations / seconds, 2)}
+    return {
+        "config": name,
+        "device": device,
+        "arch": spec["config"].to_dict(),
+        "d_channels": spec["d_channels"],
+        "image": [height, width],
+        "timed_iterations": iterations,
+        "seconds": round(seconds, 2),
+        "it_per_s": round(iterations / seconds, 2),
+    }
 
 
 def device_name(device: str, threads: int) -> str:
@@ -83,8 +91,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     table = ["| config | generator (base, downscales, resblocks) | D channels | image | device | it/s |", "|---|---|---:|---|---|---:|"]
     for row in rows:
         arch = row["arch"]
-        table.append(f"| `{row['config']}` | {arch['base_channels']}, {arch['n_downscales']}, {arch['n_resblocks']} | {row['d_channels']} "
-                     f"| {row['image'][1]}x{row['image'][0]} | {row['device_name']} | {row['it_per_s']:.2f} |")
+        table.append(
+            f"| `{row['config']}` | {arch['base_channels']}, {arch['n_downscales']}, {arch['n_resblocks']} | {row['d_channels']} "
+            f"| {row['image'][1]}x{row['image'][0]} | {row['device_name']} | {row['it_per_s']:.2f} |"
+        )
     markdown = "\n".join(table) + f"\n\n`{command.strip()}`\n"
     print(markdown)
     if args.out:

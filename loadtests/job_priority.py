@@ -63,9 +63,15 @@ def sync_load(url: str, body_for_seed, clients: int, seconds: float, seeds) -> d
     for thread in threads:
         thread.join()
     wall = time.monotonic() - started
-    return {"requests": len(latencies), "errors": errors, "per_s": len(latencies) / wall,
-            "p50_ms": 1e3 * percentile(latencies, 0.5), "p95_ms": 1e3 * percentile(latencies, 0.95),
-            "p99_ms": 1e3 * percentile(latencies, 0.99), "mean_ms": 1e3 * statistics.fmean(latencies) if latencies else float("nan")}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "per_s": len(latencies) / wall,
+        "p50_ms": 1e3 * percentile(latencies, 0.5),
+        "p95_ms": 1e3 * percentile(latencies, 0.95),
+        "p99_ms": 1e3 * percentile(latencies, 0.99),
+        "mean_ms": 1e3 * statistics.fmean(latencies) if latencies else float("nan"),
+    }
 
 
 def done_items(client: httpx.Client, job_id: str) -> tuple[int, str]:
@@ -136,9 +142,11 @@ def chart(runs: dict[str, dict], path: Path) -> None:
     right.set_ylabel("edits / s")
     right.legend(fontsize=7)
     first = runs["priority"]
-    fig.suptitle(f"{first['model']} sample, {first['clients']} closed-loop sync clients + a background job "
-                 f"(priority: {first['jobs_max_in_flight']} job items in flight, {first['jobs_min_in_flight']} beside sync traffic)",
-                 fontsize=8.5)
+    fig.suptitle(
+        f"{first['model']} sample, {first['clients']} closed-loop sync clients + a background job "
+        f"(priority: {first['jobs_max_in_flight']} job items in flight, {first['jobs_min_in_flight']} beside sync traffic)",
+        fontsize=8.5,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -179,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                     url = service.url
                 result = measure(url, args.model, args.clients, args.seconds, args.job_items)
                 settings = get_settings()
-                result.update(jobs_max_in_flight=settings.jobs_max_in_flight,
-                              jobs_min_in_flight=min(settings.jobs_min_in_flight, settings.jobs_max_in_flight),
-                              jobs_max_yield_s=settings.jobs_max_yield_s)
+                result.update(
+                    jobs_max_in_flight=settings.jobs_max_in_flight,
+                    jobs_min_in_flight=min(settings.jobs_min_in_flight, settings.jobs_max_in_flight),
+                    jobs_max_yield_s=settings.jobs_max_yield_s,
+                )
                 runs[policy] = result
             finally:
                 if service is not None:
@@ -198,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in runs.items():
         print(f"job alone ({name}): {run['job_items_per_s_alone']:.1f} items/s")
     out = Path(args.out)
-    document = {"command": "python -m loadtests.job_priority " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "runs": runs}
+    document = {
+        "command": "python -m loadtests.job_priority " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "runs": runs,
+    }
     (out / "job-priority.json").write_text(json.dumps(document, indent=2) + "\n")
     chart(runs, out / "img" / "job-priority.png")
     print(f"wrote {out / 'job-priority.json'} and {out / 'img' / 'job-priority.png'}")

@@ -36,10 +36,36 @@ def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: 
     """One headless Locust run; its stats per request name (plus 'Aggregated')."""
     prefix = out / f"u{users}"
     summary = Path(f"{prefix}_summary.json")
-    env = {**os.environ, "COLLAGE_LOAD_OPS": scenario, "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
-           "COLLAGE_LOAD_JOB_ITEMS": str(job_items), "COLLAGE_LOAD_SUMMARY": str(summary)}
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "-u", str(users),
-               "-r", str(users), "-t", run_time, "--stop-timeout", "30", "--host", url, "--csv", str(prefix), "--exit-code-on-error", "0"]
+    env = {
+        **os.environ,
+        "COLLAGE_LOAD_OPS": scenario,
+        "COLLAGE_LOAD_MAX_REQUESTS": str(max_requests),
+        "COLLAGE_LOAD_JOB_ITEMS": str(job_items),
+        "COLLAGE_LOAD_SUMMARY": str(summary),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        run_time,
+        "--stop-timeout",
+        "30",
+        "--host",
+        url,
+        "--csv",
+        str(prefix),
+        "--exit-code-on-error",
+        "0",
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     if completed.returncode != 0:
         raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
@@ -53,9 +79,14 @@ def read_stats(path: Path) -> dict[str, dict]:
     rows = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            rows[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                                 "per_s": _number(row["Requests/s"]), "p50_ms": _number(row["50%"]),
-                                 "p95_ms": _number(row["95%"]), "p99_ms": _number(row["99%"])}
+            rows[row["Name"]] = {
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "per_s": _number(row["Requests/s"]),
+                "p50_ms": _number(row["50%"]),
+                "p95_ms": _number(row["95%"]),
+                "p99_ms": _number(row["99%"]),
+            }
     return rows
 
 
@@ -72,11 +103,23 @@ def chart(levels: dict[int, dict[str, dict]], path: Path, title: str) -> None:
     left.plot(users, edits_per_s, marker="o", color="black", lw=2, label="all synchronous edits")
     for k, name in enumerate(names):
         colour = f"C{k % 10}"
-        left.plot(users, [levels[u].get(name, {}).get("per_s", float("nan")) for u in users], marker="o", color=colour,
-                  lw=1, label=name.replace("edit ", ""))
+        left.plot(
+            users,
+            [levels[u].get(name, {}).get("per_s", float("nan")) for u in users],
+            marker="o",
+            color=colour,
+            lw=1,
+            label=name.replace("edit ", ""),
+        )
         for quantile, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
-            right.plot(users, [levels[u].get(name, {}).get(quantile, float("nan")) for u in users], style, color=colour, marker=".",
-                       label=f"{name.replace('edit ', '')} {quantile[:3]}" if quantile == "p50_ms" else None)
+            right.plot(
+                users,
+                [levels[u].get(name, {}).get(quantile, float("nan")) for u in users],
+                style,
+                color=colour,
+                marker=".",
+                label=f"{name.replace('edit ', '')} {quantile[:3]}" if quantile == "p50_ms" else None,
+            )
     left.set_xscale("log", base=2)
     left.set_xlabel("concurrent users (closed loop)")
     left.set_ylabel("requests / s")
@@ -95,8 +138,10 @@ def table(levels: dict[int, dict[str, dict]]) -> str:
     lines = ["| users | request | requests | failures | req/s | p50 ms | p95 ms | p99 ms |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for users in sorted(levels):
         for name, r in sorted(levels[users].items(), key=lambda item: (item[0] == "Aggregated", item[0])):
-            lines.append(f"| {users} | {name} | {r['requests']} | {r['failures']} | {r['per_s']:.1f} | {r['p50_ms']:.0f} | "
-                         f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} |")
+            lines.append(
+                f"| {users} | {name} | {r['requests']} | {r['failures']} | {r['per_s']:.1f} | {r['p50_ms']:.0f} | "
+                f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -113,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replot:
         saved = json.loads(Path(args.replot).read_text())
-        chart({int(u): rows for u, rows in saved["levels"].items()}, Path(args.replot).with_name("load.png"),
-              f"Locust, scenario {saved['scenario']}, {saved['run_time']} per level")
+        chart(
+            {int(u): rows for u, rows in saved["levels"].items()},
+            Path(args.replot).with_name("load.png"),
+            f"Locust, scenario {saved['scenario']}, {saved['run_time']} per level",
+        )
         return 0
 
     out = Path(args.out)
@@ -132,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"locust: {users} users, {args.run_time}, scenario {args.scenario} …", flush=True)
             levels[users] = run_level(url, users, args.run_time, args.scenario, args.max_requests, args.job_items, out)
             total = levels[users].get("Aggregated", {})
-            print(f"  {total.get('per_s', 0):.1f} req/s, p50 {total.get('p50_ms', 0):.0f} ms, failures {total.get('failures', 0)}", flush=True)
+            print(
+                f"  {total.get('per_s', 0):.1f} req/s, p50 {total.get('p50_ms', 0):.0f} ms, failures {total.get('failures', 0)}", flush=True
+            )
     finally:
         if service is not None:
             service.stop()

@@ -81,9 +81,15 @@ def _write_summary(**_):
     rows = {}
     for name, entry in [*((e.name, e) for e in stats.entries.values()), ("Aggregated", stats.total)]:
         finished = entry.num_requests > 0
-        rows[name] = {"requests": entry.num_requests, "failures": entry.num_failures, "per_s": entry.total_rps,
-                      **{key: entry.get_response_time_percentile(q) if finished else None
-                         for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))}}
+        rows[name] = {
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "per_s": entry.total_rps,
+            **{
+                key: entry.get_response_time_percentile(q) if finished else None
+                for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))
+            },
+        }
     with open(path, "w") as handle:
         json.dump(rows, handle)
 
@@ -141,5 +147,6 @@ class JobUser(AuthorizedUser):
             state = status["state"]
         elapsed_ms = 1e3 * (time.perf_counter() - started)
         failed = None if state == "succeeded" else RuntimeError(f"job ended {state}: {status['counts']}")
-        self.environment.events.request.fire(request_type="JOB", name=name, response_time=elapsed_ms, response_length=0,
-                                             exception=failed, context={})
+        self.environment.events.request.fire(
+            request_type="JOB", name=name, response_time=elapsed_ms, response_length=0, exception=failed, context={}
+        )

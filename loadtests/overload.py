@@ -33,6 +33,7 @@ async def closed_loop(url: str, seconds: float, concurrency: int, seeds, model: 
     done = 0
     stop = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as http:
+
         async def worker() -> None:
             nonlocal done
             while time.monotonic() < stop:
@@ -61,8 +62,15 @@ def _quantile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
 
 
-def overload(url: str, factor: float, seconds: float, seeds, model: str = "collage-faces",
-             headers: dict[str, str] | None = None, measure_s: float = 6.0) -> tuple[dict[str, Any], list[httpx.Response]]:
+def overload(
+    url: str,
+    factor: float,
+    seconds: float,
+    seeds,
+    model: str = "collage-faces",
+    headers: dict[str, str] | None = None,
+    measure_s: float = 6.0,
+) -> tuple[dict[str, Any], list[httpx.Response]]:
     """One run at ``factor`` × the capacity measured just before: (figures, every response)."""
     headers = client_headers() if headers is None else headers
     capacity = asyncio.run(closed_loop(url, measure_s, 16, seeds, model, headers)) / measure_s
@@ -74,12 +82,24 @@ def overload(url: str, factor: float, seconds: float, seeds, model: str = "colla
     refused_s = [r.elapsed.total_seconds() for r in refused]
     in_ingress_s = [float(r.headers["server-timing"].split("dur=")[1]) / 1e3 for r in refused if "server-timing" in r.headers]
     served_s = [r.elapsed.total_seconds() for r in responses if r.status_code == 200]
-    figures = {"factor": factor, "capacity_edits_per_s": round(capacity, 1), "offered_per_s": round(factor * capacity, 1),
-               "sent_per_s": round(sent_per_s, 1), "seconds": seconds, "requests": len(statuses), "ok": statuses.count(200),
-               "too_many_requests": len(refused), "other": len(statuses) - statuses.count(200) - len(refused),
-               "p50_429_s": _quantile(refused_s, 0.5), "p90_429_s": _quantile(refused_s, 0.9), "p99_429_s": _quantile(refused_s, 0.99),
-               "p50_429_in_ingress_s": _quantile(in_ingress_s, 0.5), "p99_429_in_ingress_s": _quantile(in_ingress_s, 0.99),
-               "p50_200_s": _quantile(served_s, 0.5), "p99_200_s": _quantile(served_s, 0.99)}
+    figures = {
+        "factor": factor,
+        "capacity_edits_per_s": round(capacity, 1),
+        "offered_per_s": round(factor * capacity, 1),
+        "sent_per_s": round(sent_per_s, 1),
+        "seconds": seconds,
+        "requests": len(statuses),
+        "ok": statuses.count(200),
+        "too_many_requests": len(refused),
+        "other": len(statuses) - statuses.count(200) - len(refused),
+        "p50_429_s": _quantile(refused_s, 0.5),
+        "p90_429_s": _quantile(refused_s, 0.9),
+        "p99_429_s": _quantile(refused_s, 0.99),
+        "p50_429_in_ingress_s": _quantile(in_ingress_s, 0.5),
+        "p99_429_in_ingress_s": _quantile(in_ingress_s, 0.99),
+        "p50_200_s": _quantile(served_s, 0.5),
+        "p99_200_s": _quantile(served_s, 0.99),
+    }
     return figures, responses
 
 

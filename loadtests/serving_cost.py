@@ -73,7 +73,7 @@ def classify(process: psutil.Process, app: str, driver_pid: int, generator_pid: 
     if name == "haproxy" or title.startswith(("ray::ProxyActor", "ray::HAProxyManager")):  # Ray's Python proxy, or its HAProxy
         return "proxy"
     if title.startswith("ray::ServeReplica:"):
-        replica_app, _, deployment = title[len("ray::ServeReplica:"):].partition(":")
+        replica_app, _, deployment = title[len("ray::ServeReplica:") :].partition(":")
         if replica_app != app:
             return None  # idle replicas of the other app under test
         deployment = deployment.split(".")[0]
@@ -128,6 +128,7 @@ async def _send(url: str, path: str, bodies: list[dict], concurrency: int, heade
     timings: list[dict] = []
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=300, headers=headers, limits=limits) as client:
+
         async def worker() -> None:
             while pending:
                 body = pending.pop()
@@ -161,8 +162,9 @@ def generator_main() -> int:
 
 def start_generator(spec: str) -> subprocess.Popen:
     """The load generator child, given its spec; it prints "ready" once connected, then waits for a line."""
-    child = subprocess.Popen([sys.executable, "-m", "loadtests.serving_cost", "--generate"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.serving_cost", "--generate"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     child.stdin.write(spec + "\n")
     child.stdin.flush()
     return child
@@ -207,15 +209,21 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
     per_edit = {group: 1e3 * seconds / n for group, seconds in spent.items()}
     service_ms = sum(per_edit[g] for g in SERVICE_GROUPS)
     return {
-        "requests": n, "concurrency": concurrency, "edits_per_s": n / result["elapsed_s"],
-        "p50_ms": 1e3 * percentile(result["latencies_s"], 0.5), "p99_ms": 1e3 * percentile(result["latencies_s"], 0.99),
-        "cpu_ms_per_edit": per_edit, "service_cpu_ms": service_ms, "generator_ms": generator_ms,
+        "requests": n,
+        "concurrency": concurrency,
+        "edits_per_s": n / result["elapsed_s"],
+        "p50_ms": 1e3 * percentile(result["latencies_s"], 0.5),
+        "p99_ms": 1e3 * percentile(result["latencies_s"], 0.99),
+        "cpu_ms_per_edit": per_edit,
+        "service_cpu_ms": service_ms,
+        "generator_ms": generator_ms,
         "path_cpu_ms": service_ms - generator_ms,
         "added_ms_p50": percentile([1e3 * t["latency_s"] - c for t, c in zip(computed, compute)], 0.5) if compute else None,
         "mean_batch": statistics.mean(t["batch_size"] or 0 for t in result["timings"]) if result["timings"] else None,
         "cached": sum(t["cached"] for t in result["timings"]),
-        "edits_per_call": ((calls_after[0] - calls_before[0]) / max(1.0, calls_after[1] - calls_before[1])
-                           if calls_before and calls_after else None),
+        "edits_per_call": (
+            (calls_after[0] - calls_before[0]) / max(1.0, calls_after[1] - calls_before[1]) if calls_before and calls_after else None
+        ),
     }
 
 
@@ -291,8 +299,12 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 row = run_level(service.url, "/v1/edits", [bench.body(base + i, assets) for i in range(requests)], level, token, APP)
                 base += requests
                 mode["ops"][bench.name][str(level)] = row
-                print(f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms, "
-                      f"p50 {row['p50_ms']:.0f} ms", file=sys.stderr, flush=True)
+                print(
+                    f"auth {auth} {bench.name} c={level}: {row['edits_per_s']:.1f} edits/s, service {row['service_cpu_ms']:.2f} CPU-ms, "
+                    f"p50 {row['p50_ms']:.0f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
             generator_cpu(bench, asset_bytes, assets, mode["ops"][bench.name])
         body = ops[0].body(0, assets)
         for floor, prefix in serving_floor.ROUTES.items():
@@ -301,8 +313,11 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 run_level(service.url, prefix + "/v1/edits", [body] * (2 * level), level, None, f"floor-{floor}")
                 row = run_level(service.url, prefix + "/v1/edits", [body] * requests, level, None, f"floor-{floor}")
                 mode["floors"][floor][str(level)] = row
-                print(f"auth {auth} floor {floor} c={level}: {row['edits_per_s']:.1f} req/s, service {row['service_cpu_ms']:.2f} CPU-ms",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"auth {auth} floor {floor} c={level}: {row['edits_per_s']:.1f} req/s, service {row['service_cpu_ms']:.2f} CPU-ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
         serving_floor.delete()
     finally:
         service.stop()
@@ -321,21 +336,30 @@ def rows(results: dict[str, Any]):
 
 
 def markdown(results: dict[str, Any]) -> str:
-    head = ("| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
-            "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch | edits per call |")
+    head = (
+        "| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
+        "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch | edits per call |"
+    )
     rounds = results.get("rounds", 1)
-    lines = [f"device: {results['device']} · {results['requests']} requests per level"
-             + (f" · median of {rounds} interleaved rounds" if rounds > 1 else "") + f" · `{results['command']}` · CPU-ms per edit", "",
-             head, "|---|---|---|---:|---:|---:|" + "---:|" * 13]
+    lines = [
+        f"device: {results['device']} · {results['requests']} requests per level"
+        + (f" · median of {rounds} interleaved rounds" if rounds > 1 else "")
+        + f" · `{results['command']}` · CPU-ms per edit",
+        "",
+        head,
+        "|---|---|---|---:|---:|---:|" + "---:|" * 13,
+    ]
     for label, auth, what, level, r in rows(results):
         c = r["cpu_ms_per_edit"]
         added = "–" if r["added_ms_p50"] is None else f"{r['added_ms_p50']:.1f}"
         batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
         per_call = "–" if r.get("edits_per_call") is None else f"{r['edits_per_call']:.1f}"
-        lines.append(f"| {label} | {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
-                     f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
-                     f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
-                     f"{c['load_generator']:.2f} | {added} | {batch} | {per_call} |")
+        lines.append(
+            f"| {label} | {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
+            f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
+            f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
+            f"{c['load_generator']:.2f} | {added} | {batch} | {per_call} |"
+        )
     return "\n".join(lines)
 
 
@@ -352,8 +376,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
         values = [row["cpu_ms_per_edit"][group] for _, row in bars]
         ax.bar(range(len(bars)), values, bottom=bottoms, label=group.replace("_", " "), color=f"C{k}")
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    ax.scatter(range(len(bars)), [row["generator_ms"] for _, row in bars], marker="_", s=200, color="black", zorder=3,
-               label="generator compute")
+    ax.scatter(
+        range(len(bars)), [row["generator_ms"] for _, row in bars], marker="_", s=200, color="black", zorder=3, label="generator compute"
+    )
     ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=5, rotation=90)
     ax.set_ylabel("CPU-ms per edit")
     ax.legend(fontsize=7, ncols=4)
@@ -373,6 +398,7 @@ class Variant:
 
 def median_mode(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One mode whose every figure is the median of that figure over ``rounds`` (same ops, floors, levels)."""
+
     def median(values: list[Any]) -> Any:
         if isinstance(values[0], dict):
             return {key: median([v[key] for v in values]) for key in values[0]}
@@ -410,8 +436,9 @@ def measure_in_child(variant: Variant, tree: Path | None, auth: str, args: argpa
     env = {**os.environ, **variant.env, "RAY_USAGE_STATS_ENABLED": "0"}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    child = subprocess.run([sys.executable, "-m", "loadtests.serving_cost", "--measure-mode", spec], cwd=tree, env=env,
-                           stdout=subprocess.PIPE, text=True)
+    child = subprocess.run(
+        [sys.executable, "-m", "loadtests.serving_cost", "--measure-mode", spec], cwd=tree, env=env, stdout=subprocess.PIPE, text=True
+    )
     lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
         raise RuntimeError(f"variant {variant.label} (auth {auth}) failed with exit {child.returncode}")
@@ -435,10 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth", default="on,off", help="on, off or both")
     parser.add_argument("--requests", type=int, default=200, help="measured requests per level")
     parser.add_argument("--baseline", help="also measure the service of this git revision (same harness, interleaved)")
-    parser.add_argument("--variant", action="append", default=[],
-                        help="also measure this checkout under extra environment: LABEL:NAME=VALUE[,NAME=VALUE]")
-    parser.add_argument("--rounds", type=int, default=1, help="measure every variant this many times, interleaved; "
-                        "the tables show each figure's median (a shared 2-core VM drifts by tens of percent)")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="also measure this checkout under extra environment: LABEL:NAME=VALUE[,NAME=VALUE]"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every variant this many times, interleaved; "
+        "the tables show each figure's median (a shared 2-core VM drifts by tens of percent)",
+    )
     parser.add_argument("--out", default="bench-out/serving-cost")
     parser.add_argument("--allow-busy", action="store_true", help="measure even while other Ray/SeaweedFS processes run")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)  # internal: the load generator child
@@ -459,11 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         for p in busy[:10]:
             print(f"  {p.pid} {' '.join(p.cmdline())[:100]}", file=sys.stderr)
         return 2
-    variants = ([Variant(f"baseline {args.baseline}", rev=args.baseline)] if args.baseline else [])
+    variants = [Variant(f"baseline {args.baseline}", rev=args.baseline)] if args.baseline else []
     variants += [parse_variant(v) for v in args.variant] + [Variant("this checkout")]
     trees = {v.label: checkout(v.rev) if v.rev else None for v in variants}
     results: dict[str, Any] = {
-        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)", "requests": args.requests, "rounds": args.rounds,
+        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)",
+        "requests": args.requests,
+        "rounds": args.rounds,
         "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
         "variants": {v.label: {"env": v.env, "rev": v.rev, "modes": {}} for v in variants},
     }

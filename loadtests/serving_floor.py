@@ -77,8 +77,9 @@ def deploy() -> dict[str, str]:
         logging = {}
     else:
         logging = logging_options(get_settings())
-    serve.run(FloorIngress.options(**logging).bind(FloorBatch.options(**logging).bind()), name="floor-one-hop",
-              route_prefix=ROUTES["one-hop"])
+    serve.run(
+        FloorIngress.options(**logging).bind(FloorBatch.options(**logging).bind()), name="floor-one-hop", route_prefix=ROUTES["one-hop"]
+    )
     serve.run(FloorDirect.options(**logging).bind(), name="floor-no-hop", route_prefix=ROUTES["no-hop"])
     return dict(ROUTES)
 

@@ -51,21 +51,32 @@ def measure_op(url: str, bench, assets: dict[str, str], requests: int, base: int
     steady_1 = asyncio.run(served(url, bench, assets, 1, [base + n for n in range(requests // 2)]))
     base += requests
     steady_8 = asyncio.run(served(url, bench, assets, 8, [base + n for n in range(requests)]))
-    return {"first_bursts": first, "first_edits_total_ms": sum(b["slowest_ms"] for b in first),
-            "c1_p50_ms": steady_1["p50_ms"], "c8_images_per_s": steady_8["images_per_s"], "c8_p50_ms": steady_8["p50_ms"],
-            "c8_p99_ms": steady_8["p99_ms"], "c8_mean_batch": steady_8["mean_batch"]}
+    return {
+        "first_bursts": first,
+        "first_edits_total_ms": sum(b["slowest_ms"] for b in first),
+        "c1_p50_ms": steady_1["p50_ms"],
+        "c8_images_per_s": steady_8["images_per_s"],
+        "c8_p50_ms": steady_8["p50_ms"],
+        "c8_p99_ms": steady_8["p99_ms"],
+        "c8_mean_batch": steady_8["mean_batch"],
+    }
 
 
 def markdown(results: dict) -> str:
-    lines = [f"device: {results['device']} · `{results['command']}`", "",
-             "| configuration | op | service start s | warm-up s (replica) | slowest edit per first burst of 1/2/3/5/8, ms "
-             "| p50 ms c=1 | img/s c=8 | p50 / p99 ms c=8 |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        f"device: {results['device']} · `{results['command']}`",
+        "",
+        "| configuration | op | service start s | warm-up s (replica) | slowest edit per first burst of 1/2/3/5/8, ms "
+        "| p50 ms c=1 | img/s c=8 | p50 / p99 ms c=8 |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for name, run in results["runs"].items():
         for op, r in run["ops"].items():
             bursts = " / ".join(f"{b['slowest_ms']:.0f}" for b in r["first_bursts"])
-            lines.append(f"| {name} | `{op}` | {run['start_s']:.1f} | {run['warmup_s'].get(op.split('.')[0], 0.0):.1f} | {bursts} "
-                         f"| {r['c1_p50_ms']:.0f} | {r['c8_images_per_s']:.1f} | {r['c8_p50_ms']:.0f} / {r['c8_p99_ms']:.0f} |")
+            lines.append(
+                f"| {name} | `{op}` | {run['start_s']:.1f} | {run['warmup_s'].get(op.split('.')[0], 0.0):.1f} | {bursts} "
+                f"| {r['c1_p50_ms']:.0f} | {r['c8_images_per_s']:.1f} | {r['c8_p50_ms']:.0f} / {r['c8_p99_ms']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -112,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"known ops: {[b.name for b in BENCH_OPS]}; known configurations: {list(CONFIGURATIONS)}")
     families = ",".join(sorted({b.family for b in wanted}))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.machine()} ({os.cpu_count()} cores)"
-    results: dict[str, Any] = {"device": device, "runs": {},
-                               "command": "python -m loadtests.warmup " + " ".join(argv if argv is not None else sys.argv[1:])}
+    results: dict[str, Any] = {
+        "device": device,
+        "runs": {},
+        "command": "python -m loadtests.warmup " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     asset_bytes = bench_assets(64)
     base = random.Random(time.time_ns()).randrange(10**8)
     for name in configurations:
@@ -129,14 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                 memory = replica_memory()
                 run["warmup_s"] = {family: sum(m.get("warmup_s", {}).values()) for family, m in memory.items()}
                 with httpx.Client(base_url=service.url, timeout=120, headers=client_headers()) as client:
-                    assets = {n: client.post("/v1/assets", files={"file": (f"{n}.png", d, "image/png")}).json()["asset_id"]
-                              for n, d in asset_bytes.items()}
+                    assets = {
+                        n: client.post("/v1/assets", files={"file": (f"{n}.png", d, "image/png")}).json()["asset_id"]
+                        for n, d in asset_bytes.items()
+                    }
                 for bench in wanted:
                     run["ops"][bench.name] = measure_op(service.url, bench, assets, args.requests, base)
                     base += 10 * args.requests
                     r = run["ops"][bench.name]
-                    print(f"  {bench.name}: first bursts {[round(b['slowest_ms']) for b in r['first_bursts']]} ms, "
-                          f"c=8 {r['c8_images_per_s']:.1f} img/s", flush=True)
+                    print(
+                        f"  {bench.name}: first bursts {[round(b['slowest_ms']) for b in r['first_bursts']]} ms, "
+                        f"c=8 {r['c8_images_per_s']:.1f} img/s",
+                        flush=True,
+                    )
             finally:
                 service.stop()
             results["runs"][name] = run

@@ -14,8 +14,10 @@ AssetKind = Literal["image", "data"]
 # A media type as it may travel in an S3 Content-Type header: type/subtype (RFC 6838 name
 # characters) with optional `; name=value` parameters, printable ASCII only, at most 255 characters.
 # Anything else (CR/LF, NUL, non-ASCII, 100 KB) is the client's error, never a storage failure.
-MEDIA_TYPE_PATTERN = (r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-                      r'(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20-\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$')
+MEDIA_TYPE_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r'(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20-\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$'
+)
 MEDIA_TYPE_MAX_LENGTH = 255
 MediaType = Annotated[str, Field(pattern=MEDIA_TYPE_PATTERN, max_length=MEDIA_TYPE_MAX_LENGTH)]
 
@@ -41,8 +43,12 @@ ASSET_UPLOAD_FORM_SCHEMA = {
     "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "the file's bytes"},
-        "kind": {"type": "string", "enum": ["image", "data"], "default": "image",
-                 "description": "'image' is decoded and checked; 'data' is stored as is"},
+        "kind": {
+            "type": "string",
+            "enum": ["image", "data"],
+            "default": "image",
+            "description": "'image' is decoded and checked; 'data' is stored as is",
+        },
     },
 }
 

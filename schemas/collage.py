@@ -27,7 +27,8 @@ class CollageLatent(StrictModel):
     projection: Sha256Hex | None = Field(default=None, description="result_id of a `project` edit of this model: its fitted z and class")
     class_id: ClassRef | None = Field(default=None, description="class index or name (see GET /v1/models: classes)")
     class_weights: dict[str, Annotated[float, Field(ge=0, le=1e6)]] | None = Field(
-        default=None, description="soft class vector: class name (or index) -> weight >= 0; normalised to sum 1")
+        default=None, description="soft class vector: class name (or index) -> weight >= 0; normalised to sum 1"
+    )
 
     @model_validator(mode="after")
     def _one_latent_one_class(self) -> "CollageLatent":
@@ -75,8 +76,7 @@ def canonical_class(latent: CollageLatent, manifest: dict[str, Any], where: str)
     return {str(k): round(v / total, 8) for k, v in sorted(weights.items()) if v > 0}
 
 
-def canonical_latent(latent: CollageLatent, manifest: dict[str, Any], where: str, *,
-                     draw_seed=None) -> dict[str, Any]:
+def canonical_latent(latent: CollageLatent, manifest: dict[str, Any], where: str, *, draw_seed=None) -> dict[str, Any]:
     """Latent and class as they enter the result hash; a projection stays a reference (the ingress
     resolves it to the fitted z and, unless a class is given here, the fitted class)."""
     klass = canonical_class(latent, manifest, where)
@@ -109,8 +109,10 @@ def check_layers(layers: list[int] | None, manifest: dict[str, Any], where: str)
         raise ValueError(f"{where} is empty: name at least one block, or leave it out for all")
     bad = sorted({layer for layer in layers if not 0 <= layer < n_blocks})
     if bad:
-        raise ValueError(f"{where} has block(s) {bad} out of range: model {manifest['name']!r} has blocks 0..{n_blocks - 1} "
-                         f"(0 is the coarsest; output sizes {manifest.get('block_resolutions')})")
+        raise ValueError(
+            f"{where} has block(s) {bad} out of range: model {manifest['name']!r} has blocks 0..{n_blocks - 1} "
+            f"(0 is the coarsest; output sizes {manifest.get('block_resolutions')})"
+        )
     return sorted(set(layers))
 
 
@@ -119,6 +121,7 @@ ResizeMasks = Field(default=False, description="resize masks to the model resolu
 
 
 # ---- sample ------------------------------------------------------------------------------------
+
 
 class SampleParams(StrictModel):
     truncation: float = Truncation
@@ -134,6 +137,7 @@ def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[st
 
 # ---- masks (label_collage, feature_collage) -----------------------------------------------------
 
+
 def fit_masks(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     """Masks (uint8 H x W) -> float32 weights in [0, 1] at the model's size; grey levels are soft
     weights (feathered edges). Wrong size is an error unless params.resize_masks; empty is an error."""
@@ -147,8 +151,10 @@ def fit_masks(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> 
             mask = mask[..., 0]
         if mask.shape != (resolution, resolution):
             if not getattr(params, "resize_masks", False):
-                raise ValueError(f"mask {i} is {mask.shape[1]}x{mask.shape[0]} but model {manifest['name']!r} works at "
-                                 f"{resolution}x{resolution}; draw masks at the model's size or set params.resize_masks=true")
+                raise ValueError(
+                    f"mask {i} is {mask.shape[1]}x{mask.shape[0]} but model {manifest['name']!r} works at "
+                    f"{resolution}x{resolution}; draw masks at the model's size or set params.resize_masks=true"
+                )
             mask = np.asarray(Image.fromarray(mask).resize((resolution, resolution), Image.BILINEAR))
         weights = mask.astype(np.float32) / 255.0
         if not (weights >= 0.5).any():
@@ -159,6 +165,7 @@ def fit_masks(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> 
 
 # ---- label_collage (sCBN) -------------------------------------------------------------------------
 
+
 class Region(StrictModel):
     mask: Sha256Hex = Field(description="asset id of a mask (white = region; grey = partial), model resolution")
     class_id: ClassRef = Field(description="class drawn inside the region: index or name")
@@ -167,7 +174,8 @@ class Region(StrictModel):
 
 class LabelCollageParams(StrictModel):
     layers: list[int] | None = Field(
-        default=None, description="blocks whose CBNs take the spatial class map (default all); early blocks change shape, late ones texture")
+        default=None, description="blocks whose CBNs take the spatial class map (default all); early blocks change shape, late ones texture"
+    )
     truncation: float = Truncation
     resize_masks: bool = ResizeMasks
 
@@ -177,15 +185,24 @@ class LabelCollageInputs(StrictModel):
     regions: list[Region] = Field(min_length=1, max_length=8, description="regions and the class each becomes")
 
 
-def prepare_label_collage(inputs: LabelCollageInputs, params: LabelCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_label_collage(
+    inputs: LabelCollageInputs, params: LabelCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     layers = check_layers(params.layers, manifest, "params.layers")
-    regions = [{"class": class_index(r.class_id, manifest, f"inputs.regions[{i}].class_id"), "intensity": r.intensity}
-               for i, r in enumerate(inputs.regions)]
-    return {"base": canonical_latent(inputs.base, manifest, "inputs.base"), "masks": [r.mask for r in inputs.regions],
-            "regions": regions, "layers": layers}
+    regions = [
+        {"class": class_index(r.class_id, manifest, f"inputs.regions[{i}].class_id"), "intensity": r.intensity}
+        for i, r in enumerate(inputs.regions)
+    ]
+    return {
+        "base": canonical_latent(inputs.base, manifest, "inputs.base"),
+        "masks": [r.mask for r in inputs.regions],
+        "regions": regions,
+        "layers": layers,
+    }
 
 
 # ---- feature_collage (feature blending) ----------------------------------------------------------
+
 
 class FeatureReference(CollageLatent):
     mask: Sha256Hex = Field(description="asset id of a mask on the base (white = where the reference's features go)")
@@ -203,7 +220,9 @@ class FeatureCollageInputs(StrictModel):
     references: list[FeatureReference] = Field(min_length=1, max_length=4, description="images whose features are pasted, in order")
 
 
-def prepare_feature_collage(inputs: FeatureCollageInputs, params: FeatureCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_feature_collage(
+    inputs: FeatureCollageInputs, params: FeatureCollageParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     resolution = int(manifest["resolution"])
     references = []
     for i, ref in enumerate(inputs.references):
@@ -214,22 +233,36 @@ def prepare_feature_collage(inputs: FeatureCollageInputs, params: FeatureCollage
         latent = CollageLatent(seed=ref.seed, z=ref.z, projection=ref.projection, class_id=ref.class_id, class_weights=ref.class_weights)
         if latent.seed is None and latent.z is None and latent.projection is None:
             raise ValueError(f"{where} needs one of seed, z, projection")
-        references.append({**canonical_latent(latent, manifest, where), "mask": i,
-                           "layers": check_layers(ref.layers, manifest, f"{where}.layers"), "shift": [dx, dy]})
-    return {"base": canonical_latent(inputs.base, manifest, "inputs.base"), "masks": [r.mask for r in inputs.references],
-            "references": references}
+        references.append(
+            {
+                **canonical_latent(latent, manifest, where),
+                "mask": i,
+                "layers": check_layers(ref.layers, manifest, f"{where}.layers"),
+                "shift": [dx, dy],
+            }
+        )
+    return {
+        "base": canonical_latent(inputs.base, manifest, "inputs.base"),
+        "masks": [r.mask for r in inputs.references],
+        "references": references,
+    }
 
 
 # ---- project (manifold projection) ---------------------------------------------------------------
+
 
 class ProjectParams(StrictModel):
     steps: int = Field(default=150, ge=1, le=1000, description="optimisation steps on z (more: closer fit, slower)")
     learning_rate: float = Field(default=0.05, gt=0.0, le=1.0, description="Adam step size on z")
     class_id: ClassRef | None = Field(default=None, description="the image's class, when known")
     candidates: list[ClassRef] | None = Field(
-        default=None, max_length=MAX_PROJECT_CANDIDATES,
-        description="classes to try when class_id is not given (default: all, for models of at most 16 classes); the best fit wins")
-    search_fraction: float = Field(default=0.25, gt=0.0, le=1.0, description="share of the steps spent on every candidate before keeping the best")
+        default=None,
+        max_length=MAX_PROJECT_CANDIDATES,
+        description="classes to try when class_id is not given (default: all, for models of at most 16 classes); the best fit wins",
+    )
+    search_fraction: float = Field(
+        default=0.25, gt=0.0, le=1.0, description="share of the steps spent on every candidate before keeping the best"
+    )
     truncation: float = Truncation
     resize: bool = Field(default=False, description="resize the image to the model resolution instead of rejecting other sizes")
 
@@ -249,8 +282,10 @@ def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict
     elif n_classes <= MAX_PROJECT_CANDIDATES:
         candidates = list(range(n_classes))
     else:
-        raise ValueError(f"model {manifest['name']!r} has {n_classes} classes: give params.class_id or "
-                         f"params.candidates (at most {MAX_PROJECT_CANDIDATES})")
+        raise ValueError(
+            f"model {manifest['name']!r} has {n_classes} classes: give params.class_id or "
+            f"params.candidates (at most {MAX_PROJECT_CANDIDATES})"
+        )
     return {"image": inputs.image, "candidates": candidates}
 
 

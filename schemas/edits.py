@@ -8,7 +8,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import ModelName, Sha256Hex, StrictModel
 
-
 OUTPUT_MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 DEFAULT_QUALITY = 90  # of jpeg and webp when none is given: visually lossless for generated faces
 
@@ -17,14 +16,17 @@ class OutputOptions(StrictModel):
     inline: bool = Field(default=False, description="also return the image as base64 when it is small enough")
     presign: bool = Field(default=True, description="return a presigned GET URL of the result")
     format: Literal["png", "webp", "jpeg"] = Field(default="png", description="encoding of the stored result image")
-    quality: int | None = Field(default=None, ge=1, le=100,
-                                description=f"jpeg/webp quality, 1-100 (default {DEFAULT_QUALITY}); png is lossless and takes none")
+    quality: int | None = Field(
+        default=None, ge=1, le=100, description=f"jpeg/webp quality, 1-100 (default {DEFAULT_QUALITY}); png is lossless and takes none"
+    )
 
     @model_validator(mode="after")
     def _quality_needs_a_lossy_format(self) -> "OutputOptions":
         if self.format == "png" and self.quality is not None:
-            raise ValueError("quality applies to format 'jpeg' or 'webp'; png is lossless (its compression level is a "
-                             "service setting, png_compress_level)")
+            raise ValueError(
+                "quality applies to format 'jpeg' or 'webp'; png is lossless (its compression level is a "
+                "service setting, png_compress_level)"
+            )
         return self
 
     def encoding(self) -> dict[str, Any]:

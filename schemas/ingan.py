@@ -26,8 +26,13 @@ MODEL_PREFIX = "ingan-"
 class RetargetOutput(StrictModel):
     height: int = Field(gt=0, description="requested output height in px (snapped to a multiple of the model's size_multiple)")
     width: int = Field(gt=0, description="requested output width in px (snapped likewise)")
-    top_left: float = Field(default=0.0, ge=-0.5, le=0.5, description="homography: horizontal shift of the top-left corner, "
-                            "fraction of the width (positive = right); 0 with top_right 0 = plain resize")
+    top_left: float = Field(
+        default=0.0,
+        ge=-0.5,
+        le=0.5,
+        description="homography: horizontal shift of the top-left corner, "
+        "fraction of the width (positive = right); 0 with top_right 0 = plain resize",
+    )
     top_right: float = Field(default=0.0, ge=-0.5, le=0.5, description="homography: horizontal shift of the top-right corner")
 
     @model_validator(mode="after")
@@ -38,8 +43,11 @@ class RetargetOutput(StrictModel):
 
 
 class RetargetParams(StrictModel):
-    outputs: list[RetargetOutput] = Field(min_length=1, max_length=MAX_OUTPUTS, description=f"1-{MAX_OUTPUTS} output sizes "
-                                          "or shapes, each one forward pass; several form a strip, left to right")
+    outputs: list[RetargetOutput] = Field(
+        min_length=1,
+        max_length=MAX_OUTPUTS,
+        description=f"1-{MAX_OUTPUTS} output sizes or shapes, each one forward pass; several form a strip, left to right",
+    )
 
 
 class RetargetInputs(StrictModel):
@@ -64,8 +72,10 @@ def prepare_retarget(inputs: RetargetInputs, params: RetargetParams, manifest: d
     width = sum(t[1] for t in targets) + STRIP_GAP * (len(targets) - 1)
     limit = max_output_pixels(limits)
     if height * width > limit:
-        raise ValueError(f"the output would be {width}x{height} = {height * width:,} px (sides snapped to multiples of {multiple}), "
-                         f"above the {limit:,} px this service returns; ask for smaller or fewer outputs")
+        raise ValueError(
+            f"the output would be {width}x{height} = {height * width:,} px (sides snapped to multiples of {multiple}), "
+            f"above the {limit:,} px this service returns; ask for smaller or fewer outputs"
+        )
     return {"targets": targets}
 
 
@@ -74,8 +84,11 @@ class FitJob(StrictModel):
 
     family: Literal["ingan"] = Field(default="ingan", description="the family whose model is trained")
     image: Sha256Hex = Field(description="asset id of the training image")
-    name: ModelName | None = Field(default=None, description=f"model name to register; default {MODEL_PREFIX}<first 32 hex "
-                                   "digits of the image's asset id> (a refit of the same image replaces it)")
+    name: ModelName | None = Field(
+        default=None,
+        description=f"model name to register; default {MODEL_PREFIX}<first 32 hex "
+        "digits of the image's asset id> (a refit of the same image replaces it)",
+    )
     iterations: int = Field(default=2000, ge=1, le=200_000, description="generator + discriminator updates")
     scale_min: float = Field(default=0.5, ge=0.1, le=1.0, description="smallest output/input ratio per side drawn in training")
     scale_max: float = Field(default=2.0, ge=1.0, le=4.0, description="largest output/input ratio per side drawn in training")
@@ -84,8 +97,12 @@ class FitJob(StrictModel):
     downscales: int = Field(default=3, ge=1, le=5, description="generator downscaling blocks: output sides snap to 2**downscales")
     resblocks: int = Field(default=4, ge=0, le=12, description="generator bottleneck residual blocks")
     rec_weight: float = Field(default=0.1, ge=0.0, le=100.0, description="weight of the L1 reconstruction at the identity (paper: 0.1)")
-    cycle_weight: float = Field(default=0.1, ge=0.0, le=100.0, description="weight of the L1 of G(G(x; T); back to x's size) "
-                                "against x, the reconstruction of the paper's code")
+    cycle_weight: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=100.0,
+        description="weight of the L1 of G(G(x; T); back to x's size) against x, the reconstruction of the paper's code",
+    )
     seed: Seed = Field(default=0, description="weights and drawn scales")
 
     def model_name(self) -> str:

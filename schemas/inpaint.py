@@ -26,9 +26,14 @@ class InpaintParams(StrictModel):
     sigma: float = Field(default=2.0, gt=0.0, le=10.0, description="Gaussian sigma of the Canny edges found outside the hole")
     dilate: int = Field(default=0, ge=0, le=32, description="grow the hole by this many pixels (covers halos around objects)")
     mask_threshold: int = Field(default=128, ge=1, le=255, description="mask pixels at or above this grey level are hole")
-    resize_mask: bool = Field(default=False, description="resize mask and edges (nearest) to the image size instead of rejecting other sizes")
-    edge_map: EdgeMap = Field(default="generated", description="edges the image generator follows: 'generated' = the edge generator's "
-                              "whole output (official inference), 'composited' = its output in the hole, Canny outside (official training)")
+    resize_mask: bool = Field(
+        default=False, description="resize mask and edges (nearest) to the image size instead of rejecting other sizes"
+    )
+    edge_map: EdgeMap = Field(
+        default="generated",
+        description="edges the image generator follows: 'generated' = the edge generator's "
+        "whole output (official inference), 'composited' = its output in the hole, Canny outside (official training)",
+    )
 
 
 class InpaintInputs(StrictModel):
@@ -51,11 +56,11 @@ def dilate_mask(hole: np.ndarray, pixels: int) -> np.ndarray:
     out = hole.copy()
     padded = np.pad(hole, ((0, 0), (pixels, pixels)))
     for shift in range(2 * pixels + 1):
-        out |= padded[:, shift:shift + hole.shape[1]]
+        out |= padded[:, shift : shift + hole.shape[1]]
     rows = out.copy()
     padded = np.pad(rows, ((pixels, pixels), (0, 0)))
     for shift in range(2 * pixels + 1):
-        out |= padded[shift:shift + hole.shape[0]]
+        out |= padded[shift : shift + hole.shape[0]]
     return out
 
 
@@ -65,8 +70,10 @@ def _fit_to(array: np.ndarray, shape: tuple[int, int], name: str, params: Inpain
     if array.shape[:2] == shape:
         return array
     if not params.resize_mask:
-        raise ValueError(f"inputs.{name} is {array.shape[1]}x{array.shape[0]} but the image is {shape[1]}x{shape[0]}; "
-                         f"send it at the image's size or set params.resize_mask=true")
+        raise ValueError(
+            f"inputs.{name} is {array.shape[1]}x{array.shape[0]} but the image is {shape[1]}x{shape[0]}; "
+            f"send it at the image's size or set params.resize_mask=true"
+        )
     return np.asarray(Image.fromarray(array).resize((shape[1], shape[0]), Image.NEAREST))
 
 
@@ -77,12 +84,17 @@ def fit_inpaint_images(images: dict[str, Any], params: InpaintParams, manifest: 
     mask = _fit_to(images["mask"], shape, "mask", params)
     grey = float(((mask >= GREY_BAND[0]) & (mask < GREY_BAND[1])).mean())
     if grey > MAX_GREY_SHARE:
-        raise ValueError(f"inputs.mask is not black and white: {100 * grey:.0f}% of its pixels are grey "
-                         f"(levels {GREY_BAND[0]}-{GREY_BAND[1] - 1}); send white = hole on black")
+        raise ValueError(
+            f"inputs.mask is not black and white: {100 * grey:.0f}% of its pixels are grey "
+            f"(levels {GREY_BAND[0]}-{GREY_BAND[1] - 1}); send white = hole on black"
+        )
     hole = dilate_mask(mask >= params.mask_threshold, params.dilate)
     if hole.all():
-        raise ValueError("the mask covers the whole image" + (f" (after dilating by {params.dilate} px)" if params.dilate else "")
-                         + ": there is nothing left to inpaint from; leave part of the image black")
+        raise ValueError(
+            "the mask covers the whole image"
+            + (f" (after dilating by {params.dilate} px)" if params.dilate else "")
+            + ": there is nothing left to inpaint from; leave part of the image black"
+        )
     fitted = {"image": image, "mask": hole}
     if "edges" in images:
         fitted["edges"] = _fit_to(images["edges"], shape, "edges", params) >= 128

@@ -32,8 +32,10 @@ class JobRequest(StrictModel):
 
     items: list[dict[str, Any]] | None = Field(default=None, min_length=1, description="edit requests, run in any order")
     manifest: JobManifest | None = Field(default=None, description="edit requests in an uploaded JSON Lines asset")
-    fit: FitJob | None = Field(default=None, description="train a model on an uploaded image (InGAN); progress in the "
-                               "status's 'fit', the model in the result's extras")
+    fit: FitJob | None = Field(
+        default=None,
+        description="train a model on an uploaded image (InGAN); progress in the status's 'fit', the model in the result's extras",
+    )
     webhook_url: AnyHttpUrl | None = Field(
         default=None, description="POSTed the final status, signed with HMAC-SHA256 in X-Collage-Signature"
     )
@@ -41,8 +43,9 @@ class JobRequest(StrictModel):
     @model_validator(mode="after")
     def _one_source(self) -> "JobRequest":
         if sum(source is not None for source in (self.items, self.manifest, self.fit)) != 1:
-            raise ValueError("give exactly one of 'items' (a list of edit requests), 'manifest' ({'asset_id': …}) "
-                             "and 'fit' ({'image': asset id, …})")
+            raise ValueError(
+                "give exactly one of 'items' (a list of edit requests), 'manifest' ({'asset_id': …}) and 'fit' ({'image': asset id, …})"
+            )
         return self
 
 
@@ -80,8 +83,10 @@ class JobStatus(BaseModel):
     resumed: int = Field(default=0, description="times the job was picked up again after its runner stopped mid-job")
     errors: list[ItemError] = Field(default_factory=list, description="the first failed items (all are in the results)")
     webhook: WebhookStatus | None = None
-    fit: dict[str, Any] | None = Field(default=None, description="fit jobs: model name, iteration / iterations, losses, "
-                                       "it_per_s, elapsed_s, eta_s, image_size; updated while it trains")
+    fit: dict[str, Any] | None = Field(
+        default=None,
+        description="fit jobs: model name, iteration / iterations, losses, it_per_s, elapsed_s, eta_s, image_size; updated while it trains",
+    )
 
 
 class JobItem(BaseModel):

@@ -29,8 +29,10 @@ class ModelManifest(BaseModel):
     random_init: bool = Field(default=False, description="true for untrained, seeded random-init demo weights")
     description: str = ""
     param_defaults: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per op, parameter values this model uses where a request leaves them out "
-        "(e.g. the edge map an inpainting model was trained with); published as the schema's defaults")
+        default_factory=dict,
+        description="per op, parameter values this model uses where a request leaves them out "
+        "(e.g. the edge map an inpainting model was trained with); published as the schema's defaults",
+    )
     weights_sha256: Sha256Hex | None = None
     weights_bytes: int | None = None
     registered_at: str | None = None
@@ -67,7 +69,8 @@ class CatalogLabels(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labels: dict[int, Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
-        description="cluster index -> new name, e.g. {\"3\": \"eyes\"}", min_length=1)
+        description='cluster index -> new name, e.g. {"3": "eyes"}', min_length=1
+    )
 
 
 class ModelInfo(BaseModel):
@@ -83,15 +86,23 @@ class ModelInfo(BaseModel):
     ops: list[OpInfo]
     arch: dict[str, Any]
     catalog: CatalogInfo | None = Field(default=None, description="part catalog (style models that have one)")
-    image_size: list[int] | None = Field(default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan, person)")
-    keypoint_names: list[str] | None = Field(default=None, description="order of the keypoints the model's ops take (warp, person: "
-                                             "COCO-18)")
-    examples: dict[str, dict[str, Any]] | None = Field(default=None, description="example image asset id -> its keypoints (and warp: "
-                                                       "parsing asset id): inputs that may then be omitted (warp, person)")
+    image_size: list[int] | None = Field(
+        default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan, person)"
+    )
+    keypoint_names: list[str] | None = Field(
+        default=None, description="order of the keypoints the model's ops take (warp, person: COCO-18)"
+    )
+    examples: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="example image asset id -> its keypoints (and warp: parsing asset id): inputs that may then be omitted (warp, person)",
+    )
     factors: list[str] | None = Field(default=None, description="factors the model separates (person: foreground, background, pose)")
     embedding_dims: dict[str, int] | None = Field(default=None, description="embedding size of each factor (person)")
-    broken: str | None = Field(default=None, description="why the model's weights do not load, when a replica found they "
-                               "do not: its edits answer 422 model-broken until working weights are registered")
+    broken: str | None = Field(
+        default=None,
+        description="why the model's weights do not load, when a replica found they "
+        "do not: its edits answer 422 model-broken until working weights are registered",
+    )
 
 
 class FamilyInfo(BaseModel):

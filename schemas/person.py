@@ -36,8 +36,9 @@ class RecomposeInputs(StrictModel):
     background: Sha256Hex = Field(description="asset id of the image whose background is used")
     background_keypoints: Keypoints | None = Field(default=None, description="18 keypoints of the background image; omit for examples")
     pose: Sha256Hex | None = Field(default=None, description="asset id of a model example whose pose is used (or give pose_keypoints)")
-    pose_keypoints: Keypoints | None = Field(default=None, description="18 keypoints of the pose to draw the person in; "
-                                             "default: the pose image's, else the foreground's")
+    pose_keypoints: Keypoints | None = Field(
+        default=None, description="18 keypoints of the pose to draw the person in; default: the pose image's, else the foreground's"
+    )
 
 
 class SampleParams(StrictModel):
@@ -55,8 +56,9 @@ class SampleParams(StrictModel):
 
 class SampleInputs(StrictModel):
     seed: Seed | None = Field(default=None, description="seed of the sampled factors' noise; drawn by the server when omitted")
-    image: Sha256Hex | None = Field(default=None, description="asset id of the image whose kept factors are used (needed when "
-                                    "params.keep is not empty)")
+    image: Sha256Hex | None = Field(
+        default=None, description="asset id of the image whose kept factors are used (needed when params.keep is not empty)"
+    )
     keypoints: Keypoints | None = Field(default=None, description="18 keypoints of the image; omit for examples")
 
 
@@ -78,13 +80,17 @@ def _keypoints_of(image: str, given: Keypoints | None, name: str, manifest: dict
     if given is None:
         example = (manifest.get("examples") or {}).get(image)
         if example is None:
-            raise ValueError(f"inputs.{name} is required for an image that is not one of the model's examples "
-                             f"({len(manifest.get('examples') or {})} listed in GET /v1/models/{manifest['name']})")
+            raise ValueError(
+                f"inputs.{name} is required for an image that is not one of the model's examples "
+                f"({len(manifest.get('examples') or {})} listed in GET /v1/models/{manifest['name']})"
+            )
         given = example["keypoints"]
     return check_keypoints(given, name, height, width)
 
 
-def prepare_recompose(inputs: RecomposeInputs, params: RecomposeParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_recompose(
+    inputs: RecomposeInputs, params: RecomposeParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     height, width = image_size(manifest)
     foreground_keypoints = _keypoints_of(inputs.foreground, inputs.foreground_keypoints, "foreground_keypoints", manifest)
     if inputs.pose_keypoints is not None:
@@ -93,32 +99,48 @@ def prepare_recompose(inputs: RecomposeInputs, params: RecomposeParams, manifest
         pose_keypoints = _keypoints_of(inputs.pose, None, "pose_keypoints", manifest)
     else:
         pose_keypoints = foreground_keypoints
-    return {"foreground": inputs.foreground, "foreground_keypoints": foreground_keypoints, "background": inputs.background,
-            "background_keypoints": _keypoints_of(inputs.background, inputs.background_keypoints, "background_keypoints", manifest),
-            "pose_keypoints": pose_keypoints}
+    return {
+        "foreground": inputs.foreground,
+        "foreground_keypoints": foreground_keypoints,
+        "background": inputs.background,
+        "background_keypoints": _keypoints_of(inputs.background, inputs.background_keypoints, "background_keypoints", manifest),
+        "pose_keypoints": pose_keypoints,
+    }
 
 
 def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     seed = inputs.seed if inputs.seed is not None else draw_seed()
     if not params.keep:
         if inputs.image is not None or inputs.keypoints is not None:
-            raise ValueError("inputs.image was given but params.keep is empty, so nothing of it would be used; "
-                             "name the factors to keep (foreground, background, pose) or leave the image out")
+            raise ValueError(
+                "inputs.image was given but params.keep is empty, so nothing of it would be used; "
+                "name the factors to keep (foreground, background, pose) or leave the image out"
+            )
         return {"seed": seed, "keep": []}
     if inputs.image is None:
         raise ValueError(f"params.keep = {params.keep} needs inputs.image (and its keypoints unless it is a model example)")
     keep = [factor for factor in ("foreground", "background", "pose") if factor in params.keep]
-    return {"seed": seed, "keep": keep, "image": inputs.image,
-            "keypoints": _keypoints_of(inputs.image, inputs.keypoints, "keypoints", manifest)}
+    return {
+        "seed": seed,
+        "keep": keep,
+        "image": inputs.image,
+        "keypoints": _keypoints_of(inputs.image, inputs.keypoints, "keypoints", manifest),
+    }
 
 
-def prepare_interpolate(inputs: InterpolateInputs, params: InterpolateParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_interpolate(
+    inputs: InterpolateInputs, params: InterpolateParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     height, width = image_size(manifest)
     strip_pixels = height * (params.steps * width + STRIP_GAP * (params.steps - 1))
     if strip_pixels > limits.max_image_pixels:
         raise ValueError(f"a strip of {params.steps} images would be {strip_pixels:,} px, above the service's max_image_pixels")
-    return {"start": inputs.start, "start_keypoints": _keypoints_of(inputs.start, inputs.start_keypoints, "start_keypoints", manifest),
-            "end": inputs.end, "end_keypoints": _keypoints_of(inputs.end, inputs.end_keypoints, "end_keypoints", manifest)}
+    return {
+        "start": inputs.start,
+        "start_keypoints": _keypoints_of(inputs.start, inputs.start_keypoints, "start_keypoints", manifest),
+        "end": inputs.end,
+        "end_keypoints": _keypoints_of(inputs.end, inputs.end_keypoints, "end_keypoints", manifest),
+    }
 
 
 def fit_person_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +148,5 @@ def fit_person_images(images: dict[str, Any], params: Any, manifest: dict[str, A
     height, width = image_size(manifest)
     for name, image in images.items():
         if image.shape[:2] != (height, width):
-            raise ValueError(f"inputs.{name} is {image.shape[1]}x{image.shape[0]} but model {manifest['name']!r} works at "
-                             f"{width}x{height}")
+            raise ValueError(f"inputs.{name} is {image.shape[1]}x{image.shape[0]} but model {manifest['name']!r} works at {width}x{height}")
     return images

@@ -47,9 +47,7 @@ def prepare_sample(inputs: SampleInputs, params: SampleParams, manifest: dict[st
     if inputs.w is not None:
         allowed = {style_dim, n_latent * style_dim} - {0}
         if len(inputs.w) not in allowed:
-            raise ValueError(
-                f"inputs.w must have {style_dim} numbers (or {n_latent}x{style_dim} for W+), got {len(inputs.w)}"
-            )
+            raise ValueError(f"inputs.w must have {style_dim} numbers (or {n_latent}x{style_dim} for W+), got {len(inputs.w)}")
         return {"w": [float(v) for v in inputs.w]}
     return {"seed": inputs.seed if inputs.seed is not None else draw_seed()}
 
@@ -89,6 +87,7 @@ def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: 
 
 # ---- Editing in Style: latents, catalog, part maps, local transfer ---------------------------------
 
+
 class LatentRef(StrictModel):
     """One image of the model, named by exactly one of: a seed, a z or w latent, or a projection."""
 
@@ -120,16 +119,16 @@ def canonical_latent(ref: LatentRef, manifest: dict[str, Any], field: str) -> di
 def _catalog_of(manifest: dict[str, Any]) -> dict[str, Any]:
     catalog = manifest.get("catalog")
     if not catalog:
-        raise ValueError(
-            f"model {manifest['name']!r} has no part catalog yet: run the 'catalog' op (or `collage catalog build`) first"
-        )
+        raise ValueError(f"model {manifest['name']!r} has no part catalog yet: run the 'catalog' op (or `collage catalog build`) first")
     return catalog
 
 
 class CatalogParams(StrictModel):
     k: int = Field(default=8, ge=2, le=32, description="number of parts (spherical k-means clusters)")
     n_samples: int = Field(default=200, ge=8, le=1000, description="generated samples whose activations are clustered")
-    cluster_layer: str | None = Field(default=None, description="style layer whose input is clustered (default: the plain conv at half resolution)")
+    cluster_layer: str | None = Field(
+        default=None, description="style layer whose input is clustered (default: the plain conv at half resolution)"
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of the samples and of the k-means initialisation")
     truncation: float = Field(default=1.0, ge=0.0, le=1.0, description="psi of the samples")
     iterations: int = Field(default=50, ge=1, le=300, description="k-means iterations at most")
@@ -176,10 +175,20 @@ QueryRule = Literal["simple", "sequential", "global"]
 
 class LocalTransferParams(StrictModel):
     parts: list[str] = Field(default_factory=list, description="catalog labels of the part(s) to transfer, e.g. ['eyes']")
-    query: QueryRule = Field(default="sequential", description="channel selection: sequential (greedy, paper), simple (q=min(1, strength*M)), global (q=strength everywhere)")
-    strength: float = Field(default=1.0, ge=0.0, le=100.0, description="lambda: scales q in the simple rule; the blend weight (<= 1) in global; unused by sequential")
+    query: QueryRule = Field(
+        default="sequential",
+        description="channel selection: sequential (greedy, paper), simple (q=min(1, strength*M)), global (q=strength everywhere)",
+    )
+    strength: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="lambda: scales q in the simple rule; the blend weight (<= 1) in global; unused by sequential",
+    )
     rho: float = Field(default=SEQUENTIAL_RHO, ge=0.0, le=1.0, description="sequential rule: a channel needs M above rho")
-    epsilon: float = Field(default=SEQUENTIAL_EPSILON, gt=0.0, le=1000.0, description="sequential rule: budget of the cumulative (1 - M) over chosen channels")
+    epsilon: float = Field(
+        default=SEQUENTIAL_EPSILON, gt=0.0, le=1000.0, description="sequential rule: budget of the cumulative (1 - M) over chosen channels"
+    )
     layers: list[str] | None = Field(default=None, description="style layers to edit (default: all); see the catalog's layer table")
     truncation: float = Field(default=1.0, ge=0.0, le=2.0, description="psi for seed/z latents")
 
@@ -193,10 +202,14 @@ class LocalTransferParams(StrictModel):
 class LocalTransferInputs(StrictModel):
     target: LatentRef = Field(description="S: the image that is edited")
     reference: LatentRef = Field(description="R: the image the part's style comes from")
-    mask: Sha256Hex | None = Field(default=None, description="asset id of a mask on S (white = part), model resolution; instead of params.parts")
+    mask: Sha256Hex | None = Field(
+        default=None, description="asset id of a mask on S (white = part), model resolution; instead of params.parts"
+    )
 
 
-def prepare_local_transfer(inputs: LocalTransferInputs, params: LocalTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_local_transfer(
+    inputs: LocalTransferInputs, params: LocalTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     catalog = _catalog_of(manifest)
     canonical: dict[str, Any] = {
         "target": canonical_latent(inputs.target, manifest, "target"),

@@ -18,19 +18,93 @@ from pydantic import Field
 
 from schemas.common import Limits, Sha256Hex, StrictModel
 
-KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
-                  "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+KEYPOINT_NAMES = (
+    "nose",
+    "neck",
+    "r_shoulder",
+    "r_elbow",
+    "r_wrist",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+    "r_hip",
+    "r_knee",
+    "r_ankle",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "r_eye",
+    "l_eye",
+    "r_ear",
+    "l_ear",
+)
 TORSO = ("neck", "r_shoulder", "l_shoulder", "r_hip", "l_hip")
 # Bones of skeleton drawings, as keypoint index pairs (OpenPose's COCO pairs without the ear-shoulder ones).
-SKELETON = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13), (1, 0),
-            (0, 14), (14, 16), (0, 15), (15, 17))
-LIP_CLASSES = ("background", "hat", "hair", "glove", "sunglasses", "upper_clothes", "dress", "coat", "socks", "pants", "jumpsuits",
-               "scarf", "skirt", "face", "left_arm", "right_arm", "left_leg", "right_leg", "left_shoe", "right_shoe")
+SKELETON = (
+    (1, 2),
+    (2, 3),
+    (3, 4),
+    (1, 5),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
+)
+LIP_CLASSES = (
+    "background",
+    "hat",
+    "hair",
+    "glove",
+    "sunglasses",
+    "upper_clothes",
+    "dress",
+    "coat",
+    "socks",
+    "pants",
+    "jumpsuits",
+    "scarf",
+    "skirt",
+    "face",
+    "left_arm",
+    "right_arm",
+    "left_leg",
+    "right_leg",
+    "left_shoe",
+    "right_shoe",
+)
 NUM_PARSING_CLASSES = len(LIP_CLASSES)
 # The usual LIP colours of parsing previews and of the parsing PNG pose_transfer returns, one per class.
-LIP_PALETTE = ((0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51), (255, 85, 0), (0, 0, 85), (0, 119, 221), (85, 85, 0),
-               (0, 85, 85), (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 255), (51, 170, 221), (0, 255, 255), (85, 255, 170),
-               (170, 255, 85), (255, 255, 0), (255, 170, 0))
+LIP_PALETTE = (
+    (0, 0, 0),
+    (128, 0, 0),
+    (255, 0, 0),
+    (0, 85, 0),
+    (170, 0, 51),
+    (255, 85, 0),
+    (0, 0, 85),
+    (0, 119, 221),
+    (85, 85, 0),
+    (0, 85, 85),
+    (85, 51, 0),
+    (52, 86, 128),
+    (0, 128, 0),
+    (0, 0, 255),
+    (51, 170, 221),
+    (0, 255, 255),
+    (85, 255, 170),
+    (170, 255, 85),
+    (255, 255, 0),
+    (255, 170, 0),
+)
 
 Keypoints = list[tuple[float, float] | None]
 
@@ -43,8 +117,10 @@ class PoseTransferInputs(StrictModel):
     image: Sha256Hex = Field(description="asset id of the person image, at the model's image_size")
     target_keypoints: Keypoints = Field(description="18 COCO keypoints of the target pose: [x, y] pixels or null (not visible)")
     keypoints: Keypoints | None = Field(default=None, description="the image's own 18 keypoints; omit for the model's example images")
-    parsing: Sha256Hex | None = Field(default=None, description="asset id of the image's LIP parsing (grey PNG, class index 0-19 "
-                                      "per pixel); omit for the model's example images")
+    parsing: Sha256Hex | None = Field(
+        default=None,
+        description="asset id of the image's LIP parsing (grey PNG, class index 0-19 per pixel); omit for the model's example images",
+    )
 
 
 def image_size(manifest: dict[str, Any]) -> tuple[int, int]:
@@ -65,8 +141,9 @@ def check_keypoints(points: Keypoints, name: str, height: int, width: int) -> li
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"inputs.{name}: {joint} is not a finite point")
         if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-            raise ValueError(f"inputs.{name}: {joint} at ({x:g}, {y:g}) is outside the {width}x{height} image; "
-                             "send null for a joint that is not visible")
+            raise ValueError(
+                f"inputs.{name}: {joint} at ({x:g}, {y:g}) is outside the {width}x{height} image; send null for a joint that is not visible"
+            )
         canonical.append([round(float(x), 3), round(float(y), 3)])
     missing = [joint for joint in TORSO if canonical[KEYPOINT_NAMES.index(joint)] is None]
     if missing:
@@ -74,18 +151,26 @@ def check_keypoints(points: Keypoints, name: str, height: int, width: int) -> li
     return canonical
 
 
-def prepare_pose_transfer(inputs: PoseTransferInputs, params: PoseTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
+def prepare_pose_transfer(
+    inputs: PoseTransferInputs, params: PoseTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits
+) -> dict[str, Any]:
     height, width = image_size(manifest)
     keypoints, parsing = inputs.keypoints, inputs.parsing
     if keypoints is None or parsing is None:
         example = (manifest.get("examples") or {}).get(inputs.image)
         if example is None:
-            raise ValueError("inputs.keypoints and inputs.parsing are required for an image that is not one of the model's "
-                             f"examples ({len(manifest.get('examples') or {})} listed in GET /v1/models/{manifest['name']})")
+            raise ValueError(
+                "inputs.keypoints and inputs.parsing are required for an image that is not one of the model's "
+                f"examples ({len(manifest.get('examples') or {})} listed in GET /v1/models/{manifest['name']})"
+            )
         keypoints = keypoints if keypoints is not None else example["keypoints"]
         parsing = parsing if parsing is not None else example["parsing"]
-    return {"image": inputs.image, "parsing": parsing, "keypoints": check_keypoints(keypoints, "keypoints", height, width),
-            "target_keypoints": check_keypoints(inputs.target_keypoints, "target_keypoints", height, width)}
+    return {
+        "image": inputs.image,
+        "parsing": parsing,
+        "keypoints": check_keypoints(keypoints, "keypoints", height, width),
+        "target_keypoints": check_keypoints(inputs.target_keypoints, "target_keypoints", height, width),
+    }
 
 
 def fit_pose_transfer_images(images: dict[str, Any], params: PoseTransferParams, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -93,9 +178,12 @@ def fit_pose_transfer_images(images: dict[str, Any], params: PoseTransferParams,
     height, width = image_size(manifest)
     for name in ("image", "parsing"):
         if images[name].shape[:2] != (height, width):
-            raise ValueError(f"inputs.{name} is {images[name].shape[1]}x{images[name].shape[0]} but model {manifest['name']!r} "
-                             f"works at {width}x{height}")
+            raise ValueError(
+                f"inputs.{name} is {images[name].shape[1]}x{images[name].shape[0]} but model {manifest['name']!r} works at {width}x{height}"
+            )
     if int(images["parsing"].max()) >= NUM_PARSING_CLASSES:
-        raise ValueError(f"inputs.parsing holds value {int(images['parsing'].max())}: a parsing is a grey PNG of LIP class "
-                         f"indices 0-{NUM_PARSING_CLASSES - 1}")
+        raise ValueError(
+            f"inputs.parsing holds value {int(images['parsing'].max())}: a parsing is a grey PNG of LIP class "
+            f"indices 0-{NUM_PARSING_CLASSES - 1}"
+        )
     return images

@@ -53,9 +53,11 @@ class EditAdmission:
             rate = self.rate()
             if rate is not None and self.in_flight / rate > self.max_wait_s:
                 wait_s = self.in_flight / rate
-                raise TooManyRequests(f"the {self.family} deployment is at capacity: an edit would wait about {wait_s:.2f} s "
-                                      f"(the limit is {self.max_wait_s:g} s); retry shortly",
-                                      headers={"Retry-After": str(max(1, math.ceil(wait_s - self.max_wait_s)))})
+                raise TooManyRequests(
+                    f"the {self.family} deployment is at capacity: an edit would wait about {wait_s:.2f} s "
+                    f"(the limit is {self.max_wait_s:g} s); retry shortly",
+                    headers={"Retry-After": str(max(1, math.ceil(wait_s - self.max_wait_s)))},
+                )
         if self.in_flight == 0:
             self._busy_since = self._clock()
         self.in_flight += 1

@@ -39,8 +39,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(settings.family_max_ongoing_requests, 2 * settings.batch_max_size),
         "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": {"num_cpus": scaling.num_cpus,
-                              **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {})},
+        "ray_actor_options": {"num_cpus": scaling.num_cpus, **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {})},
         **logging_options(settings),
     }
     if settings.autoscaling_enabled:

@@ -46,8 +46,9 @@ PUBLIC = "_public"  # owner of the example inputs shipped with checkpoints: read
 
 # Declares the scheme in the OpenAPI document (Swagger's "Authorize" button, schemathesis); the
 # header itself is parsed by KeyRing, so that a malformed one gets a message saying what is wrong.
-bearer_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey",
-                           description="an API key: `collage keys new --scopes edit,jobs` prints one")
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", description="an API key: `collage keys new --scopes edit,jobs` prints one"
+)
 
 
 def new_token() -> str:
@@ -88,8 +89,7 @@ class Principal:
 
     def require(self, scope: str, action: str) -> None:
         if not self.has(scope):
-            raise Forbidden(f"{action} needs the {scope!r} scope; key {self.key_id!r} has {sorted(self.scopes)}",
-                            required_scope=scope)
+            raise Forbidden(f"{action} needs the {scope!r} scope; key {self.key_id!r} has {sorted(self.scopes)}", required_scope=scope)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.key_id, "scopes": sorted(self.scopes)}
@@ -124,8 +124,9 @@ class KeyRing:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         entry = self._by_hash.get(token_sha256(token))
         if entry is None:
-            raise Unauthorized("the bearer token is not a valid API key",
-                               headers={"WWW-Authenticate": 'Bearer realm="collage", error="invalid_token"'})
+            raise Unauthorized(
+                "the bearer token is not a valid API key", headers={"WWW-Authenticate": 'Bearer realm="collage", error="invalid_token"'}
+            )
         rate = self.default_rate if entry.rate_limit_per_s is None else entry.rate_limit_per_s
         return Principal(entry.id, frozenset(entry.scopes), rate)
 
@@ -156,8 +157,10 @@ class RateLimiter:
     def check(self, principal: Principal) -> None:
         wait_s = self.take(principal.key_id, principal.rate_limit_per_s)
         if wait_s > 0:
-            raise TooManyRequests(f"rate limit of {principal.rate_limit_per_s:g} requests/s for this key reached; retry after "
-                                  f"{wait_s:.2f} s", headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+            raise TooManyRequests(
+                f"rate limit of {principal.rate_limit_per_s:g} requests/s for this key reached; retry after {wait_s:.2f} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
 
 
 class _ProcessAuth:
@@ -188,8 +191,11 @@ def requires(*any_of: str) -> Callable[..., Any]:
         _, keys, limiter = _PROCESS_AUTH.current()
         principal = keys.authenticate(request.headers.get("authorization"))
         if any_of and not any(principal.has(scope) for scope in any_of):
-            raise Forbidden(f"{request.method} {request.url.path} needs one of the scopes {list(any_of)}; key "
-                            f"{principal.key_id!r} has {sorted(principal.scopes)}", required_scope=list(any_of))
+            raise Forbidden(
+                f"{request.method} {request.url.path} needs one of the scopes {list(any_of)}; key "
+                f"{principal.key_id!r} has {sorted(principal.scopes)}",
+                required_scope=list(any_of),
+            )
         limiter.check(principal)
         request.state.principal = principal
         return principal
@@ -232,12 +238,18 @@ class AccessIndex:
     @classmethod
     def owns(cls, principal: Principal, head: dict[str, Any] | None) -> bool:
         """Whether the object of this HEAD (or None) was written by ``principal`` (its ``owner`` metadata)."""
-        return head is not None and principal.key_id is not None and (head.get("metadata") or {}).get(cls.OWNER_METADATA) == principal.key_id
+        return (
+            head is not None and principal.key_id is not None and (head.get("metadata") or {}).get(cls.OWNER_METADATA) == principal.key_id
+        )
 
     def can_read(self, principal: Principal, object_id: str, head: dict[str, Any]) -> bool:
         """``head``: the object's HEAD (callers find the object first; its metadata names a result's owner)."""
-        return (principal.sees_everything or self.owns(principal, head)
-                or self.store.exists(self._marker(principal.key_id, object_id)) or self.store.exists(self._marker(PUBLIC, object_id)))
+        return (
+            principal.sees_everything
+            or self.owns(principal, head)
+            or self.store.exists(self._marker(principal.key_id, object_id))
+            or self.store.exists(self._marker(PUBLIC, object_id))
+        )
 
     def check(self, principal: Principal, object_id: str, missing: str, head: dict[str, Any]) -> None:
         """Raise the NotFound an unknown id gets (``missing``) unless ``principal`` may read ``object_id``."""

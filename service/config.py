@@ -27,8 +27,9 @@ class FamilyScaling(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     num_cpus: float | None = Field(default=None, gt=0, description="CPUs reserved per replica (default family_num_cpus)")
-    num_gpus: float | None = Field(default=None, ge=0, le=8, description="GPUs reserved per replica, fractions share a GPU "
-                                   "(default family_num_gpus)")
+    num_gpus: float | None = Field(
+        default=None, ge=0, le=8, description="GPUs reserved per replica, fractions share a GPU (default family_num_gpus)"
+    )
     replicas: int | None = Field(default=None, ge=1, description="replicas while autoscaling is off (default family_replicas)")
     min_replicas: int | None = Field(default=None, ge=0, description="autoscaling lower bound (default autoscaling_min_replicas)")
     max_replicas: int | None = Field(default=None, ge=1, description="autoscaling upper bound (default autoscaling_max_replicas)")
@@ -44,8 +45,9 @@ class ApiKeyEntry(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="name of the key: owner of what it uploads and runs")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the bearer token")
-    scopes: list[Literal["edit", "jobs", "admin"]] = Field(min_length=1, description="edit: assets and edits; jobs: assets and "
-                                                            "jobs; admin: model writes, catalog builds, every key's objects")
+    scopes: list[Literal["edit", "jobs", "admin"]] = Field(
+        min_length=1, description="edit: assets and edits; jobs: assets and jobs; admin: model writes, catalog builds, every key's objects"
+    )
     rate_limit_per_s: float | None = Field(default=None, ge=0, description="this key's request rate (default rate_limit_per_s)")
 
 
@@ -63,8 +65,11 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=3, ge=1, description="botocore 'standard' retry mode attempts")
     s3_connect_timeout_s: float = Field(default=2.0, gt=0, description="TCP connect timeout to S3")
     s3_read_timeout_s: float = Field(default=30.0, gt=0, description="socket read timeout to S3")
-    s3_fast_path: bool = Field(default=True, description="HEAD and PUT to an endpoint given by URL signed here (service/s3_fast.py) "
-                               "instead of through boto3, which still answers every other request and every error")
+    s3_fast_path: bool = Field(
+        default=True,
+        description="HEAD and PUT to an endpoint given by URL signed here (service/s3_fast.py) "
+        "instead of through boto3, which still answers every other request and every error",
+    )
     presign_expires_s: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="presigned URL lifetime")
 
     # --- embedded SeaweedFS (only when no endpoint is configured) --------------------------
@@ -77,110 +82,213 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="largest decoded image (w*h)")
     inline_max_bytes: int = Field(default=512 * 1024, ge=0, description="largest result returned inline as base64")
-    png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of result PNGs: 1 is ~3x faster to encode "
-                                    "than 6 for ~10 % larger files (docs/api.md, Output formats)")
+    png_compress_level: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description="zlib level of result PNGs: 1 is ~3x faster to encode than 6 for ~10 % larger files (docs/api.md, Output formats)",
+    )
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
-    storage_deadline_s: float = Field(default=10.0, gt=0, description="longest one storage step of a request may take "
-                                      "(or the request's X-Request-Timeout, if sooner) before a 503 (service/storage_gate.py)")
-    storage_breaker_failures: int = Field(default=5, ge=1, description="consecutive storage failures that open the circuit "
-                                          "breaker: storage steps then answer 503 at once")
-    storage_breaker_open_s: float = Field(default=5.0, gt=0, description="how long an open storage breaker answers 503 "
-                                          "without trying S3")
+    storage_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="longest one storage step of a request may take "
+        "(or the request's X-Request-Timeout, if sooner) before a 503 (service/storage_gate.py)",
+    )
+    storage_breaker_failures: int = Field(
+        default=5, ge=1, description="consecutive storage failures that open the circuit breaker: storage steps then answer 503 at once"
+    )
+    storage_breaker_open_s: float = Field(default=5.0, gt=0, description="how long an open storage breaker answers 503 without trying S3")
 
     # --- API authentication and limits (docs/security.md) ------------------------------------
-    auth: Literal["required", "disabled"] = Field(default="required", description="required: every route but /healthz, "
-                                                  "/readyz (and /metrics while metrics_public) needs a bearer token of "
-                                                  "api_keys; disabled: no tokens, no per-key ownership (local dev only)")
-    api_keys: list[ApiKeyEntry] = Field(default_factory=list, description='API keys as JSON: [{"id": "shop", "sha256": '
-                                        '"<hex sha256 of the token>", "scopes": ["edit", "jobs"]}]; `collage keys new` makes one')
+    auth: Literal["required", "disabled"] = Field(
+        default="required",
+        description="required: every route but /healthz, "
+        "/readyz (and /metrics while metrics_public) needs a bearer token of "
+        "api_keys; disabled: no tokens, no per-key ownership (local dev only)",
+    )
+    api_keys: list[ApiKeyEntry] = Field(
+        default_factory=list,
+        description='API keys as JSON: [{"id": "shop", "sha256": '
+        '"<hex sha256 of the token>", "scopes": ["edit", "jobs"]}]; `collage keys new` makes one',
+    )
     metrics_public: bool = Field(default=True, description="/metrics open to scrapers without a token; false: admin scope")
-    rate_limit_per_s: float = Field(default=0.0, ge=0, description="requests per second per API key (token bucket in each "
-                                    "ingress replica); over it: 429 + Retry-After; 0 = no limit")
+    rate_limit_per_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="requests per second per API key (token bucket in each ingress replica); over it: 429 + Retry-After; 0 = no limit",
+    )
     rate_limit_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")
     max_deadline_s: float = Field(default=600.0, gt=0, description="longest X-Request-Timeout a client may ask for")
-    client_token: SecretStr = Field(default=SecretStr(""), description="bearer token this project's own clients send (collage "
-                                    "edit/jobs/demo, loadtests); not read by the service")
+    client_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="bearer token this project's own clients send (collage edit/jobs/demo, loadtests); not read by the service",
+    )
 
     # --- Ray / batching --------------------------------------------------------------------
     ray_num_cpus: int = Field(default=2, ge=1, description="CPUs given to a local Ray instance")
-    family_num_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per family replica (Ray scheduling; all families and "
-                                   "the ingress must fit ray_num_cpus: 0.25 ingress + 6 x 0.25 + 0.1 job runner = 1.85 of 2)")
-    family_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved per family replica; a fraction shares one GPU "
-                                   "(0.25: four family replicas on one GPU); 0 = CPU only")
+    family_num_cpus: float = Field(
+        default=0.25,
+        gt=0,
+        description="CPUs reserved per family replica (Ray scheduling; all families and "
+        "the ingress must fit ray_num_cpus: 0.25 ingress + 6 x 0.25 + 0.1 job runner = 1.85 of 2)",
+    )
+    family_num_gpus: float = Field(
+        default=0.0,
+        ge=0,
+        le=8,
+        description="GPUs reserved per family replica; a fraction shares one GPU (0.25: four family replicas on one GPU); 0 = CPU only",
+    )
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
-    batch_idle_fast_path: bool = Field(default=True, description="run an edit at once, without the batch wait, when its family "
-                                       "replica has nothing else in flight (no batch could form anyway)")
-    edit_coalesce_ms: float = Field(default=15.0, ge=0, le=100, description="while a model has a call in flight, how long the "
-                                    "ingress holds a new edit for others to share its call to the family (up to batch_max_size "
-                                    "per call, service/coalesce.py); 0 = one call per edit")
-    family_max_ongoing_requests: int = Field(default=64, ge=1, description="edits a family replica takes at once (Serve "
-                                             "max_ongoing_requests; at least 2 x batch_max_size); the rest queue in the caller")
-    max_queued_requests: int = Field(default=512, ge=1, description="calls (of up to batch_max_size coalesced edits) queued "
-                                     "per family at each ingress replica before 429 + Retry-After")
-    max_queue_wait_s: float = Field(default=1.0, gt=0, description="a synchronous edit whose expected wait for its family "
-                                    "(edits in flight at this ingress ÷ their measured throughput) is longer is answered "
-                                    "429 + Retry-After at once (service/admission.py); family_max_ongoing_requests edits "
-                                    "are always admitted")
+    batch_idle_fast_path: bool = Field(
+        default=True,
+        description="run an edit at once, without the batch wait, when its family "
+        "replica has nothing else in flight (no batch could form anyway)",
+    )
+    edit_coalesce_ms: float = Field(
+        default=15.0,
+        ge=0,
+        le=100,
+        description="while a model has a call in flight, how long the "
+        "ingress holds a new edit for others to share its call to the family (up to batch_max_size "
+        "per call, service/coalesce.py); 0 = one call per edit",
+    )
+    family_max_ongoing_requests: int = Field(
+        default=64,
+        ge=1,
+        description="edits a family replica takes at once (Serve "
+        "max_ongoing_requests; at least 2 x batch_max_size); the rest queue in the caller",
+    )
+    max_queued_requests: int = Field(
+        default=512,
+        ge=1,
+        description="calls (of up to batch_max_size coalesced edits) queued per family at each ingress replica before 429 + Retry-After",
+    )
+    max_queue_wait_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="a synchronous edit whose expected wait for its family "
+        "(edits in flight at this ingress ÷ their measured throughput) is longer is answered "
+        "429 + Retry-After at once (service/admission.py); family_max_ongoing_requests edits "
+        "are always admitted",
+    )
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
 
     # --- replicas and autoscaling (Serve num_replicas / autoscaling_config; the chart sets them per cluster) ---
     ingress_replicas: int = Field(default=1, ge=1, description="Ingress replicas (validation, S3 I/O, dispatch)")
     family_replicas: int = Field(default=1, ge=1, description="replicas per family while autoscaling is off")
-    autoscaling_enabled: bool = Field(default=False, description="family replicas follow the load between "
-                                      "autoscaling_min_replicas and autoscaling_max_replicas; off = family_replicas each")
-    autoscaling_min_replicas: int = Field(default=1, ge=0, description="fewest replicas per family (0: none while idle, "
-                                          "the first edit then waits for a replica to start)")
+    autoscaling_enabled: bool = Field(
+        default=False,
+        description="family replicas follow the load between "
+        "autoscaling_min_replicas and autoscaling_max_replicas; off = family_replicas each",
+    )
+    autoscaling_min_replicas: int = Field(
+        default=1, ge=0, description="fewest replicas per family (0: none while idle, the first edit then waits for a replica to start)"
+    )
     autoscaling_max_replicas: int = Field(default=4, ge=1, description="most replicas per family")
-    autoscaling_target_ongoing_requests: float | None = Field(default=None, gt=0, description="edits in flight per family "
-                                                              "replica the autoscaler aims at; unset = two full batches")
-    autoscaling_upscale_delay_s: float = Field(default=30.0, ge=0, description="load must stay above target this long before a replica is added")
-    autoscaling_downscale_delay_s: float = Field(default=600.0, ge=0, description="load must stay below target this long before a replica is removed")
-    family_overrides: dict[str, FamilyScaling] = Field(default_factory=dict, description="per-family exceptions to "
-                                                          "family_num_cpus/num_gpus/replicas and the autoscaling bounds, as JSON: "
-                                                          '{"style": {"num_gpus": 0.5, "max_replicas": 8}}')
-    ray_metrics_port: int = Field(default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free")
+    autoscaling_target_ongoing_requests: float | None = Field(
+        default=None, gt=0, description="edits in flight per family replica the autoscaler aims at; unset = two full batches"
+    )
+    autoscaling_upscale_delay_s: float = Field(
+        default=30.0, ge=0, description="load must stay above target this long before a replica is added"
+    )
+    autoscaling_downscale_delay_s: float = Field(
+        default=600.0, ge=0, description="load must stay below target this long before a replica is removed"
+    )
+    family_overrides: dict[str, FamilyScaling] = Field(
+        default_factory=dict,
+        description="per-family exceptions to "
+        "family_num_cpus/num_gpus/replicas and the autoscaling bounds, as JSON: "
+        '{"style": {"num_gpus": 0.5, "max_replicas": 8}}',
+    )
+    ray_metrics_port: int = Field(
+        default=8089, ge=0, le=65535, description="Ray's Prometheus export port (Serve's own metrics); 0 = any free"
+    )
     checkpoints_dir: Path = Field(default=REPO_ROOT / "checkpoints", description="shipped demo checkpoints")
 
     # --- generator speed options (service/acceleration.py; measured by loadtests/accel.py) ---
-    accel_precision: str = Field(default="fp32", pattern="^(fp32|bf16|fp16)$", description="autocast precision of generator forward passes (fp16: CUDA only)")
+    accel_precision: str = Field(
+        default="fp32", pattern="^(fp32|bf16|fp16)$", description="autocast precision of generator forward passes (fp16: CUDA only)"
+    )
     accel_channels_last: bool = Field(default=False, description="generator weights and activations in NHWC")
-    accel_compile: bool = Field(default=False, description="torch.compile each loaded generator (static shapes: groups padded to "
-                                "batch buckets 1, 2, 4 ... batch_max_size, one compile each)")
-    accel_warmup_models: str = Field(default="*", description="with accel_compile: models whose batch buckets are compiled at replica "
-                                     "start, before it takes traffic (comma-separated names; * = every model of the family, up to "
-                                     "max_models_per_replica; empty = compile on first use)")
+    accel_compile: bool = Field(
+        default=False,
+        description="torch.compile each loaded generator (static shapes: groups padded to "
+        "batch buckets 1, 2, 4 ... batch_max_size, one compile each)",
+    )
+    accel_warmup_models: str = Field(
+        default="*",
+        description="with accel_compile: models whose batch buckets are compiled at replica "
+        "start, before it takes traffic (comma-separated names; * = every model of the family, up to "
+        "max_models_per_replica; empty = compile on first use)",
+    )
 
     # --- async batch jobs (POST /v1/jobs) --------------------------------------------------
     jobs_max_items: int = Field(default=100_000, ge=1, description="most edits in one job (inline list or manifest lines)")
-    jobs_max_in_flight: int = Field(default=8, ge=1, description="job items dispatched at once by the runner (all jobs) while no "
-                                    "synchronous edit is coming in: enough to keep a dynamic batch full")
-    jobs_min_in_flight: int = Field(default=2, ge=1, description="job items dispatched at once while synchronous edits are coming in, "
-                                    "so they keep the latency they have alone (loadtests/job_priority.py measures it)")
-    jobs_sync_quiet_s: float = Field(default=1.0, ge=0, description="a family replica that saw no synchronous edit for this long "
-                                     "counts as quiet; the runner then goes back to jobs_max_in_flight")
-    jobs_max_yield_s: float = Field(default=2.0, ge=0, description="longest a job item waits in a family replica for synchronous "
-                                    "edits to clear before it runs anyway (so a busy service still makes job progress)")
-    jobs_item_attempts: int = Field(default=6, ge=1, description="tries per item while its family answers 429/503 (backoff 0.5 s doubling to 8 s)")
-    jobs_poll_interval_s: float = Field(default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet")
+    jobs_max_in_flight: int = Field(
+        default=8,
+        ge=1,
+        description="job items dispatched at once by the runner (all jobs) while no "
+        "synchronous edit is coming in: enough to keep a dynamic batch full",
+    )
+    jobs_min_in_flight: int = Field(
+        default=2,
+        ge=1,
+        description="job items dispatched at once while synchronous edits are coming in, "
+        "so they keep the latency they have alone (loadtests/job_priority.py measures it)",
+    )
+    jobs_sync_quiet_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="a family replica that saw no synchronous edit for this long "
+        "counts as quiet; the runner then goes back to jobs_max_in_flight",
+    )
+    jobs_max_yield_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="longest a job item waits in a family replica for synchronous "
+        "edits to clear before it runs anyway (so a busy service still makes job progress)",
+    )
+    jobs_item_attempts: int = Field(
+        default=6, ge=1, description="tries per item while its family answers 429/503 (backoff 0.5 s doubling to 8 s)"
+    )
+    jobs_poll_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet"
+    )
     jobs_status_flush_s: float = Field(default=0.5, gt=0, description="how often a running job's status.json is rewritten")
     jobs_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved by the job runner replica (it only waits on I/O)")
-    fit_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved by the Ray task of a fit job (0: none, it shares the "
-                                "cores of a local Ray full of replicas; on a cluster give it cores of its own). Its torch threads: "
-                                "this, rounded down, at least 1")
+    fit_num_cpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="CPUs reserved by the Ray task of a fit job (0: none, it shares the "
+        "cores of a local Ray full of replicas; on a cluster give it cores of its own). Its torch threads: "
+        "this, rounded down, at least 1",
+    )
     fit_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs reserved by the Ray task of a fit job; > 0 trains on CUDA")
-    ingan_max_output_pixels: int = Field(default=1024 * 1024, ge=64 * 64, description="largest image (a whole strip) an ingan "
-                                         "retarget returns; max_image_pixels bounds it too")
-    webhook_secret: SecretStr = Field(default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset")
+    ingan_max_output_pixels: int = Field(
+        default=1024 * 1024,
+        ge=64 * 64,
+        description="largest image (a whole strip) an ingan retarget returns; max_image_pixels bounds it too",
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset"
+    )
     webhook_max_attempts: int = Field(default=5, ge=1, description="deliveries tried per webhook before it is recorded as failed")
     webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay of a webhook, doubled per attempt")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="timeout of one webhook POST")
-    webhook_allow_private: bool = Field(default=False, description="allow webhook URLs on loopback, private, link-local and "
-                                        "other non-public addresses (SSRF guard off; tests and single-host setups)")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="allow webhook URLs on loopback, private, link-local and "
+        "other non-public addresses (SSRF guard off; tests and single-host setups)",
+    )
 
     log_level: str = Field(default="INFO", description="root log level")
-    serve_access_log: bool = Field(default=False, description="Ray Serve's own access log line per request in every replica; "
-                                   "off: the ingress's JSON request log is the one line per request")
+    serve_access_log: bool = Field(
+        default=False,
+        description="Ray Serve's own access log line per request in every replica; "
+        "off: the ingress's JSON request log is the one line per request",
+    )
 
     @model_validator(mode="after")
     def _check_family_deployments(self) -> "Settings":
@@ -200,8 +308,13 @@ class Settings(BaseSettings):
 
     def family_scaling(self, family: str | None) -> FamilyScaling:
         """The options of ``family``'s deployment, every field set: its override over the defaults (None: the defaults)."""
-        resolved = {"num_cpus": self.family_num_cpus, "num_gpus": self.family_num_gpus, "replicas": self.family_replicas,
-                    "min_replicas": self.autoscaling_min_replicas, "max_replicas": self.autoscaling_max_replicas}
+        resolved = {
+            "num_cpus": self.family_num_cpus,
+            "num_gpus": self.family_num_gpus,
+            "replicas": self.family_replicas,
+            "min_replicas": self.autoscaling_min_replicas,
+            "max_replicas": self.autoscaling_max_replicas,
+        }
         if family in self.family_overrides:
             resolved.update(self.family_overrides[family].model_dump(exclude_none=True))
         return FamilyScaling(**resolved)

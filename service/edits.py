@@ -27,8 +27,8 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from schemas.common import Limits
 from schemas.edits import EditRequest, Timings
 from service import metrics
-from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.admission import EditAdmission
+from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.coalesce import CoalescedCalls
 from service.config import Settings
 from service.errors import DeadlineExceeded, ModelBroken, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
@@ -66,8 +66,9 @@ def canonical_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def decode_image_inputs(image_inputs: dict[str, str], inputs: dict[str, Any], read_asset: Callable[[str], bytes],
-                        max_pixels: int) -> dict[str, Any]:
+def decode_image_inputs(
+    image_inputs: dict[str, str], inputs: dict[str, Any], read_asset: Callable[[str], bytes], max_pixels: int
+) -> dict[str, Any]:
     """Decode the image assets the canonical inputs name (``read_asset``: asset id -> bytes), each in
     its field's Pillow mode; a field holding a list of ids gives a list of arrays."""
     images: dict[str, Any] = {}
@@ -99,8 +100,17 @@ def produced_ids(result_id: str, extras: dict[str, Any]) -> list[str]:
     return [result_id] + [v for k, v in extras.items() if k.endswith("_asset_id") and isinstance(v, str)]
 
 
-def build_task(model: str, manifest: dict[str, Any], op: str, params: dict[str, Any], inputs: dict[str, Any],
-               read_asset: Callable[[str], bytes], limits: Limits, seed: int, background: bool = False) -> EditTask:
+def build_task(
+    model: str,
+    manifest: dict[str, Any],
+    op: str,
+    params: dict[str, Any],
+    inputs: dict[str, Any],
+    read_asset: Callable[[str], bytes],
+    limits: Limits,
+    seed: int,
+    background: bool = False,
+) -> EditTask:
     """One edit's task built in process, as :meth:`EditPipeline.run` builds it but without S3, cache or
     projection ids: for the benchmark's raw runner and a family replica's warm-up. Raises ValueError
     (or pydantic's ValidationError) on a request the service would refuse."""
@@ -166,8 +176,14 @@ class EditPipeline:
     ``service.families``): the scope it needs, what it invalidates, the latent keys of its results.
     """
 
-    def __init__(self, settings: Settings, store: AssetStore, registry: ModelRegistry, families: dict[str, Any],
-                 gate: StorageGate | NoGate | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AssetStore,
+        registry: ModelRegistry,
+        families: dict[str, Any],
+        gate: StorageGate | NoGate | None = None,
+    ) -> None:
         self.settings = settings
         self.gate = gate or NoGate()  # the ingress's: a deadline and breaker per storage step (service/storage_gate.py)
         self.store = store
@@ -198,9 +214,17 @@ class EditPipeline:
         return self.store.result_key(result_id) + ".json"
 
     # ---- the pipeline ----------------------------------------------------------------------
-    async def run(self, body: EditRequest, draw_seed: Callable[[], int], *, want_image: bool = False,
-                  background: bool = False, principal: Principal = LOCAL_DEVELOPER, deadline: float | None = None,
-                  random_seed: bool = False) -> EditResult:
+    async def run(
+        self,
+        body: EditRequest,
+        draw_seed: Callable[[], int],
+        *,
+        want_image: bool = False,
+        background: bool = False,
+        principal: Principal = LOCAL_DEVELOPER,
+        deadline: float | None = None,
+        random_seed: bool = False,
+    ) -> EditResult:
         """One edit. ``draw_seed`` supplies a seed where the op needs one and the request has none;
         ``random_seed``: it draws uniformly from 2**32 values (the ingress), so an edit that used one
         cannot be in the cache and is not looked up (job items' seeds are derived from the job and
@@ -225,8 +249,7 @@ class EditPipeline:
             if admission is not None:
                 admission.admit()  # 429 at once when this edit would wait longer than max_queue_wait_s
                 admitted = True
-            prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed,
-                                           deadline=deadline)
+            prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed, deadline=deadline)
             if isinstance(prepared, EditResult):  # from the cache
                 prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
                 return prepared
@@ -234,9 +257,17 @@ class EditPipeline:
                 admission = self._admission_for(prepared.family)
                 admission.admit()
                 admitted = True
-            task = EditTask(model=body.model, op=body.op, params=prepared.params_json, inputs=prepared.task_inputs,
-                            images=prepared.images, submitted_at=time.time(), background=background, deadline=deadline,
-                            encoding=body.output.encoding())
+            task = EditTask(
+                model=body.model,
+                op=body.op,
+                params=prepared.params_json,
+                inputs=prepared.task_inputs,
+                images=prepared.images,
+                submitted_at=time.time(),
+                background=background,
+                deadline=deadline,
+                encoding=body.output.encoding(),
+            )
             output = await self.dispatch(prepared.family, prepared.handle, task)
             computed = True
         finally:
@@ -248,11 +279,25 @@ class EditPipeline:
         if "model" in prepared.spec.invalidates:  # the op changed what the model's manifest says (e.g. its catalog)
             self.registry.invalidate(body.model)
         return EditResult(
-            prepared.result_id, prepared.result_key, prepared.manifest, False, prepared.seed, output.width, output.height,
-            output.data, output.media_type, output.extras,
-            Timings(total_ms=1e3 * (time.perf_counter() - started), queue_ms=output.queue_ms, compute_ms=output.compute_ms,
-                    encode_ms=output.encode_ms, storage_ms=1e3 * (prepared.storage_s + store_s), batch_size=output.batch_size,
-                    group_size=output.group_size),
+            prepared.result_id,
+            prepared.result_key,
+            prepared.manifest,
+            False,
+            prepared.seed,
+            output.width,
+            output.height,
+            output.data,
+            output.media_type,
+            output.extras,
+            Timings(
+                total_ms=1e3 * (time.perf_counter() - started),
+                queue_ms=output.queue_ms,
+                compute_ms=output.compute_ms,
+                encode_ms=output.encode_ms,
+                storage_ms=1e3 * (prepared.storage_s + store_s),
+                batch_size=output.batch_size,
+                group_size=output.group_size,
+            ),
             output.sync_idle_s,
         )
 
@@ -262,8 +307,9 @@ class EditPipeline:
             return None
         admission = self._admission.get(family)
         if admission is None:
-            admission = self._admission[family] = EditAdmission(family, self.settings.max_queue_wait_s,
-                                                                self.settings.family_max_ongoing_requests)
+            admission = self._admission[family] = EditAdmission(
+                family, self.settings.max_queue_wait_s, self.settings.family_max_ongoing_requests
+            )
         return admission
 
     def _check_access(self, principal: Principal, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -274,8 +320,9 @@ class EditPipeline:
                 found[object_id] = self.find_readable(principal, object_id)
         return found
 
-    def _prepare(self, body: EditRequest, draw_seed: Callable[[], int], want_image: bool, principal: Principal,
-                 random_seed: bool) -> "_PreparedEdit | EditResult":
+    def _prepare(
+        self, body: EditRequest, draw_seed: Callable[[], int], want_image: bool, principal: Principal, random_seed: bool
+    ) -> "_PreparedEdit | EditResult":
         """Everything before the family, in one worker thread: the cached result, or the task's parts."""
         storage_s = 0.0
         t = time.perf_counter()
@@ -283,8 +330,11 @@ class EditPipeline:
         storage_s += time.perf_counter() - t
         family = manifest["family"]
         if manifest.get("broken"):  # a replica found these weights do not load: say so without dispatching
-            raise ModelBroken(f"model {body.model!r} cannot be loaded ({manifest['broken']}); an operator must register "
-                              "working weights for it (collage models upload)", model=body.model)
+            raise ModelBroken(
+                f"model {body.model!r} cannot be loaded ({manifest['broken']}); an operator must register "
+                "working weights for it (collage models upload)",
+                model=body.model,
+            )
         spec = get_op(family, body.op)
         if spec is None or body.op not in manifest.get("ops", []):
             raise Unprocessable(
@@ -313,8 +363,13 @@ class EditPipeline:
         found = {} if principal.sees_everything else self._check_access(principal, referenced_ids(spec, canonical_inputs))
         storage_s += time.perf_counter() - t
         params_json = params.model_dump(mode="json")
-        document = {"model": body.model, "weights": manifest.get("weights_sha256"), "op": body.op, "params": params_json,
-                    "inputs": canonical_inputs}
+        document = {
+            "model": body.model,
+            "weights": manifest.get("weights_sha256"),
+            "op": body.op,
+            "params": params_json,
+            "inputs": canonical_inputs,
+        }
         encoding = body.output.encoding()
         if encoding["format"] != "png":  # another encoding is another stored object; PNG ids stay what they were
             document["encoding"] = encoding
@@ -344,11 +399,11 @@ class EditPipeline:
             t = time.perf_counter()
             task_inputs = self._resolve_projections(body.model, family, spec.latent_inputs, canonical_inputs, found)
             storage_s += time.perf_counter() - t
-        return _PreparedEdit(family, spec, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed,
-                             storage_s)
+        return _PreparedEdit(family, spec, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed, storage_s)
 
-    def _cached_result(self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_image: bool,
-                       principal: Principal) -> EditResult | None:
+    def _cached_result(
+        self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_image: bool, principal: Principal
+    ) -> EditResult | None:
         head = self.store.head(result_key)
         if head is None:
             return None
@@ -359,8 +414,19 @@ class EditPipeline:
         if principal.key_id is not None and not self.access.owns(principal, head):  # computed by another key first
             for object_id in produced_ids(result_id, extras):
                 self.access.grant(principal, object_id)
-        return EditResult(result_id, result_key, manifest, True, seed, int(meta.get("width", 0)), int(meta.get("height", 0)),
-                          data, head.get("content_type") or "image/png", extras, Timings(total_ms=0.0))
+        return EditResult(
+            result_id,
+            result_key,
+            manifest,
+            True,
+            seed,
+            int(meta.get("width", 0)),
+            int(meta.get("height", 0)),
+            data,
+            head.get("content_type") or "image/png",
+            extras,
+            Timings(total_ms=0.0),
+        )
 
     def read_extras(self, result_id: str, head: dict[str, Any]) -> dict[str, Any]:
         """A stored result's extras: inline in its metadata (small ones), in its sidecar, or none."""
@@ -378,8 +444,14 @@ class EditPipeline:
         One conditional PUT of the image, carrying the owner and small extras in its metadata. Large
         extras go to a sidecar first: the image's presence is what marks a result complete."""
         started = time.perf_counter()
-        metadata = {"kind": "image", "width": str(output.width), "height": str(output.height), "mode": "RGB",
-                    "model": body.model, "op": body.op}
+        metadata = {
+            "kind": "image",
+            "width": str(output.width),
+            "height": str(output.height),
+            "mode": "RGB",
+            "model": body.model,
+            "op": body.op,
+        }
         if principal.key_id is not None:
             metadata[self.access.OWNER_METADATA] = principal.key_id
         if output.extras:
@@ -394,13 +466,19 @@ class EditPipeline:
         if principal.key_id is not None:
             # What the family stored beside the result, and the result itself when another request
             # (same edit, another key or a concurrent one) wrote it first, need this key's markers.
-            granted = produced_ids(prepared.result_id, output.extras)[0 if not written else 1:]
+            granted = produced_ids(prepared.result_id, output.extras)[0 if not written else 1 :]
             for object_id in granted:
                 self.access.grant(principal, object_id)
         return time.perf_counter() - started
 
-    def _resolve_projections(self, model: str, family: str, fields: tuple[str, ...], inputs: dict[str, Any],
-                             found: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    def _resolve_projections(
+        self,
+        model: str,
+        family: str,
+        fields: tuple[str, ...],
+        inputs: dict[str, Any],
+        found: dict[str, tuple[str, dict[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
         """Replace each {"projection": result_id} by the latent that fitting edit (a `project`) stored:
         the fields of its extras that its op declares as ``latent_keys``.
 
@@ -436,8 +514,9 @@ class EditPipeline:
                 resolved[field] = resolve(inputs.get(field), f"inputs.{field}")
         return resolved
 
-    def _load_image_inputs(self, image_inputs: dict[str, str], inputs: dict[str, Any],
-                           found: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    def _load_image_inputs(
+        self, image_inputs: dict[str, str], inputs: dict[str, Any], found: dict[str, tuple[str, dict[str, Any]]]
+    ) -> dict[str, Any]:
         def read(asset_id: str) -> bytes:
             key = found[asset_id][0] if asset_id in found else self.find_asset(asset_id)[0]
             return self.store.get(key)
@@ -450,24 +529,30 @@ class EditPipeline:
         if task.deadline is not None:
             remaining_s = task.deadline - time.time()
             if remaining_s <= 0:
-                raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed before the edit was dispatched; "
-                                       "it was not computed")
+                raise DeadlineExceeded(
+                    "the request's deadline (X-Request-Timeout) passed before the edit was dispatched; it was not computed"
+                )
             timeout_s = min(timeout_s, remaining_s)
         metrics.QUEUE_DEPTH.labels(family).inc()
         calls = self._calls.get((family, task.model, task.background))
         if calls is None:  # one options() per model, not per edit: it copies the handle's settings
             calls = self._calls[(family, task.model, task.background)] = CoalescedCalls(
-                family, handle.options(method_name="run_tasks", multiplexed_model_id=task.model),
-                self.settings.edit_coalesce_ms / 1e3, self.settings.batch_max_size)
+                family,
+                handle.options(method_name="run_tasks", multiplexed_model_id=task.model),
+                self.settings.edit_coalesce_ms / 1e3,
+                self.settings.batch_max_size,
+            )
         output = calls.submit(task)
         try:
             return await asyncio.wait_for(output, timeout=timeout_s)  # a timeout cancels it: see CoalescedCalls.submit
         except asyncio.TimeoutError:
             if timeout_s < self.settings.edit_timeout_s:
-                raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while the edit waited; "
-                                       "it was cancelled") from None
-            raise ServiceUnavailable(f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s",
-                                     retry_after_s=10) from None
+                raise DeadlineExceeded(
+                    "the request's deadline (X-Request-Timeout) passed while the edit waited; it was cancelled"
+                ) from None
+            raise ServiceUnavailable(
+                f"the {family} deployment did not answer within {self.settings.edit_timeout_s:.0f} s", retry_after_s=10
+            ) from None
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ProblemError):

@@ -25,14 +25,14 @@ from typing import Any, Hashable
 import numpy as np
 from ray import serve
 
+from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
+from service import metrics
 from service.autoscaling import EDITS_METRIC
 from service.config import get_settings
 from service.errors import DeadlineExceeded, ModelBroken, ProblemError, Unprocessable
-from schemas.edits import DEFAULT_QUALITY, OUTPUT_MEDIA_TYPES
 from service.families import get_op, op_table
 from service.images import encode_image
 from service.logs import get_logger
-from service import metrics
 from service.registry import ModelRegistry
 from service.storage import AssetStore
 from service.tasks import EditOutput, EditTask
@@ -78,15 +78,23 @@ class PendingOutput:
 
     __slots__ = ("encoded", "position", "output", "timing")
 
-    def __init__(self, encoded: "asyncio.Future[tuple[list[tuple[bytes, str]], float]]", position: int, output: GroupOutput,
-                 **timing: Any) -> None:
+    def __init__(
+        self, encoded: "asyncio.Future[tuple[list[tuple[bytes, str]], float]]", position: int, output: GroupOutput, **timing: Any
+    ) -> None:
         self.encoded, self.position, self.output, self.timing = encoded, position, output, timing
 
     async def finish(self) -> EditOutput:
         images, encode_s = await self.encoded
         data, media_type = images[self.position]
-        return EditOutput(data=data, media_type=media_type, width=int(self.output.image.shape[1]),
-                          height=int(self.output.image.shape[0]), extras=self.output.extras, encode_ms=1e3 * encode_s, **self.timing)
+        return EditOutput(
+            data=data,
+            media_type=media_type,
+            width=int(self.output.image.shape[1]),
+            height=int(self.output.image.shape[0]),
+            extras=self.output.extras,
+            encode_ms=1e3 * encode_s,
+            **self.timing,
+        )
 
 
 class PriorityGate:
@@ -257,8 +265,20 @@ class FamilyDeployment(abc.ABC):
                     key = f"{name}/{request.op}/{size}"
                     if key in self.warmup_seconds:  # a reconfigure with new buckets compiles only the new ones
                         continue
-                    tasks = [build_task(name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
-                                        self.settings.limits(), seed=i, background=True) for i in range(size)]
+                    tasks = [
+                        build_task(
+                            name,
+                            manifest,
+                            request.op,
+                            request.params,
+                            request.inputs,
+                            request.assets.__getitem__,
+                            self.settings.limits(),
+                            seed=i,
+                            background=True,
+                        )
+                        for i in range(size)
+                    ]
                     started = time.perf_counter()
                     await asyncio.to_thread(self.run_group_accelerated, model, request.op, tasks)
                     self.warmup_seconds[key] = round(time.perf_counter() - started, 3)
@@ -285,9 +305,13 @@ class FamilyDeployment(abc.ABC):
 
         import torch
 
-        report: dict[str, Any] = {"pid": os.getpid(), "device": str(self.device),
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                                  "accel": self.acceleration.describe(), "warmup_s": dict(self.warmup_seconds)}
+        report: dict[str, Any] = {
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "accel": self.acceleration.describe(),
+            "warmup_s": dict(self.warmup_seconds),
+        }
         if self.device.type == "cuda":
             report["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             report["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
@@ -312,8 +336,10 @@ class FamilyDeployment(abc.ABC):
             reason = f"{type(exc).__name__}: {exc}"[:500]
             self.log.error("model does not load", extra={"model": model_id, "error": reason})
             await asyncio.to_thread(self.registry.mark_broken, model_id, manifest.get("weights_sha256"), reason)
-            raise ModelBroken(f"model {model_id!r} cannot be loaded ({reason}); an operator must register working weights "
-                              "for it (collage models upload)", model=model_id) from None
+            raise ModelBroken(
+                f"model {model_id!r} cannot be loaded ({reason}); an operator must register working weights for it (collage models upload)",
+                model=model_id,
+            ) from None
         self.log.info("model loaded", extra={"model": model_id, "load_ms": round(1e3 * (time.perf_counter() - started), 1)})
         return model
 
@@ -344,13 +370,11 @@ class FamilyDeployment(abc.ABC):
         # happen with no await between them, so two calls arriving together do not both take this
         # path.) Job items always go through the batch queue: they come in numbers and want full
         # batches, not the lowest latency.
-        idle = (self.settings.batch_idle_fast_path and not background
-                and self.gate.interactive_in == 0 and self.gate.background_in == 0)
+        idle = self.settings.batch_idle_fast_path and not background and self.gate.interactive_in == 0 and self.gate.background_in == 0
         if idle:
             results = await self.gate.run(False, lambda: self.run_batch(tasks))
         else:
-            results = await asyncio.gather(*(self.gate.run(background, lambda task=task: self.handle_batch(task))
-                                             for task in tasks))
+            results = await asyncio.gather(*(self.gate.run(background, lambda task=task: self.handle_batch(task)) for task in tasks))
         sync_idle_s = self.gate.interactive_idle_s()  # lets the job runner back off while sync edits come in
         finished: list[EditOutput | BaseException] = []
         for result in results:
@@ -371,8 +395,13 @@ class FamilyDeployment(abc.ABC):
         """Each output's image in its task's encoding: [(bytes, media type)], and the seconds per image."""
         started = time.perf_counter()
         level = self.settings.png_compress_level
-        encoded = [(encode_image(output.image, task.encoding["format"], task.encoding.get("quality", DEFAULT_QUALITY), level),
-                    OUTPUT_MEDIA_TYPES[task.encoding["format"]]) for task, output in zip(tasks, outputs)]
+        encoded = [
+            (
+                encode_image(output.image, task.encoding["format"], task.encoding.get("quality", DEFAULT_QUALITY), level),
+                OUTPUT_MEDIA_TYPES[task.encoding["format"]],
+            )
+            for task, output in zip(tasks, outputs)
+        ]
         return encoded, (time.perf_counter() - started) / max(1, len(outputs))
 
     @serve.batch(**DEFAULT_BATCH)
@@ -389,8 +418,9 @@ class FamilyDeployment(abc.ABC):
         results: list[PendingOutput | BaseException | None] = [None] * len(tasks)
         for index, task in enumerate(tasks):
             if task.deadline is not None and task.deadline <= batch_started:  # the caller gave up: compute nothing for it
-                results[index] = DeadlineExceeded("the request's deadline (X-Request-Timeout) passed while it was queued; "
-                                                  "it was not computed")
+                results[index] = DeadlineExceeded(
+                    "the request's deadline (X-Request-Timeout) passed while it was queued; it was not computed"
+                )
                 continue
             try:
                 key = self.group_key(task)
@@ -422,7 +452,13 @@ class FamilyDeployment(abc.ABC):
             # images are encoded in another thread, and each caller awaits its own group's bytes.
             encoded = asyncio.ensure_future(asyncio.to_thread(self._encode_group, members, outputs))
             for position, (i, task) in enumerate(zip(indices, members)):
-                results[i] = PendingOutput(encoded, position, outputs[position],
-                                           queue_ms=max(0.0, 1e3 * (batch_started - task.submitted_at)), compute_ms=1e3 * compute_s,
-                                           batch_size=len(tasks), group_size=len(members))
+                results[i] = PendingOutput(
+                    encoded,
+                    position,
+                    outputs[position],
+                    queue_ms=max(0.0, 1e3 * (batch_started - task.submitted_at)),
+                    compute_ms=1e3 * compute_s,
+                    batch_size=len(tasks),
+                    group_size=len(members),
+                )
         return results  # type: ignore[return-value]

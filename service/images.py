@@ -58,8 +58,9 @@ def inspect_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-METADATA_TOO_LARGE = ("a text chunk or ICC profile of the image decompresses past the decoder's limit; "
-                      "strip the image's metadata and send it again")
+METADATA_TOO_LARGE = (
+    "a text chunk or ICC profile of the image decompresses past the decoder's limit; strip the image's metadata and send it again"
+)
 
 
 def decode_image(data: bytes, max_pixels: int, mode: str = "RGB") -> np.ndarray:

@@ -42,13 +42,13 @@ from service.errors import (
     PayloadTooLarge,
     ProblemError,
     ServiceUnavailable,
-    UnsupportedMediaType,
     Unprocessable,
+    UnsupportedMediaType,
 )
 from service.families import op_table
 from service.images import decode_image, inspect_image
-from service.json_body import JSONBodyRoute, parse_json
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
+from service.json_body import JSONBodyRoute, parse_json
 from service.logs import get_logger, request_id_var
 from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
@@ -62,24 +62,38 @@ _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
-    for status, title in [(400, "Bad request"), (401, "No valid API key (WWW-Authenticate: Bearer)"),
-                          (403, "The API key lacks the scope this route needs"), (404, "Not found"), (413, "Too large"),
-                          (415, "Unsupported media type"), (409, "Conflict with the current state"), (422, "Invalid content"),
-                          (429, "Rate limit or queue full, retry after Retry-After"), (503, "Unavailable, retry later"),
-                          (504, "The X-Request-Timeout deadline passed; nothing was computed")]
+    for status, title in [
+        (400, "Bad request"),
+        (401, "No valid API key (WWW-Authenticate: Bearer)"),
+        (403, "The API key lacks the scope this route needs"),
+        (404, "Not found"),
+        (413, "Too large"),
+        (415, "Unsupported media type"),
+        (409, "Conflict with the current state"),
+        (422, "Invalid content"),
+        (429, "Rate limit or queue full, retry after Retry-After"),
+        (503, "Unavailable, retry later"),
+        (504, "The X-Request-Timeout deadline passed; nothing was computed"),
+    ]
 }
 DEADLINE_HEADER = "X-Request-Timeout"
 
 # ---- the playground: static files of a page that edits through this API (docs/playground.md) ----
 PLAYGROUND_DIR = Path(__file__).resolve().parent / "playground"
-_PLAYGROUND_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                     ".css": "text/css; charset=utf-8", ".png": "image/png"}
+_PLAYGROUND_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
 # The page calls only this origin (connect-src 'self'); result images come by presigned URL from the S3
 # endpoint, whose origin the page cannot know in advance, hence img-src *.
 _PLAYGROUND_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src * data: blob:; connect-src 'self'; style-src 'self'; "
-                               "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache",
+    "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
 
 
@@ -102,14 +116,15 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     422 (also in place of FastAPI's own validation response, which is not problem+json) and 429."""
     return {s: _PROBLEM_RESPONSES[s] for s in sorted({*statuses, 400, 401, 403, 422, 429})}
 
+
 log = get_logger("collage.ingress")
 api = FastAPI(
     title="Collage",
     version=VERSION,
     description="Spatially controlled GAN image editing. Errors are RFC 9457 problem+json. Every route but /healthz, "
-                "/readyz (and /metrics, unless configured otherwise) needs `Authorization: Bearer <API key>`; "
-                f"`POST /v1/edits` honours `{DEADLINE_HEADER}: <seconds>` (past it, the edit is not computed: 504). "
-                "Edits are typed per (family, op): `EditRequest` is anyOf `<Family><Op>EditRequest`.",
+    "/readyz (and /metrics, unless configured otherwise) needs `Authorization: Bearer <API key>`; "
+    f"`POST /v1/edits` honours `{DEADLINE_HEADER}: <seconds>` (past it, the edit is not computed: 504). "
+    "Edits are typed per (family, op): `EditRequest` is anyOf `<Family><Op>EditRequest`.",
     generate_unique_id_function=lambda route: route.name,  # operationId = the handler's name, e.g. create_edit
 )
 api.router.route_class = JSONBodyRoute  # every JSON body through service/json_body.py (one parser, one depth limit)
@@ -165,7 +180,9 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         limit = get_settings().max_body_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = PayloadTooLarge(f"request body exceeds the limit of {limit} bytes; upload large files with POST /v1/assets/uploads", max_bytes=limit)
+        too_large = PayloadTooLarge(
+            f"request body exceeds the limit of {limit} bytes; upload large files with POST /v1/assets/uploads", max_bytes=limit
+        )
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await problem_response(too_large)(scope, receive, send)
         seen = 0
@@ -225,8 +242,17 @@ class RequestContextMiddleware:
             op = (scope.get("state") or {}).get("op", "")
             metrics.REQUESTS.labels(route, op, str(status)).inc()
             metrics.REQUEST_LATENCY.labels(route, op).observe(elapsed)
-            log.info("request", extra={"request_id": request_id, "method": scope["method"], "route": route, "op": op,
-                                       "status": status, "ms": round(1e3 * elapsed, 2)})
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "op": op,
+                    "status": status,
+                    "ms": round(1e3 * elapsed, 2),
+                },
+            )
             request_id_var.reset(token)
 
 
@@ -244,8 +270,9 @@ class Ingress:
         self.families = families  # family name -> DeploymentHandle
         self.job_runner = job_runner  # DeploymentHandle of service.job_runner.JobRunner
         self.jobs = JobStore(self.store)
-        self.gate = StorageGate(self.settings.storage_deadline_s, self.settings.storage_breaker_failures,
-                                self.settings.storage_breaker_open_s)  # every storage step of a request goes through it
+        self.gate = StorageGate(
+            self.settings.storage_deadline_s, self.settings.storage_breaker_failures, self.settings.storage_breaker_open_s
+        )  # every storage step of a request goes through it
         self.edits = EditPipeline(self.settings, self.store, self.registry, families, gate=self.gate)
         self.access = AccessIndex(self.store)
         self._seed_rng = random.SystemRandom()
@@ -256,8 +283,7 @@ class Ingress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz", tags=["ops"], summary="S3 reachable and every family deployment computes",
-             responses={503: _PROBLEM_RESPONSES[503]})
+    @api.get("/readyz", tags=["ops"], summary="S3 reachable and every family deployment computes", responses={503: _PROBLEM_RESPONSES[503]})
     async def readyz(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
@@ -278,9 +304,14 @@ class Ingress:
             raise ServiceUnavailable("not ready: " + ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok"), checks=checks)
         return {"status": "ready", "checks": checks}
 
-    @api.get("/metrics", tags=["ops"], summary="Prometheus metrics of this ingress replica (admin key unless metrics_public)",
-             dependencies=[Depends(metrics_access)], response_class=PlainTextResponse,
-             responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)})
+    @api.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics of this ingress replica (admin key unless metrics_public)",
+        dependencies=[Depends(metrics_access)],
+        response_class=PlainTextResponse,
+        responses={s: _PROBLEM_RESPONSES[s] for s in (401, 403, 429)},
+    )
     async def prometheus(self) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
@@ -308,33 +339,53 @@ class Ingress:
     def _model_info(self, manifest: dict[str, Any]) -> ModelInfo:
         family_ops = op_table().get(manifest["family"], {})
         return ModelInfo(
-            name=manifest["name"], family=manifest["family"], format=manifest["format"],
-            resolution=manifest.get("resolution"), classes=manifest.get("classes"), layers=manifest.get("layers"),
-            random_init=bool(manifest.get("random_init")), description=manifest.get("description", ""),
-            weights_sha256=manifest.get("weights_sha256"), arch=manifest.get("arch", {}),
+            name=manifest["name"],
+            family=manifest["family"],
+            format=manifest["format"],
+            resolution=manifest.get("resolution"),
+            classes=manifest.get("classes"),
+            layers=manifest.get("layers"),
+            random_init=bool(manifest.get("random_init")),
+            description=manifest.get("description", ""),
+            weights_sha256=manifest.get("weights_sha256"),
+            arch=manifest.get("arch", {}),
             ops=[family_ops[op].info(manifest) for op in manifest.get("ops", []) if op in family_ops],
-            catalog=manifest.get("catalog"), image_size=manifest.get("image_size"), keypoint_names=manifest.get("keypoint_names"),
-            examples=manifest.get("examples"), factors=manifest.get("factors"), embedding_dims=manifest.get("embedding_dims"),
+            catalog=manifest.get("catalog"),
+            image_size=manifest.get("image_size"),
+            keypoint_names=manifest.get("keypoint_names"),
+            examples=manifest.get("examples"),
+            factors=manifest.get("factors"),
+            embedding_dims=manifest.get("embedding_dims"),
             broken=manifest.get("broken"),
         )
 
-    @api.get("/v1/models", response_model=ModelList, tags=["models"], summary="Families, checkpoints and op parameters",
-             responses=_problems(503), dependencies=[Depends(requires())])
+    @api.get(
+        "/v1/models",
+        response_model=ModelList,
+        tags=["models"],
+        summary="Families, checkpoints and op parameters",
+        responses=_problems(503),
+        dependencies=[Depends(requires())],
+    )
     async def list_models(self) -> ModelList:
         manifests = await self.gate.run(self.registry.list_manifests)
         families = [FamilyInfo(name=f, deployed=f in self.families, ops=sorted(ops)) for f, ops in sorted(op_table().items())]
         return ModelList(families=families, models=[self._model_info(m) for m in manifests])
 
-    @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses=_problems(404),
-             dependencies=[Depends(requires())])
+    @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses=_problems(404), dependencies=[Depends(requires())])
     async def get_model(self, name: str) -> ModelInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
         return self._model_info(await self.gate.run(self.registry.get_manifest, name))
 
-    @api.put("/v1/models/{name}/catalog/labels", response_model=CatalogInfo, tags=["models"],
-             summary="Name clusters of a model's part catalog (e.g. {\"labels\": {\"3\": \"eyes\"}}); admin scope",
-             responses=_problems(404, 422), dependencies=[Depends(requires("admin"))])
+    @api.put(
+        "/v1/models/{name}/catalog/labels",
+        response_model=CatalogInfo,
+        tags=["models"],
+        summary='Name clusters of a model\'s part catalog (e.g. {"labels": {"3": "eyes"}}); admin scope',
+        responses=_problems(404, 422),
+        dependencies=[Depends(requires("admin"))],
+    )
     async def label_catalog(self, name: str, body: CatalogLabels) -> CatalogInfo:
         if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
             raise NotFound(f"model {name!r} is not registered")
@@ -344,10 +395,16 @@ class Ingress:
     def _asset_info(self, asset_id: str, key: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:
         meta = head.get("metadata") or {}
         return AssetInfo(
-            asset_id=asset_id, size=int(head["size"]), content_type=head.get("content_type") or "application/octet-stream",
-            kind=meta.get("kind", "image"), width=int(meta["width"]) if "width" in meta else None,
-            height=int(meta["height"]) if "height" in meta else None, mode=meta.get("mode"),
-            url=self.store.presign_get(key), url_expires_in_s=self.settings.presign_expires_s, created=created,
+            asset_id=asset_id,
+            size=int(head["size"]),
+            content_type=head.get("content_type") or "application/octet-stream",
+            kind=meta.get("kind", "image"),
+            width=int(meta["width"]) if "width" in meta else None,
+            height=int(meta["height"]) if "height" in meta else None,
+            mode=meta.get("mode"),
+            url=self.store.presign_get(key),
+            url_expires_in_s=self.settings.presign_expires_s,
+            created=created,
         )
 
     def _store_asset(self, data: bytes, content_type: str, kind: str, principal: Principal) -> AssetInfo:
@@ -367,16 +424,23 @@ class Ingress:
         return self._asset_info(asset_id, key, head, created=created)
 
     @api.post(
-        "/v1/assets", response_model=AssetInfo, status_code=201, tags=["assets"],
+        "/v1/assets",
+        response_model=AssetInfo,
+        status_code=201,
+        tags=["assets"],
         summary="Upload an asset (multipart field 'file', or JSON with base64)",
-        responses={200: {"model": AssetInfo, "description": "the same bytes were stored already"},
-                   **_problems(400, 413, 415, 422, 503)},
+        responses={200: {"model": AssetInfo, "description": "the same bytes were stored already"}, **_problems(400, 413, 415, 422, 503)},
         # components added by service/openapi.py. Without "required": true, which is what the handler means
         # (no body is a 415), because openapi-python-client 0.29 generates code that does not import for a
         # required body of two media types (openapi-generators/openapi-python-client#1451).
-        openapi_extra={"requestBody": {"content": {
-            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/AssetUploadForm"}},
-            "application/json": {"schema": {"$ref": "#/components/schemas/AssetUploadJSON"}}}}},
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/AssetUploadForm"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AssetUploadJSON"}},
+                }
+            }
+        },
     )
     async def upload_asset(self, request: Request, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -396,8 +460,10 @@ class Ingress:
             data = await upload.read()
             declared = upload.content_type or "application/octet-stream"
             if not is_media_type(declared):  # it becomes the stored object's Content-Type header
-                raise Unprocessable("the file part's Content-Type is not a media type (type/subtype, printable ASCII, "
-                                    f"at most {MEDIA_TYPE_MAX_LENGTH} characters)")
+                raise Unprocessable(
+                    "the file part's Content-Type is not a media type (type/subtype, printable ASCII, "
+                    f"at most {MEDIA_TYPE_MAX_LENGTH} characters)"
+                )
         elif content_type == "application/json":
             body = parse_json(await request.body())
             payload = validate(AssetUploadJSON, body if isinstance(body, dict) else {"_": body}, "body")
@@ -413,11 +479,14 @@ class Ingress:
         info = await self.gate.run(self._store_asset, data, declared, kind, principal)
         return JSONResponse(info.model_dump(mode="json"), status_code=201 if info.created else 200)
 
-    @api.get("/v1/assets/{asset_id}", response_model=AssetInfo, tags=["assets"],
-             summary="Asset or result metadata and a presigned GET URL (?redirect=true: 307 to it)",
-             responses={307: {"description": "redirect to the presigned URL"}, **_problems(404)})
-    async def get_asset(self, asset_id: str, redirect: bool = False,
-                        principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
+    @api.get(
+        "/v1/assets/{asset_id}",
+        response_model=AssetInfo,
+        tags=["assets"],
+        summary="Asset or result metadata and a presigned GET URL (?redirect=true: 307 to it)",
+        responses={307: {"description": "redirect to the presigned URL"}, **_problems(404)},
+    )
+    async def get_asset(self, asset_id: str, redirect: bool = False, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         if not re.match(r"^[0-9a-f]{64}$", asset_id):
             raise NotFound(f"asset {asset_id!r} does not exist: asset ids are 64 lowercase hex characters")
 
@@ -427,19 +496,30 @@ class Ingress:
             return RedirectResponse(info.url, status_code=307)
         return JSONResponse(info.model_dump(mode="json"))
 
-    @api.post("/v1/assets/uploads", response_model=UploadSlot, status_code=201, tags=["assets"],
-              summary="Get a presigned PUT URL for a large upload", responses=_problems(422))
+    @api.post(
+        "/v1/assets/uploads",
+        response_model=UploadSlot,
+        status_code=201,
+        tags=["assets"],
+        summary="Get a presigned PUT URL for a large upload",
+        responses=_problems(422),
+    )
     async def create_upload(self, body: UploadSlotRequest, principal: Principal = Depends(requires("edit", "jobs"))) -> UploadSlot:
         upload_id = uuid.uuid4().hex
         slot = {"content_type": body.content_type, "kind": body.kind, "size": body.size, "owner": principal.key_id}
         await self.gate.run(self.store.put, self.store.key("uploads", upload_id + ".json"), json.dumps(slot).encode(), "application/json")
         url = self.store.presign_put(self.store.key("uploads", upload_id), body.content_type)
-        return UploadSlot(upload_id=upload_id, url=url, headers={"Content-Type": body.content_type},
-                          expires_in_s=self.settings.presign_expires_s)
+        return UploadSlot(
+            upload_id=upload_id, url=url, headers={"Content-Type": body.content_type}, expires_in_s=self.settings.presign_expires_s
+        )
 
-    @api.post("/v1/assets/uploads/{upload_id}/complete", response_model=AssetInfo, tags=["assets"],
-              summary="Verify a presigned upload and turn it into a content-addressed asset",
-              responses=_problems(404, 413, 422))
+    @api.post(
+        "/v1/assets/uploads/{upload_id}/complete",
+        response_model=AssetInfo,
+        tags=["assets"],
+        summary="Verify a presigned upload and turn it into a content-addressed asset",
+        responses=_problems(404, 413, 422),
+    )
     async def complete_upload(self, upload_id: str, principal: Principal = Depends(requires("edit", "jobs"))) -> Response:
         if not _UPLOAD_ID_RE.match(upload_id):
             raise NotFound(f"upload {upload_id!r} does not exist")
@@ -468,22 +548,42 @@ class Ingress:
         return JSONResponse(info.model_dump(mode="json"), status_code=201 if info.created else 200)
 
     # ---- edits -----------------------------------------------------------------------------
-    @api.post("/v1/edits", response_model=EditResponse, tags=["edits"], summary="Run one edit synchronously",
-              responses=_problems(400, 404, 413, 422, 503, 504))
+    @api.post(
+        "/v1/edits",
+        response_model=EditResponse,
+        tags=["edits"],
+        summary="Run one edit synchronously",
+        responses=_problems(400, 404, 413, 422, 503, 504),
+    )
     async def create_edit(self, body: EditRequest, request: Request, principal: Principal = Depends(requires("edit"))) -> Response:
         request.state.op = body.op
         deadline = self._deadline(request.headers.get(DEADLINE_HEADER))
-        result = await self.edits.run(body, lambda: self._seed_rng.randrange(2**32), want_image=body.output.inline,
-                                      principal=principal, deadline=deadline, random_seed=True)
+        result = await self.edits.run(
+            body,
+            lambda: self._seed_rng.randrange(2**32),
+            want_image=body.output.inline,
+            principal=principal,
+            deadline=deadline,
+            random_seed=True,
+        )
         inline = None
         if body.output.inline and result.data is not None and len(result.data) <= self.settings.inline_max_bytes:
             inline = base64.b64encode(result.data).decode()
         response = EditResponse(
-            result_id=result.result_id, model=body.model, op=body.op, cached=result.cached, seed=result.seed,
-            width=result.width, height=result.height, content_type=result.media_type,
+            result_id=result.result_id,
+            model=body.model,
+            op=body.op,
+            cached=result.cached,
+            seed=result.seed,
+            width=result.width,
+            height=result.height,
+            content_type=result.media_type,
             url=self.store.presign_get(result.result_key) if body.output.presign else None,
             url_expires_in_s=self.settings.presign_expires_s if body.output.presign else None,
-            image_base64=inline, extras=result.extras, random_init=bool(result.manifest.get("random_init")), timings=result.timings,
+            image_base64=inline,
+            extras=result.extras,
+            random_init=bool(result.manifest.get("random_init")),
+            timings=result.timings,
         )
         # Serialised here: returned as a model, FastAPI would dump it, validate the dump against
         # response_model again and serialise that, three passes over the extras for one response.
@@ -498,8 +598,9 @@ class Ingress:
         except ValueError:
             timeout_s = float("nan")
         if not 0 <= timeout_s <= self.settings.max_deadline_s:  # also refuses nan and inf
-            raise BadRequest(f"{DEADLINE_HEADER} must be a number of seconds from 0 to {self.settings.max_deadline_s:g}, "
-                             f"not {header[:40]!r}")
+            raise BadRequest(
+                f"{DEADLINE_HEADER} must be a number of seconds from 0 to {self.settings.max_deadline_s:g}, not {header[:40]!r}"
+            )
         if timeout_s == 0:
             raise DeadlineExceeded(f"{DEADLINE_HEADER} is 0: the deadline passed on arrival; it was not computed")
         return time.time() + timeout_s
@@ -525,14 +626,27 @@ class Ingress:
         except Exception as exc:  # the job is safe in S3 either way
             log.warning("job runner not reached", extra={"job_id": job_id, "call": method, "error": repr(exc)[:200]})
 
-    @api.post("/v1/jobs", response_model=JobStatus, status_code=202, tags=["jobs"],
-              summary="Submit a batch of edits (inline list or JSON Lines manifest asset); poll GET /v1/jobs/{id}",
-              responses={200: {"model": JobStatus, "description": "the same Idempotency-Key and body were submitted before"},
-                         **_problems(400, 404, 409, 413, 422, 503)})
-    async def submit_job(self, body: JobRequest, idempotency_key: str | None = Header(
-            default=None, alias="Idempotency-Key", description="same key and body: the same job; same key, other body: 409 "
-                                                               "(scoped per API key)"),
-            principal: Principal = Depends(requires("jobs"))) -> Response:
+    @api.post(
+        "/v1/jobs",
+        response_model=JobStatus,
+        status_code=202,
+        tags=["jobs"],
+        summary="Submit a batch of edits (inline list or JSON Lines manifest asset); poll GET /v1/jobs/{id}",
+        responses={
+            200: {"model": JobStatus, "description": "the same Idempotency-Key and body were submitted before"},
+            **_problems(400, 404, 409, 413, 422, 503),
+        },
+    )
+    async def submit_job(
+        self,
+        body: JobRequest,
+        idempotency_key: str | None = Header(
+            default=None,
+            alias="Idempotency-Key",
+            description="same key and body: the same job; same key, other body: 409 (scoped per API key)",
+        ),
+        principal: Principal = Depends(requires("jobs")),
+    ) -> Response:
         if idempotency_key is not None and not re.fullmatch(r"[\x21-\x7e]{1,255}", idempotency_key):
             raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
         if body.webhook_url is not None and not self.settings.webhook_secret.get_secret_value():
@@ -558,13 +672,22 @@ class Ingress:
                 except NotFound:
                     taken = None
                 if taken not in (None, body.fit.family):
-                    raise Conflict(f"model {body.fit.model_name()!r} belongs to the {taken} family; a fit may only replace a "
-                                   f"model of the {body.fit.family} family: choose another name", model=body.fit.model_name())
+                    raise Conflict(
+                        f"model {body.fit.model_name()!r} belongs to the {taken} family; a fit may only replace a "
+                        f"model of the {body.fit.family} family: choose another name",
+                        model=body.fit.model_name(),
+                    )
                 source, total = "fit", 1
             else:
                 source, total = "items", len(body.items)
-            request_doc = {"job_id": job_id, "source": source, "total": total,
-                           "created_at": utcnow(), "body_sha256": canonical_hash(body_json), **body_json}
+            request_doc = {
+                "job_id": job_id,
+                "source": source,
+                "total": total,
+                "created_at": utcnow(),
+                "body_sha256": canonical_hash(body_json),
+                **body_json,
+            }
             if principal.key_id is not None:  # the runner runs the items as this key: its assets, its results
                 request_doc["owner"] = principal.to_json()
             if self.jobs.create(job_id, request_doc):
@@ -574,8 +697,7 @@ class Ingress:
                 return status, True
             existing = self.jobs.read_request(job_id)
             if existing.get("body_sha256") != request_doc["body_sha256"]:
-                raise Conflict("this Idempotency-Key was used for a job with a different body; use a new key for a new job",
-                               job_id=job_id)
+                raise Conflict("this Idempotency-Key was used for a job with a different body; use a new key for a new job", job_id=job_id)
             if self.jobs.read_status(job_id) is None:  # the first submit died between its writes: finish them
                 self.jobs.write_status(job_id, self.jobs.initial_status(existing))
                 self.jobs.enqueue(job_id)
@@ -583,20 +705,36 @@ class Ingress:
 
         status, created = await self.gate.run(create)
         await self._poke_runner("start", job_id)
-        return JSONResponse(JobStatus.model_validate(status).model_dump(mode="json"), status_code=202 if created else 200,
-                            headers={"Location": f"/v1/jobs/{job_id}"})
+        return JSONResponse(
+            JobStatus.model_validate(status).model_dump(mode="json"),
+            status_code=202 if created else 200,
+            headers={"Location": f"/v1/jobs/{job_id}"},
+        )
 
-    @api.get("/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], summary="State, counts, first errors, webhook delivery",
-             responses=_problems(404))
+    @api.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        tags=["jobs"],
+        summary="State, counts, first errors, webhook delivery",
+        responses=_problems(404),
+    )
     async def get_job(self, job_id: str, principal: Principal = Depends(requires("jobs"))) -> JobStatus:
         return JobStatus.model_validate(await self.gate.run(self._read_job_status, job_id, principal))
 
-    @api.get("/v1/jobs/{job_id}/results", response_model=JobResultsPage, tags=["jobs"],
-             summary="Page through the items in order: finished ones with result or problem, the rest pending or cancelled",
-             responses=_problems(404))
-    async def get_job_results(self, job_id: str, cursor: int = Query(default=0, ge=0, description="first item index"),
-                              limit: int = Query(default=100, ge=1, le=1000, description="items per page"),
-                              principal: Principal = Depends(requires("jobs"))) -> JobResultsPage:
+    @api.get(
+        "/v1/jobs/{job_id}/results",
+        response_model=JobResultsPage,
+        tags=["jobs"],
+        summary="Page through the items in order: finished ones with result or problem, the rest pending or cancelled",
+        responses=_problems(404),
+    )
+    async def get_job_results(
+        self,
+        job_id: str,
+        cursor: int = Query(default=0, ge=0, description="first item index"),
+        limit: int = Query(default=100, ge=1, le=1000, description="items per page"),
+        principal: Principal = Depends(requires("jobs")),
+    ) -> JobResultsPage:
         def page() -> JobResultsPage:
             status = self._read_job_status(job_id, principal)
             total = status["counts"]["total"]
@@ -614,9 +752,14 @@ class Ingress:
 
         return await self.gate.run(page)
 
-    @api.delete("/v1/jobs/{job_id}", response_model=JobStatus, status_code=202, tags=["jobs"],
-                summary="Cancel: items in flight finish, the rest are marked cancelled",
-                responses=_problems(404, 409))
+    @api.delete(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        status_code=202,
+        tags=["jobs"],
+        summary="Cancel: items in flight finish, the rest are marked cancelled",
+        responses=_problems(404, 409),
+    )
     async def cancel_job(self, job_id: str, principal: Principal = Depends(requires("jobs"))) -> JobStatus:
         def request_cancel() -> None:
             status = self._read_job_status(job_id, principal)

@@ -23,13 +23,13 @@ from typing import Any
 from ray import serve
 
 from schemas.edits import EditRequest
+from service import metrics
 from service.auth import Principal
 from service.config import get_settings
 from service.edits import EditPipeline, validate
 from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRequests
 from service.families import load_fit_task
 from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
-from service import metrics
 from service.logs import get_logger
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -229,16 +229,25 @@ class JobRunner:
         if 0 not in finished and not cancel.is_set():
             fit = request["fit"]
             task = ray.remote(load_fit_task(fit["family"])).options(
-                num_cpus=self.settings.fit_num_cpus, num_gpus=self.settings.fit_num_gpus, max_retries=0)
+                num_cpus=self.settings.fit_num_cpus, num_gpus=self.settings.fit_num_gpus, max_retries=0
+            )
             ref = task.remote(job_id, fit, json.loads(json.dumps(progress.status)))
             try:
                 outcome = await ref
             except Exception as exc:  # the task's worker died or the task itself broke
                 log.exception("fit task failed", extra={"job_id": job_id})
                 written = await asyncio.to_thread(self.jobs.read_status, job_id) or {}  # the task's last progress
-                outcome = {"state": "failed", "fit": written.get("fit"),
-                           "record": {"index": 0, "state": "failed", "op": "fit", "attempts": 1,
-                                      "problem": ProblemError(f"internal error: {type(exc).__name__}").to_problem()}}
+                outcome = {
+                    "state": "failed",
+                    "fit": written.get("fit"),
+                    "record": {
+                        "index": 0,
+                        "state": "failed",
+                        "op": "fit",
+                        "attempts": 1,
+                        "problem": ProblemError(f"internal error: {type(exc).__name__}").to_problem(),
+                    },
+                }
             progress.status["fit"] = outcome.get("fit")
             record = outcome.get("record")
             if record is not None:
@@ -269,8 +278,17 @@ class JobRunner:
                         if record["attempts"] >= self.settings.jobs_item_attempts:
                             raise
                         await asyncio.sleep(min(8.0, 0.5 * 2 ** (record["attempts"] - 1)))
-                record.update(state="succeeded", result_id=result.result_id, model=body.model, op=body.op, cached=result.cached,
-                              seed=result.seed, width=result.width, height=result.height, extras=result.extras)
+                record.update(
+                    state="succeeded",
+                    result_id=result.result_id,
+                    model=body.model,
+                    op=body.op,
+                    cached=result.cached,
+                    seed=result.seed,
+                    width=result.width,
+                    height=result.height,
+                    extras=result.extras,
+                )
             except ProblemError as exc:
                 record.update(state="failed", problem=exc.to_problem())
             except Exception as exc:  # a bug or a device failure in this item only
@@ -309,9 +327,15 @@ class JobRunner:
             body = json.dumps({k: v for k, v in status.items() if k != "webhook"}, separators=(",", ":"), default=str).encode()
             secret = self.settings.webhook_secret.get_secret_value()
             status["webhook"] = await deliver_webhook(
-                webhook["url"], body, secret, job_id=job_id, attempts=self.settings.webhook_max_attempts,
-                backoff_s=self.settings.webhook_backoff_s, timeout_s=self.settings.webhook_timeout_s,
-                allow_private=self.settings.webhook_allow_private)
+                webhook["url"],
+                body,
+                secret,
+                job_id=job_id,
+                attempts=self.settings.webhook_max_attempts,
+                backoff_s=self.settings.webhook_backoff_s,
+                timeout_s=self.settings.webhook_timeout_s,
+                allow_private=self.settings.webhook_allow_private,
+            )
             status["updated_at"] = utcnow()
             await asyncio.to_thread(self.jobs.write_status, job_id, status)
         await asyncio.to_thread(self.jobs.dequeue, job_id)

@@ -103,8 +103,10 @@ def resolve_webhook_url(url: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         reason = non_public_reason(address)
         if reason:
-            raise Unprocessable(f"webhook host {host!r} resolves to {address} ({reason}), not a public address; webhooks go "
-                                "to public unicast hosts only (COLLAGE_WEBHOOK_ALLOW_PRIVATE allows others)")
+            raise Unprocessable(
+                f"webhook host {host!r} resolves to {address} ({reason}), not a public address; webhooks go "
+                "to public unicast hosts only (COLLAGE_WEBHOOK_ALLOW_PRIVATE allows others)"
+            )
         if address not in addresses:
             addresses.append(address)
     return addresses
@@ -169,8 +171,9 @@ def signature_valid(body: bytes, secret: str, header: str | None) -> bool:
     return bool(header) and hmac.compare_digest(sign_body(body, secret), header or "")
 
 
-async def deliver_webhook(url: str, body: bytes, secret: str, *, job_id: str, attempts: int, backoff_s: float,
-                          timeout_s: float, allow_private: bool) -> dict[str, Any]:
+async def deliver_webhook(
+    url: str, body: bytes, secret: str, *, job_id: str, attempts: int, backoff_s: float, timeout_s: float, allow_private: bool
+) -> dict[str, Any]:
     """POST ``body`` until a 2xx or ``attempts`` tries (delays backoff_s, 2·backoff_s, …); returns the delivery record."""
     record: dict[str, Any] = {"url": url, "state": "failed", "attempts": 0, "last_status": None, "last_error": None, "delivered_at": None}
     target, headers, extensions = url, {}, {}
@@ -250,10 +253,16 @@ class JobStore:
     def initial_status(request_doc: dict[str, Any]) -> dict[str, Any]:
         webhook = request_doc.get("webhook_url")
         return {
-            "job_id": request_doc["job_id"], "state": "queued", "source": request_doc["source"],
+            "job_id": request_doc["job_id"],
+            "state": "queued",
+            "source": request_doc["source"],
             "counts": {"total": request_doc["total"], "succeeded": 0, "failed": 0, "cancelled": 0, "pending": request_doc["total"]},
-            "created_at": request_doc["created_at"], "started_at": None, "updated_at": request_doc["created_at"],
-            "finished_at": None, "resumed": 0, "errors": [],
+            "created_at": request_doc["created_at"],
+            "started_at": None,
+            "updated_at": request_doc["created_at"],
+            "finished_at": None,
+            "resumed": 0,
+            "errors": [],
             "webhook": {"url": webhook, "state": "pending", "attempts": 0} if webhook else None,
         }
 

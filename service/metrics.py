@@ -13,8 +13,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the ingress)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,  # noqa: F401  (re-exported for the ingress)
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -59,10 +65,12 @@ QUEUE_DEPTH = Gauge(
     registry=REGISTRY,
 )
 CACHE = Counter("collage_result_cache", "Edit result cache lookups by outcome (hit/miss).", ["outcome"], registry=REGISTRY)
-STORAGE_TIMEOUTS = Counter("collage_storage_deadline_exceeded", "Request-path storage steps that passed their deadline (503).",
-                           registry=REGISTRY)
-STORAGE_BREAKER_OPENED = Counter("collage_storage_breaker_opened", "Times the storage circuit breaker opened (storage known down).",
-                                 registry=REGISTRY)
+STORAGE_TIMEOUTS = Counter(
+    "collage_storage_deadline_exceeded", "Request-path storage steps that passed their deadline (503).", registry=REGISTRY
+)
+STORAGE_BREAKER_OPENED = Counter(
+    "collage_storage_breaker_opened", "Times the storage circuit breaker opened (storage known down).", registry=REGISTRY
+)
 
 
 def render() -> bytes:
@@ -91,21 +99,24 @@ def _ray_metric(name: str, create: Callable[[Any], Any]) -> Any:
 
 def family_batch_size() -> Any:
     """Histogram ``collage_family_batch_size`` (tag ``family``): each dynamic batch a family replica runs."""
-    return _ray_metric("collage_family_batch_size", lambda m: m.Histogram(
+    return _ray_metric(
         "collage_family_batch_size",
-        description="Dynamic batch sizes seen by a family replica.",
-        boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
-        tag_keys=("family",),
-    ))
+        lambda m: m.Histogram(
+            "collage_family_batch_size",
+            description="Dynamic batch sizes seen by a family replica.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+            tag_keys=("family",),
+        ),
+    )
 
 
 def job_items() -> Any:
     """Counter ``collage_job_items`` (tag ``state``): job items the job runner finished."""
-    return _ray_metric("collage_job_items", lambda m: m.Counter(
-        "collage_job_items", description="Job items finished, by state.", tag_keys=("state",)))
+    return _ray_metric(
+        "collage_job_items", lambda m: m.Counter("collage_job_items", description="Job items finished, by state.", tag_keys=("state",))
+    )
 
 
 def jobs_running() -> Any:
     """Gauge ``collage_jobs_running``: jobs the job runner is executing."""
-    return _ray_metric("collage_jobs_running", lambda m: m.Gauge(
-        "collage_jobs_running", description="Jobs this runner is executing."))
+    return _ray_metric("collage_jobs_running", lambda m: m.Gauge("collage_jobs_running", description="Jobs this runner is executing."))

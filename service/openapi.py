@@ -94,6 +94,7 @@ def customise(schema: dict[str, Any]) -> dict[str, Any]:
 
 def install(app: FastAPI) -> None:
     """Serve the customised document as ``app.openapi()`` (and so ``/openapi.json`` and ``/docs``)."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)  # FastAPI caches it in app.openapi_schema: only the finished one may stay

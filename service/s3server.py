@@ -432,8 +432,7 @@ class EmbeddedS3:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise RuntimeError(
-                    f"SeaweedFS exited with code {self._proc.returncode} during start-up; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"SeaweedFS exited with code {self._proc.returncode} during start-up; log {self.log_path}:\n{self.log_tail()}"
                 )
             if not s3_ok:
                 try:
@@ -449,8 +448,7 @@ class EmbeddedS3:
                 last_error = "S3 gateway up, volume server not yet registered with the master"
             if time.monotonic() >= deadline:
                 raise RuntimeError(
-                    f"SeaweedFS did not become ready at {self.endpoint_url} in time ({last_error}); "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"SeaweedFS did not become ready at {self.endpoint_url} in time ({last_error}); log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.2)
 

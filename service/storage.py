@@ -87,9 +87,7 @@ def _hex_to_b64(hex_digest: str) -> str:
 
 def _unavailable(what: str = "") -> StorageUnavailable:
     suffix = f" ({what})" if what else ""
-    return StorageUnavailable(
-        f"object storage is unreachable{suffix}; retry later", retry_after_s=_RETRY_AFTER_S
-    )
+    return StorageUnavailable(f"object storage is unreachable{suffix}; retry later", retry_after_s=_RETRY_AFTER_S)
 
 
 class AssetStore:
@@ -110,9 +108,14 @@ class AssetStore:
         if settings.s3_fast_path and self.endpoint_url and client is None:
             from service.s3_fast import SignedS3
 
-            self._fast = SignedS3(self.endpoint_url, self.bucket, settings.s3_region,
-                                  lambda: self._session.get_credentials().get_frozen_credentials(),
-                                  settings.s3_connect_timeout_s, settings.s3_read_timeout_s)
+            self._fast = SignedS3(
+                self.endpoint_url,
+                self.bucket,
+                settings.s3_region,
+                lambda: self._session.get_credentials().get_frozen_credentials(),
+                settings.s3_connect_timeout_s,
+                settings.s3_read_timeout_s,
+            )
         self._ping_client: Any = None
         self._plain_client: Any = None  # without flexible checksums, for endpoints that reject them
         self._lock = threading.Lock()
@@ -135,9 +138,7 @@ class AssetStore:
             max_pool_connections=32,
             **extra,
         )
-        return self._session.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.settings.s3_region, config=config
-        )
+        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.settings.s3_region, config=config)
 
     @property
     def client(self) -> Any:
@@ -197,9 +198,7 @@ class AssetStore:
                 raise BadRequest(f"object key parts must be strings, got {type(part).__name__}")
             for segment in part.split("/"):
                 if not segment or segment in (".", "..") or _CONTROL.search(segment):
-                    raise BadRequest(
-                        f"invalid object key part {part!r}: empty, '.', '..', backslash or control characters"
-                    )
+                    raise BadRequest(f"invalid object key part {part!r}: empty, '.', '..', backslash or control characters")
                 segments.append(segment)
         full = self.prefix + "/".join(segments)
         if len(full.encode("utf-8")) > _MAX_KEY_BYTES:
@@ -208,14 +207,12 @@ class AssetStore:
 
     def relative(self, key: str) -> str:
         """A full key without the store prefix (the form ``list_keys`` returns)."""
-        return key[len(self.prefix):] if self.prefix and key.startswith(self.prefix) else key
+        return key[len(self.prefix) :] if self.prefix and key.startswith(self.prefix) else key
 
     @staticmethod
     def _check_hex_id(kind: str, value: str) -> str:
         if not isinstance(value, str) or not _HEX64.match(value):
-            raise BadRequest(
-                f"invalid {kind} id {str(value)[:80]!r}: expected 64 lowercase hexadecimal characters (a SHA-256)"
-            )
+            raise BadRequest(f"invalid {kind} id {str(value)[:80]!r}: expected 64 lowercase hexadecimal characters (a SHA-256)")
         return value
 
     def asset_key(self, asset_id: str) -> str:
@@ -227,8 +224,7 @@ class AssetStore:
     def model_key(self, name: str, filename: str) -> str:
         if not isinstance(name, str) or not _MODEL_NAME.match(name):
             raise BadRequest(
-                f"invalid model name {str(name)[:80]!r}: 2-63 characters of a-z, 0-9, '.', '_', '-', "
-                "starting with a letter or digit"
+                f"invalid model name {str(name)[:80]!r}: 2-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
             )
         if not isinstance(filename, str) or not _SEGMENT.match(filename) or ".." in filename:
             raise BadRequest(f"invalid model file name {str(filename)[:80]!r}")
@@ -363,9 +359,7 @@ class AssetStore:
         self._put_object(kwargs, digest, key)
         return digest
 
-    def _put_request(
-        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
-    ) -> tuple[dict[str, Any], str]:
+    def _put_request(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None) -> tuple[dict[str, Any], str]:
         """PutObject arguments (our own ``sha256`` in the metadata) and the digest of ``data``."""
         data = bytes(data)
         digest = sha256_hex(data)
@@ -551,11 +545,9 @@ class AssetStore:
         paginator = self._client.get_paginator("list_objects_v2")
         keys: list[str] = []
         try:
-            for page in paginator.paginate(
-                Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": max(1, int(page_size))}
-            ):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": max(1, int(page_size))}):
                 for obj in page.get("Contents") or ():
-                    keys.append(obj["Key"][len(self.prefix):])
+                    keys.append(obj["Key"][len(self.prefix) :])
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, None, "list") from exc
         keys.sort()
@@ -569,7 +561,7 @@ class AssetStore:
         if start_after:
             kwargs["StartAfter"] = self.prefix + start_after
         page = self._call("list", None, self._client.list_objects_v2, **kwargs)
-        return sorted(obj["Key"][len(self.prefix):] for obj in page.get("Contents") or ())
+        return sorted(obj["Key"][len(self.prefix) :] for obj in page.get("Contents") or ())
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy; keeps content type, metadata (our sha256 too) and checksum."""
@@ -594,16 +586,14 @@ class AssetStore:
         """A URL anyone can GET the object with until it expires; ``filename`` sets a download name."""
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
-            safe = re.sub(r'[^A-Za-z0-9._ -]', "_", filename)[:200] or "download"
+            safe = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:200] or "download"
             params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
         try:
             return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=self._expires(expires_s))
         except BotoCoreError as exc:
             raise self._translate(exc, key, "presign") from exc
 
-    def presign_put(
-        self, key: str, content_type: str, expires_s: int | None = None, sha256: str | None = None
-    ) -> str:
+    def presign_put(self, key: str, content_type: str, expires_s: int | None = None, sha256: str | None = None) -> str:
         """A URL that accepts one PUT of the object with ``Content-Type: content_type``.
 
         With ``sha256`` (hex) the URL is bound to those exact bytes: the uploader must send the

@@ -52,8 +52,9 @@ class StorageGate:
         """503 at once while the breaker is open."""
         wait_s = self.retry_after_s()
         if wait_s:
-            raise StorageUnavailable(f"object storage is known to be down (the last {self._failures} calls failed); "
-                                     f"retry in {wait_s} s", retry_after_s=wait_s)
+            raise StorageUnavailable(
+                f"object storage is known to be down (the last {self._failures} calls failed); retry in {wait_s} s", retry_after_s=wait_s
+            )
 
     def record(self, ok: bool) -> None:
         with self._lock:
@@ -76,8 +77,9 @@ class StorageGate:
         except asyncio.TimeoutError:
             self.record(False)
             metrics.STORAGE_TIMEOUTS.inc()
-            raise StorageUnavailable(f"object storage did not answer within {max(budget_s, 0):.1f} s; retry later",
-                                     retry_after_s=max(1, self.retry_after_s())) from None
+            raise StorageUnavailable(
+                f"object storage did not answer within {max(budget_s, 0):.1f} s; retry later", retry_after_s=max(1, self.retry_after_s())
+            ) from None
         except StorageUnavailable:
             self.record(False)
             raise

@@ -82,10 +82,20 @@ TEST_MAX_IMAGE_PIXELS = 1024 * 1024
 
 # The test service requires API keys. ``client`` (and, through COLLAGE_CLIENT_TOKEN, the CLI, demo and
 # load tests) use the admin key; tests/test_security.py uses the others.
-TEST_TOKENS = {"admin": "clg_test-admin-token", "alice": "clg_test-alice-token", "bob": "clg_test-bob-token",
-               "jobs-only": "clg_test-jobs-only-token", "limited": "clg_test-limited-token"}
-TEST_SCOPES = {"admin": ["edit", "jobs", "admin"], "alice": ["edit", "jobs"], "bob": ["edit", "jobs"], "jobs-only": ["jobs"],
-               "limited": ["edit"]}
+TEST_TOKENS = {
+    "admin": "clg_test-admin-token",
+    "alice": "clg_test-alice-token",
+    "bob": "clg_test-bob-token",
+    "jobs-only": "clg_test-jobs-only-token",
+    "limited": "clg_test-limited-token",
+}
+TEST_SCOPES = {
+    "admin": ["edit", "jobs", "admin"],
+    "alice": ["edit", "jobs"],
+    "bob": ["edit", "jobs"],
+    "jobs-only": ["jobs"],
+    "limited": ["edit"],
+}
 TEST_LIMITED_RATE_PER_S = 0.2  # the "limited" key: a burst of TEST_RATE_BURST requests, then one per 5 s
 TEST_RATE_BURST = 3
 TEST_MAX_QUEUED_REQUESTS = 16  # edits queued per family at the ingress beyond those in the replica: overload is a 429 soon
@@ -94,8 +104,10 @@ TEST_MAX_QUEUED_REQUESTS = 16  # edits queued per family at the ingress beyond t
 def api_keys_json() -> str:
     from service.auth import key_entry
 
-    entries = [key_entry(key_id, TEST_TOKENS[key_id], scopes, TEST_LIMITED_RATE_PER_S if key_id == "limited" else None)
-               for key_id, scopes in TEST_SCOPES.items()]
+    entries = [
+        key_entry(key_id, TEST_TOKENS[key_id], scopes, TEST_LIMITED_RATE_PER_S if key_id == "limited" else None)
+        for key_id, scopes in TEST_SCOPES.items()
+    ]
     return json.dumps([entry.model_dump() for entry in entries])
 
 
@@ -201,11 +213,28 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         assert interfaces == ["lo"], f"a netns test must run with loopback only, not {interfaces}"
         return None  # the child: run the test itself
     script = 'ip link set lo up && exec "$@"'
-    command = ["unshare", "--net", "--", "sh", "-c", script, "sh", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-x", "--no-header", pyfuncitem.nodeid]
+    command = [
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-x",
+        "--no-header",
+        pyfuncitem.nodeid,
+    ]
     try:
-        completed = subprocess.run(command, env={**os.environ, NETNS_ENV: "1"}, capture_output=True, text=True, timeout=900,
-                                   cwd=pyfuncitem.config.rootpath)
+        completed = subprocess.run(
+            command, env={**os.environ, NETNS_ENV: "1"}, capture_output=True, text=True, timeout=900, cwd=pyfuncitem.config.rootpath
+        )
     except FileNotFoundError:
         completed = None
     if completed is None or (completed.returncode != 0 and "unshare failed" in completed.stderr):

@@ -101,7 +101,7 @@ def jpeg_bomb(width: int = 60000, height: int = 60000) -> bytes:
     """A small JPEG whose frame header claims huge dimensions (the SOF0 size fields patched)."""
     data = bytearray(_saved(Image.new("RGB", (8, 8), (200, 10, 10)), "JPEG"))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5: sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 

@@ -98,8 +98,13 @@ class Persistent(nn.Module):
         self._init_kwargs = copy.deepcopy(kwargs)
 
     def __reduce__(self) -> tuple:
-        meta = dict(type="class", version=PERSISTENCE_VERSION, module_src=type(self).module_src,
-                    class_name=self.nvlabs_class_name or type(self).__name__, state=dict(self.__dict__))
+        meta = dict(
+            type="class",
+            version=PERSISTENCE_VERSION,
+            module_src=type(self).module_src,
+            class_name=self.nvlabs_class_name or type(self).__name__,
+            state=dict(self.__dict__),
+        )
         return _reconstruct_persistent_obj, (meta,)
 
 
@@ -116,8 +121,9 @@ def setup_filter(taps: list[int]) -> torch.Tensor:
     return f / f.sum()
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None) -> torch.Tensor:
+def bias_act(
+    x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None, clamp: float | None = None
+) -> torch.Tensor:
     if b is not None:
         x = x + b.reshape([-1 if i == 1 else 1 for i in range(x.ndim)])
     if act == "lrelu":
@@ -134,8 +140,9 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain:
     return x
 
 
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int, int, int, int] = (0, 0, 0, 0),
-              gain: float = 1) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1
+) -> torch.Tensor:
     n, c, h, w = x.shape
     x = x.reshape(n, c, h, 1, w, 1)
     x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
@@ -148,12 +155,12 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int,
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     fw = f.shape[-1]
-    return upfirdn2d(x, f, up=up, padding=((fw + up - 1) // 2, (fw - up) // 2, (fw + up - 1) // 2, (fw - up) // 2),
-                     gain=up * up)
+    return upfirdn2d(x, f, up=up, padding=((fw + up - 1) // 2, (fw - up) // 2, (fw + up - 1) // 2, (fw - up) // 2), gain=up * up)
 
 
-def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, up: int = 1, padding: int = 0,
-                    groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
+def conv2d_resample(
+    x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, up: int = 1, padding: int = 0, groups: int = 1, flip_weight: bool = True
+) -> torch.Tensor:
     out_ch, in_per_group, kh, kw = w.shape
     if up == 1:
         return F.conv2d(x, w if flip_weight else w.flip([2, 3]), padding=padding, groups=groups)
@@ -171,9 +178,18 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, up
     return upfirdn2d(x, f, padding=(p0 + pt, p1 + pt, p0 + pt, p1 + pt), gain=up * up)
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
-                     up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
-                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+) -> torch.Tensor:
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
     w = dcoefs = None
@@ -208,11 +224,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 
 class FullyConnectedLayer(Persistent):
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1,
-                 bias_init: float = 0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1, bias_init: float = 0
+    ) -> None:
         super().__init__()
-        self.init_args(in_features=in_features, out_features=out_features, activation=activation,
-                       lr_multiplier=lr_multiplier, bias_init=bias_init)
+        self.init_args(
+            in_features=in_features, out_features=out_features, activation=activation, lr_multiplier=lr_multiplier, bias_init=bias_init
+        )
         self.activation = activation
         self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
         self.bias = nn.Parameter(torch.full([out_features], np.float32(bias_init)))
@@ -234,8 +252,9 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class MappingNetwork(Persistent):
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995) -> None:
+    def __init__(
+        self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_multiplier: float = 0.01, w_avg_beta: float = 0.995
+    ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, c_dim, w_dim, num_ws, num_layers
         self.w_avg_beta = w_avg_beta
@@ -244,8 +263,9 @@ class MappingNetwork(Persistent):
             self.embed = FullyConnectedLayer(c_dim, embed_features)
         features = [z_dim + embed_features] + [w_dim] * num_layers
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu",
-                                                          lr_multiplier=lr_multiplier))
+            setattr(
+                self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu", lr_multiplier=lr_multiplier)
+            )
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1) -> torch.Tensor:
@@ -261,8 +281,16 @@ class MappingNetwork(Persistent):
 
 
 class SynthesisLayer(Persistent):
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
-                 conv_clamp: float | None = None, kernel_size: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int = 1,
+        conv_clamp: float | None = None,
+        kernel_size: int = 3,
+    ) -> None:
         super().__init__()
         self.resolution, self.up, self.use_noise, self.activation = resolution, up, True, "lrelu"
         self.conv_clamp = conv_clamp
@@ -281,8 +309,17 @@ class SynthesisLayer(Persistent):
         noise = None
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+            fused_modconv=fused_modconv,
+        )
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain, clamp=self.conv_clamp)
 
 
@@ -302,8 +339,17 @@ class ToRGBLayer(Persistent):
 
 
 class SynthesisBlock(Persistent):
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 is_last: bool, conv_clamp: float | None = None, use_fp16: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        conv_clamp: float | None = None,
+        use_fp16: bool = False,
+    ) -> None:
         super().__init__()
         self.in_channels, self.w_dim, self.resolution, self.img_channels = in_channels, w_dim, resolution, img_channels
         self.is_last, self.architecture, self.use_fp16, self.channels_last = is_last, "skip", use_fp16, False
@@ -336,8 +382,16 @@ class SynthesisBlock(Persistent):
 
 
 class SynthesisNetwork(Persistent):
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
-                 channel_max: int = 512, conv_clamp: float | None = None, num_fp16_res: int = 0) -> None:
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+        num_fp16_res: int = 0,
+    ) -> None:
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.img_resolution_log2 = int(np.log2(img_resolution))
@@ -347,8 +401,16 @@ class SynthesisNetwork(Persistent):
         self.num_ws = 0
         for res in self.block_resolutions:
             is_last = res == img_resolution
-            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
-                                   is_last, conv_clamp=conv_clamp, use_fp16=res >= fp16_resolution)
+            block = SynthesisBlock(
+                channels[res // 2] if res > 4 else 0,
+                channels[res],
+                w_dim,
+                res,
+                img_channels,
+                is_last,
+                conv_clamp=conv_clamp,
+                use_fp16=res >= fp16_resolution,
+            )
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
@@ -363,20 +425,41 @@ class SynthesisNetwork(Persistent):
 
 
 class Generator(Persistent):
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int = 3,
-                 mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int = 3,
+        mapping_kwargs: dict | None = None,
+        synthesis_kwargs: dict | None = None,
+    ) -> None:
         super().__init__()
         mapping_kwargs, synthesis_kwargs = EasyDict(mapping_kwargs or {}), EasyDict(synthesis_kwargs or {})
-        self.init_args(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                       img_channels=img_channels, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+        self.init_args(
+            z_dim=z_dim,
+            c_dim=c_dim,
+            w_dim=w_dim,
+            img_resolution=img_resolution,
+            img_channels=img_channels,
+            mapping_kwargs=mapping_kwargs,
+            synthesis_kwargs=synthesis_kwargs,
+        )
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1,
-                noise_mode: str = "const", fused_modconv: bool = True) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1,
+        noise_mode: str = "const",
+        fused_modconv: bool = True,
+    ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi)
         return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
 
@@ -395,8 +478,9 @@ class Discriminator(Persistent):
 # ---------------------------------------------------------------------------------------------
 
 
-def random_generator(seed: int = 0, resolution: int = 32, w_dim: int = 32, channels: int = 32, n_mlp: int = 2,
-                     conv_clamp: float | None = 256, c_dim: int = 0) -> Generator:
+def random_generator(
+    seed: int = 0, resolution: int = 32, w_dim: int = 32, channels: int = 32, n_mlp: int = 2, conv_clamp: float | None = 256, c_dim: int = 0
+) -> Generator:
     """A small NVlabs-layout generator with every parameter and buffer drawn at random.
 
     NVlabs initialises biases, noise strengths and w_avg to zero; they are randomised so that each of
@@ -405,10 +489,15 @@ def random_generator(seed: int = 0, resolution: int = 32, w_dim: int = 32, chann
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        g = Generator(w_dim, c_dim, w_dim, resolution, 3,
-                      mapping_kwargs=dict(num_layers=n_mlp, lr_multiplier=0.01),
-                      synthesis_kwargs=dict(channel_base=channels * resolution, channel_max=channels,
-                                            conv_clamp=conv_clamp, num_fp16_res=2))
+        g = Generator(
+            w_dim,
+            c_dim,
+            w_dim,
+            resolution,
+            3,
+            mapping_kwargs=dict(num_layers=n_mlp, lr_multiplier=0.01),
+            synthesis_kwargs=dict(channel_base=channels * resolution, channel_max=channels, conv_clamp=conv_clamp, num_fp16_res=2),
+        )
     with torch.no_grad():
         for name, p in g.named_parameters():
             if name.endswith("noise_strength"):
@@ -427,10 +516,21 @@ def snapshot(g_ema: nn.Module, g: nn.Module | None = None, **extra: Any) -> dict
     """The dict a stylegan2-ada-pytorch training snapshot holds (G, D, G_ema, augment_pipe, training_set_kwargs).
 
     ``g`` is the non-EMA generator (default: the same object, which pickle then writes once)."""
-    return dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="~/ffhq.zip",
-                                         use_labels=False, max_size=70000, xflip=False,
-                                         resolution=getattr(g_ema, "img_resolution", 0)),
-                G=g_ema if g is None else g, D=Discriminator(), G_ema=g_ema, augment_pipe=None, **extra)
+    return dict(
+        training_set_kwargs=dict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="~/ffhq.zip",
+            use_labels=False,
+            max_size=70000,
+            xflip=False,
+            resolution=getattr(g_ema, "img_resolution", 0),
+        ),
+        G=g_ema if g is None else g,
+        D=Discriminator(),
+        G_ema=g_ema,
+        augment_pipe=None,
+        **extra,
+    )
 
 
 def dump_snapshot(data: Any, protocol: int = pickle.DEFAULT_PROTOCOL, module_src: str | None = None) -> bytes:

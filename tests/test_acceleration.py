@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.acceleration import Acceleration
 from deployments.images import to_uint8_images
+from service.acceleration import Acceleration
 from tests.test_collage_ops import random_sngan
 
 
@@ -33,8 +33,9 @@ def test_channels_last_keeps_outputs_and_bf16_stays_close(make):
     reference = to_uint8_images(_sample(generator, z, Acceleration())).astype(int)
 
     Acceleration(channels_last=True).prepare(generator)
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-               for p in generator.parameters()), "rank-4 weights are NHWC now"
+    assert any(
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in generator.parameters()
+    ), "rank-4 weights are NHWC now"
     assert abs(to_uint8_images(_sample(generator, z, Acceleration())).astype(int) - reference).max() <= 1
 
     low = _sample(generator, z, Acceleration(precision="bf16"))
@@ -50,7 +51,9 @@ def test_prepare_uses_the_models_generator_and_leaves_other_objects_alone():
     generator = random_sngan()
     loaded = Acceleration(channels_last=True).prepare(Loaded(generator))
     assert loaded.generator is generator
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in generator.parameters())
+    assert any(
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in generator.parameters()
+    )
     assert Acceleration(channels_last=True).prepare("not a module") == "not a module"
 
 
@@ -73,8 +76,9 @@ def test_settings_reach_the_family_options(monkeypatch):
         Settings()
 
 
-@pytest.mark.parametrize("family_name,model_name", [("style", "style-demo-random"), ("collage", "collage-faces"),
-                                                    ("inpaint", "edgeconnect-demo")])
+@pytest.mark.parametrize(
+    "family_name,model_name", [("style", "style-demo-random"), ("collage", "collage-faces"), ("inpaint", "edgeconnect-demo")]
+)
 def test_each_familys_warmup_requests_are_valid_edits_of_its_shipped_model(s3_server, family_name, model_name):
     """The warm-up runs the real op path (schemas, prepare, decode, run_group); a request the service
     would refuse would stop compiled replicas from starting."""
@@ -92,8 +96,12 @@ def test_each_familys_warmup_requests_are_valid_edits_of_its_shipped_model(s3_se
     requests = family.warmup_requests(manifest)
     assert requests and all(r.op in family.bucketed_ops for r in requests), "warm-up compiles the bucketed ops"
     for request in requests:
-        tasks = [build_task(model_name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__,
-                            settings.limits(), seed=i) for i in range(3)]
+        tasks = [
+            build_task(
+                model_name, manifest, request.op, request.params, request.inputs, request.assets.__getitem__, settings.limits(), seed=i
+            )
+            for i in range(3)
+        ]
         assert [t.inputs.get("seed", i) for i, t in enumerate(tasks)] == [0, 1, 2]
         outputs = family.run_group_accelerated(model, request.op, tasks)
         assert len(outputs) == 3 and all(o.image.ndim == 3 for o in outputs)
@@ -116,8 +124,7 @@ def test_a_compiled_generator_padded_to_buckets_matches_eager(s3_server):
     weights = (directory / "weights.safetensors").read_bytes()
     family = load_family("style").func_or_class()
     eager = family.load_model(manifest, weights)
-    tasks = [build_task("style-demo-random", manifest, "sample", {}, {}, {}.__getitem__, settings.limits(), seed=i)
-             for i in range(3)]
+    tasks = [build_task("style-demo-random", manifest, "sample", {}, {}, {}.__getitem__, settings.limits(), seed=i) for i in range(3)]
     reference = [o.image.astype(int) for o in family.run_group_accelerated(eager, "sample", tasks)]
 
     family.acceleration = Acceleration(compile=True)

@@ -39,7 +39,16 @@ def assert_problem(response: httpx.Response, status: int, detail_contains: str =
 def test_health_ready_and_metrics(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"storage": "ok", "family:style": "ok", "family:collage": "ok", "family:inpaint": "ok", "family:ingan": "ok", "family:warp": "ok", "family:person": "ok", "jobs": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "storage": "ok",
+        "family:style": "ok",
+        "family:collage": "ok",
+        "family:inpaint": "ok",
+        "family:ingan": "ok",
+        "family:warp": "ok",
+        "family:person": "ok",
+        "jobs": "ok",
+    }
     client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 11}})
     text = client.get("/metrics").text
     assert 'collage_http_requests_total{op="sample",route="/v1/edits",status="200"}' in text
@@ -125,8 +134,9 @@ def test_sample_round_trip_matches_the_generator_run_directly(client):
     from deployments.style import ops
     from deployments.style.checkpoint import load_generator
 
-    response = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "params": {"truncation": 0.7},
-                                              "inputs": {"seed": 5}, "output": {"inline": True}})
+    response = client.post(
+        "/v1/edits", json={"model": MODEL, "op": "sample", "params": {"truncation": 0.7}, "inputs": {"seed": 5}, "output": {"inline": True}}
+    )
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["seed"] == 5 and result["random_init"] is True and (result["width"], result["height"]) == (64, 64)
@@ -188,8 +198,15 @@ def test_output_formats_are_their_own_results_with_their_media_type(client):
     assert spelled["cached"] is True
 
 
-@pytest.mark.parametrize("output,detail", [({"format": "gif"}, "format"), ({"format": "png", "quality": 80}, "quality"),
-                                           ({"format": "jpeg", "quality": 0}, "quality"), ({"format": "webp", "quality": 101}, "quality")])
+@pytest.mark.parametrize(
+    "output,detail",
+    [
+        ({"format": "gif"}, "format"),
+        ({"format": "png", "quality": 80}, "quality"),
+        ({"format": "jpeg", "quality": 0}, "quality"),
+        ({"format": "webp", "quality": 101}, "quality"),
+    ],
+)
 def test_bad_output_options_are_422(client, output, detail):
     assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": {"seed": 1}, "output": output}), 422, detail)
 
@@ -266,8 +283,14 @@ def test_oversize_chunked_body_is_refused(client):
     assert_problem(response, 413, "exceeds")
 
 
-JSON_ROUTES = [("POST", "/v1/assets"), ("POST", "/v1/edits"), ("POST", "/v1/jobs"), ("POST", "/v1/assets/uploads"),
-               ("POST", "/v1/assets/uploads/" + "0" * 32 + "/complete"), ("PUT", "/v1/models/collage-faces/catalog/labels")]
+JSON_ROUTES = [
+    ("POST", "/v1/assets"),
+    ("POST", "/v1/edits"),
+    ("POST", "/v1/jobs"),
+    ("POST", "/v1/assets/uploads"),
+    ("POST", "/v1/assets/uploads/" + "0" * 32 + "/complete"),
+    ("PUT", "/v1/models/collage-faces/catalog/labels"),
+]
 
 
 @pytest.mark.parametrize("method,path", JSON_ROUTES)
@@ -294,8 +317,14 @@ def test_oversize_chunked_json_body_is_a_413_on_every_route(client, path):
     assert_problem(response, 413, "exceeds")
 
 
-BAD_MEDIA_TYPES = {"crlf": "image/png\r\nX-Amz-Meta-Owner: someone", "lf": "image/png\n", "nul": "image/png\x00",
-                   "100kb": "image/" + "x" * 100_000, "non-ascii": "image/pngé", "no-subtype": "image"}
+BAD_MEDIA_TYPES = {
+    "crlf": "image/png\r\nX-Amz-Meta-Owner: someone",
+    "lf": "image/png\n",
+    "nul": "image/png\x00",
+    "100kb": "image/" + "x" * 100_000,
+    "non-ascii": "image/pngé",
+    "no-subtype": "image",
+}
 
 
 @pytest.mark.parametrize("name", list(BAD_MEDIA_TYPES))
@@ -303,8 +332,9 @@ def test_a_content_type_that_cannot_be_a_header_is_a_422_and_nothing_is_stored(c
     content_type = BAD_MEDIA_TYPES[name]
     data = b"bytes of a data asset " + name.encode()
     asset_id = hashlib.sha256(data).hexdigest()
-    response = client.post("/v1/assets", json={"data_base64": base64.b64encode(data).decode(), "kind": "data",
-                                               "content_type": content_type})
+    response = client.post(
+        "/v1/assets", json={"data_base64": base64.b64encode(data).decode(), "kind": "data", "content_type": content_type}
+    )
     assert_problem(response, 422, "content_type")
     assert_problem(client.post("/v1/assets/uploads", json={"content_type": content_type, "kind": "data"}), 422, "content_type")
     if "\r" not in content_type and "\n" not in content_type:  # a multipart part header cannot carry a line break

@@ -35,9 +35,14 @@ from deployments.collage.checkpoint import (
 from deployments.collage.conditioning import ClassMixture
 
 TINY = BigGANDeepConfig(
-    output_dim=32, z_dim=8, class_embed_dim=8, channel_width=8, num_classes=5,
+    output_dim=32,
+    z_dim=8,
+    class_embed_dim=8,
+    channel_width=8,
+    num_classes=5,
     layers=[[False, 4, 4], [True, 4, 4], [False, 4, 4], [True, 4, 2], [False, 2, 2], [True, 2, 1]],
-    attention_layer_position=4, n_stats=11,
+    attention_layer_position=4,
+    n_stats=11,
 )
 
 
@@ -59,6 +64,7 @@ def run(gen: BigGANDeep, *args, **kwargs) -> torch.Tensor:
 
 
 # ---- architecture -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("resolution,n_blocks", [(128, 10), (256, 12), (512, 14)])
 def test_presets_layer_structure_and_output(resolution: int, n_blocks: int) -> None:
@@ -139,6 +145,7 @@ def test_output_range_and_eval_determinism(gen: BigGANDeep) -> None:
 
 # ---- truncation statistics ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("truncation", [0.37, 0.3, 0.5, 0.02, 0.999, 1.0])
 def test_truncation_statistics_follow_the_package_formula(truncation: float) -> None:
     rng = torch.Generator().manual_seed(0)
@@ -148,8 +155,7 @@ def test_truncation_statistics_follow_the_package_formula(truncation: float) -> 
     if coef == 0.0:
         expected = means[start], variances[start]
     else:
-        expected = (means[start] * coef + means[start + 1] * (1 - coef),
-                    variances[start] * coef + variances[start + 1] * (1 - coef))
+        expected = (means[start] * coef + means[start + 1] * (1 - coef), variances[start] * coef + variances[start + 1] * (1 - coef))
     mean, var = truncation_statistics(means, variances, truncation)
     assert torch.equal(mean, expected[0]) and torch.equal(var, expected[1])
 
@@ -162,6 +168,7 @@ def test_truncation_selects_statistics(gen: BigGANDeep) -> None:
 
 
 # ---- sCBN class maps -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [32, 8, 1])
 def test_one_hot_map_of_own_class_equals_plain_forward(gen: BigGANDeep, size: int) -> None:
@@ -196,6 +203,7 @@ def test_spatial_maps_edit_and_dense_equals_mixture(gen: BigGANDeep) -> None:
 
 # ---- feature edits -----------------------------------------------------------------------------------
 
+
 def test_identity_feature_edit_changes_nothing(gen: BigGANDeep) -> None:
     z, classes = inputs(2)
     seen: list[tuple[int, tuple[int, ...]]] = []
@@ -226,19 +234,22 @@ def test_feature_edit_replaces_features(gen: BigGANDeep) -> None:
     torch.testing.assert_close(run(gen, z, classes, 0.7, feature_edit=swap), images.flip(0), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(z=torch.zeros(2, 7)), "z must have shape"),
-    (dict(z=torch.zeros(2, 8, 1)), "z must have shape"),
-    (dict(class_weights=torch.zeros(2, 4)), "class_weights must have shape"),
-    (dict(class_weights=torch.zeros(3, 5)), "class_weights must have shape"),
-    (dict(truncation=0.0), "truncation"),
-    (dict(truncation=1.5), "truncation"),
-    (dict(class_maps=[None] * 5), "one entry per block"),
-    (dict(class_maps=[torch.zeros(3, 5, 8, 8)] + [None] * 5), "batch of 2"),
-    (dict(class_maps=[torch.zeros(2, 4, 8, 8)] + [None] * 5), "class condition"),
-    (dict(class_maps=[torch.zeros(2, 5)[:, :, None]] + [None] * 5), "class condition"),
-    (dict(class_maps=[ClassMixture(torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 3))] + [None] * 5), "ClassMixture"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(z=torch.zeros(2, 7)), "z must have shape"),
+        (dict(z=torch.zeros(2, 8, 1)), "z must have shape"),
+        (dict(class_weights=torch.zeros(2, 4)), "class_weights must have shape"),
+        (dict(class_weights=torch.zeros(3, 5)), "class_weights must have shape"),
+        (dict(truncation=0.0), "truncation"),
+        (dict(truncation=1.5), "truncation"),
+        (dict(class_maps=[None] * 5), "one entry per block"),
+        (dict(class_maps=[torch.zeros(3, 5, 8, 8)] + [None] * 5), "batch of 2"),
+        (dict(class_maps=[torch.zeros(2, 4, 8, 8)] + [None] * 5), "class condition"),
+        (dict(class_maps=[torch.zeros(2, 5)[:, :, None]] + [None] * 5), "class condition"),
+        (dict(class_maps=[ClassMixture(torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 3))] + [None] * 5), "ClassMixture"),
+    ],
+)
 def test_bad_inputs_raise_value_error(gen: BigGANDeep, kwargs: dict, message: str) -> None:
     args = dict(z=torch.zeros(2, 8), class_weights=torch.eye(5)[:2], truncation=0.5)
     args.update(kwargs)
@@ -247,6 +258,7 @@ def test_bad_inputs_raise_value_error(gen: BigGANDeep, kwargs: dict, message: st
 
 
 # ---- spectral norm and the pytorch_pretrained_biggan format ----------------------------------------
+
 
 @pytest.mark.parametrize("layer", [torch.nn.Linear(6, 4), torch.nn.Conv2d(3, 5, 3, padding=1)])
 def test_eval_spectral_norm_layer_is_reproduced(layer: torch.nn.Module) -> None:
@@ -307,8 +319,14 @@ def test_package_style_checkpoint_loads_with_its_eval_weights(gen: BigGANDeep, t
 def test_save_then_load_pretrained_is_identical(gen: BigGANDeep, tmp_path: Path) -> None:
     save_pretrained_biggan(gen, tmp_path)
     raw = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
-    assert {"generator.gen_z.weight_orig", "generator.gen_z.weight_u", "generator.gen_z.weight_v",
-            "generator.layers.4.snconv1x1_phi.weight_orig", "embeddings.weight", "generator.bn.weight"} <= set(raw)
+    assert {
+        "generator.gen_z.weight_orig",
+        "generator.gen_z.weight_u",
+        "generator.gen_z.weight_v",
+        "generator.layers.4.snconv1x1_phi.weight_orig",
+        "embeddings.weight",
+        "generator.bn.weight",
+    } <= set(raw)
     assert "generator.gen_z.weight" not in raw and "embeddings.weight_orig" not in raw
     assert json.loads((tmp_path / "config.json").read_text())["layers"][0] == [False, 4, 4]
     loaded = load_pretrained_biggan(tmp_path)
@@ -346,6 +364,7 @@ def test_layout_errors_are_clear(gen: BigGANDeep, tmp_path: Path) -> None:
 
 # ---- project format ------------------------------------------------------------------------------------
 
+
 def test_export_and_load_generator_round_trip(gen: BigGANDeep, tmp_path: Path) -> None:
     manifest = export(gen, tmp_path / "project", name="biggan-tiny", random_init=True)
     assert manifest["format"] == "biggan-deep" and manifest["resolution"] == 32
@@ -377,18 +396,19 @@ def test_convert_pretrained_biggan(gen: BigGANDeep, tmp_path: Path) -> None:
 # plain batch norm, ReLU, the full conv_to_rgb, its first 3 channels, tanh. It reads the state dict
 # only, so it shares no code with the module under test.
 
+
 def _reference_statistics(state: dict, prefix: str, truncation: float, n_stats: int) -> tuple[torch.Tensor, torch.Tensor]:
     means, variances = state[f"{prefix}.running_means"], state[f"{prefix}.running_vars"]
     coef, start = math.modf(truncation / (1.0 / (n_stats - 1)))  # the package's (reversed) weights
     start = int(start)
     if coef == 0.0:
         return means[start], variances[start]
-    return (means[start] * coef + means[start + 1] * (1 - coef),
-            variances[start] * coef + variances[start + 1] * (1 - coef))
+    return (means[start] * coef + means[start + 1] * (1 - coef), variances[start] * coef + variances[start + 1] * (1 - coef))
 
 
-def reference_biggan_deep(state: dict, config: BigGANDeepConfig, z: torch.Tensor, class_vector: torch.Tensor,
-                          truncation: float) -> torch.Tensor:
+def reference_biggan_deep(
+    state: dict, config: BigGANDeepConfig, z: torch.Tensor, class_vector: torch.Tensor, truncation: float
+) -> torch.Tensor:
     def cbn(x: torch.Tensor, prefix: str, cond: torch.Tensor) -> torch.Tensor:
         mean, var = _reference_statistics(state, prefix, truncation, config.n_stats)
         gain = 1 + F.linear(cond, state[f"{prefix}.scale.weight"]).unsqueeze(-1).unsqueeze(-1)
@@ -494,8 +514,9 @@ def test_fidelity_setup_is_not_trivial(faithful: BigGANDeep) -> None:
     assert images.std() > 0.1 and (images - without_attention).abs().max() > 1e-2  # attention matters
 
 
-FIDELITY_CASES = [(torch.float32, t, FIDELITY_ATOL_FP32) for t in FIDELITY_TRUNCATIONS] + \
-                 [(torch.float64, t, FIDELITY_ATOL_FP64) for t in FIDELITY_TRUNCATIONS[:2]]
+FIDELITY_CASES = [(torch.float32, t, FIDELITY_ATOL_FP32) for t in FIDELITY_TRUNCATIONS] + [
+    (torch.float64, t, FIDELITY_ATOL_FP64) for t in FIDELITY_TRUNCATIONS[:2]
+]
 
 
 @pytest.mark.parametrize("dtype,truncation,atol", FIDELITY_CASES, ids=[f"{str(d)[6:]}-{t}" for d, t, _ in FIDELITY_CASES])
@@ -533,8 +554,11 @@ def test_fidelity_features_stay_contiguous_nchw(faithful: BigGANDeep) -> None:
     channels-last memory format on other kernels (the largest part of the fp32 gap found). The
     layout is exact and CPU-independent, unlike the figures above."""
     seen: list[tuple[str, bool]] = []
-    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, args[0].is_contiguous())))
-             for name, module in faithful.named_modules() if isinstance(module, (torch.nn.Conv2d, SelfAttention))]
+    hooks = [
+        module.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, args[0].is_contiguous())))
+        for name, module in faithful.named_modules()
+        if isinstance(module, (torch.nn.Conv2d, SelfAttention))
+    ]
     z, labels = fidelity_inputs(0.4, batch=2)
     maps = labels[:, :, None, None].expand(-1, -1, 8, 8).contiguous()
     try:

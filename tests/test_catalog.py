@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from deployments.style import editing
-from deployments.style.catalog import (Catalog, build_catalog, cluster_maps, default_cluster_layer, mask_part_weights,
-                                       style_layer_inputs)
+from deployments.style.catalog import Catalog, build_catalog, cluster_maps, default_cluster_layer, mask_part_weights, style_layer_inputs
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
 from schemas.style import style_layer_names
 from service.errors import NotFound

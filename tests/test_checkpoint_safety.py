@@ -96,10 +96,13 @@ def test_registry_refuses_weights_that_do_not_match_their_manifest(store):
         registry.load_weights(name)
 
 
-@pytest.mark.parametrize("subject, slug, title", [
-    ("object", "integrity", "Stored Object Failed Integrity Check"),
-    ("checkpoint", "checkpoint-integrity", "Checkpoint Integrity Failure"),
-])
+@pytest.mark.parametrize(
+    "subject, slug, title",
+    [
+        ("object", "integrity", "Stored Object Failed Integrity Check"),
+        ("checkpoint", "checkpoint-integrity", "Checkpoint Integrity Failure"),
+    ],
+)
 def test_integrity_errors_keep_their_problem_across_pickling(subject, slug, title):
     """Family replicas raise them; Ray pickles them to the ingress, which must answer the same problem."""
     import pickle
@@ -107,8 +110,16 @@ def test_integrity_errors_keep_their_problem_across_pickling(subject, slug, titl
     error = IntegrityError("bytes do not match", subject=subject, sha256="ab" * 32)
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is IntegrityError and again.subject == subject
-    assert again.to_problem() == error.to_problem() == {
-        "type": f"https://collage.dev/problems/{slug}", "title": title, "status": 500, "detail": "bytes do not match",
-        "sha256": "ab" * 32}
+    assert (
+        again.to_problem()
+        == error.to_problem()
+        == {
+            "type": f"https://collage.dev/problems/{slug}",
+            "title": title,
+            "status": 500,
+            "detail": "bytes do not match",
+            "sha256": "ab" * 32,
+        }
+    )
     with pytest.raises(ValueError, match="subject"):
         IntegrityError("x", subject="weights")

@@ -19,8 +19,9 @@ from tests.test_api import MODEL
 
 def test_cli_edit_writes_the_result_png(service, tmp_path, capsys):
     out = tmp_path / "out.png"
-    code = main(["edit", "--url", service.url, "--model", MODEL, "--op", "sample", "--seed", "9",
-                 "--params", '{"truncation": 0.5}', "-o", str(out)])
+    code = main(
+        ["edit", "--url", service.url, "--model", MODEL, "--op", "sample", "--seed", "9", "--params", '{"truncation": 0.5}', "-o", str(out)]
+    )
     assert code == 0
     assert '"seed": 9' in capsys.readouterr().out
     assert np.asarray(Image.open(out)).shape == (64, 64, 3)
@@ -71,18 +72,37 @@ def test_models_upload_converts_pytorch_pretrained_biggan_and_serves_a_collage(s
     from deployments.collage.biggan_deep import BigGANDeepConfig, random_biggan_deep
     from deployments.collage.checkpoint import save_pretrained_biggan
 
-    config = BigGANDeepConfig(output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_classes=3,
-                              layers=((False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1), (False, 1, 1), (True, 1, 1)),
-                              attention_layer_position=2)
+    config = BigGANDeepConfig(
+        output_dim=32,
+        z_dim=8,
+        class_embed_dim=8,
+        channel_width=4,
+        num_classes=3,
+        layers=((False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1), (False, 1, 1), (True, 1, 1)),
+        attention_layer_position=2,
+    )
     save_pretrained_biggan(random_biggan_deep(config, seed=2), tmp_path / "biggan")
-    args = ["models", "upload", str(tmp_path / "biggan"), "--name", "biggan-cli", "--format", "pytorch-pretrained-biggan",
-            "--classes", "a,b,c"]
+    args = [
+        "models",
+        "upload",
+        str(tmp_path / "biggan"),
+        "--name",
+        "biggan-cli",
+        "--format",
+        "pytorch-pretrained-biggan",
+        "--classes",
+        "a,b,c",
+    ]
     assert main(args) == 0
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255
     upload = client.post("/v1/assets", files={"file": ("m.png", png_bytes(mask), "image/png")}).json()
-    body = {"model": "biggan-cli", "op": "label_collage", "params": {"truncation": 0.5, "layers": [0, 1]},
-            "inputs": {"base": {"seed": 3, "class_id": "a"}, "regions": [{"mask": upload["asset_id"], "class_id": "c"}]}}
+    body = {
+        "model": "biggan-cli",
+        "op": "label_collage",
+        "params": {"truncation": 0.5, "layers": [0, 1]},
+        "inputs": {"base": {"seed": 3, "class_id": "a"}, "regions": [{"mask": upload["asset_id"], "class_id": "c"}]},
+    }
     response = client.post("/v1/edits", json=body)
     assert response.status_code == 200 and response.json()["width"] == 32, response.text
     assert main(["models", "upload", str(tmp_path), "--name", "nothing-here", "--format", "pytorch-pretrained-biggan"]) == 2
@@ -191,8 +211,9 @@ def test_a_registered_model_that_does_not_load_is_marked_broken_and_answers_422_
 
     registry = ModelRegistry(AssetStore(get_settings()))
     with pytest.raises(Unprocessable, match="not a safetensors file"):  # the registry checks the format itself too
-        registry.register({"name": "pickled", "family": "style", "format": "stylegan2", "ops": ["sample"], "arch": {}},
-                          b"\x80\x04\x95" + b"\0" * 64)
+        registry.register(
+            {"name": "pickled", "family": "style", "format": "stylegan2", "ops": ["sample"], "arch": {}}, b"\x80\x04\x95" + b"\0" * 64
+        )
     misfit = _checkpoint_copy(tmp_path, "broken-style", style_dim=64)
     registry.register_dir(misfit)  # past the CLI's trial load, as a hand-written upload would be
     body = {"model": "broken-style", "op": "sample", "inputs": {"seed": 1}}
@@ -240,13 +261,27 @@ def test_collage_serve_stopped_by_sigterm_while_starting_leaves_no_process_behin
                     continue
         return found
 
-    env = {**os.environ, "COLLAGE_TEST_MARK": mark, "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url,
-           "COLLAGE_S3_BUCKET": TEST_BUCKET, "COLLAGE_S3_PREFIX": f"sigterm-{uuid.uuid4().hex[:8]}/",
-           "COLLAGE_HTTP_PORT": str(_free_port()), "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
-           "COLLAGE_DATA_DIR": str(tmp_path / "data"), "RAY_USAGE_STATS_ENABLED": "0", "COLLAGE_AUTH": "disabled"}
+    env = {
+        **os.environ,
+        "COLLAGE_TEST_MARK": mark,
+        "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "COLLAGE_S3_BUCKET": TEST_BUCKET,
+        "COLLAGE_S3_PREFIX": f"sigterm-{uuid.uuid4().hex[:8]}/",
+        "COLLAGE_HTTP_PORT": str(_free_port()),
+        "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
+        "COLLAGE_DATA_DIR": str(tmp_path / "data"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "COLLAGE_AUTH": "disabled",
+    }
     log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=Path(__file__).parent.parent,
+    )
     deadline = time.monotonic() + 120
     while len(marked()) < 4 and time.monotonic() < deadline:  # the driver plus Ray's own processes are up
         time.sleep(0.5)

@@ -155,12 +155,24 @@ def test_autoscaling_counts_the_edits_replicas_hold_not_the_calls():
 
     def context(calls: float, queued: float, edits: list[float] | None) -> AutoscalingContext:
         return AutoscalingContext(
-            deployment_id=replicas[0].deployment_id, deployment_name="StyleDeployment", app_name="collage",
-            current_num_replicas=2, target_num_replicas=2, running_replicas=replicas, total_num_requests=calls,
-            total_queued_requests=queued, aggregated_metrics={EDITS_METRIC: dict(zip(replicas, edits))} if edits else {},
-            raw_metrics=None, capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=8, policy_state={},
-            last_scale_up_time=None, last_scale_down_time=None, current_time=None,
-            config=AutoscalingConfig(min_replicas=1, max_replicas=8, target_ongoing_requests=16))
+            deployment_id=replicas[0].deployment_id,
+            deployment_name="StyleDeployment",
+            app_name="collage",
+            current_num_replicas=2,
+            target_num_replicas=2,
+            running_replicas=replicas,
+            total_num_requests=calls,
+            total_queued_requests=queued,
+            aggregated_metrics={EDITS_METRIC: dict(zip(replicas, edits))} if edits else {},
+            raw_metrics=None,
+            capacity_adjusted_min_replicas=1,
+            capacity_adjusted_max_replicas=8,
+            policy_state={},
+            last_scale_up_time=None,
+            last_scale_down_time=None,
+            current_time=None,
+            config=AutoscalingConfig(min_replicas=1, max_replicas=8, target_ongoing_requests=16),
+        )
 
     # 8 calls of 8 edits each in 2 replicas, 2 calls queued: Serve counts 10 requests, there are 66 edits
     loaded = context(calls=10, queued=2, edits=[32, 32])

@@ -45,8 +45,9 @@ def model(client, generator):
 
 
 def _edit(client, op: str, params: dict | None = None, inputs: dict | None = None):
-    return client.post("/v1/edits", json={"model": MODEL, "op": op, "params": params or {}, "inputs": inputs or {},
-                                          "output": {"inline": True}})
+    return client.post(
+        "/v1/edits", json={"model": MODEL, "op": op, "params": params or {}, "inputs": inputs or {}, "output": {"inline": True}}
+    )
 
 
 def _image(response) -> np.ndarray:
@@ -107,8 +108,12 @@ def test_label_collage_identities_through_the_api(client, model, generator):
 
 def test_label_collage_region_and_extras(client, model, generator):
     mask = _upload(client, _mask(8, 20, 4, 28))
-    response = _edit(client, "label_collage", {"layers": [2]},
-                     {"base": {"seed": 9, "class_id": "cat"}, "regions": [{"mask": mask, "class_id": "owl", "intensity": 0.8}]})
+    response = _edit(
+        client,
+        "label_collage",
+        {"layers": [2]},
+        {"base": {"seed": 9, "class_id": "cat"}, "regions": [{"mask": mask, "class_id": "owl", "intensity": 0.8}]},
+    )
     edited = _image(response)
     extras = response.json()["extras"]
     assert extras["layers"] == [2] and extras["base_class"] == {"cat": 1.0}
@@ -123,8 +128,10 @@ def test_label_collage_region_and_extras(client, model, generator):
 def test_label_collages_with_different_masks_and_classes_share_a_batch(client, model, generator):
     mask_arrays = [_mask(i, i + 10, 2, 30) for i in range(0, 18, 3)]
     masks = [_upload(client, m) for m in mask_arrays]
-    bodies = [({"layers": [i % 3]}, {"base": {"seed": 20 + i, "class_id": i % 4},
-                                      "regions": [{"mask": masks[i], "class_id": (i + 1) % 4}]}) for i in range(6)]
+    bodies = [
+        ({"layers": [i % 3]}, {"base": {"seed": 20 + i, "class_id": i % 4}, "regions": [{"mask": masks[i], "class_id": (i + 1) % 4}]})
+        for i in range(6)
+    ]
 
     def run(body):
         return _edit(client, "label_collage", *body)
@@ -136,8 +143,12 @@ def test_label_collages_with_different_masks_and_classes_share_a_batch(client, m
     # each result of the shared batch is what that collage gives computed alone
     for i, response in enumerate(responses):
         base = F.one_hot(torch.tensor([i % 4]), K).float()
-        mixture = ops.spatial_class_weights(base, [torch.from_numpy(mask_arrays[i]).float()[None] / 255],
-                                            [F.one_hot(torch.tensor([(i + 1) % 4]), K).float()], [torch.ones(1)])
+        mixture = ops.spatial_class_weights(
+            base,
+            [torch.from_numpy(mask_arrays[i]).float()[None] / 255],
+            [F.one_hot(torch.tensor([(i + 1) % 4]), K).float()],
+            [torch.ones(1)],
+        )
         uses = torch.zeros(1, 3, dtype=torch.bool)
         uses[0, i % 3] = True
         with torch.no_grad():
@@ -152,8 +163,9 @@ def test_feature_collage_identities_and_shift(client, model, generator):
     response = _edit(client, "feature_collage", inputs={"base": base, "references": [{**reference, "mask": full, "layers": [1]}]})
     assert _close(_image(response), _local(generator, 31, 1))  # one mask, no shift: the reference
     half = _upload(client, _mask(0, R, 0, R // 2))
-    moved = _edit(client, "feature_collage", inputs={"base": base, "references": [
-        {**reference, "mask": half, "layers": [0, 1], "shift": [8, 0]}]})
+    moved = _edit(
+        client, "feature_collage", inputs={"base": base, "references": [{**reference, "mask": half, "layers": [0, 1], "shift": [8, 0]}]}
+    )
     assert moved.status_code == 200, moved.text
     assert moved.json()["extras"]["references"] == [{"class": {"dog": 1.0}, "layers": [0, 1], "shift": [8, 0]}]
     assert not _close(_image(moved), _local(generator, 30, 1), levels=8)
@@ -162,8 +174,10 @@ def test_feature_collage_identities_and_shift(client, model, generator):
 def test_project_then_edit_the_projection(client, model, generator):
     target = _local(generator, 41, 3)
     image = _upload(client, target)
-    response = client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 40, "candidates": ["owl", "fox"]},
-                                              "inputs": {"image": image}})
+    response = client.post(
+        "/v1/edits",
+        json={"model": MODEL, "op": "project", "params": {"steps": 40, "candidates": ["owl", "fox"]}, "inputs": {"image": image}},
+    )
     assert response.status_code == 200, response.text
     fit = response.json()
     extras = fit["extras"]
@@ -171,31 +185,47 @@ def test_project_then_edit_the_projection(client, model, generator):
     assert len(extras["z"]) == CONFIG.z_dim and extras["progress"][-1]["step"] == 40
     mask = _upload(client, _mask(0, R, 0, R))
     # the projection's own class everywhere reproduces the fit
-    again = _edit(client, "label_collage", inputs={"base": {"projection": fit["result_id"]},
-                                                   "regions": [{"mask": mask, "class_id": extras["class_name"]}]})
-    fitted = _image(client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 40, "candidates": ["owl", "fox"]},
-                                                   "inputs": {"image": image}, "output": {"inline": True}}))
+    again = _edit(
+        client,
+        "label_collage",
+        inputs={"base": {"projection": fit["result_id"]}, "regions": [{"mask": mask, "class_id": extras["class_name"]}]},
+    )
+    fitted = _image(
+        client.post(
+            "/v1/edits",
+            json={
+                "model": MODEL,
+                "op": "project",
+                "params": {"steps": 40, "candidates": ["owl", "fox"]},
+                "inputs": {"image": image},
+                "output": {"inline": True},
+            },
+        )
+    )
     assert _close(_image(again), fitted)
     relabelled = _edit(client, "sample", inputs={"projection": fit["result_id"], "class_id": "cat"})
     assert relabelled.status_code == 200 and not _close(_image(relabelled), fitted)
 
 
-@pytest.mark.parametrize("op,params,inputs,status,detail", [
-    ("sample", {}, {"seed": 1}, 422, "needs a class"),
-    ("sample", {}, {"seed": 1, "class_id": "whale"}, 422, "not a class"),
-    ("sample", {}, {"seed": 1, "class_id": 7}, 422, "indices are 0..3"),
-    ("sample", {}, {"z": [0.0] * 3, "class_id": 0}, 422, "must have 16 numbers"),
-    ("sample", {}, {"seed": 1, "class_weights": {"cat": 0}}, 422, "positive weight"),
-    ("sample", {"truncation": 0}, {"seed": 1, "class_id": 0}, 422, "truncation"),
-    ("label_collage", {"layers": [3]}, {"base": {"seed": 1, "class_id": 0}, "regions": "MASK"}, 422, "out of range"),
-    ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": []}, 422, "regions"),
-    ("label_collage", {}, {"base": {"class_id": 0}, "regions": "MASK"}, 422, "needs one of seed"),
-    ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": "EMPTY"}, 422, "empty"),
-    ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": "BIG"}, 422, "resize_masks"),
-    ("feature_collage", {}, {"base": {"seed": 1, "class_id": 0}, "references": "SHIFT"}, 422, "off a 32x32"),
-    ("label_collage", {}, {"base": {"projection": "0" * 64}, "regions": "MASK"}, 422, "not the result_id"),
-    ("project", {}, {"image": "SMALL"}, 422, "params.resize"),
-])
+@pytest.mark.parametrize(
+    "op,params,inputs,status,detail",
+    [
+        ("sample", {}, {"seed": 1}, 422, "needs a class"),
+        ("sample", {}, {"seed": 1, "class_id": "whale"}, 422, "not a class"),
+        ("sample", {}, {"seed": 1, "class_id": 7}, 422, "indices are 0..3"),
+        ("sample", {}, {"z": [0.0] * 3, "class_id": 0}, 422, "must have 16 numbers"),
+        ("sample", {}, {"seed": 1, "class_weights": {"cat": 0}}, 422, "positive weight"),
+        ("sample", {"truncation": 0}, {"seed": 1, "class_id": 0}, 422, "truncation"),
+        ("label_collage", {"layers": [3]}, {"base": {"seed": 1, "class_id": 0}, "regions": "MASK"}, 422, "out of range"),
+        ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": []}, 422, "regions"),
+        ("label_collage", {}, {"base": {"class_id": 0}, "regions": "MASK"}, 422, "needs one of seed"),
+        ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": "EMPTY"}, 422, "empty"),
+        ("label_collage", {}, {"base": {"seed": 1, "class_id": 0}, "regions": "BIG"}, 422, "resize_masks"),
+        ("feature_collage", {}, {"base": {"seed": 1, "class_id": 0}, "references": "SHIFT"}, 422, "off a 32x32"),
+        ("label_collage", {}, {"base": {"projection": "0" * 64}, "regions": "MASK"}, 422, "not the result_id"),
+        ("project", {}, {"image": "SMALL"}, 422, "params.resize"),
+    ],
+)
 def test_bad_inputs_are_4xx(client, model, op, params, inputs, status, detail):
     def region(mask):
         return [{"mask": _upload(client, mask), "class_id": 1}]
@@ -215,8 +245,9 @@ def test_bad_inputs_are_4xx(client, model, op, params, inputs, status, detail):
 
 def test_resize_masks_accepts_other_sizes(client, model):
     mask = _upload(client, _mask(0, 32, 0, 32, size=64))
-    response = _edit(client, "label_collage", {"resize_masks": True},
-                     {"base": {"seed": 1, "class_id": 0}, "regions": [{"mask": mask, "class_id": 2}]})
+    response = _edit(
+        client, "label_collage", {"resize_masks": True}, {"base": {"seed": 1, "class_id": 0}, "regions": [{"mask": mask, "class_id": 2}]}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["extras"]["regions"][0]["area"] == 0.25
 
@@ -232,10 +263,14 @@ def test_demo_grid_runs_every_collage_op(client, model):
 
 
 NON_FINITE_BODIES = {  # raw JSON text: Python's json would read NaN and Infinity, and 1e309 overflows to inf
-    "z-nan": '{"seed": null, "z": [NaN], "class_id": 0}', "z-infinity": '{"z": [Infinity], "class_id": 0}',
-    "z-minus-infinity": '{"z": [-Infinity], "class_id": 0}', "z-1e309": '{"z": [1e309], "class_id": 0}',
-    "z-1e308": '{"z": [1e308], "class_id": 0}', "weights-nan": '{"seed": 1, "class_weights": {"0": NaN}}',
-    "weights-1e308": '{"seed": 1, "class_weights": {"0": 1e308}}', "weights-1e309": '{"seed": 1, "class_weights": {"0": 1e309}}',
+    "z-nan": '{"seed": null, "z": [NaN], "class_id": 0}',
+    "z-infinity": '{"z": [Infinity], "class_id": 0}',
+    "z-minus-infinity": '{"z": [-Infinity], "class_id": 0}',
+    "z-1e309": '{"z": [1e309], "class_id": 0}',
+    "z-1e308": '{"z": [1e308], "class_id": 0}',
+    "weights-nan": '{"seed": 1, "class_weights": {"0": NaN}}',
+    "weights-1e308": '{"seed": 1, "class_weights": {"0": 1e308}}',
+    "weights-1e309": '{"seed": 1, "class_weights": {"0": 1e309}}',
 }
 
 
@@ -247,8 +282,17 @@ def test_non_finite_and_huge_latents_are_a_4xx(client, model, name):
     assert_problem(response, 400 if "nan" in name or "infinity" in name else 422)
 
 
-@pytest.mark.parametrize("inputs", [{"seed": "7", "class_id": 0}, {"seed": True, "class_id": 0}, {"seed": 7.5, "class_id": 0},
-                                    {"seed": 7, "class_id": True}, {"seed": 7, "class_id": 1.0}, {"seed": 7, "class_id": "1"}])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"seed": "7", "class_id": 0},
+        {"seed": True, "class_id": 0},
+        {"seed": 7.5, "class_id": 0},
+        {"seed": 7, "class_id": True},
+        {"seed": 7, "class_id": 1.0},
+        {"seed": 7, "class_id": "1"},
+    ],
+)
 def test_seeds_and_classes_are_not_coerced(client, model, inputs):
     response = client.post("/v1/edits", json={"model": MODEL, "op": "sample", "inputs": inputs})
     assert_problem(response, 422)

@@ -94,6 +94,7 @@ def test_truncated_latents_are_per_seed_and_bounded():
 
 # ---- sCBN --------------------------------------------------------------------------------------
 
+
 def _mixture_everywhere(classes: torch.Tensor) -> ClassMixture:
     return ClassMixture(torch.ones(classes.shape[0], 1, 32, 32), classes[:, None])
 
@@ -154,18 +155,18 @@ def test_label_collage_batch_equals_one_by_one(generator):
     blocks = torch.tensor([[True, True, False], [False, True, True], [True, False, False]])
     batched = ops.label_collage(generator, z, base, ops.spatial_class_weights(base, masks, classes, intensity), blocks)
     for i in range(3):
-        single = ops.spatial_class_weights(base[i:i + 1], masks[i:i + 1], classes[i:i + 1], intensity[i:i + 1])
-        one = ops.label_collage(generator, z[i:i + 1], base[i:i + 1], single, blocks[i:i + 1])
-        torch.testing.assert_close(batched[i:i + 1], one, rtol=0, atol=1e-5)
+        single = ops.spatial_class_weights(base[i : i + 1], masks[i : i + 1], classes[i : i + 1], intensity[i : i + 1])
+        one = ops.label_collage(generator, z[i : i + 1], base[i : i + 1], single, blocks[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], one, rtol=0, atol=1e-5)
 
 
 # ---- feature blending --------------------------------------------------------------------------
 
+
 def _blend(generator, z, classes, z_ref, classes_ref, mask_value: float, blocks: list[bool], shift=(0, 0)):
     _, features = ops.block_features(generator, z_ref, classes_ref)
     masks = torch.full((1, 32, 32), mask_value)
-    return ops.feature_collage(generator, z, classes, features, torch.tensor([0]), masks,
-                               torch.tensor([blocks]), torch.tensor([shift]))
+    return ops.feature_collage(generator, z, classes, features, torch.tensor([0]), masks, torch.tensor([blocks]), torch.tensor([shift]))
 
 
 def test_feature_blending_zero_mask_returns_the_base(generator):
@@ -200,20 +201,21 @@ def test_shifted_reference_equals_reference_of_shifted_features(generator):
     z, z_ref = ops.truncated_latents([1], CONFIG.z_dim), ops.truncated_latents([2], CONFIG.z_dim)
     _, features = ops.block_features(generator, z_ref, one_hot([1]))
     out = _blend(generator, z, one_hot([1]), z_ref, one_hot([1]), 1.0, [True, False, False], shift=(8, -4))
-    expected = generator(z_ref, one_hot([1]),
-                         feature_edit=lambda b, h: ops.shift_features(features[0], 2, -1) if b == 0 else h)
+    expected = generator(z_ref, one_hot([1]), feature_edit=lambda b, h: ops.shift_features(features[0], 2, -1) if b == 0 else h)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)  # 8 px at 32 -> 2 at 8 px
 
 
 # ---- projection ----------------------------------------------------------------------------------
+
 
 def test_projection_finds_the_class_and_fits(generator):
     z_true = ops.truncated_latents([11, 12], CONFIG.z_dim, truncation=0.7)
     with torch.no_grad():
         targets = generator(z_true, one_hot([2, 1]))
     trace = []
-    fit = ops.project(generator, targets, [[0, 1, 2, 3], [1]], steps=60, learning_rate=0.05,
-                      on_step=lambda step, errors: trace.append(errors))
+    fit = ops.project(
+        generator, targets, [[0, 1, 2, 3], [1]], steps=60, learning_rate=0.05, on_step=lambda step, errors: trace.append(errors)
+    )
     assert fit["class_index"].tolist()[1] == 1
     assert fit["class_index"].tolist()[0] == min(fit["candidate_errors"][0], key=fit["candidate_errors"][0].get)
     start = ops.reconstruction_error(generator(ops.truncated_latents([0, 1], CONFIG.z_dim) * 0.5, one_hot([2, 1])), targets)

@@ -34,10 +34,13 @@ def test_exception_classes_live_in_service_errors():
 
 
 def test_metrics_are_declared_only_in_service_metrics():
-    calls = [f"{path}:{node.lineno} {_name(node.func)}"
-             for path, tree in sources() if path != "service/metrics.py"
-             for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and _name(node.func) in METRIC_TYPES]
+    calls = [
+        f"{path}:{node.lineno} {_name(node.func)}"
+        for path, tree in sources()
+        if path != "service/metrics.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _name(node.func) in METRIC_TYPES
+    ]
     assert calls == []
 
 
@@ -68,7 +71,9 @@ def test_generators_check_shapes_with_assert_shape():
             else:
                 continue
             source = ast.unparse(test)
-            if any(isinstance(compare, ast.Compare) and any(map(_reads_a_shape, [compare.left, *compare.comparators]))
-                   for compare in ast.walk(test)) and not any(allowed in source for allowed in NOT_SHAPE_CONTRACTS):
+            if any(
+                isinstance(compare, ast.Compare) and any(map(_reads_a_shape, [compare.left, *compare.comparators]))
+                for compare in ast.walk(test)
+            ) and not any(allowed in source for allowed in NOT_SHAPE_CONTRACTS):
                 found.append(f"{path}:{node.lineno} {source}")
     assert found == []

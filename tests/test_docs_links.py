@@ -6,6 +6,7 @@ are skipped; links inside code blocks and code spans are not links and are skipp
 anchors follow GitHub's rule: lower case, punctuation dropped, spaces turned into hyphens, a
 repeated heading numbered -1, -2, ...
 """
+
 import re
 import unicodedata
 from pathlib import Path

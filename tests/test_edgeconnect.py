@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from deployments.inpaint import ops
-from deployments.inpaint.checkpoint import (EDGE_FILE, INPAINT_FILE, config_from_state_dict, export, load_model, load_official,
-                                            save_official)
+from deployments.inpaint.checkpoint import EDGE_FILE, INPAINT_FILE, config_from_state_dict, export, load_model, load_official, save_official
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
 from deployments.spectral_norm import spectral_norm_weight
 from schemas.inpaint import InpaintParams, dilate_mask, fit_inpaint_images
@@ -199,6 +198,7 @@ def test_canny_edges_only_outside_the_hole():
 
 # ---- the op contract's mask handling (schemas/inpaint.py) ------------------------------------------
 
+
 def test_fit_thresholds_dilates_and_refuses_bad_masks():
     image = np.zeros((20, 24, 3), np.uint8)
     mask = np.zeros((20, 24), np.uint8)
@@ -229,14 +229,19 @@ def test_size_bucket_batch_equals_each_image_alone(model):
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         hole = np.zeros((height, width), bool)
         hole[8:20, 6:18] = True
-        tasks.append(EditTask(model="m", op="inpaint", params={"sigma": 2.0}, inputs={}, images={"image": image, "mask": hole},
-                              submitted_at=0.0))
+        tasks.append(
+            EditTask(model="m", op="inpaint", params={"sigma": 2.0}, inputs={}, images={"image": image, "mask": hole}, submitted_at=0.0)
+        )
     assert {size_bucket(t.images["image"].shape) for t in tasks} == {(32, 28)} and size_bucket((5, 7)) == (12, 12)
-    for task, (merged, completed) in zip(tasks, inpaint_batch(model, tasks, torch.device("cpu"))):
+    for task, (merged, _completed) in zip(tasks, inpaint_batch(model, tasks, torch.device("cpu"))):
         image, hole = task.images["image"], task.images["mask"]
         edges = ops.canny_edges(gray_of(image), hole, 2.0)
-        alone, alone_edges = ops.complete(model, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
-                                          torch.from_numpy(hole)[None, None].float(), torch.from_numpy(edges)[None, None])
+        alone, alone_edges = ops.complete(
+            model,
+            torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
+            torch.from_numpy(hole)[None, None].float(),
+            torch.from_numpy(edges)[None, None],
+        )
         expected = (alone.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         assert merged.shape == image.shape and np.abs(merged.astype(int) - expected.astype(int)).max() <= 1
         assert np.array_equal(merged[~hole], image[~hole])
@@ -251,8 +256,17 @@ def test_edge_maps_never_share_a_batch(model):
     image = rng.integers(0, 256, (30, 26, 3), dtype=np.uint8)
     hole = np.zeros((30, 26), bool)
     hole[8:20, 6:18] = True
-    tasks = [EditTask(model="m", op="inpaint", params={"sigma": 2.0, "edge_map": edge_map}, inputs={},
-                      images={"image": image, "mask": hole}, submitted_at=0.0) for edge_map in ("generated", "composited")]
+    tasks = [
+        EditTask(
+            model="m",
+            op="inpaint",
+            params={"sigma": 2.0, "edge_map": edge_map},
+            inputs={},
+            images={"image": image, "mask": hole},
+            submitted_at=0.0,
+        )
+        for edge_map in ("generated", "composited")
+    ]
     spec = FAMILY.ops["inpaint"]
     group_key = lambda task: spec.group_key(task, spec.params_model.model_validate(task.params))  # noqa: E731
     assert group_key(tasks[0]) != group_key(tasks[1])  # one size, two groups

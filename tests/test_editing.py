@@ -289,8 +289,9 @@ def test_part_query_dispatches_to_the_named_rule():
     m = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.8, 0.5]])
     weights = torch.tensor([1.0, 0.0])  # one-hot: weights @ m is 1 * m[0] + 0 * m[1] = m[0] exactly in any order
     assert torch.equal(editing.part_query(m, weights, "simple", strength=2.0), editing.simple_query(m[0], 2.0))
-    assert torch.equal(editing.part_query(m, weights, "sequential", rho=0.3, epsilon=1.0),
-                       editing.sequential_query(m[0], rho=0.3, epsilon=1.0))
+    assert torch.equal(
+        editing.part_query(m, weights, "sequential", rho=0.3, epsilon=1.0), editing.sequential_query(m[0], rho=0.3, epsilon=1.0)
+    )
     assert torch.equal(editing.part_query(m, weights, "global", strength=0.5), torch.full((3,), 0.5))
     with pytest.raises(ValueError, match="rule must be"):
         editing.part_query(m, weights, "greedy")

@@ -84,18 +84,21 @@ def test_hair_styles_vary() -> None:
     assert hair.max() > 2 * hair[hair > 0].min()  # long hair has far more pixels than a cap
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n=0), "n must"),
-    (dict(n=2.0), "n must"),
-    (dict(n=True), "n must"),
-    (dict(n=2, resolution=8), "resolution"),
-    (dict(n=2, resolution=64.0), "resolution"),
-    (dict(n=2, supersample=0), "supersample"),
-    (dict(n=2, seed=1, generator=torch.Generator()), "either seed or generator"),
-    (dict(n=2, seed=-1), "seed"),
-    (dict(n=2, seed="1"), "seed"),
-    (dict(n=2, generator=1), "generator"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n=0), "n must"),
+        (dict(n=2.0), "n must"),
+        (dict(n=True), "n must"),
+        (dict(n=2, resolution=8), "resolution"),
+        (dict(n=2, resolution=64.0), "resolution"),
+        (dict(n=2, supersample=0), "supersample"),
+        (dict(n=2, seed=1, generator=torch.Generator()), "either seed or generator"),
+        (dict(n=2, seed=-1), "seed"),
+        (dict(n=2, seed="1"), "seed"),
+        (dict(n=2, generator=1), "generator"),
+    ],
+)
 def test_invalid_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         render_faces(**kwargs)
@@ -109,6 +112,7 @@ def test_cli_writes_grids(tmp_path) -> None:
 
 
 # --- the old path is unchanged by the species path ----------------------------------------------
+
 
 def test_render_faces_unchanged_by_species_support() -> None:
     """render_faces(16, 32, seed=0) against its output from before species were added, kept in tests/data (images as
@@ -130,6 +134,7 @@ def test_render_faces_unchanged_by_species_support() -> None:
 
 
 # --- species faces ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def per_species() -> list[FaceBatch]:
@@ -177,9 +182,11 @@ def test_species_share_everything_but_shape(per_species: list[FaceBatch]) -> Non
 def test_species_differ_in_eyes_mouth_and_head(per_species: list[FaceBatch]) -> None:
     def stats(b: FaceBatch) -> dict:
         eyes, mouth = b.part_mask("eyes"), b.part_mask("mouth")
-        return dict(eye_area=eyes.flatten(1).sum(1).float().mean(),
-                    eye_aspect=(eyes.any(1).sum(1) / eyes.any(2).sum(1).clamp(min=1)).float().mean(),
-                    mouth_w=mouth.any(1).sum(1).float().mean())
+        return dict(
+            eye_area=eyes.flatten(1).sum(1).float().mean(),
+            eye_aspect=(eyes.any(1).sum(1) / eyes.any(2).sum(1).clamp(min=1)).float().mean(),
+            mouth_w=mouth.any(1).sum(1).float().mean(),
+        )
 
     st = {name: stats(b) for name, b in zip(SPECIES, per_species)}
     # every face has two eyes, a mouth and a nose of a few pixels
@@ -197,12 +204,15 @@ def test_species_differ_in_eyes_mouth_and_head(per_species: list[FaceBatch]) -> 
     assert (per_species[SPECIES.index("cat")].part_mask("hair")[bald].flatten(1).sum(1) >= 10).all()
 
 
-@pytest.mark.parametrize("species, message", [
-    ([0, 1], "species must be 3"),
-    ([0, 1, 4], "species ids"),
-    ([0, -1, 1], "species ids"),
-    ([0.0, 1.0, 2.0], "integer"),
-])
+@pytest.mark.parametrize(
+    "species, message",
+    [
+        ([0, 1], "species must be 3"),
+        ([0, 1, 4], "species ids"),
+        ([0, -1, 1], "species ids"),
+        ([0.0, 1.0, 2.0], "integer"),
+    ],
+)
 def test_species_invalid(species, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         render_species_faces(3, 32, seed=0, species=species)

@@ -30,8 +30,9 @@ def _fake_distribution(root: Path, name: str, groups: dict[str, dict[str, str]])
     info = root / f"{name.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in points.items()) + "\n" for group, points in groups.items()))
+    (info / "entry_points.txt").write_text(
+        "".join(f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in points.items()) + "\n" for group, points in groups.items())
+    )
 
 
 def test_the_families_are_the_entry_points_of_pyproject_sorted_by_name(fresh_registry):
@@ -45,9 +46,11 @@ def test_the_families_are_the_entry_points_of_pyproject_sorted_by_name(fresh_reg
 
 
 def test_listing_imports_no_family_and_no_torch():
-    code = ("import sys; from service import families, app; from service.tools import serve_config; "
-            "names = families.family_names(); serve_config.serve_config(app.get_settings()); "
-            "assert not [m for m in sys.modules if m == 'torch' or m.startswith('deployments')], sorted(sys.modules)")
+    code = (
+        "import sys; from service import families, app; from service.tools import serve_config; "
+        "names = families.family_names(); serve_config.serve_config(app.get_settings()); "
+        "assert not [m for m in sys.modules if m == 'torch' or m.startswith('deployments')], sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 

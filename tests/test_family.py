@@ -49,8 +49,15 @@ class RecordingFamily(FamilyDeployment):
 
 
 def task(i: int, model: str, op: str, height: int, encoding: dict | None = None) -> EditTask:
-    return EditTask(model=model, op=op, params={}, inputs={"i": i}, images={"x": np.zeros((height, 4), np.uint8)},
-                    submitted_at=time.time(), encoding=encoding or {"format": "png"})
+    return EditTask(
+        model=model,
+        op=op,
+        params={},
+        inputs={"i": i},
+        images={"x": np.zeros((height, 4), np.uint8)},
+        submitted_at=time.time(),
+        encoding=encoding or {"format": "png"},
+    )
 
 
 def run_batch(family: FamilyDeployment, tasks: list[EditTask]) -> list:
@@ -65,27 +72,38 @@ def run_batch(family: FamilyDeployment, tasks: list[EditTask]) -> list:
 
 def test_mixed_batch_runs_one_tensor_batch_per_model_op_shape_and_keeps_order():
     family = RecordingFamily()
-    tasks = [task(0, "a", "sample", 8), task(1, "b", "sample", 8), task(2, "a", "sample", 8),
-             task(3, "a", "sample", 16), task(4, "a", "other", 8), task(5, "b", "sample", 8)]
+    tasks = [
+        task(0, "a", "sample", 8),
+        task(1, "b", "sample", 8),
+        task(2, "a", "sample", 8),
+        task(3, "a", "sample", 16),
+        task(4, "a", "other", 8),
+        task(5, "b", "sample", 8),
+    ]
     results = run_batch(family, tasks)
     assert sorted(family.groups) == sorted([("a", "sample", [0, 2]), ("b", "sample", [1, 5]), ("a", "sample", [3]), ("a", "other", [4])])
     assert all(isinstance(r, EditOutput) for r in results)
     assert [r.height for r in results] == [8, 8, 8, 16, 8, 8]
     # each result is its own task's image, whatever group it ran in
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert [int(np.asarray(Image.open(io.BytesIO(r.data)))[0, 0, 0]) for r in results] == [0, 1, 2, 3, 4, 5]
     assert [r.group_size for r in results] == [2, 2, 2, 1, 1, 2] and {r.batch_size for r in results} == {6}
 
 
 def test_each_task_gets_its_own_encoding_and_media_type():
-    from PIL import Image
     import io
 
+    from PIL import Image
+
     family = RecordingFamily()
-    tasks = [task(7, "a", "sample", 8), task(9, "a", "sample", 8, {"format": "webp", "quality": 80}),
-             task(11, "a", "sample", 8, {"format": "jpeg", "quality": 95})]
+    tasks = [
+        task(7, "a", "sample", 8),
+        task(9, "a", "sample", 8, {"format": "webp", "quality": 80}),
+        task(11, "a", "sample", 8, {"format": "jpeg", "quality": 95}),
+    ]
     results = run_batch(family, tasks)
     assert family.groups == [("a", "sample", [7, 9, 11])]  # one tensor batch, three encodings
     assert [r.media_type for r in results] == ["image/png", "image/webp", "image/jpeg"]
@@ -352,8 +370,12 @@ def test_reconfigure_compiles_every_bucket_of_every_family_model_before_traffic(
     from service.config import REPO_ROOT
 
     style = json.loads((REPO_ROOT / "checkpoints/style-demo-random/model.json").read_text())
-    models = {"b-style": {**style, "name": "b-style"}, "a-style": {**style, "name": "a-style"},
-              "inpaint-x": {"name": "inpaint-x", "family": "inpaint"}, "broken": {**style, "name": "broken"}}
+    models = {
+        "b-style": {**style, "name": "b-style"},
+        "a-style": {**style, "name": "a-style"},
+        "inpaint-x": {"name": "inpaint-x", "family": "inpaint"},
+        "broken": {**style, "name": "broken"},
+    }
     family = WarmingFamily(models)
     asyncio.run(family.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01}))
     assert family.loaded == ["a-style", "b-style"], "'*': this family's models, by name; the broken one is skipped"

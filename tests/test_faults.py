@@ -103,10 +103,19 @@ def _family_replica_actor(family_class: str):
 def test_a_killed_family_replica_fails_its_edits_cleanly_spares_other_families_and_is_replaced(client):
     import ray
 
-    collage_bodies = [{"model": COLLAGE_MODEL, "op": "project", "params": {"steps": 400 + i, "class_id": 0, "resize": True},
-                       "inputs": {"image": client.post("/v1/assets", files={"file": ("a.png", random_png(32, 32, seed=1210 + i),
-                                                                                          "image/png")}).json()["asset_id"]}}
-                      for i in range(4)]
+    collage_bodies = [
+        {
+            "model": COLLAGE_MODEL,
+            "op": "project",
+            "params": {"steps": 400 + i, "class_id": 0, "resize": True},
+            "inputs": {
+                "image": client.post("/v1/assets", files={"file": ("a.png", random_png(32, 32, seed=1210 + i), "image/png")}).json()[
+                    "asset_id"
+                ]
+            },
+        }
+        for i in range(4)
+    ]
     style_statuses: list[int] = []
     stop = time.monotonic() + 12
 
@@ -114,8 +123,9 @@ def test_a_killed_family_replica_fails_its_edits_cleanly_spares_other_families_a
         for seed in itertools.count(1_220_000):
             if time.monotonic() > stop:
                 return
-            style_statuses.append(client.post("/v1/edits", json={"model": STYLE_MODEL, "op": "sample",
-                                                                  "inputs": {"seed": seed}}).status_code)
+            style_statuses.append(
+                client.post("/v1/edits", json={"model": STYLE_MODEL, "op": "sample", "inputs": {"seed": seed}}).status_code
+            )
 
     with cf.ThreadPoolExecutor(6) as pool:
         in_flight = [pool.submit(client.post, "/v1/edits", json=body) for body in collage_bodies]
@@ -165,9 +175,13 @@ def test_overload_gets_only_2xx_or_a_429_from_admission_and_memory_stays_flat(se
     report, responses = overload(service.url, factor, 8.0, seeds, COLLAGE_MODEL, headers=auth_header("admin"))
     time.sleep(2.0)
     rss_after, peak_after = _rss_mb(pid)
-    report.update(max_queued_requests=TEST_MAX_QUEUED_REQUESTS, family_rss_mb_before=round(rss_before),
-                  family_rss_mb_after=round(rss_after), family_peak_rss_mb_before=round(peak_before),
-                  family_peak_rss_mb_after=round(peak_after))
+    report.update(
+        max_queued_requests=TEST_MAX_QUEUED_REQUESTS,
+        family_rss_mb_before=round(rss_before),
+        family_rss_mb_after=round(rss_after),
+        family_peak_rss_mb_before=round(peak_before),
+        family_peak_rss_mb_after=round(peak_after),
+    )
     print("overload:", json.dumps(report))
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 429}, report

@@ -23,8 +23,14 @@ from service.ingress import api
 from tests.conftest import auth_header
 
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}  # per operation: about 400 requests in all
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    ignored_auth,
+]
 
 # Operations are listed from the app's schema at collection time; the requests are generated from the
 # schema the running service serves (the session fixture starts it later).
@@ -45,8 +51,7 @@ def test_every_operation_answers_within_its_schema_and_never_5xx(service, served
     operation = served_operations[label]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES[mode], deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES[mode], deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     def answers_within_schema(case):
         case.call_and_validate(base_url=service.url, headers=auth_header("admin"), checks=CHECKS, timeout=60)
 

@@ -47,20 +47,41 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "cpu-only": {"config": {"s3_endpoint_url": EXTERNAL_S3, "s3_region": "eu-west-1"}},
     "gpu": {
         "image": {"repository": "ghcr.io/collage/collage", "tag": "0.1.0-cu128"},
-        "config": {"s3_endpoint_url": EXTERNAL_S3, "family_num_gpus": 0.25, "batch_max_size": 32,
-                   "accel_precision": "bf16", "accel_channels_last": True, "max_body_bytes": 41943040},
-        "families": {"style": {"enabled": True, "num_gpus": 0.5, "max_replicas": 8},
-                     "inpaint": {"enabled": True, "num_gpus": 0, "num_cpus": 2}},
+        "config": {
+            "s3_endpoint_url": EXTERNAL_S3,
+            "family_num_gpus": 0.25,
+            "batch_max_size": 32,
+            "accel_precision": "bf16",
+            "accel_channels_last": True,
+            "max_body_bytes": 41943040,
+        },
+        "families": {
+            "style": {"enabled": True, "num_gpus": 0.5, "max_replicas": 8},
+            "inpaint": {"enabled": True, "num_gpus": 0, "num_cpus": 2},
+        },
         "workerGroups": [
             {"name": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES},
-            {"name": "gpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 4, "gpus": 1,
-             "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
-             "nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": [GPU_TOLERATION]},
+            {
+                "name": "gpu",
+                "replicas": 0,
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "gpus": 1,
+                "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [GPU_TOLERATION],
+            },
         ],
     },
     "external-s3": {
-        "config": {"s3_endpoint_url": "https://minio.storage.svc:9000", "s3_bucket": "edits", "s3_prefix": "prod/",
-                   "jobs_max_in_flight": 16, "webhook_max_attempts": 3, "log_level": "DEBUG"},
+        "config": {
+            "s3_endpoint_url": "https://minio.storage.svc:9000",
+            "s3_bucket": "edits",
+            "s3_prefix": "prod/",
+            "jobs_max_in_flight": 16,
+            "webhook_max_attempts": 3,
+            "log_level": "DEBUG",
+        },
         "secrets": {"existingSecret": "collage-credentials"},
         "service": {"type": "LoadBalancer", "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
     },
@@ -69,8 +90,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
         "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
     },
-    "seaweedfs": {"seaweedfs": {"enabled": True}, "secrets": {"webhookSecret": "hmac-key", "apiKeys": [API_KEY]},
-                  "storageInit": {"registerShippedCheckpoints": False}},
+    "seaweedfs": {
+        "seaweedfs": {"enabled": True},
+        "secrets": {"webhookSecret": "hmac-key", "apiKeys": [API_KEY]},
+        "storageInit": {"registerShippedCheckpoints": False},
+    },
     "monitored": {
         "config": {"s3_endpoint_url": EXTERNAL_S3, "autoscaling_target_ongoing_requests": 10},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -116,8 +140,10 @@ def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def pod_templates(rayservice: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``head`` and every worker group's name -> its pod template."""
     cluster = rayservice["spec"]["rayClusterConfig"]
-    return {"head": cluster["headGroupSpec"]["template"],
-            **{group["groupName"]: group["template"] for group in cluster["workerGroupSpecs"]}}
+    return {
+        "head": cluster["headGroupSpec"]["template"],
+        **{group["groupName"]: group["template"] for group in cluster["workerGroupSpecs"]},
+    }
 
 
 def settings_from_configmap(configmap: dict[str, Any]) -> Settings:
@@ -146,7 +172,9 @@ def _validate_builtin(obj: dict[str, Any]) -> None:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
-            raise AssertionError(f"{obj['kind']} {obj['metadata'].get('name')} against Kubernetes {version}: {path}: {exc.message}")
+            raise AssertionError(
+                f"{obj['kind']} {obj['metadata'].get('name')} against Kubernetes {version}: {path}: {exc.message}"
+            ) from exc
 
 
 def _validate_custom(obj: dict[str, Any], schema_file: str) -> None:
@@ -165,8 +193,9 @@ def test_every_manifest_validates_against_its_schema(rendered, value_set):
         if obj["kind"] == "RayService":
             _validate_custom(obj, "rayservice.schema.json")
             for group, template in pod_templates(obj).items():
-                _validate_builtin({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{group}-template"},
-                                   "template": template})
+                _validate_builtin(
+                    {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{group}-template"}, "template": template}
+                )
             _validate_builtin({"apiVersion": "v1", "kind": "Service", **obj["spec"]["serveService"]})
             ServeDeploySchema.model_validate(yaml.safe_load(obj["spec"]["serveConfigV2"]))
         elif obj["kind"] == "ServiceMonitor":
@@ -239,6 +268,7 @@ def test_serve_config_has_the_options_build_app_binds(rendered, value_set):
 
 def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_reads():
     """Change each chart setting alone: those that change the serve config are SERVE_CONFIG_SETTINGS, no more, no less."""
+
     def changed(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             return not value
@@ -261,7 +291,12 @@ def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_read
 def test_family_overrides_are_checked_like_the_chart_checks_them():
     settings = Settings(family_num_gpus=0.25, family_overrides={"inpaint": {"num_gpus": 0, "max_replicas": 2}})
     assert settings.family_scaling("inpaint").model_dump() == {
-        "num_cpus": 0.25, "num_gpus": 0, "replicas": 1, "min_replicas": 1, "max_replicas": 2}
+        "num_cpus": 0.25,
+        "num_gpus": 0,
+        "replicas": 1,
+        "min_replicas": 1,
+        "max_replicas": 2,
+    }
     assert settings.family_scaling("style").num_gpus == 0.25
     with pytest.raises(ValidationError, match="unknown families"):
         Settings(family_overrides={"dream": {"num_gpus": 1}})
@@ -321,8 +356,10 @@ def test_gpu_values_reach_the_worker_pods_and_the_family_replicas(rendered):
     data = only(objects, "ConfigMap")["data"]
     assert data["COLLAGE_ACCEL_PRECISION"] == "bf16" and data["COLLAGE_ACCEL_CHANNELS_LAST"] == "true"
     assert data["COLLAGE_MAX_BODY_BYTES"] == "41943040", "large integers stay integers, not 4.194304e+07"
-    assert json.loads(data["COLLAGE_FAMILY_OVERRIDES"]) == {"inpaint": {"num_cpus": 2, "num_gpus": 0},
-                                                            "style": {"max_replicas": 8, "num_gpus": 0.5}}
+    assert json.loads(data["COLLAGE_FAMILY_OVERRIDES"]) == {
+        "inpaint": {"num_cpus": 2, "num_gpus": 0},
+        "style": {"max_replicas": 8, "num_gpus": 0.5},
+    }
 
 
 def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
@@ -342,8 +379,13 @@ def test_autoscaling_on_scales_replicas_and_pods(rendered):
     deployments = _deployments(rendered["cpu-only"])
     for name in map(family_deployment_name, family_names()):
         assert deployments[name]["autoscaling_config"] == {
-            "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16, "upscale_delay_s": 30, "downscale_delay_s": 600,
-            "policy": {"policy_function": "service.autoscaling:edits_autoscaling_policy"}}  # edits, not coalesced calls
+            "min_replicas": 1,
+            "max_replicas": 4,
+            "target_ongoing_requests": 16,
+            "upscale_delay_s": 30,
+            "downscale_delay_s": 600,
+            "policy": {"policy_function": "service.autoscaling:edits_autoscaling_policy"},
+        }  # edits, not coalesced calls
         assert "num_replicas" not in deployments[name]
     assert _deployments(rendered["monitored"])["StyleDeployment"]["autoscaling_config"]["target_ongoing_requests"] == 10
     from ray.serve.config import AutoscalingConfig
@@ -395,7 +437,10 @@ def test_existing_secret_is_used_and_none_is_rendered(rendered):
     assert not [o for o in objects if o["kind"] == "Secret"]
     data = only(objects, "ConfigMap")["data"]
     assert (data["COLLAGE_S3_ENDPOINT_URL"], data["COLLAGE_S3_BUCKET"], data["COLLAGE_S3_PREFIX"]) == (
-        "https://minio.storage.svc:9000", "edits", "prod/")
+        "https://minio.storage.svc:9000",
+        "edits",
+        "prod/",
+    )
     assert data["COLLAGE_JOBS_MAX_IN_FLIGHT"] == "16" and data["COLLAGE_LOG_LEVEL"] == "DEBUG"
     job = only(objects, "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1] == {"secretRef": {"name": "collage-credentials"}}
@@ -421,7 +466,11 @@ def test_seaweedfs_gets_the_same_generated_keys_as_the_service(rendered):
     assert service["spec"]["selector"] == statefulset["spec"]["template"]["metadata"]["labels"]
     assert only(objects, "ConfigMap")["data"]["COLLAGE_S3_ENDPOINT_URL"] == "http://collage-seaweedfs.collage.svc:8333"
     assert only(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "collage", "storage", "init", "--no-checkpoints"]
+        "collage",
+        "storage",
+        "init",
+        "--no-checkpoints",
+    ]
 
 
 def test_service_monitor_scrapes_every_ray_pod_and_budgets_select_their_pods(rendered):
@@ -475,19 +524,40 @@ BAD_VALUES = [
     pytest.param(_with(config__webhook_secret="s"), r"webhook_secret", False, id="secret in config"),
     pytest.param(_with(families__dream={"enabled": True}), r"dream", False, id="unknown family"),
     pytest.param(_with(families__style={"enabled": True, "num_gpu": 1}), r"num_gpu", False, id="misspelled family option"),
-    pytest.param(_with(families__style={"enabled": True, "min_replicas": 5}), r"families.style: min_replicas 5 is above max_replicas 4",
-                 False, id="family min above max"),
+    pytest.param(
+        _with(families__style={"enabled": True, "min_replicas": 5}),
+        r"families.style: min_replicas 5 is above max_replicas 4",
+        False,
+        id="family min above max",
+    ),
     pytest.param(_with(head__rayStartParams={"num-cpus": 0}), r"num-cpus", False, id="ray start flag not a string"),
-    pytest.param(_with(workerGroups=[{"name": "cpu", "replicas": 1, "minReplicas": 3, "maxReplicas": 2, "gpus": 0,
-                                      "resources": CPU_RESOURCES}]), r"minReplicas 3 is above maxReplicas 2", False,
-                 id="worker group min above max"),
-    pytest.param(_with(workerGroups=[{"name": "gpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0.5,
-                                      "resources": CPU_RESOURCES}]), r"gpus", False, id="fractional gpus per pod"),
+    pytest.param(
+        _with(workerGroups=[{"name": "cpu", "replicas": 1, "minReplicas": 3, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES}]),
+        r"minReplicas 3 is above maxReplicas 2",
+        False,
+        id="worker group min above max",
+    ),
+    pytest.param(
+        _with(workerGroups=[{"name": "gpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0.5, "resources": CPU_RESOURCES}]),
+        r"gpus",
+        False,
+        id="fractional gpus per pod",
+    ),
     pytest.param(_with(config__s3_endpoint_url=None), r"set config.s3_endpoint_url", False, id="no storage"),
     pytest.param(_with(seaweedfs={"enabled": True}), r"both set", False, id="two storages"),
-    pytest.param(_with(families__style={"enabled": False}, families__collage={"enabled": False},
-                       families__inpaint={"enabled": False}, families__warp={"enabled": False}, families__ingan={"enabled": False}, families__person={"enabled": False}),
-                 r"enable at least one family", False, id="no family"),
+    pytest.param(
+        _with(
+            families__style={"enabled": False},
+            families__collage={"enabled": False},
+            families__inpaint={"enabled": False},
+            families__warp={"enabled": False},
+            families__ingan={"enabled": False},
+            families__person={"enabled": False},
+        ),
+        r"enable at least one family",
+        False,
+        id="no family",
+    ),
 ]
 
 
@@ -528,8 +598,12 @@ def test_dockerfile_installs_the_package_with_the_pinned_torch_and_ships_the_che
     assert re.search(rf"COLLAGE_CHECKPOINTS_DIR={re.escape(workdir)}/checkpoints\b", dockerfile)
     # every local package the installed code imports is copied before `pip install .`
     local = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
-    imported = {m for package in ("service", "deployments", "schemas") for path in (REPO_ROOT / package).rglob("*.py")
-                for m in re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)}
+    imported = {
+        m
+        for package in ("service", "deployments", "schemas")
+        for path in (REPO_ROOT / package).rglob("*.py")
+        for m in re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)
+    }
     assert imported & local <= set(copied.values()), imported & local - set(copied.values())
     # and .dockerignore (an allowlist) lets every copied source into the build context
     allowed = {line.strip("!/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}

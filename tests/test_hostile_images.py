@@ -64,8 +64,16 @@ def test_accepted_odd_images_are_edited_correctly(client, model, name):  # noqa:
     hole[10:20, 8:20] = 255
     image_id = client.post("/v1/assets", files={"file": ("x.png", data, "image/png")}).json()["asset_id"]
     mask_id = client.post("/v1/assets", files={"file": ("m.png", png_bytes(hole), "image/png")}).json()["asset_id"]
-    response = client.post("/v1/edits", json={"model": INPAINT_MODEL, "op": "inpaint", "inputs": {"image": image_id, "mask": mask_id},
-                                              "params": {"dilate": 0}, "output": {"inline": True}})
+    response = client.post(
+        "/v1/edits",
+        json={
+            "model": INPAINT_MODEL,
+            "op": "inpaint",
+            "inputs": {"image": image_id, "mask": mask_id},
+            "params": {"dilate": 0},
+            "output": {"inline": True},
+        },
+    )
     assert response.status_code == 200, response.text
     result = decode(base64.b64decode(response.json()["image_base64"]))
     outside = hole == 0

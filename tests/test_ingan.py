@@ -74,9 +74,11 @@ def test_zero_homography_is_exactly_the_plain_resize():
 
 def test_top_corner_homography_moves_the_top_corners_only():
     matrix = ops.top_corner_homography(0.2, -0.1)  # output -> input
+
     def sample_point(x, y):
         u, v, w = matrix @ np.array([x, y, 1.0])
         return u / w, v / w
+
     assert np.allclose(sample_point(-1 + 0.4, -1), (-1, -1))  # the output's shifted top-left shows the input's top-left
     assert np.allclose(sample_point(1 - 0.2, -1), (1, -1))
     assert np.allclose(sample_point(-1, 1), (-1, 1)) and np.allclose(sample_point(1, 1), (1, 1))
@@ -140,7 +142,7 @@ def test_strip_places_outputs_left_to_right():
     a, b = np.zeros((8, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)
     canvas, offsets = ops.strip([a, b])
     assert canvas.shape == (8, 4 + STRIP_GAP + 6, 3) and offsets == [0, 4 + STRIP_GAP]
-    assert (canvas[4:, offsets[1]:] == 255).all()  # below the shorter image: white
+    assert (canvas[4:, offsets[1] :] == 255).all()  # below the shorter image: white
 
 
 LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)  # the settings' defaults

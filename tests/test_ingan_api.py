@@ -34,14 +34,14 @@ def model(client):
     image = smooth_image()
     settings = ops.FitSettings(iterations=150, scale_min=1.0, scale_max=1.0, rec_weight=1.0, lr=1e-3, d_channels=8, seed=1)
     generator, summary = ops.fit(image, TINY, settings)
-    ModelRegistry(AssetStore(get_settings())).register(manifest_for(generator, image, name=MODEL, training=summary),
-                                                       weights_bytes(generator, image))
+    ModelRegistry(AssetStore(get_settings())).register(
+        manifest_for(generator, image, name=MODEL, training=summary), weights_bytes(generator, image)
+    )
     return image
 
 
 def retarget(client, outputs: list[dict], model: str = MODEL):
-    return client.post("/v1/edits", json={"model": model, "op": "retarget", "params": {"outputs": outputs},
-                                          "output": {"inline": True}})
+    return client.post("/v1/edits", json={"model": model, "op": "retarget", "params": {"outputs": outputs}, "output": {"inline": True}})
 
 
 def image_of(response) -> np.ndarray:
@@ -50,7 +50,7 @@ def image_of(response) -> np.ndarray:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
 def test_identity_size_gives_back_an_image_close_to_the_input(client, model):
@@ -85,15 +85,18 @@ def test_zero_homography_equals_the_plain_resize_and_a_shift_changes_the_image(c
     assert warped.shape == plain.shape and not np.array_equal(warped, plain)
 
 
-@pytest.mark.parametrize("outputs, detail", [
-    ([{"height": 0, "width": 24}], "greater than 0"),
-    ([{"height": 24, "width": -8}], "greater than 0"),
-    ([{"height": 2048, "width": 2048}], "above the"),
-    ([{"height": 512, "width": 512}] * 8, "above the"),
-    ([], "at least 1"),
-    ([{"height": 24, "width": 24, "top_left": 0.5, "top_right": -0.5}], "cross"),
-    ([{"height": 24, "width": 24, "scale": 2}], "extra"),
-])
+@pytest.mark.parametrize(
+    "outputs, detail",
+    [
+        ([{"height": 0, "width": 24}], "greater than 0"),
+        ([{"height": 24, "width": -8}], "greater than 0"),
+        ([{"height": 2048, "width": 2048}], "above the"),
+        ([{"height": 512, "width": 512}] * 8, "above the"),
+        ([], "at least 1"),
+        ([{"height": 24, "width": 24, "top_left": 0.5, "top_right": -0.5}], "cross"),
+        ([{"height": 24, "width": 24, "scale": 2}], "extra"),
+    ],
+)
 def test_invalid_outputs_are_422(client, model, outputs, detail):
     assert_problem(retarget(client, outputs), 422, detail)
 
@@ -109,8 +112,9 @@ def _upload(client, image: np.ndarray) -> str:
 
 
 def _fit(client, image_id: str, **fit):
-    return client.post("/v1/jobs", json={"fit": {"image": image_id, "size": 32, "base_channels": 8, "downscales": 2,
-                                                 "resblocks": 1, **fit}})
+    return client.post(
+        "/v1/jobs", json={"fit": {"image": image_id, "size": 32, "base_channels": 8, "downscales": 2, "resblocks": 1, **fit}}
+    )
 
 
 def _wait_running(client, job_id: str, timeout_s: float = 120) -> tuple[dict, list[dict]]:
@@ -169,14 +173,17 @@ def test_cancelling_a_fit_job_stops_training(client):
     assert_problem(client.get("/v1/models/ingan-cancelled"), 404, "not registered")
 
 
-@pytest.mark.parametrize("fit, status, detail", [
-    ({"image": "0" * 64}, 404, "does not exist"),
-    ({"image": "0" * 64, "iterations": 0}, 422, "iterations"),
-    ({"image": "0" * 64, "scale_min": 2.0}, 422, "scale_min"),
-    ({"image": "0" * 64, "family": "style"}, 422, "family"),
-    ({"image": "0" * 64, "name": "Bad Name"}, 422, "name"),
-    ("uploaded", 409, "belongs to the inpaint family"),
-])
+@pytest.mark.parametrize(
+    "fit, status, detail",
+    [
+        ({"image": "0" * 64}, 404, "does not exist"),
+        ({"image": "0" * 64, "iterations": 0}, 422, "iterations"),
+        ({"image": "0" * 64, "scale_min": 2.0}, 422, "scale_min"),
+        ({"image": "0" * 64, "family": "style"}, 422, "family"),
+        ({"image": "0" * 64, "name": "Bad Name"}, 422, "name"),
+        ("uploaded", 409, "belongs to the inpaint family"),
+    ],
+)
 def test_bad_fit_submissions_are_4xx(client, fit, status, detail):
     if fit == "uploaded":  # a real image, but a name a model of another family has
         fit = {"image": _upload(client, smooth_image(seed=8)), "name": "edgeconnect-demo"}
@@ -197,8 +204,9 @@ def test_cli_fit_uploads_trains_and_reports_the_model(service, client, tmp_path,
 
     path = tmp_path / "texture.png"
     path.write_bytes(png_bytes(smooth_image(24, 32, seed=7)))
-    assert main(["jobs", "fit", str(path), "--url", service.url, "--iterations", "10", "--size", "32", "--name", "ingan-cli",
-                 "--wait"]) == 0
+    assert (
+        main(["jobs", "fit", str(path), "--url", service.url, "--iterations", "10", "--size", "32", "--name", "ingan-cli", "--wait"]) == 0
+    )
     assert "model ingan-cli registered" in capsys.readouterr().out
     assert image_of(retarget(client, [{"height": 24, "width": 64}], model="ingan-cli")).shape == (24, 64, 3)
 
@@ -206,8 +214,9 @@ def test_cli_fit_uploads_trains_and_reports_the_model(service, client, tmp_path,
 def test_the_shipped_demo_model_is_registered_at_start_and_retargets(client):
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert listed["ingan-rocket"]["family"] == "ingan" and not listed["ingan-rocket"]["random_init"]
-    response = retarget(client, [{"height": 64, "width": 190}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}],
-                        model="ingan-rocket")
+    response = retarget(
+        client, [{"height": 64, "width": 190}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}], model="ingan-rocket"
+    )
     assert image_of(response).shape == (64, 192 + STRIP_GAP + 96, 3)
     assert response.json()["extras"]["outputs"][0]["produced"] == [64, 192]
 

@@ -39,8 +39,9 @@ def _upload(client, array: np.ndarray) -> str:
 
 def _inpaint(client, image: str, mask: str, params: dict | None = None, edges: str | None = None):
     inputs = {"image": image, "mask": mask, **({"edges": edges} if edges else {})}
-    return client.post("/v1/edits", json={"model": MODEL, "op": "inpaint", "params": params or {}, "inputs": inputs,
-                                          "output": {"inline": True}})
+    return client.post(
+        "/v1/edits", json={"model": MODEL, "op": "inpaint", "params": params or {}, "inputs": inputs, "output": {"inline": True}}
+    )
 
 
 def _image(response) -> np.ndarray:
@@ -52,7 +53,7 @@ def _photo(height=40, width=36, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.uint8)
     image[:, : width // 2] = (30, 20, 60)  # a dark half and a bright half: a Canny edge between
-    image[:, width // 2:] = (230, 220, 160)
+    image[:, width // 2 :] = (230, 220, 160)
     return np.clip(image.astype(int) + rng.integers(-10, 10, image.shape), 0, 255).astype(np.uint8)
 
 
@@ -110,11 +111,20 @@ def test_a_models_own_param_defaults_fill_what_a_request_leaves_out(client, mode
     registry = ModelRegistry(AssetStore(get_settings()))
     name = "inpaint-test-composited"
     with tempfile.TemporaryDirectory() as tmp:
-        export(random_edgeconnect(seed=4), Path(tmp), name=name, random_init=True, description="trained on composited edges",
-               param_defaults={"inpaint": {"edge_map": "composited"}})
+        export(
+            random_edgeconnect(seed=4),
+            Path(tmp),
+            name=name,
+            random_init=True,
+            description="trained on composited edges",
+            param_defaults={"inpaint": {"edge_map": "composited"}},
+        )
         registry.register_dir(Path(tmp))
-        for bad, says in [({"inpaint": {"edge_map": "canny"}}, "edge_map"), ({"inpaint": {"colour": 1}}, "colour"),
-                          ({"sample": {}}, "sample")]:
+        for bad, says in [
+            ({"inpaint": {"edge_map": "canny"}}, "edge_map"),
+            ({"inpaint": {"colour": 1}}, "colour"),
+            ({"sample": {}}, "sample"),
+        ]:
             manifest = {**json.loads((Path(tmp) / "model.json").read_text()), "name": "inpaint-test-bad", "param_defaults": bad}
             with pytest.raises(ProblemError, match=says):  # refused when registered, not on every request after
                 registry.register(manifest, (Path(tmp) / "weights.safetensors").read_bytes())
@@ -173,14 +183,17 @@ def test_resize_mask_flag(client, model):
     assert response.status_code == 200 and response.json()["extras"]["hole_pixels"] == 15 * 20
 
 
-@pytest.mark.parametrize("mask,params,detail", [
-    (np.full((40, 36), 255, np.uint8), {}, "whole image"),
-    (np.full((40, 36), 120, np.uint8), {}, "not black and white"),
-    (_hole(), {"dilate": 40}, "less than or equal to 32"),
-    (_hole(), {"sigma": 0}, "greater than 0"),
-    (_hole(), {"edge_map": "canny"}, "params.edge_map"),
-    (_hole(), {"edge_map": True}, "params.edge_map"),
-])
+@pytest.mark.parametrize(
+    "mask,params,detail",
+    [
+        (np.full((40, 36), 255, np.uint8), {}, "whole image"),
+        (np.full((40, 36), 120, np.uint8), {}, "not black and white"),
+        (_hole(), {"dilate": 40}, "less than or equal to 32"),
+        (_hole(), {"sigma": 0}, "greater than 0"),
+        (_hole(), {"edge_map": "canny"}, "params.edge_map"),
+        (_hole(), {"edge_map": True}, "params.edge_map"),
+    ],
+)
 def test_bad_masks_and_params_are_422(client, model, mask, params, detail):
     assert_problem(_inpaint(client, _upload(client, _photo()), _upload(client, mask), params), 422, detail)
 

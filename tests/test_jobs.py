@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import http.server
+import ipaddress
 import json
 import threading
 
@@ -64,12 +64,15 @@ def test_signature_is_hmac_sha256_of_the_exact_body():
     assert not signature_valid(body, "other", sign_body(body, "s3cret"))
 
 
-@pytest.mark.parametrize("counts, state", [
-    ({"succeeded": 3, "failed": 0, "cancelled": 0}, "succeeded"),
-    ({"succeeded": 2, "failed": 1, "cancelled": 0}, "completed_with_errors"),
-    ({"succeeded": 0, "failed": 3, "cancelled": 0}, "failed"),
-    ({"succeeded": 1, "failed": 1, "cancelled": 1}, "cancelled"),
-])
+@pytest.mark.parametrize(
+    "counts, state",
+    [
+        ({"succeeded": 3, "failed": 0, "cancelled": 0}, "succeeded"),
+        ({"succeeded": 2, "failed": 1, "cancelled": 0}, "completed_with_errors"),
+        ({"succeeded": 0, "failed": 3, "cancelled": 0}, "failed"),
+        ({"succeeded": 1, "failed": 1, "cancelled": 1}, "cancelled"),
+    ],
+)
 def test_final_state(counts, state):
     assert final_state(counts) == state
 
@@ -101,15 +104,28 @@ def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts
 
 
 NON_PUBLIC_WEBHOOKS = [
-    "http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/x", "http://192.168.0.7/x",
-    "http://169.254.169.254/latest/meta-data/", "http://[::1]:8000/x", "http://0.0.0.0/x", "http://[fd00::1]/x",
-    "http://100.64.0.1/x", "http://224.0.0.1/x", "http://239.255.255.250:1900/x", "http://240.0.0.1/x",
-    "http://255.255.255.255/x", "http://[ff02::1]/x",
+    "http://127.0.0.1:9/hook",
+    "http://localhost/hook",
+    "http://10.1.2.3/x",
+    "http://192.168.0.7/x",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]:8000/x",
+    "http://0.0.0.0/x",
+    "http://[fd00::1]/x",
+    "http://100.64.0.1/x",
+    "http://224.0.0.1/x",
+    "http://239.255.255.250:1900/x",
+    "http://240.0.0.1/x",
+    "http://255.255.255.255/x",
+    "http://[ff02::1]/x",
     "http://[::7f00:1]/x",  # IPv4-compatible 127.0.0.1
-    "http://[::ffff:127.0.0.1]/x", "http://[::ffff:a9fe:a9fe]/x",  # IPv4-mapped
+    "http://[::ffff:127.0.0.1]/x",
+    "http://[::ffff:a9fe:a9fe]/x",  # IPv4-mapped
     "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 well-known prefix: 169.254.169.254
-    "http://[64:ff9b::a00:1]/x", "http://[64:ff9b:1::808:808]/x",  # NAT64: 10.0.0.1; the local-use prefix
-    "http://[2002:7f00:1::1]/x", "http://[2002:a9fe:a9fe::1]/x",  # 6to4 of 127.0.0.1 and 169.254.169.254
+    "http://[64:ff9b::a00:1]/x",
+    "http://[64:ff9b:1::808:808]/x",  # NAT64: 10.0.0.1; the local-use prefix
+    "http://[2002:7f00:1::1]/x",
+    "http://[2002:a9fe:a9fe::1]/x",  # 6to4 of 127.0.0.1 and 169.254.169.254
     "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",  # Teredo
 ]
 
@@ -126,8 +142,13 @@ def test_webhooks_to_non_public_addresses_are_refused_unless_allowed():
 
 @pytest.mark.netns
 def test_webhooks_to_public_addresses_pass_and_unresolvable_hosts_are_refused():
-    for url in ("https://8.8.8.8/hook", "https://[2606:4700::1111]/hook", "https://[::ffff:8.8.8.8]/hook",
-                "https://[64:ff9b::808:808]/hook", "https://[2002:808:808::1]/hook"):  # mapped, NAT64, 6to4 of 8.8.8.8
+    for url in (
+        "https://8.8.8.8/hook",
+        "https://[2606:4700::1111]/hook",
+        "https://[::ffff:8.8.8.8]/hook",
+        "https://[64:ff9b::808:808]/hook",
+        "https://[2002:808:808::1]/hook",
+    ):  # mapped, NAT64, 6to4 of 8.8.8.8
         check_webhook_url(url, allow_private=False)
     with pytest.raises(Unprocessable, match="does not resolve"):
         check_webhook_url("https://no-such-host.invalid/hook", allow_private=False)
@@ -168,11 +189,14 @@ def test_cli_jobs_submit_waits_with_a_progress_bar_and_writes_results(service, t
     from service.tools.cli import main, progress_line
 
     manifest = tmp_path / "edits.jsonl"
-    manifest.write_text("\n".join(json.dumps({"model": "collage-faces", "op": "sample", "inputs": {"seed": 30_000 + i, "class_id": "cat"}})
-                                  for i in range(6)))
+    manifest.write_text(
+        "\n".join(
+            json.dumps({"model": "collage-faces", "op": "sample", "inputs": {"seed": 30_000 + i, "class_id": "cat"}}) for i in range(6)
+        )
+    )
     assert main(["jobs", "submit", str(manifest), "--url", service.url, "--wait"]) == 0
     captured = capsys.readouterr()
-    status = json.loads(captured.out[captured.out.index("{"):])
+    status = json.loads(captured.out[captured.out.index("{") :])
     assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 6
     assert "6/6" in captured.err and "[" + "#" * 30 + "]" in captured.err
 

@@ -126,8 +126,15 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(client):
 def test_cancel_lets_items_in_flight_finish_and_marks_the_rest_cancelled(client):
     # project is slow (100 Adam steps per item), so most items are still queued when the cancel lands
     target = client.post("/v1/edits", json=sample(13_000, 2)).json()["result_id"]
-    items = [{"model": MODEL, "op": "project", "params": {"steps": 100, "class_id": 2, "learning_rate": 0.05 + i / 1000},
-              "inputs": {"image": target}} for i in range(60)]
+    items = [
+        {
+            "model": MODEL,
+            "op": "project",
+            "params": {"steps": 100, "class_id": 2, "learning_rate": 0.05 + i / 1000},
+            "inputs": {"image": target},
+        }
+        for i in range(60)
+    ]
     job_id = submit(client, {"items": items}).json()["job_id"]
     wait_for(client, job_id, until=lambda s: s["state"] == "running", timeout_s=60)
     response = client.delete(f"/v1/jobs/{job_id}")
@@ -220,26 +227,32 @@ def test_items_without_a_seed_get_one_fixed_per_job_and_item(client):
     assert len(set(seeds)) == 3 and all(isinstance(seed, int) for seed in seeds)
 
 
-@pytest.mark.parametrize("body, status, detail", [
-    ({}, 422, "exactly one"),
-    ({"items": []}, 422, "at least 1"),
-    ({"items": [sample(1)], "manifest": {"asset_id": "0" * 64}}, 422, "exactly one"),
-    ({"items": [1, 2]}, 422, "valid dictionary"),
-    ({"items": [sample(1)], "webhook_url": "ftp://example.com/x"}, 422, "webhook_url"),
-    ({"manifest": {"asset_id": "0" * 64}}, 404, "does not exist"),
-    ({"manifest": {"asset_id": "not-hex"}}, 422, "asset_id"),
-    ({"items": [sample(1)], "priority": "high"}, 422, "priority"),
-])
+@pytest.mark.parametrize(
+    "body, status, detail",
+    [
+        ({}, 422, "exactly one"),
+        ({"items": []}, 422, "at least 1"),
+        ({"items": [sample(1)], "manifest": {"asset_id": "0" * 64}}, 422, "exactly one"),
+        ({"items": [1, 2]}, 422, "valid dictionary"),
+        ({"items": [sample(1)], "webhook_url": "ftp://example.com/x"}, 422, "webhook_url"),
+        ({"manifest": {"asset_id": "0" * 64}}, 404, "does not exist"),
+        ({"manifest": {"asset_id": "not-hex"}}, 422, "asset_id"),
+        ({"items": [sample(1)], "priority": "high"}, 422, "priority"),
+    ],
+)
 def test_bad_submissions_are_4xx(client, body, status, detail):
     assert_problem(submit(client, body), status, detail)
 
 
-@pytest.mark.parametrize("content, detail", [
-    (b'{"model": "collage-faces", "op": "sample"}\nnot json\n', "line 2 is not JSON"),
-    (b'[1, 2]\n', "line 1 is a JSON list"),
-    (b"\n\n", "no edit requests"),
-    (b"\xff\xfe\x00", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, detail",
+    [
+        (b'{"model": "collage-faces", "op": "sample"}\nnot json\n', "line 2 is not JSON"),
+        (b"[1, 2]\n", "line 1 is a JSON list"),
+        (b"\n\n", "no edit requests"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+    ],
+)
 def test_malformed_manifests_are_422(client, content, detail):
     asset = client.post("/v1/assets", files={"file": ("m.jsonl", content, "application/x-ndjson")}, data={"kind": "data"})
     assert_problem(submit(client, {"manifest": {"asset_id": asset.json()["asset_id"]}}), 422, detail)

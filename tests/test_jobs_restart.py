@@ -23,8 +23,14 @@ from tests.test_jobs_api import all_results, sample, wait_for
 
 def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent)
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.tools.cli", "serve", "--families", "collage"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).parent.parent,
+        )
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 300) -> None:
@@ -94,9 +100,15 @@ def test_sigkill_of_the_serving_process_mid_job_then_restart_resumes_it(s3_serve
     prefix = f"restart-{uuid.uuid4().hex[:8]}/"
     env = {
         **os.environ,
-        "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url, "COLLAGE_S3_BUCKET": TEST_BUCKET, "COLLAGE_S3_PREFIX": prefix,
-        "COLLAGE_HTTP_PORT": str(port), "COLLAGE_RAY_METRICS_PORT": str(_free_port()), "COLLAGE_DATA_DIR": str(tmp_path / "data"),
-        "COLLAGE_JOBS_POLL_INTERVAL_S": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+        "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "COLLAGE_S3_BUCKET": TEST_BUCKET,
+        "COLLAGE_S3_PREFIX": prefix,
+        "COLLAGE_HTTP_PORT": str(port),
+        "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
+        "COLLAGE_DATA_DIR": str(tmp_path / "data"),
+        "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
         "COLLAGE_AUTH": "disabled",  # a local `collage serve` run, as a developer starts it
     }
     log_path = tmp_path / "serve.log"

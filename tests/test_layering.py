@@ -32,10 +32,10 @@ PLATFORM_TOOLS = "service/tools/"
 # Constants equal to a family's name that are the product's name, not the family: (module, the name
 # the constant is given to, i.e. the assignment target, keyword or annotated field around it).
 PRODUCT_NAME_USES = {
-    ("service/config.py", "s3_bucket"),        # the default bucket
-    ("service/families.py", "PROJECT"),        # the distribution whose metadata declares the families
-    ("service/runtime.py", "APP_NAME"),        # the Serve application
-    ("service/tools/cli.py", "prog"),          # the command
+    ("service/config.py", "s3_bucket"),  # the default bucket
+    ("service/families.py", "PROJECT"),  # the distribution whose metadata declares the families
+    ("service/runtime.py", "APP_NAME"),  # the Serve application
+    ("service/tools/cli.py", "prog"),  # the command
     ("service/tools/helm_values.py", "CHART_DIR"),  # helm/collage
 }
 # Tools whose requests name families, models and ops as API data: the demo runs every family's ops
@@ -65,8 +65,11 @@ def _imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 def _docstrings(tree: ast.AST) -> set[int]:
     """ids of string constants that are documentation: docstrings and other bare string statements."""
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
 
 
 def _named(tree: ast.AST) -> dict[int, set[str]]:
@@ -90,8 +93,7 @@ def _named(tree: ast.AST) -> dict[int, set[str]]:
 
 def _strings(tree: ast.AST) -> list[ast.Constant]:
     docs = _docstrings(tree)
-    return [node for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
 
 
 def _parsed(package: str) -> list[tuple[str, ast.AST]]:
@@ -104,28 +106,46 @@ def _families() -> set[str]:
 
 def test_every_family_subpackage_is_registered_and_every_registered_family_has_one():
     subpackages = {p.parent.name for p in (ROOT / "deployments").glob("*/deployment.py")}
-    assert subpackages == _families(), "register each family in pyproject.toml [project.entry-points.\"collage.families\"]"
+    assert subpackages == _families(), 'register each family in pyproject.toml [project.entry-points."collage.families"]'
 
 
 @pytest.mark.parametrize("package", ["schemas", "service"])
 def test_schemas_and_the_service_never_import_the_families(package):
-    bad = [f"{name}:{line} imports {module}" for name, tree in _parsed(package) for line, module in _imports(tree)
-           if module == "deployments" or module.startswith("deployments.")]
-    bad += [f"{name}:{node.lineno} names {node.value!r}" for name, tree in _parsed(package) for node in _strings(tree)
-            if node.value.strip().startswith(("deployments.", "deployments:"))]
-    assert not bad, "dependencies point one way: families import the platform, the platform finds them " \
-                    "through service/families.py\n" + "\n".join(bad)
+    bad = [
+        f"{name}:{line} imports {module}"
+        for name, tree in _parsed(package)
+        for line, module in _imports(tree)
+        if module == "deployments" or module.startswith("deployments.")
+    ]
+    bad += [
+        f"{name}:{node.lineno} names {node.value!r}"
+        for name, tree in _parsed(package)
+        for node in _strings(tree)
+        if node.value.strip().startswith(("deployments.", "deployments:"))
+    ]
+    assert not bad, (
+        "dependencies point one way: families import the platform, the platform finds them through service/families.py\n" + "\n".join(bad)
+    )
 
 
 def test_schemas_import_nothing_of_the_service():
-    bad = [f"{name}:{line} imports {module}" for name, tree in _parsed("schemas") for line, module in _imports(tree)
-           if module == "service" or module.startswith("service.")]
+    bad = [
+        f"{name}:{line} imports {module}"
+        for name, tree in _parsed("schemas")
+        for line, module in _imports(tree)
+        if module == "service" or module.startswith("service.")
+    ]
     assert not bad, "schemas/ is the contract: pass what it needs (e.g. schemas.common.Limits) from the caller\n" + "\n".join(bad)
 
 
 def test_the_platform_never_imports_the_tools():
-    bad = [f"{name}:{line} imports {module}" for name, tree in _parsed("service") if not name.startswith(PLATFORM_TOOLS)
-           for line, module in _imports(tree) if module == "service.tools" or module.startswith("service.tools.")]
+    bad = [
+        f"{name}:{line} imports {module}"
+        for name, tree in _parsed("service")
+        if not name.startswith(PLATFORM_TOOLS)
+        for line, module in _imports(tree)
+        if module == "service.tools" or module.startswith("service.tools.")
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -181,10 +201,12 @@ def test_the_family_declarations_import_no_torch():
 def test_the_checks_catch_what_they_look_for():
     """The helpers above see an import inside a function, a dynamic import path and a family name,
     and leave docstrings alone."""
-    tree = ast.parse('"""mentions style and deployments.style"""\n'
-                     'def f():\n    """style"""\n    from deployments.style import ops\n'
-                     '    x = "style"\n    importlib.import_module("deployments.warp.deployment")\n'
-                     'APP_NAME = "collage"\n')
+    tree = ast.parse(
+        '"""mentions style and deployments.style"""\n'
+        'def f():\n    """style"""\n    from deployments.style import ops\n'
+        '    x = "style"\n    importlib.import_module("deployments.warp.deployment")\n'
+        'APP_NAME = "collage"\n'
+    )
     assert (4, "deployments.style") in _imports(tree)
     assert sorted(node.value for node in _strings(tree)) == ["collage", "deployments.warp.deployment", "style"]
     named = _named(tree)

@@ -8,8 +8,7 @@ from loadtests import bench, job_priority, load
 
 
 def test_locust_scenario_runs_headless_with_bounded_requests(service, tmp_path):
-    rows = load.run_level(service.url, users=2, run_time="30s", scenario="collage.sample", max_requests=10, job_items=3,
-                          out=tmp_path)
+    rows = load.run_level(service.url, users=2, run_time="30s", scenario="collage.sample", max_requests=10, job_items=3, out=tmp_path)
     assert rows["edit collage.sample"]["requests"] > 0 and rows["Aggregated"]["failures"] == 0
     assert rows["Aggregated"]["requests"] <= 10 + 2, "the request bound stops the run (give or take requests in flight)"
     assert (tmp_path / "u2_stats.csv").exists() and (tmp_path / "u2_summary.json").exists()
@@ -24,8 +23,27 @@ def test_locust_jobs_scenario_times_whole_jobs(service, tmp_path):
 
 
 def test_bench_reports_raw_and_served_figures_per_op(service, tmp_path):
-    assert bench.main(["--url", service.url, "--ops", "collage.sample,inpaint.inpaint", "--requests", "4", "--concurrency", "1,2",
-                       "--batches", "1,2", "--raw-seconds", "0.2", "--out", str(tmp_path)]) == 0
+    assert (
+        bench.main(
+            [
+                "--url",
+                service.url,
+                "--ops",
+                "collage.sample,inpaint.inpaint",
+                "--requests",
+                "4",
+                "--concurrency",
+                "1,2",
+                "--batches",
+                "1,2",
+                "--raw-seconds",
+                "0.2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "bench.json").read_text())
     for op in ("collage.sample", "inpaint.inpaint"):
         entry = results["ops"][op]
@@ -58,7 +76,8 @@ def test_locust_stats_with_unfinished_request_names_are_read(tmp_path):
     csv_file.write_text(
         "Type,Name,Request Count,Failure Count,Median Response Time,Requests/s,50%,95%,99%\n"
         "POST,edit collage.sample,10,0,61,4.5,61,80,90\n"
-        "JOB,job 3 items,0,0,N/A,0.0,N/A,N/A,N/A\n")
+        "JOB,job 3 items,0,0,N/A,0.0,N/A,N/A,N/A\n"
+    )
     rows = load.read_stats(csv_file)
     assert rows["edit collage.sample"] == {"requests": 10, "failures": 0, "per_s": 4.5, "p50_ms": 61.0, "p95_ms": 80.0, "p99_ms": 90.0}
     assert rows["job 3 items"]["requests"] == 0 and math.isnan(rows["job 3 items"]["p50_ms"])
@@ -71,8 +90,13 @@ def test_warmup_measures_first_bursts_and_steady_state_and_draws_them(service, t
     measured = warmup.measure_op(service.url, collage_sample, {}, requests=4, base=7_000_000)
     assert [b["edits"] for b in measured["first_bursts"]] == list(warmup.BURSTS)
     assert all(b["slowest_ms"] > 0 for b in measured["first_bursts"]) and measured["c8_images_per_s"] > 0
-    results = {"device": "test", "command": "python -m loadtests.warmup", "runs": {
-        name: {"start_s": 1.0, "warmup_s": {"collage": 0.5}, "ops": {"collage.sample": measured}} for name in warmup.CONFIGURATIONS}}
+    results = {
+        "device": "test",
+        "command": "python -m loadtests.warmup",
+        "runs": {
+            name: {"start_s": 1.0, "warmup_s": {"collage": 0.5}, "ops": {"collage.sample": measured}} for name in warmup.CONFIGURATIONS
+        },
+    }
     table = warmup.markdown(results)
     assert table.count("`collage.sample`") == len(warmup.CONFIGURATIONS) and "| compile + warm-up |" in table
     warmup.chart(results, tmp_path / "warmup.png")

@@ -18,8 +18,9 @@ K = 4
 
 
 def _edit(client, op: str, params: dict | None = None, inputs: dict | None = None, model: str = MODEL):
-    return client.post("/v1/edits", json={"model": model, "op": op, "params": params or {}, "inputs": inputs or {},
-                                          "output": {"inline": True}})
+    return client.post(
+        "/v1/edits", json={"model": model, "op": op, "params": params or {}, "inputs": inputs or {}, "output": {"inline": True}}
+    )
 
 
 def _image(response) -> np.ndarray:
@@ -42,8 +43,7 @@ def _upload(client, png: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def catalog(client):
-    response = _edit(client, "catalog", {"k": K, "n_samples": 24, "seed": 5,
-                                         "labels": ["eyes", "mouth", "hair", "background"]})
+    response = _edit(client, "catalog", {"k": K, "n_samples": 24, "seed": 5, "labels": ["eyes", "mouth", "hair", "background"]})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -80,26 +80,38 @@ def test_part_map_is_a_colour_coded_png(client, catalog):
 
 def test_transfer_of_eyes_between_two_seeds(client, catalog):
     target = _image(_edit(client, "sample", inputs={"seed": 1}))
-    response = _edit(client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 20},
-                     {"target": {"seed": 1}, "reference": {"seed": 2}})
+    response = _edit(
+        client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 20}, {"target": {"seed": 1}, "reference": {"seed": 2}}
+    )
     result = _image(response)
     extras = response.json()["extras"]
     assert extras["total_channels_changed"] > 0 and list(extras["part_weights"]) == ["0:eyes"]
     assert not np.array_equal(result, target)
     # Strength 0 asks for no change: exactly S (same styles, same synthesis as `sample`).
-    unchanged = _image(_edit(client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 0},
-                             {"target": {"seed": 1}, "reference": {"seed": 2}}))
+    unchanged = _image(
+        _edit(
+            client,
+            "local_transfer",
+            {"parts": ["eyes"], "query": "simple", "strength": 0},
+            {"target": {"seed": 1}, "reference": {"seed": 2}},
+        )
+    )
     assert _same_image(unchanged, target)
     # Global transfer with weight 1 gives R's styles everywhere: exactly R.
     reference = _image(_edit(client, "sample", inputs={"seed": 2}))
-    swapped = _image(_edit(client, "local_transfer", {"query": "global", "strength": 1.0},
-                           {"target": {"seed": 1}, "reference": {"seed": 2}}))
+    swapped = _image(
+        _edit(client, "local_transfer", {"query": "global", "strength": 1.0}, {"target": {"seed": 1}, "reference": {"seed": 2}})
+    )
     assert _same_image(swapped, reference)
 
 
 def test_sequential_query_and_layer_range(client, catalog):
-    response = _edit(client, "local_transfer", {"parts": ["mouth", "hair"], "query": "sequential", "layers": ["convs.2", "convs.3"]},
-                     {"target": {"seed": 4}, "reference": {"seed": 9}})
+    response = _edit(
+        client,
+        "local_transfer",
+        {"parts": ["mouth", "hair"], "query": "sequential", "layers": ["convs.2", "convs.3"]},
+        {"target": {"seed": 4}, "reference": {"seed": 9}},
+    )
     assert response.status_code == 200, response.text
     assert set(response.json()["extras"]["channels_changed"]) <= {"convs.2", "convs.3"}
 
@@ -109,12 +121,22 @@ def test_transfer_onto_a_projected_upload(client, catalog):
     projected = _edit(client, "project", {"steps": 5}, {"image": asset})
     assert projected.status_code == 200, projected.text
     projection = projected.json()["result_id"]
-    response = _edit(client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 20},
-                     {"target": {"projection": projection}, "reference": {"seed": 2}})
+    response = _edit(
+        client,
+        "local_transfer",
+        {"parts": ["eyes"], "query": "simple", "strength": 20},
+        {"target": {"projection": projection}, "reference": {"seed": 2}},
+    )
     result = _image(response)
     # The projection's own image comes back unchanged at strength 0.
-    same = _image(_edit(client, "local_transfer", {"parts": ["eyes"], "strength": 0, "query": "simple"},
-                        {"target": {"projection": projection}, "reference": {"seed": 2}}))
+    same = _image(
+        _edit(
+            client,
+            "local_transfer",
+            {"parts": ["eyes"], "strength": 0, "query": "simple"},
+            {"target": {"projection": projection}, "reference": {"seed": 2}},
+        )
+    )
     assert _same_image(same, _image(projected))
     assert not np.array_equal(result, same)
 
@@ -123,8 +145,9 @@ def test_transfer_by_mask(client, catalog):
     mask = np.zeros((64, 64), np.uint8)
     mask[16:32, 8:56] = 255
     asset = _upload(client, png_bytes(mask))
-    response = _edit(client, "local_transfer", {"query": "simple", "strength": 10},
-                     {"target": {"seed": 1}, "reference": {"seed": 2}, "mask": asset})
+    response = _edit(
+        client, "local_transfer", {"query": "simple", "strength": 10}, {"target": {"seed": 1}, "reference": {"seed": 2}, "mask": asset}
+    )
     assert response.status_code == 200, response.text
     weights = response.json()["extras"]["part_weights"]
     assert abs(sum(weights.values()) - 1) < 1e-3
@@ -134,8 +157,12 @@ def test_many_pairs_run_as_one_batch(client, catalog):
     from concurrent.futures import ThreadPoolExecutor
 
     def run(seed: int):
-        return _edit(client, "local_transfer", {"parts": ["eyes"], "query": "simple", "strength": 5},
-                     {"target": {"seed": seed}, "reference": {"seed": seed + 100}})
+        return _edit(
+            client,
+            "local_transfer",
+            {"parts": ["eyes"], "query": "simple", "strength": 5},
+            {"target": {"seed": seed}, "reference": {"seed": seed + 100}},
+        )
 
     with ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(run, range(40, 46)))
@@ -143,16 +170,19 @@ def test_many_pairs_run_as_one_batch(client, catalog):
     assert max(r.json()["timings"]["group_size"] for r in responses) > 1
 
 
-@pytest.mark.parametrize("params, inputs, fragment", [
-    ({"parts": ["nose"]}, {}, "unknown part 'nose'"),
-    ({"parts": ["eyes"], "strength": 101}, {}, "strength"),
-    ({"parts": ["eyes"], "strength": -1}, {}, "strength"),
-    ({"query": "global", "strength": 1.5}, {}, "global transfer"),
-    ({}, {}, "exactly one"),
-    ({"parts": ["eyes"], "layers": ["convs.99"]}, {}, "unknown layer"),
-    ({"parts": ["eyes"]}, {"target": {"seed": 1, "w": [0.0]}}, "exactly one of seed"),
-    ({"parts": ["eyes"]}, {"reference": {"projection": "0" * 64}}, "not the result_id"),
-])
+@pytest.mark.parametrize(
+    "params, inputs, fragment",
+    [
+        ({"parts": ["nose"]}, {}, "unknown part 'nose'"),
+        ({"parts": ["eyes"], "strength": 101}, {}, "strength"),
+        ({"parts": ["eyes"], "strength": -1}, {}, "strength"),
+        ({"query": "global", "strength": 1.5}, {}, "global transfer"),
+        ({}, {}, "exactly one"),
+        ({"parts": ["eyes"], "layers": ["convs.99"]}, {}, "unknown layer"),
+        ({"parts": ["eyes"]}, {"target": {"seed": 1, "w": [0.0]}}, "exactly one of seed"),
+        ({"parts": ["eyes"]}, {"reference": {"projection": "0" * 64}}, "not the result_id"),
+    ],
+)
 def test_bad_transfer_requests_are_4xx(client, catalog, params, inputs, fragment):
     body_inputs = {"target": {"seed": 1}, "reference": {"seed": 2}, **inputs}
     response = _edit(client, "local_transfer", params, body_inputs)
@@ -186,7 +216,6 @@ def test_shipped_faces_model_serves_its_catalog(client):
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["style-faces"]
     assert listed["random_init"] is False and listed["resolution"] == 32
     assert {"eyes", "mouth"} <= set(listed["catalog"]["labels"]) and listed["catalog"]["k"] == 12
-    response = _edit(client, "local_transfer", {"parts": ["eyes"]},
-                     {"target": {"seed": 1}, "reference": {"seed": 2}}, model="style-faces")
+    response = _edit(client, "local_transfer", {"parts": ["eyes"]}, {"target": {"seed": 1}, "reference": {"seed": 2}}, model="style-faces")
     assert _image(response).shape == (32, 32, 3)
     assert response.json()["extras"]["total_channels_changed"] > 0

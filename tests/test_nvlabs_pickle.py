@@ -80,8 +80,14 @@ def test_converted_generator_matches_the_nvlabs_reference(nvlabs_g, converted, p
 def test_manifest_and_exact_tensor_copies(nvlabs_g, converted):
     manifest, generator, latent_avg = converted
     assert manifest["source_format"] == "nvlabs-stylegan2-ada-pkl" and manifest["format"] == "stylegan2"
-    assert manifest["arch"] == {"resolution": 32, "style_dim": 32, "n_mlp": 2, "channel_multiplier": 2,
-                                "channel_max": 32, "conv_clamp": 256}
+    assert manifest["arch"] == {
+        "resolution": 32,
+        "style_dim": 32,
+        "n_mlp": 2,
+        "channel_multiplier": 2,
+        "channel_max": 32,
+        "conv_clamp": 256,
+    }
     assert manifest["n_latent"] == nvlabs_g.num_ws == 8
     # Bytes copied unchanged where both sides apply the same gains (lr_multiplier 0.01, ToRGB 1/sqrt(in)).
     assert torch.equal(latent_avg, nvlabs_g.mapping.w_avg)
@@ -244,12 +250,26 @@ def test_not_a_pickle_or_a_torch_save_file_is_a_clear_error(tmp_path):
 
 def test_allow_list_holds_data_rebuilders_only():
     names = {f"{m}.{n}" for m, n in RESTRICTED_PICKLE_GLOBALS}
-    assert not names & {"builtins.eval", "builtins.exec", "builtins.getattr", "builtins.__import__",
-                        "posix.system", "os.system", "copyreg._reconstructor", "torch.load"}
+    assert not names & {
+        "builtins.eval",
+        "builtins.exec",
+        "builtins.getattr",
+        "builtins.__import__",
+        "posix.system",
+        "os.system",
+        "copyreg._reconstructor",
+        "torch.load",
+    }
     # What NVlabs snapshots name (the rest is numpy/torch spellings of the same rebuilders).
-    assert {"torch_utils.persistence._reconstruct_persistent_obj", "torch._utils._rebuild_tensor_v2",
-            "torch._utils._rebuild_parameter", "torch.storage._load_from_bytes", "collections.OrderedDict",
-            "dnnlib.util.EasyDict", "builtins.set"} <= names
+    assert {
+        "torch_utils.persistence._reconstruct_persistent_obj",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch.storage._load_from_bytes",
+        "collections.OrderedDict",
+        "dnnlib.util.EasyDict",
+        "builtins.set",
+    } <= names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +284,9 @@ def test_stylegan3_networks_are_refused_clearly(tmp_path, protocol):
     synthesis_input = loaded.modules["synthesis"].modules["input"].state
     size, rate = synthesis_input["size"], synthesis_input["sampling_rate"]  # numpy values rebuilt as plain numpy
     assert type(size) is np.ndarray and size.tolist() == [36, 36] and type(rate) is np.float64 and rate == 16
-    assert np.array_equal(load_restricted_pickle(pickle.dumps(np.arange(6.0).reshape(2, 3), protocol=protocol)),
-                          np.arange(6.0).reshape(2, 3))
+    assert np.array_equal(
+        load_restricted_pickle(pickle.dumps(np.arange(6.0).reshape(2, 3), protocol=protocol)), np.arange(6.0).reshape(2, 3)
+    )
     (tmp_path / "sg3.pkl").write_bytes(data)
     with pytest.raises(ValueError, match="StyleGAN3 synthesis networks are not supported"):
         convert_nvlabs(tmp_path / "sg3.pkl", tmp_path / "out", "sg3")
@@ -307,9 +328,9 @@ def s3_prefix(s3_server):
 
 
 def test_cli_upload_converts_and_registers_an_nvlabs_pickle(s3_prefix, nvlabs_g, tmp_path):
-    from service.tools.cli import main
     from service.registry import ModelRegistry
     from service.storage import AssetStore
+    from service.tools.cli import main
 
     (tmp_path / "ffhq.pkl").write_bytes(ref.dump_snapshot(ref.snapshot(nvlabs_g)))
     assert main(["models", "upload", str(tmp_path / "ffhq.pkl"), "--name", "nvlabs-cli", "--format", "stylegan2-ada-pkl"]) == 0

@@ -61,20 +61,28 @@ def test_the_op_table_is_the_families_declarations_and_the_checkpoint_manifests_
 
 def test_the_declarations_import_no_torch():
     modules = [families.entry_points(families.FAMILIES_GROUP)[f].partition(":")[0] for f in families.family_names()]
-    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "from service import families\nfamilies.op_table()\n"
-            "assert 'torch' not in sys.modules, 'a family declaration imports torch'")
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "from service import families\nfamilies.op_table()\n"
+        "assert 'torch' not in sys.modules, 'a family declaration imports torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 
 def test_a_family_spec_refuses_an_op_declared_twice_and_a_scope_without_its_reason():
-    op = OpSpec(name="x", description="", params_model=StrictModel, inputs_model=StrictModel,
-                prepare=lambda *a: {}, handler="run_x")
+    op = OpSpec(name="x", description="", params_model=StrictModel, inputs_model=StrictModel, prepare=lambda *a: {}, handler="run_x")
     with pytest.raises(ValueError, match="twice"):
         FamilySpec("fam", "m:C", [op, op])
     with pytest.raises(ValueError, match="scope_reason"):
-        OpSpec(name="x", description="", params_model=StrictModel, inputs_model=StrictModel,
-               prepare=lambda *a: {}, handler="run_x", required_scope="admin")
+        OpSpec(
+            name="x",
+            description="",
+            params_model=StrictModel,
+            inputs_model=StrictModel,
+            prepare=lambda *a: {},
+            handler="run_x",
+            required_scope="admin",
+        )
 
 
 # ---- the replica: handler, typed params, group key and bucketing from the declaration ----------
@@ -87,10 +95,22 @@ def _group_by_factor(task, params: ScaleParams):
     return (params.factor,)
 
 
-FAKE = FamilySpec("fake-family", "nowhere:FakeDeployment", [
-    OpSpec(name="scale", description="", params_model=ScaleParams, inputs_model=StrictModel,
-           prepare=lambda *a: {}, handler="run_scale", group_key=_group_by_factor, bucketed=True),
-])
+FAKE = FamilySpec(
+    "fake-family",
+    "nowhere:FakeDeployment",
+    [
+        OpSpec(
+            name="scale",
+            description="",
+            params_model=ScaleParams,
+            inputs_model=StrictModel,
+            prepare=lambda *a: {},
+            handler="run_scale",
+            group_key=_group_by_factor,
+            bucketed=True,
+        ),
+    ],
+)
 
 
 @pytest.fixture
@@ -130,20 +150,24 @@ def test_the_replica_runs_the_declared_handler_grouped_by_the_declared_key_with_
 
     calls: list = []
     replica = _replica(calls)
-    tasks = [EditTask(model="m", op="scale", params=params, inputs={"i": i}, images={}, submitted_at=0.0)
-             for i, params in enumerate([{"factor": 3.0, "label": "a"}, {}, {"factor": 3.0, "label": "b"}])]
+    tasks = [
+        EditTask(model="m", op="scale", params=params, inputs={"i": i}, images={}, submitted_at=0.0)
+        for i, params in enumerate([{"factor": 3.0, "label": "a"}, {}, {"factor": 3.0, "label": "b"}])
+    ]
     results = run_batch(replica, tasks)
     assert sorted(calls) == [[2.0], [3.0, 3.0]], "grouped by the declared key; the params model's default fills {}"
     assert [isinstance(r, EditOutput) for r in results] == [True] * 3
-    assert [t.params for t in tasks] == [{"factor": 3.0, "label": "a"}, {}, {"factor": 3.0, "label": "b"}], \
+    assert [t.params for t in tasks] == [{"factor": 3.0, "label": "a"}, {}, {"factor": 3.0, "label": "b"}], (
         "the JSON params stay as they came"
+    )
     assert isinstance(tasks[0].typed_params, ScaleParams)
     import pickle
 
     assert pickle.loads(pickle.dumps(tasks[0])).typed_params is None, "the typed params never travel"
 
-    unknown = run_batch(replica, [EditTask(model="m", op="nope", params={}, inputs={"i": 0}, images={"x": np.zeros((2, 2), np.uint8)},
-                                           submitted_at=0.0)])
+    unknown = run_batch(
+        replica, [EditTask(model="m", op="nope", params={}, inputs={"i": 0}, images={"x": np.zeros((2, 2), np.uint8)}, submitted_at=0.0)]
+    )
     assert isinstance(unknown[0], Unprocessable) and "not served" in str(unknown[0])
 
     from service.acceleration import Acceleration
@@ -194,8 +218,15 @@ def _pipeline_family(monkeypatch, *ops: OpSpec) -> FamilySpec:
 
 
 def _op(name: str, **declared) -> OpSpec:
-    return OpSpec(name=name, description="", params_model=ScaleParams, inputs_model=StrictModel,
-                  prepare=lambda inputs, params, manifest, draw, limits: {}, handler="run_" + name, **declared)
+    return OpSpec(
+        name=name,
+        description="",
+        params_model=ScaleParams,
+        inputs_model=StrictModel,
+        prepare=lambda inputs, params, manifest, draw, limits: {},
+        handler="run_" + name,
+        **declared,
+    )
 
 
 def _pipeline(spec: FamilySpec, heads: dict | None = None):
@@ -209,8 +240,9 @@ OPERATOR = Principal(key_id="operator", scopes=frozenset({"edit", "operate"}))
 
 
 def test_the_pipeline_enforces_the_scope_an_op_declares(monkeypatch):
-    spec = _pipeline_family(monkeypatch, _op("open"), _op("guarded", required_scope="operate",
-                                                         scope_reason="the guarded op (it changes things for everyone)"))
+    spec = _pipeline_family(
+        monkeypatch, _op("open"), _op("guarded", required_scope="operate", scope_reason="the guarded op (it changes things for everyone)")
+    )
     pipeline, _ = _pipeline(spec)
     with pytest.raises(Forbidden, match=r"the guarded op \(it changes things for everyone\) needs the 'operate' scope"):
         pipeline._prepare(EditRequest(model=MODEL, op="guarded"), lambda: 0, False, EDITOR, False)
@@ -224,8 +256,18 @@ def test_the_pipeline_invalidates_what_an_op_declares(monkeypatch):
     pipeline, registry = _pipeline(spec)
 
     async def dispatch(family, handle, task):
-        return EditOutput(data=b"png", media_type="image/png", width=1, height=1, extras={}, queue_ms=0.0, compute_ms=0.0,
-                          encode_ms=0.0, batch_size=1, group_size=1)
+        return EditOutput(
+            data=b"png",
+            media_type="image/png",
+            width=1,
+            height=1,
+            extras={},
+            queue_ms=0.0,
+            compute_ms=0.0,
+            encode_ms=0.0,
+            batch_size=1,
+            group_size=1,
+        )
 
     monkeypatch.setattr(pipeline, "dispatch", dispatch)
     monkeypatch.setattr(pipeline, "_store_result", lambda *args: 0.0)
@@ -238,11 +280,14 @@ def test_the_pipeline_invalidates_what_an_op_declares(monkeypatch):
 def test_a_projection_resolves_to_the_latent_keys_its_fitting_op_declares(monkeypatch):
     spec = _pipeline_family(monkeypatch, _op("fit", latent_keys=("a", "b")), _op("edit", latent_inputs=("base",)))
     extras = base64.urlsafe_b64encode(json.dumps({"a": [1.0], "b": {"3": 1.0}, "loss": 0.5}).encode()).decode()
-    heads = {f"results/{name}": {"metadata": {"op": op, "model": MODEL, "extras": "inline", "extras-b64": extras}}
-             for name, op in (("fitted", "fit"), ("edited", "edit"))}
+    heads = {
+        f"results/{name}": {"metadata": {"op": op, "model": MODEL, "extras": "inline", "extras-b64": extras}}
+        for name, op in (("fitted", "fit"), ("edited", "edit"))
+    }
     pipeline, _ = _pipeline(spec, heads)
     resolved = pipeline._resolve_projections(MODEL, spec.name, ("base",), {"base": {"projection": "fitted", "b": {"0": 1.0}}})
-    assert resolved == {"base": {"a": [1.0], "b": {"0": 1.0}, "projection": "fitted"}}, \
+    assert resolved == {"base": {"a": [1.0], "b": {"0": 1.0}, "projection": "fitted"}}, (
         "the declared keys only, and the request's own keys win"
+    )
     with pytest.raises(Unprocessable, match=r"inputs.base.projection edited is not the result_id of a finished 'fit' edit"):
         pipeline._resolve_projections(MODEL, spec.name, ("base",), {"base": {"projection": "edited"}})

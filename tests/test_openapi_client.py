@@ -96,9 +96,22 @@ def generated(client, tmp_path_factory):
     (root / "openapi.json").write_text(json.dumps(client.get("/openapi.json").json()))
     (root / "config.yml").write_text("post_hooks: []\n")  # no ruff formatting: not needed to import it
     run = subprocess.run(
-        [_generator(), "generate", "--path", str(root / "openapi.json"), "--output-path", str(root / PACKAGE),
-         "--meta", "none", "--config", str(root / "config.yml"), "--fail-on-warning"],
-        capture_output=True, text=True, timeout=120,
+        [
+            _generator(),
+            "generate",
+            "--path",
+            str(root / "openapi.json"),
+            "--output-path",
+            str(root / PACKAGE),
+            "--meta",
+            "none",
+            "--config",
+            str(root / "config.yml"),
+            "--fail-on-warning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     sys.path.insert(0, str(root))
@@ -121,8 +134,7 @@ def test_generated_client_uploads_and_makes_typed_edits(service, generated):
     upload_asset = _module(generated, "api.assets.upload_asset")
     create_edit = _module(generated, "api.edits.create_edit")
     submit_job = _module(generated, "api.jobs.submit_job")
-    api = generated.AuthenticatedClient(base_url=service.url, token=TEST_TOKENS["admin"], timeout=120,
-                                        raise_on_unexpected_status=True)
+    api = generated.AuthenticatedClient(base_url=service.url, token=TEST_TOKENS["admin"], timeout=120, raise_on_unexpected_status=True)
 
     # (1) an upload through the multipart variant of the body
     png = random_png(height=64, width=64, seed=24)
@@ -134,8 +146,12 @@ def test_generated_client_uploads_and_makes_typed_edits(service, generated):
 
     # (2) typed edits: style.sample with its own params and inputs classes, then style.project of the upload
     sample = models.StyleSampleEditRequest(
-        model=MODEL, op="sample", params=models.StyleSampleParams(truncation=0.7), inputs=models.StyleSampleInputs(seed=42),
-        output=models.OutputOptions(format_=models.OutputOptionsFormat.JPEG, quality=80))
+        model=MODEL,
+        op="sample",
+        params=models.StyleSampleParams(truncation=0.7),
+        inputs=models.StyleSampleInputs(seed=42),
+        output=models.OutputOptions(format_=models.OutputOptionsFormat.JPEG, quality=80),
+    )
     edited = create_edit.sync_detailed(client=api, body=sample)
     assert edited.status_code == 200, edited.content
     result = edited.parsed
@@ -146,7 +162,8 @@ def test_generated_client_uploads_and_makes_typed_edits(service, generated):
     assert create_edit.sync(client=api, body=sample).result_id == result.result_id  # same request, same result
 
     project = models.StyleProjectEditRequest(
-        model=MODEL, op="project", params=models.StyleProjectParams(steps=2), inputs=models.StyleProjectInputs(image=asset.asset_id))
+        model=MODEL, op="project", params=models.StyleProjectParams(steps=2), inputs=models.StyleProjectInputs(image=asset.asset_id)
+    )
     fitted = create_edit.sync(client=api, body=project)
     assert isinstance(fitted, models.EditResponse) and fitted.op == "project" and "w" in fitted.extras.additional_properties
 
@@ -156,8 +173,9 @@ def test_generated_client_uploads_and_makes_typed_edits(service, generated):
     assert isinstance(missing.parsed, models.Problem)
     assert (missing.parsed.status, missing.parsed.title) == (404, "Not Found") and "no-such-model" in missing.parsed.detail
     assert missing.parsed.type_.endswith("/not-found") and missing.parsed.instance
-    invalid = create_edit.sync_detailed(client=api, body=models.StyleSampleEditRequest(
-        model=MODEL, op="sample", params=models.StyleSampleParams(truncation=5.0)))  # the schema's maximum is 2
+    invalid = create_edit.sync_detailed(
+        client=api, body=models.StyleSampleEditRequest(model=MODEL, op="sample", params=models.StyleSampleParams(truncation=5.0))
+    )  # the schema's maximum is 2
     assert invalid.status_code == 422 and isinstance(invalid.parsed, models.Problem)
     assert [error.additional_properties["loc"] for error in invalid.parsed.errors] == [["params", "truncation"]]
 

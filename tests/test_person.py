@@ -18,8 +18,19 @@ from schemas.warp import KEYPOINT_NAMES
 from training.data import persons
 
 HEIGHT, WIDTH = 32, 16
-TINY = PersonConfig(height=HEIGHT, width=WIDTH, channels=4, roi_size=4, roi_dim=4, background_dim=8, pose_dim=8, pose_hidden=16,
-                    unet_depth=2, mapping_hidden=16, mapping_layers=1)
+TINY = PersonConfig(
+    height=HEIGHT,
+    width=WIDTH,
+    channels=4,
+    roi_size=4,
+    roi_dim=4,
+    background_dim=8,
+    pose_dim=8,
+    pose_hidden=16,
+    unet_depth=2,
+    mapping_hidden=16,
+    mapping_layers=1,
+)
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "person-persons"
 
 
@@ -134,9 +145,12 @@ def test_sampling_is_seeded_and_keeps_what_it_is_told(model):
     kept = ops.sample(model, [1, 2], frozenset({"pose"}), person)
     assert torch.equal(kept.keypoints, person.keypoints) and torch.equal(kept.visible, person.visible)
     all_but_background = ops.sample(model, [3, 3], frozenset({"foreground", "pose"}), person)
-    expected = model.decode(model.encode_foreground(person.images, person.keypoints, person.visible),
-                            model.sample_embeddings("background", ops.factor_noise(model, [3, 3])["background"]),
-                            person.keypoints, person.visible)
+    expected = model.decode(
+        model.encode_foreground(person.images, person.keypoints, person.visible),
+        model.sample_embeddings("background", ops.factor_noise(model, [3, 3])["background"]),
+        person.keypoints,
+        person.visible,
+    )
     assert torch.allclose(all_but_background.images, expected)
     noise_a, noise_b = ops.factor_noise(model, [9]), ops.factor_noise(model, [9, 10])
     assert all(torch.equal(noise_a[f][0], noise_b[f][0]) for f in FACTORS), "a seed's noise does not depend on its batch"
@@ -144,7 +158,7 @@ def test_sampling_is_seeded_and_keeps_what_it_is_told(model):
 
 def test_interpolation_runs_from_start_to_end_in_one_factor(model):
     person, _ = people(2, 9)
-    start, end = (ops.People(person.images[i:i + 1], person.keypoints[i:i + 1], person.visible[i:i + 1]) for i in (0, 1))
+    start, end = (ops.People(person.images[i : i + 1], person.keypoints[i : i + 1], person.visible[i : i + 1]) for i in (0, 1))
     strip = ops.interpolate(model, "background", start, end, 4)
     assert strip.images.shape == (4, 3, HEIGHT, WIDTH)
     assert torch.allclose(strip.images[0], ops.reconstruct(model, start).images[0], atol=1e-6)
@@ -156,8 +170,10 @@ def test_interpolation_runs_from_start_to_end_in_one_factor(model):
 # ---- checkpoint ---------------------------------------------------------------------------------
 def test_checkpoint_round_trip_and_refusals(model, tmp_path):
     person, batch = people(1, 10)
-    example = Example((batch.images[0].permute(1, 2, 0) * 255).round().byte().numpy(),
-                      [[float(x), float(y)] if v else None for (x, y), v in zip(batch.keypoints[0].tolist(), batch.visible[0].tolist())])
+    example = Example(
+        (batch.images[0].permute(1, 2, 0) * 255).round().byte().numpy(),
+        [[float(x), float(y)] if v else None for (x, y), v in zip(batch.keypoints[0].tolist(), batch.visible[0].tolist())],
+    )
     manifest = export(model, tmp_path, "person-tiny", "tiny", [example])
     assert manifest["family"] == "person" and manifest["image_size"] == [HEIGHT, WIDTH] and len(manifest["examples"]) == 1
     assert manifest["embedding_dims"] == {"foreground": 28, "background": 8, "pose": 8}
@@ -189,28 +205,42 @@ def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source
     points = _points()
     other = [[p[0], min(p[1] + 1, HEIGHT - 1)] if p else None for p in points]
     manifest = _manifest({A: {"keypoints": points}, C: {"keypoints": other}})
-    prepared = schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points),
-                                        schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
+    prepared = schema.prepare_recompose(
+        schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points),
+        schema.RecomposeParams(),
+        manifest,
+        lambda: 0,
+        LIMITS,
+    )
     assert prepared["pose_keypoints"] == prepared["foreground_keypoints"], "no pose given: the foreground's"
-    by_example = schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points, pose=C),
-                                          schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
+    by_example = schema.prepare_recompose(
+        schema.RecomposeInputs(foreground=A, background=B, background_keypoints=points, pose=C),
+        schema.RecomposeParams(),
+        manifest,
+        lambda: 0,
+        LIMITS,
+    )
     assert by_example["pose_keypoints"] == schema.check_keypoints(other, "x", HEIGHT, WIDTH)
     with pytest.raises(ValueError, match="background_keypoints is required"):
         schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
     with pytest.raises(ValueError, match="pose_keypoints is required"):
-        schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=A, pose=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
+        schema.prepare_recompose(
+            schema.RecomposeInputs(foreground=A, background=A, pose=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS
+        )
 
 
-@pytest.mark.parametrize("change, detail", [
-    (lambda k: k[:17], "18 entries"),
-    (lambda k: [[WIDTH + 5.0, 3.0]] + k[1:], "outside"),
-    (lambda k: [k[0], None] + k[2:], "torso"),
-    (lambda k: [[float("inf"), 2.0]] + k[1:], "finite"),
-])
+@pytest.mark.parametrize(
+    "change, detail",
+    [
+        (lambda k: k[:17], "18 entries"),
+        (lambda k: [[WIDTH + 5.0, 3.0]] + k[1:], "outside"),
+        (lambda k: [k[0], None] + k[2:], "torso"),
+        (lambda k: [[float("inf"), 2.0]] + k[1:], "finite"),
+    ],
+)
 def test_bad_keypoints_are_refused_with_their_field_named(change, detail):
     with pytest.raises(ValueError, match=detail) as error:  # a non-finite number: already the inputs model refuses it
-        inputs = schema.RecomposeInputs(foreground=A, foreground_keypoints=change(_points()), background=B,
-                                        background_keypoints=_points())
+        inputs = schema.RecomposeInputs(foreground=A, foreground_keypoints=change(_points()), background=B, background_keypoints=_points())
         schema.prepare_recompose(inputs, schema.RecomposeParams(), _manifest(), lambda: 0, LIMITS)
     assert "foreground_keypoints" in str(error.value)
 
@@ -218,7 +248,9 @@ def test_bad_keypoints_are_refused_with_their_field_named(change, detail):
 def test_sample_and_interpolate_contracts():
     manifest = _manifest({A: {"keypoints": _points()}})
     assert schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(), manifest, lambda: 42, LIMITS) == {"seed": 42, "keep": []}
-    kept = schema.prepare_sample(schema.SampleInputs(image=A, seed=1), schema.SampleParams(keep=["pose", "foreground"]), manifest, lambda: 0, LIMITS)
+    kept = schema.prepare_sample(
+        schema.SampleInputs(image=A, seed=1), schema.SampleParams(keep=["pose", "foreground"]), manifest, lambda: 0, LIMITS
+    )
     assert kept["keep"] == ["foreground", "pose"] and kept["seed"] == 1 and len(kept["keypoints"]) == 18
     with pytest.raises(ValueError, match="needs inputs.image"):
         schema.prepare_sample(schema.SampleInputs(), schema.SampleParams(keep=["pose"]), manifest, lambda: 0, LIMITS)
@@ -248,10 +280,44 @@ def test_the_trainer_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
     from training import person_quality, train_person
 
     out = tmp_path / "person-smoke"
-    run = train_person.main(["--out", str(out), "--steps", "2", "--batch", "2", "--height", "32", "--width", "16", "--channels", "4",
-                             "--roi-dim", "4", "--background-dim", "8", "--pose-dim", "8", "--mapping-samples", "64",
-                             "--mapping-steps", "2", "--mapping-batch", "16", "--critic-steps", "1", "--critic-hidden", "16",
-                             "--threads", "1", "--log-every", "1", "--snapshot-every", "1000"])
+    run = train_person.main(
+        [
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "16",
+            "--channels",
+            "4",
+            "--roi-dim",
+            "4",
+            "--background-dim",
+            "8",
+            "--pose-dim",
+            "8",
+            "--mapping-samples",
+            "64",
+            "--mapping-steps",
+            "2",
+            "--mapping-batch",
+            "16",
+            "--critic-steps",
+            "1",
+            "--critic-hidden",
+            "16",
+            "--threads",
+            "1",
+            "--log-every",
+            "1",
+            "--snapshot-every",
+            "1000",
+        ]
+    )
     assert run["step"] == 2 and (out / "samples.png").exists() and (out / ".work" / "snapshot.pt").exists()
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["format"] == "disentangled-person" and len(manifest["examples"]) == 6
@@ -259,10 +325,38 @@ def test_the_trainer_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
     load_model((out / "weights.safetensors").read_bytes(), manifest)
     results = person_quality.main(["--models", str(out), "--n", "3", "--out", str(tmp_path / "q.json")])
     assert 0 <= results[0]["recon_ssim"] <= 1 and (tmp_path / "q-person-smoke.png").exists()
-    resumed = train_person.main(["--out", str(out), "--resume", "--export-only", "--height", "32", "--width", "16", "--channels", "4",
-                                 "--roi-dim", "4", "--background-dim", "8", "--pose-dim", "8", "--mapping-samples", "64",
-                                 "--mapping-steps", "1", "--mapping-batch", "16", "--critic-steps", "1", "--critic-hidden", "16",
-                                 "--threads", "1"])
+    resumed = train_person.main(
+        [
+            "--out",
+            str(out),
+            "--resume",
+            "--export-only",
+            "--height",
+            "32",
+            "--width",
+            "16",
+            "--channels",
+            "4",
+            "--roi-dim",
+            "4",
+            "--background-dim",
+            "8",
+            "--pose-dim",
+            "8",
+            "--mapping-samples",
+            "64",
+            "--mapping-steps",
+            "1",
+            "--mapping-batch",
+            "16",
+            "--critic-steps",
+            "1",
+            "--critic-hidden",
+            "16",
+            "--threads",
+            "1",
+        ]
+    )
     assert resumed["step"] == 2, "--export-only resumes the snapshot without training"
 
 

@@ -34,8 +34,9 @@ def model(client):
     with tempfile.TemporaryDirectory() as tmp:
         manifest = export(network, Path(tmp), MODEL, "test model", examples_of(3, HEIGHT, WIDTH))
         ModelRegistry(AssetStore(get_settings())).register_dir(Path(tmp))
-        images = {image_id: decode((Path(tmp) / "examples" / f"{i:02d}.png").read_bytes())
-                  for i, image_id in enumerate(manifest["examples"])}
+        images = {
+            image_id: decode((Path(tmp) / "examples" / f"{i:02d}.png").read_bytes()) for i, image_id in enumerate(manifest["examples"])
+        }
     return {"manifest": manifest, "network": network, "images": images}
 
 
@@ -91,11 +92,20 @@ def test_recompose_any_image_with_its_keypoints_and_a_given_pose(client, model):
     points = model["manifest"]["examples"][a]["keypoints"]
     flipped = _upload(client, png_bytes(np.ascontiguousarray(model["images"][a][::-1])))  # not an example: keypoints required
     assert_problem(_edit(client, "recompose", {"foreground": flipped, "background": b}), 422, "foreground_keypoints is required")
-    response = _edit(client, "recompose", {"foreground": flipped, "foreground_keypoints": points, "background": b,
-                                           "pose_keypoints": model["manifest"]["examples"][b]["keypoints"]})
+    response = _edit(
+        client,
+        "recompose",
+        {
+            "foreground": flipped,
+            "foreground_keypoints": points,
+            "background": b,
+            "pose_keypoints": model["manifest"]["examples"][b]["keypoints"],
+        },
+    )
     assert response.status_code == 200, response.text
-    assert response.json()["extras"]["keypoints"] == [p if p is None else [round(v, 3) for v in p]
-                                                      for p in model["manifest"]["examples"][b]["keypoints"]]
+    assert response.json()["extras"]["keypoints"] == [
+        p if p is None else [round(v, 3) for v in p] for p in model["manifest"]["examples"][b]["keypoints"]
+    ]
 
 
 def test_sample_is_seeded_and_keeps_the_named_factors(client, model):
@@ -124,7 +134,7 @@ def test_interpolate_returns_a_strip_of_steps(client, model, factor):
     steps = response.json()["extras"]["steps"]
     assert [s["x"] for s in steps] == [i * (WIDTH + STRIP_GAP) for i in range(4)] and [s["t"] for s in steps] == [0, 0.3333, 0.6667, 1]
     expected = ops.interpolate(model["network"], factor, _person(model, a), _person(model, b), 4)
-    assert _close(strip[:, WIDTH * 3 + STRIP_GAP * 3:], to_uint8_images(expected.images)[3])
+    assert _close(strip[:, WIDTH * 3 + STRIP_GAP * 3 :], to_uint8_images(expected.images)[3])
 
 
 def test_bad_inputs_are_4xx_problems(client, model):
@@ -133,10 +143,12 @@ def test_bad_inputs_are_4xx_problems(client, model):
     big = _upload(client, png_bytes(np.zeros((HEIGHT * 2, WIDTH * 2, 3), np.uint8)))
     assert_problem(_edit(client, "recompose", {"foreground": big, "foreground_keypoints": points, "background": b}), 422, "works at")
     assert_problem(_edit(client, "recompose", {"foreground": a, "background": b, "pose_keypoints": points[:17]}), 422, "18 entries")
-    assert_problem(_edit(client, "recompose", {"foreground": a, "background": b, "pose_keypoints": [[WIDTH + 3, 1]] + points[1:]}),
-                   422, "outside")
-    assert_problem(_edit(client, "recompose", {"foreground": a, "background": b, "pose_keypoints": [points[0], None] + points[2:]}),
-                   422, "torso")
+    assert_problem(
+        _edit(client, "recompose", {"foreground": a, "background": b, "pose_keypoints": [[WIDTH + 3, 1]] + points[1:]}), 422, "outside"
+    )
+    assert_problem(
+        _edit(client, "recompose", {"foreground": a, "background": b, "pose_keypoints": [points[0], None] + points[2:]}), 422, "torso"
+    )
     assert_problem(_edit(client, "sample", {"seed": 1}, {"keep": ["pose"]}), 422, "needs inputs.image")
     assert_problem(_edit(client, "sample", {"seed": 1}, {"keep": ["hat"]}), 422, "keep")
     assert_problem(_edit(client, "interpolate", {"start": a, "end": b}, {"factor": "pose", "steps": 40}), 422, "steps")
@@ -150,9 +162,11 @@ def test_a_batch_job_runs_each_op_and_matches_the_synchronous_edits(client, mode
     from tests.test_jobs_api import all_results, wait_for
 
     a, b, c = list(model["manifest"]["examples"])
-    items = [{"model": MODEL, "op": "recompose", "inputs": {"foreground": b, "background": c, "pose": a}},
-             {"model": MODEL, "op": "sample", "inputs": {"image": c, "seed": 11}, "params": {"keep": ["background"]}},
-             {"model": MODEL, "op": "interpolate", "inputs": {"start": c, "end": a}, "params": {"factor": "foreground", "steps": 3}}]
+    items = [
+        {"model": MODEL, "op": "recompose", "inputs": {"foreground": b, "background": c, "pose": a}},
+        {"model": MODEL, "op": "sample", "inputs": {"image": c, "seed": 11}, "params": {"keep": ["background"]}},
+        {"model": MODEL, "op": "interpolate", "inputs": {"start": c, "end": a}, "params": {"factor": "foreground", "steps": 3}},
+    ]
     response = client.post("/v1/jobs", json={"items": items})
     assert response.status_code == 202, response.text
     assert wait_for(client, response.json()["job_id"])["state"] == "succeeded"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.data import persons
-from training.data.persons import BOTTOMS, COCO18, K, L, LIP_CLASSES
+from training.data.persons import BOTTOMS, COCO18, LIP_CLASSES, K, L
 
 
 def _pose(n: int, **angles: float) -> persons.Pose:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 
 import httpx
 import numpy as np
@@ -29,6 +28,7 @@ def _chromium() -> str:
 
     try:
         import playwright.sync_api  # noqa: F401
+
         return chromium_path()
     except (ImportError, SystemExit) as exc:
         message = f"the playground tests need Playwright and Debian's chromium: {exc}"
@@ -140,8 +140,10 @@ def test_a_collage_region_takes_the_class_picked_for_it(page, service, client):
     region = request["inputs"]["regions"][0]
     assert region["class_id"] == "owl" and region["intensity"] == 1 and len(region["mask"]) == 64
     assert request["inputs"]["base"]["class_id"] == "cat"
-    base = client.post("/v1/edits", json={"model": "collage-faces", "op": "sample",
-                                          "inputs": {"seed": request["inputs"]["base"]["seed"], "class_id": "cat"}}).json()
+    base = client.post(
+        "/v1/edits",
+        json={"model": "collage-faces", "op": "sample", "inputs": {"seed": request["inputs"]["base"]["seed"], "class_id": "cat"}},
+    ).json()
     assert np.abs(_png(client, result_id) - _png(client, base["result_id"])).mean() > 1, "the region's class changed nothing"
     # a second region, on its own layer, with its own class
     page.click("#inputs-regions-add")
@@ -166,8 +168,10 @@ def test_a_dragged_keypoint_is_the_target_pose_of_pose_transfer(page, service, c
     moved = request["inputs"]["target_keypoints"]
     assert abs(moved[index][0] - target[0]) < 1 and abs(moved[index][1] - target[1]) < 1
     assert [p for i, p in enumerate(moved) if i != index] == [p for i, p in enumerate(before) if i != index]
-    unmoved = client.post("/v1/edits", json={"model": "warp-persons", "op": "pose_transfer",
-                                             "inputs": {"image": request["inputs"]["image"], "target_keypoints": before}}).json()
+    unmoved = client.post(
+        "/v1/edits",
+        json={"model": "warp-persons", "op": "pose_transfer", "inputs": {"image": request["inputs"]["image"], "target_keypoints": before}},
+    ).json()
     assert unmoved["result_id"] != result_id
     assert np.abs(_png(client, result_id) - _png(client, unmoved["result_id"])).mean() > 0.5
     # the keyboard moves the chosen keypoint too
@@ -203,8 +207,10 @@ def test_the_api_key_is_asked_for_kept_out_of_urls_and_a_wrong_one_is_shown_at_i
     assert "API key" in page.inner_text("#err-api-key")  # auth is on: the page says what it needs
     page.fill("#api-key", "clg_not-a-key")
     page.click("#connect")
-    page.wait_for_function("() => document.getElementById('err-api-key').textContent.includes('401') || "
-                           "document.getElementById('err-api-key').textContent.length > 20")
+    page.wait_for_function(
+        "() => document.getElementById('err-api-key').textContent.includes('401') || "
+        "document.getElementById('err-api-key').textContent.length > 20"
+    )
     page.fill("#api-key", ADMIN_KEY)
     page.check("#remember-key")
     page.click("#connect")
@@ -231,8 +237,9 @@ def test_the_link_of_a_result_reopens_the_same_edit(page, browser, service):
     other.fill("#api-key", ADMIN_KEY)
     other.click("#connect")
     other.wait_for_function("id => document.getElementById('result-figure').dataset.resultId === id", arg=result_id)
-    other.wait_for_function("() => document.getElementById('result-image').complete && "
-                            "document.getElementById('result-image').naturalWidth === 32")
+    other.wait_for_function(
+        "() => document.getElementById('result-image').complete && document.getElementById('result-image').naturalWidth === 32"
+    )
     assert other.input_value("#inputs-base-seed") == "7"
     assert other.evaluate("() => playground.layers[0].ghost.id") == request["inputs"]["regions"][0]["mask"]
     assert run_edit(other) == result_id  # the reopened form is the same edit: the same result id

@@ -72,26 +72,32 @@ def test_project_returns_a_latent_that_sample_reproduces(client):
 
 def test_project_image_size_mode_and_asset_checks(client):
     wrong_size = _upload(client, random_png(32, 48, seed=22))
-    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2},
-                                                  "inputs": {"image": wrong_size}}), 422, "params.resize=true")
-    resized = client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2, "resize": True},
-                                             "inputs": {"image": wrong_size}})
+    assert_problem(
+        client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2}, "inputs": {"image": wrong_size}}),
+        422,
+        "params.resize=true",
+    )
+    resized = client.post(
+        "/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2, "resize": True}, "inputs": {"image": wrong_size}}
+    )
     assert resized.status_code == 200 and resized.json()["width"] == 64
 
     gray = _upload(client, png_bytes(np.random.default_rng(5).integers(0, 256, (64, 64), dtype=np.uint8)))
-    assert client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2},
-                                          "inputs": {"image": gray}}).status_code == 200
+    assert (
+        client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 2}, "inputs": {"image": gray}}).status_code
+        == 200
+    )
 
-    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "inputs": {"image": "ab" * 32}}),
-                   404, "upload it")
-    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "inputs": {"image": "not-a-hash"}}),
-                   422, "image")
-    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 5000},
-                                                  "inputs": {"image": gray}}), 422, "steps")
+    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "inputs": {"image": "ab" * 32}}), 404, "upload it")
+    assert_problem(client.post("/v1/edits", json={"model": MODEL, "op": "project", "inputs": {"image": "not-a-hash"}}), 422, "image")
+    assert_problem(
+        client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 5000}, "inputs": {"image": gray}}), 422, "steps"
+    )
 
 
 def test_project_inline_output(client):
     asset = _upload(client, random_png(64, 64, seed=23))
-    result = client.post("/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 3},
-                                            "inputs": {"image": asset}, "output": {"inline": True}}).json()
+    result = client.post(
+        "/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 3}, "inputs": {"image": asset}, "output": {"inline": True}}
+    ).json()
     assert Image.open(io.BytesIO(base64.b64decode(result["image_base64"]))).size == (64, 64)

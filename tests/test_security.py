@@ -94,8 +94,15 @@ def test_probes_and_metrics_are_open_and_everything_else_needs_a_key(anonymous):
     assert anonymous.get("/healthz").status_code == 200
     assert anonymous.get("/readyz").status_code == 200
     assert anonymous.get("/metrics").status_code == 200  # metrics_public defaults to true
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/edits"), ("POST", "/v1/assets"), ("GET", "/v1/assets/" + "0" * 64),
-                         ("POST", "/v1/jobs"), ("GET", "/v1/jobs/" + "0" * 32), ("POST", "/v1/assets/uploads")]:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/edits"),
+        ("POST", "/v1/assets"),
+        ("GET", "/v1/assets/" + "0" * 64),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs/" + "0" * 32),
+        ("POST", "/v1/assets/uploads"),
+    ]:
         response = anonymous.request(method, path, json={})
         assert_problem(response, 401, "needs an API key"), (method, path)
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -158,8 +165,10 @@ def test_a_result_is_visible_only_to_keys_that_asked_for_it(as_key):
 
 def test_another_keys_projection_cannot_be_used(as_key):
     image = _upload(as_key("alice"), seed=1103)
-    projected = as_key("alice").post("/v1/edits", json={"model": COLLAGE_MODEL, "op": "project", "inputs": {"image": image},
-                                                        "params": {"steps": 2, "class_id": 0, "resize": True}})
+    projected = as_key("alice").post(
+        "/v1/edits",
+        json={"model": COLLAGE_MODEL, "op": "project", "inputs": {"image": image}, "params": {"steps": 2, "class_id": 0, "resize": True}},
+    )
     assert projected.status_code == 200, projected.text
     resample = {"model": COLLAGE_MODEL, "op": "sample", "inputs": {"projection": projected.json()["result_id"]}}
     assert as_key("alice").post("/v1/edits", json=resample).status_code == 200
@@ -241,7 +250,7 @@ def test_metrics_need_an_admin_key_when_not_public():
         return Request({"type": "http", "method": "GET", "path": "/metrics", "headers": headers, "query_string": b""})
 
     admin, alice = new_token(), new_token()
-    keys = f'[{key_entry("ops", admin, ["admin"]).model_dump_json()}, {key_entry("alice", alice, ["edit"]).model_dump_json()}]'
+    keys = f"[{key_entry('ops', admin, ['admin']).model_dump_json()}, {key_entry('alice', alice, ['edit']).model_dump_json()}]"
     with patched_environ({"COLLAGE_AUTH": "required", "COLLAGE_API_KEYS": keys, "COLLAGE_METRICS_PUBLIC": "true"}):
         asyncio.run(metrics_access(request(None)))  # public: no token needed
     with patched_environ({"COLLAGE_AUTH": "required", "COLLAGE_API_KEYS": keys, "COLLAGE_METRICS_PUBLIC": "false"}):

@@ -18,9 +18,8 @@ import pytest
 from botocore.config import Config
 
 from service.config import Settings, get_settings
-from service.errors import BadRequest, NotFound, StorageUnavailable
+from service.errors import BadRequest, IntegrityError, NotFound, StorageUnavailable
 from service.s3server import EmbeddedS3, find_weed
-from service.errors import IntegrityError
 from service.storage import AssetStore
 
 
@@ -375,9 +374,9 @@ def test_transport_errors_are_storage_unavailable() -> None:
         ResponseStreamingError(error="reset"),
     ):
         store = AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test"), client=_FailingClient(exc))
-        for call in (lambda: store.get(store.key("k")), lambda: store.put(store.key("k"), b"x"), lambda: store.delete(store.key("k"))):
+        for call in (lambda s: s.get(s.key("k")), lambda s: s.put(s.key("k"), b"x"), lambda s: s.delete(s.key("k"))):
             with pytest.raises(StorageUnavailable, match="^object storage is unreachable"):
-                call()
+                call(store)
 
 
 def test_flexible_checksum_fallback_is_detected_once() -> None:
@@ -395,7 +394,9 @@ def test_flexible_checksum_fallback_is_detected_once() -> None:
 
     fake = NoChecksumsClient()
     # A unique (never contacted) endpoint: detection is remembered per endpoint for the process.
-    store = AssetStore(Settings(s3_endpoint_url=f"http://fallback-{uuid.uuid4().hex[:8]}.invalid:9000", s3_bucket="collage-test"), client=fake)
+    store = AssetStore(
+        Settings(s3_endpoint_url=f"http://fallback-{uuid.uuid4().hex[:8]}.invalid:9000", s3_bucket="collage-test"), client=fake
+    )
     store._plain_client = fake  # the client used once checksums are known to be unsupported
     assert store.checksums_supported is None
     store.put(store.key("a"), b"one")
@@ -422,13 +423,17 @@ def test_fast_path_signs_exactly_as_botocore() -> None:
     now = dt.datetime(2026, 12, 6, 22, 30, 5, tzinfo=dt.timezone.utc)
     body = b"\x89PNG bytes"
     payload = hashlib.sha256(body).hexdigest()
-    headers = {"content-type": "image/png", "x-amz-meta-owner": "shop", "x-amz-meta-extras-b64": "eyJhIjoxfQ==",
-               "if-none-match": "*", "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(body).digest()).decode()}
+    headers = {
+        "content-type": "image/png",
+        "x-amz-meta-owner": "shop",
+        "x-amz-meta-extras-b64": "eyJhIjoxfQ==",
+        "if-none-match": "*",
+        "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+    }
     path = signer.path("results/ab cd/é+x")  # spaces, a non-ASCII letter and a plus: escaped as S3 wants
     ours = signer.signed_headers("PUT", path, headers, payload, now=now)
 
-    request = AWSRequest(method="PUT", url="http://127.0.0.1:8333" + path, data=body,
-                         headers={**headers, "x-amz-content-sha256": payload})
+    request = AWSRequest(method="PUT", url="http://127.0.0.1:8333" + path, data=body, headers={**headers, "x-amz-content-sha256": payload})
     with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
         S3SigV4Auth(creds, "s3", "eu-west-1").add_auth(request)
     assert ours["authorization"] == request.headers["Authorization"]
@@ -489,11 +494,15 @@ def test_safetensors_header_check_refuses_what_is_not_a_well_formed_file():
         return len(raw).to_bytes(8, "little") + raw + data
 
     cases = {
-        "pickle": pickle.dumps({"w": [1.0, 2.0]}), "empty": b"", "truncated": good[:-5],
+        "pickle": pickle.dumps({"w": [1.0, 2.0]}),
+        "empty": b"",
+        "truncated": good[:-5],
         "unknown dtype": crafted({"a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16),
         "size": crafted({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4),
-        "overlap": crafted({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                            "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8),
+        "overlap": crafted(
+            {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+            b"\0" * 8,
+        ),
         "header not an object": crafted([1, 2], b""),  # type: ignore[arg-type]
     }
     for name, data in cases.items():

@@ -115,9 +115,34 @@ def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
 
     from training import train_warp
 
-    tiny = ["--batch", "2", "--height", "32", "--width", "16", "--parser-channels", "4", "--parser-blocks", "1",
-            "--matcher-channels", "4", "--renderer-channels", "4", "--renderer-blocks", "1", "--d-width", "4",
-            "--preview", "2", "--log-every", "1", "--threads", "1", "--work", str(tmp_path / "work")]
+    tiny = [
+        "--batch",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "16",
+        "--parser-channels",
+        "4",
+        "--parser-blocks",
+        "1",
+        "--matcher-channels",
+        "4",
+        "--renderer-channels",
+        "4",
+        "--renderer-blocks",
+        "1",
+        "--d-width",
+        "4",
+        "--preview",
+        "2",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--work",
+        str(tmp_path / "work"),
+    ]
     first = train_warp.main(["--out", str(tmp_path / "model"), "--steps", "2", *tiny])
     assert first["step"] == 2 and (tmp_path / "work" / "snapshot.pt").exists()
     resumed = train_warp.main(["--out", str(tmp_path / "model"), "--steps", "3", "--resume", *tiny])
@@ -128,11 +153,14 @@ def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
     assert manifest["family"] == "warp" and manifest["ops"] == ["pose_transfer"] and manifest["image_size"] == [32, 16]
     model = WarpingGAN(WarpConfig(**manifest["arch"]))
     model.load_state_dict(load_file(tmp_path / "model" / "weights.safetensors"), strict=True)
-    assert (tmp_path / "model" / "samples.png").exists() and "python -m training.train_warp" in (tmp_path / "model" / "README.md").read_text()
+    assert (tmp_path / "model" / "samples.png").exists() and "python -m training.train_warp" in (
+        tmp_path / "model" / "README.md"
+    ).read_text()
     batch = train_warp.heldout_batch(2, 32, 16)
     assert torch.equal(batch.target_image, train_warp.heldout_batch(2, 32, 16).target_image), "the held-out set is fixed"
-    ablation = train_warp.main(["--out", str(tmp_path / "ablation"), "--steps", "1", "--no-warping", *tiny[:-2],
-                                "--work", str(tmp_path / "work-ablation")])
+    ablation = train_warp.main(
+        ["--out", str(tmp_path / "ablation"), "--steps", "1", "--no-warping", *tiny[:-2], "--work", str(tmp_path / "work-ablation")]
+    )
     assert ablation["config"].warping is False and ablation["model"].renderer.warp is None
 
 
@@ -142,9 +170,32 @@ def test_quality_script_scores_checkpoints_against_the_ground_truth(tmp_path):
     from deployments.warp.checkpoint import load_model
     from training import train_warp, warp_quality
 
-    tiny = ["--steps", "1", "--batch", "2", "--height", "32", "--width", "16", "--parser-channels", "4", "--parser-blocks", "1",
-            "--matcher-channels", "4", "--renderer-channels", "4", "--renderer-blocks", "1", "--d-width", "4", "--preview", "1",
-            "--threads", "1"]
+    tiny = [
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "16",
+        "--parser-channels",
+        "4",
+        "--parser-blocks",
+        "1",
+        "--matcher-channels",
+        "4",
+        "--renderer-channels",
+        "4",
+        "--renderer-blocks",
+        "1",
+        "--d-width",
+        "4",
+        "--preview",
+        "1",
+        "--threads",
+        "1",
+    ]
     train_warp.main(["--out", str(tmp_path / "full"), *tiny])
     train_warp.main(["--out", str(tmp_path / "ablation"), "--no-warping", *tiny])
     results = warp_quality.main(["--models", f"{tmp_path / 'full'},{tmp_path / 'ablation'}", "--n", "3", "--out", str(tmp_path / "q.json")])

@@ -28,8 +28,11 @@ def model(client):
     from service.storage import AssetStore
 
     torch.manual_seed(3)
-    network = WarpingGAN(WarpConfig(height=HEIGHT, width=WIDTH, parser_channels=4, parser_blocks=1, matcher_channels=4,
-                                    renderer_channels=4, renderer_blocks=1))
+    network = WarpingGAN(
+        WarpConfig(
+            height=HEIGHT, width=WIDTH, parser_channels=4, parser_blocks=1, matcher_channels=4, renderer_channels=4, renderer_blocks=1
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         manifest = export(network, Path(tmp), MODEL, "test model", examples_of(3, HEIGHT, WIDTH))
         ModelRegistry(AssetStore(get_settings())).register_dir(Path(tmp))
@@ -94,22 +97,30 @@ def test_any_image_with_its_keypoints_and_parsing(client, model):
     fresh = decode(client.get(f"/v1/assets/{image_id}", params={"redirect": True}, follow_redirects=True).content)
     flipped = _upload(client, png_bytes(np.ascontiguousarray(fresh[::-1])))  # not an example: keypoints and parsing required
     assert_problem(_transfer(client, {"image": flipped, "target_keypoints": example["target_keypoints"]}), 422, "required")
-    response = _transfer(client, {"image": flipped, "keypoints": example["keypoints"], "parsing": parsing_id,
-                                  "target_keypoints": example["target_keypoints"]})
+    response = _transfer(
+        client,
+        {"image": flipped, "keypoints": example["keypoints"], "parsing": parsing_id, "target_keypoints": example["target_keypoints"]},
+    )
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("change, detail", [
-    (lambda k: k[:17], "18 entries"),
-    (lambda k: [[WIDTH + 5, 3]] + k[1:], "outside"),
-    (lambda k: [k[0], None] + k[2:], "torso"),
-    (lambda k: [[float("nan"), 2]] + k[1:], ""),
-])
+@pytest.mark.parametrize(
+    "change, detail",
+    [
+        (lambda k: k[:17], "18 entries"),
+        (lambda k: [[WIDTH + 5, 3]] + k[1:], "outside"),
+        (lambda k: [k[0], None] + k[2:], "torso"),
+        (lambda k: [[float("nan"), 2]] + k[1:], ""),
+    ],
+)
 def test_bad_target_keypoints_are_refused(client, model, change, detail):
     image_id, example = _example(model)
-    body = json.loads(json.dumps({"model": MODEL, "op": "pose_transfer",
-                                  "inputs": {"image": image_id, "target_keypoints": change(example["target_keypoints"])}},
-                                 allow_nan=True))
+    body = json.loads(
+        json.dumps(
+            {"model": MODEL, "op": "pose_transfer", "inputs": {"image": image_id, "target_keypoints": change(example["target_keypoints"])}},
+            allow_nan=True,
+        )
+    )
     response = client.post("/v1/edits", content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"})
     assert response.status_code in (400, 422), response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -120,8 +131,25 @@ def test_bad_target_keypoints_are_refused(client, model, change, detail):
 def test_wrong_sized_images_and_non_label_parsings_are_refused(client, model):
     image_id, example = _example(model)
     big = _upload(client, png_bytes(np.zeros((HEIGHT * 2, WIDTH * 2, 3), np.uint8)))
-    assert_problem(_transfer(client, {"image": big, "keypoints": example["keypoints"], "parsing": example["parsing"],
-                                      "target_keypoints": example["target_keypoints"]}), 422, "works at")
+    assert_problem(
+        _transfer(
+            client,
+            {
+                "image": big,
+                "keypoints": example["keypoints"],
+                "parsing": example["parsing"],
+                "target_keypoints": example["target_keypoints"],
+            },
+        ),
+        422,
+        "works at",
+    )
     not_labels = _upload(client, png_bytes(np.full((HEIGHT, WIDTH), 200, np.uint8)))
-    assert_problem(_transfer(client, {"image": image_id, "keypoints": example["keypoints"], "parsing": not_labels,
-                                      "target_keypoints": example["target_keypoints"]}), 422, "class indices")
+    assert_problem(
+        _transfer(
+            client,
+            {"image": image_id, "keypoints": example["keypoints"], "parsing": not_labels, "target_keypoints": example["target_keypoints"]},
+        ),
+        422,
+        "class indices",
+    )

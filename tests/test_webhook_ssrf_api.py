@@ -27,12 +27,21 @@ def test_the_api_refuses_every_non_public_webhook_and_delivers_only_to_the_check
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url, "COLLAGE_S3_BUCKET": TEST_BUCKET,
-        "COLLAGE_S3_PREFIX": f"ssrf-{uuid.uuid4().hex[:8]}/", "COLLAGE_HTTP_PORT": str(port),
-        "COLLAGE_RAY_METRICS_PORT": str(_free_port()), "COLLAGE_DATA_DIR": str(tmp_path / "data"),
-        "COLLAGE_JOBS_POLL_INTERVAL_S": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-        "COLLAGE_AUTH": "disabled", "COLLAGE_WEBHOOK_ALLOW_PRIVATE": "false", "COLLAGE_WEBHOOK_SECRET": "ssrf-test-secret",
-        "COLLAGE_WEBHOOK_MAX_ATTEMPTS": "2", "COLLAGE_WEBHOOK_BACKOFF_S": "0.1", "COLLAGE_WEBHOOK_TIMEOUT_S": "2",
+        "COLLAGE_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "COLLAGE_S3_BUCKET": TEST_BUCKET,
+        "COLLAGE_S3_PREFIX": f"ssrf-{uuid.uuid4().hex[:8]}/",
+        "COLLAGE_HTTP_PORT": str(port),
+        "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
+        "COLLAGE_DATA_DIR": str(tmp_path / "data"),
+        "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "COLLAGE_AUTH": "disabled",
+        "COLLAGE_WEBHOOK_ALLOW_PRIVATE": "false",
+        "COLLAGE_WEBHOOK_SECRET": "ssrf-test-secret",
+        "COLLAGE_WEBHOOK_MAX_ATTEMPTS": "2",
+        "COLLAGE_WEBHOOK_BACKOFF_S": "0.1",
+        "COLLAGE_WEBHOOK_TIMEOUT_S": "2",
     }
     log_path = tmp_path / "serve.log"
     store = AssetStore(Settings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket=TEST_BUCKET, s3_prefix=env["COLLAGE_S3_PREFIX"]))

@@ -55,8 +55,9 @@ def region_masks(resolution: int, parts=("eyes", "mouth"), n: int = 2048, thresh
     return out
 
 
-def measure(generator: torch.nn.Module, mask: torch.Tensor, seeds: list[int], blocks: list[int] | None,
-            truncation: float = 1.0) -> dict[str, float]:
+def measure(
+    generator: torch.nn.Module, mask: torch.Tensor, seeds: list[int], blocks: list[int] | None, truncation: float = 1.0
+) -> dict[str, float]:
     """Locality figures of label collages of ``mask`` over all species pairs and seeds (see module doc)."""
     n_classes = generator.num_classes
     pairs = [(a, b) for a, b in itertools.permutations(range(n_classes), 2)]
@@ -82,8 +83,13 @@ def measure(generator: torch.nn.Module, mask: torch.Tensor, seeds: list[int], bl
             d_edit = (edited - whole_target).abs().sum(1)[:, region].mean(1)
             d_base = (plain - whole_target).abs().sum(1)[:, region].mean(1).clamp(min=1e-8)
             toward += (d_edit / d_base).tolist()
-    return {"inside": float(np.mean(inside)), "near": float(np.mean(near)), "toward_target": float(np.median(toward)),
-            "mask_area": float((mask > 0.5).float().mean()), "edits": len(inside)}
+    return {
+        "inside": float(np.mean(inside)),
+        "near": float(np.mean(near)),
+        "toward_target": float(np.median(toward)),
+        "mask_area": float((mask > 0.5).float().mean()),
+        "edits": len(inside),
+    }
 
 
 def projection_accuracy(generator: torch.nn.Module, n: int, steps: int, seed: int = 10**6) -> dict[str, float]:
@@ -92,12 +98,16 @@ def projection_accuracy(generator: torch.nn.Module, n: int, steps: int, seed: in
     candidates = [list(range(generator.num_classes))] * n
     fit = ops.project(generator, faces.images, candidates, steps=steps)
     correct = (fit["class_index"] == faces.species).float()
-    return {"faces": n, "steps": steps, "class_accuracy": float(correct.mean()),
-            "mean_error": float(fit["error"].mean()), "chance": 1 / generator.num_classes}
+    return {
+        "faces": n,
+        "steps": steps,
+        "class_accuracy": float(correct.mean()),
+        "mean_error": float(fit["error"].mean()),
+        "chance": 1 / generator.num_classes,
+    }
 
 
-def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: list[int], classes: list[str],
-           scale: int = 4) -> None:
+def figure(generator: torch.nn.Module, mask: torch.Tensor, path: Path, seeds: list[int], classes: list[str], scale: int = 4) -> None:
     """Rows = seeds (base species = seed mod K); per other species: the collage (all blocks) and its
     change map (|edited - base| summed over RGB, normalised per map; the region outlined in magenta)."""
     from PIL import ImageDraw
@@ -143,8 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("checkpoints/collage-faces"))
     parser.add_argument("--part", default="eyes", choices=[p for p in PARTS if p != "background"])
     parser.add_argument("--seeds", type=int, default=32, help="base seeds per species pair")
-    parser.add_argument("--mask-threshold", type=float, default=0.1,
-                        help="a pixel is in a part's region when at least this share of rendered faces has the part there")
+    parser.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=0.1,
+        help="a pixel is in a part's region when at least this share of rendered faces has the part there",
+    )
     parser.add_argument("--write-masks", action="store_true", help="write <model-dir>/masks/{eyes,mouth}.png")
     parser.add_argument("--project", type=int, default=0, metavar="N", help="also measure class recovery by projecting N held-out faces")
     parser.add_argument("--project-steps", type=int, default=150)
@@ -166,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     mask = torch.from_numpy(masks[args.part]).float() / 255
     seeds = list(range(1000, 1000 + args.seeds))
     results = {}
-    print(f"label_collage of the {args.part} region ({100 * float(mask.mean()):.1f}% of the image) on {manifest['name']}, "
-          f"{args.seeds} seeds x {generator.num_classes * (generator.num_classes - 1)} species pairs")
+    print(
+        f"label_collage of the {args.part} region ({100 * float(mask.mean()):.1f}% of the image) on {manifest['name']}, "
+        f"{args.seeds} seeds x {generator.num_classes * (generator.num_classes - 1)} species pairs"
+    )
     print(f"{'blocks':8s} {'inside':>8s} {'near':>8s} {'toward':>8s}")
     for name, blocks in DEFAULT_BLOCK_SETS.items():
         if blocks is not None and max(blocks) >= generator.n_blocks:
@@ -178,14 +194,27 @@ def main(argv: list[str] | None = None) -> None:
     projection = None
     if args.project:
         projection = projection_accuracy(generator, args.project, args.project_steps)
-        print(f"projection of {args.project} held-out faces ({args.project_steps} steps, all classes as candidates): "
-              f"class right {100 * projection['class_accuracy']:.0f}% (chance {100 * projection['chance']:.0f}%), "
-              f"mean error {projection['mean_error']:.4f}")
+        print(
+            f"projection of {args.project} held-out faces ({args.project_steps} steps, all classes as candidates): "
+            f"class right {100 * projection['class_accuracy']:.0f}% (chance {100 * projection['chance']:.0f}%), "
+            f"mean error {projection['mean_error']:.4f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": manifest["name"], "part": args.part, "seeds": args.seeds,
-                                         "classes": manifest.get("classes"), "results": results,
-                                         "projection": projection}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": manifest["name"],
+                    "part": args.part,
+                    "seeds": args.seeds,
+                    "classes": manifest.get("classes"),
+                    "results": results,
+                    "projection": projection,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {args.json}")
     if args.figure:
         figure(generator, mask, args.figure, seeds=list(range(4)), classes=list(manifest["classes"]))

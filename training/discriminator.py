@@ -22,8 +22,9 @@ from deployments.style.stylegan2 import BLUR_KERNEL, Blur, EqualLinear, FusedLea
 class EqualConv2d(nn.Module):
     """Conv2d with equalized learning rate; ``downsample`` blurs then strides by 2 (anti-aliased)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, downsample: bool = False,
-                 bias: bool = True, activate: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, downsample: bool = False, bias: bool = True, activate: bool = True
+    ) -> None:
         super().__init__()
         self.blur = None
         if downsample:

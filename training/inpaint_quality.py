@@ -98,17 +98,36 @@ def evaluate(model, n: int, size: int, seed: int, edge_map: str = EDGE_MAPS[0]) 
             started = time.perf_counter()
             outputs[name] = [fn(t * (1 - h[..., None]), h) for t, h in zip(targets, holes)]
             seconds[name] = time.perf_counter() - started
-    per_image = {m: {"psnr": [hole_psnr(o, t, h) for o, t, h in zip(outs, targets, holes)],
-                     "ssim": [hole_ssim(o, t, h) for o, t, h in zip(outs, targets, holes)]}
-                 for m, outs in outputs.items()}
-    groups = {"faces": [i for i, s in enumerate(data.sources) if s == "faces"],
-              "photos": [i for i, s in enumerate(data.sources) if s == "photos"], "all": list(range(n))}
-    results = {m: {g: {"psnr": float(np.mean([v["psnr"][i] for i in idx])), "ssim": float(np.mean([v["ssim"][i] for i in idx])),
-                       "n": len(idx)} for g, idx in groups.items() if idx}
-               for m, v in per_image.items()}
-    return {"data": data, "targets": targets, "holes": holes, "outputs": outputs, "results": results,
-            "per_image": per_image, "seconds": seconds,
-            "hole_ratio": float(holes.mean())}
+    per_image = {
+        m: {
+            "psnr": [hole_psnr(o, t, h) for o, t, h in zip(outs, targets, holes)],
+            "ssim": [hole_ssim(o, t, h) for o, t, h in zip(outs, targets, holes)],
+        }
+        for m, outs in outputs.items()
+    }
+    groups = {
+        "faces": [i for i, s in enumerate(data.sources) if s == "faces"],
+        "photos": [i for i, s in enumerate(data.sources) if s == "photos"],
+        "all": list(range(n)),
+    }
+    results = {
+        m: {
+            g: {"psnr": float(np.mean([v["psnr"][i] for i in idx])), "ssim": float(np.mean([v["ssim"][i] for i in idx])), "n": len(idx)}
+            for g, idx in groups.items()
+            if idx
+        }
+        for m, v in per_image.items()
+    }
+    return {
+        "data": data,
+        "targets": targets,
+        "holes": holes,
+        "outputs": outputs,
+        "results": results,
+        "per_image": per_image,
+        "seconds": seconds,
+        "hole_ratio": float(holes.mean()),
+    }
 
 
 def markdown_table(results: dict) -> str:
@@ -156,8 +175,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=64, help="image side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--edge-map", choices=EDGE_MAPS, default=EDGE_MAPS[0],
-                        help="the edge map the inpainting generator gets (the inpaint op's params.edge_map)")
+    parser.add_argument(
+        "--edge-map",
+        choices=EDGE_MAPS,
+        default=EDGE_MAPS[0],
+        help="the edge map the inpainting generator gets (the inpaint op's params.edge_map)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     parser.add_argument("--figure", type=Path, default=None, help="write an example figure (PNG) here")
     args = parser.parse_args(argv)
@@ -166,16 +189,30 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     run = evaluate(model, args.n, args.size, args.seed, args.edge_map)
     table = markdown_table(run["results"])
-    print(f"{manifest['name']} ({args.model_dir}): {args.n} held-out {args.size}px images (faces from the held-out "
-          f"seed range, crops of {', '.join(HELDOUT_PHOTOS)}), seed {args.seed}, mean hole {run['hole_ratio']:.1%}, "
-          f"edge map {args.edge_map}; PSNR / SSIM inside the hole, mean over images\n")
+    print(
+        f"{manifest['name']} ({args.model_dir}): {args.n} held-out {args.size}px images (faces from the held-out "
+        f"seed range, crops of {', '.join(HELDOUT_PHOTOS)}), seed {args.seed}, mean hole {run['hole_ratio']:.1%}, "
+        f"edge map {args.edge_map}; PSNR / SSIM inside the hole, mean over images\n"
+    )
     print(table)
     if not telea_available():
         print("\n(OpenCV not installed: no Telea baseline)")
-    report = {"model": manifest["name"], "model_dir": str(args.model_dir), "arch": manifest["arch"], "n": args.n,
-              "size": args.size, "seed": args.seed, "edge_sigma": EDGE_SIGMA, "edge_map": args.edge_map, "heldout_photos": list(HELDOUT_PHOTOS),
-              "mean_hole_ratio": run["hole_ratio"], "metrics": "PSNR and SSIM inside the hole, mean over images",
-              "results": run["results"], "seconds": run["seconds"], "images": run["data"].names}
+    report = {
+        "model": manifest["name"],
+        "model_dir": str(args.model_dir),
+        "arch": manifest["arch"],
+        "n": args.n,
+        "size": args.size,
+        "seed": args.seed,
+        "edge_sigma": EDGE_SIGMA,
+        "edge_map": args.edge_map,
+        "heldout_photos": list(HELDOUT_PHOTOS),
+        "mean_hole_ratio": run["hole_ratio"],
+        "metrics": "PSNR and SSIM inside the hole, mean over images",
+        "results": run["results"],
+        "seconds": run["seconds"],
+        "images": run["data"].names,
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

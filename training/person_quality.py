@@ -76,7 +76,8 @@ def evaluate_batch(model, n: int, start: int) -> tuple[dict[str, np.ndarray], li
     background_a = ~person_a
     person_b_at_a = (truth_fg.parsing > 0).numpy()
     figures = {
-        "recon_ssim": _ssim(out["recon"], x), "recon_l1": _region_l1(out["recon"], x, np.ones_like(person_a)),
+        "recon_ssim": _ssim(out["recon"], x),
+        "recon_l1": _region_l1(out["recon"], x, np.ones_like(person_a)),
         "recon_person_l1": _region_l1(out["recon"], x, person_a),
         "bg_swap_ssim": _ssim(out["bg"], t_bg),
         "bg_swap_person_l1": _region_l1(out["bg"], x, person_a),
@@ -86,7 +87,8 @@ def evaluate_batch(model, n: int, start: int) -> tuple[dict[str, np.ndarray], li
         "fg_swap_person_l1": _region_l1(out["fg"], t_fg, person_b_at_a),
         "fg_gap_l1": _region_l1(x, t_fg, person_b_at_a),
         "fg_swap_background_l1": _region_l1(out["fg"], x, background_a & ~person_b_at_a),
-        "pose_swap_ssim": _ssim(out["pose"], t_pose), "pose_baseline_ssim": _ssim(x, t_pose),
+        "pose_swap_ssim": _ssim(out["pose"], t_pose),
+        "pose_baseline_ssim": _ssim(x, t_pose),
     }
     columns = [x, _unit(pb.images), out["recon"], out["bg"], t_bg, out["fg"], t_fg, out["pose"], t_pose]
     return figures, columns
@@ -117,21 +119,26 @@ def save_picture(columns: list[np.ndarray], path: Path, rows: int) -> None:
     sheet = np.ones((rows * (h + 2) + 2, len(columns) * (w + 2) + 2, 3))
     for r in range(rows):
         for c, images in enumerate(columns):
-            sheet[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + c * (w + 2): 2 + c * (w + 2) + w] = images[r]
+            sheet[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = images[r]
     image = Image.fromarray((sheet * 255).round().astype(np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     image.resize((image.width * 3, image.height * 3), Image.NEAREST).save(path)
 
 
 def markdown(results: list[dict], command: str) -> str:
-    lines = [f"`{command}`", "",
-             "| model | recon SSIM ↑ | recon L1 ↓ | bg swap: SSIM to truth ↑ | bg swap: person L1 to A ↓ | bg gap closed ↑ | "
-             "fg swap: SSIM to truth ↑ | fg gap closed ↑ | fg swap: background L1 to A ↓ | pose swap SSIM ↑ (unchanged A) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"`{command}`",
+        "",
+        "| model | recon SSIM ↑ | recon L1 ↓ | bg swap: SSIM to truth ↑ | bg swap: person L1 to A ↓ | bg gap closed ↑ | "
+        "fg swap: SSIM to truth ↑ | fg gap closed ↑ | fg swap: background L1 to A ↓ | pose swap SSIM ↑ (unchanged A) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        lines.append(f"| `{r['model']}` | {r['recon_ssim']:.4f} | {r['recon_l1']:.4f} | {r['bg_swap_ssim']:.4f} | "
-                     f"{r['bg_swap_person_l1']:.4f} | {r['bg_gap_closed']:.3f} | {r['fg_swap_ssim']:.4f} | {r['fg_gap_closed']:.3f} | "
-                     f"{r['fg_swap_background_l1']:.4f} | {r['pose_swap_ssim']:.4f} ({r['pose_baseline_ssim']:.4f}) |")
+        lines.append(
+            f"| `{r['model']}` | {r['recon_ssim']:.4f} | {r['recon_l1']:.4f} | {r['bg_swap_ssim']:.4f} | "
+            f"{r['bg_swap_person_l1']:.4f} | {r['bg_gap_closed']:.3f} | {r['fg_swap_ssim']:.4f} | {r['fg_gap_closed']:.3f} | "
+            f"{r['fg_swap_background_l1']:.4f} | {r['pose_swap_ssim']:.4f} ({r['pose_baseline_ssim']:.4f}) |"
+        )
     return "\n".join(lines)
 
 

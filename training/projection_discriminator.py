@@ -64,8 +64,7 @@ class ProjectionDiscriminator(nn.Module):
     discriminator).
     """
 
-    def __init__(self, n_classes: int, ch: int = 64, channel_multipliers: tuple[int, ...] = (2, 2, 2, 2),
-                 n_keep: int = 2) -> None:
+    def __init__(self, n_classes: int, ch: int = 64, channel_multipliers: tuple[int, ...] = (2, 2, 2, 2), n_keep: int = 2) -> None:
         super().__init__()
         widths = [ch * m for m in channel_multipliers]
         self.n_classes = n_classes

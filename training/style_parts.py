@@ -49,8 +49,9 @@ def projected_faces(generator: Generator, mean_w: torch.Tensor, n: int, seed: in
     faces = render_faces(n, generator.resolution, seed=seed)
     ws, errors = [], []
     for start in range(0, n, batch):
-        w, _, mse = ops.project(generator, faces.images[start:start + batch], mean_w=mean_w, steps=steps,
-                                learning_rate=0.05, latent_space="w+")
+        w, _, mse = ops.project(
+            generator, faces.images[start : start + batch], mean_w=mean_w, steps=steps, learning_rate=0.05, latent_space="w+"
+        )
         ws.append(w)
         errors.append(mse)
     return torch.cat(ws), faces.masks, torch.cat(errors)
@@ -100,14 +101,17 @@ def cmd_label(args: argparse.Namespace) -> None:
     path = args.dir / "catalog.json"
     meta = json.loads(path.read_text())
     meta["labels"] = names
-    meta["labelled_by"] = (f"training.style_parts label: best IoU with the ground-truth parts of {args.faces} projected "
-                           f"procedural faces (seed {args.seed}, {args.steps} steps)")
+    meta["labelled_by"] = (
+        f"training.style_parts label: best IoU with the ground-truth parts of {args.faces} projected "
+        f"procedural faces (seed {args.seed}, {args.steps} steps)"
+    )
     path.write_bytes(save_meta(meta))
     print(f"wrote labels to {path}")
 
 
-def transfer(generator: Generator, catalog: Catalog, ws_s: torch.Tensor, ws_r: torch.Tensor, part: str,
-             rule: str, strength: float) -> torch.Tensor:
+def transfer(
+    generator: Generator, catalog: Catalog, ws_s: torch.Tensor, ws_r: torch.Tensor, part: str, rule: str, strength: float
+) -> torch.Tensor:
     """Images (N, 3, R, R) of S with R's ``part`` by the given query rule."""
     weights = torch.zeros(catalog.k)
     weights[catalog.clusters_of(part)] = 1.0
@@ -123,7 +127,7 @@ def cmd_locality(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     generator, mean_w, catalog = load(args.dir)
     ws, masks, mse = projected_faces(generator, mean_w, 2 * args.pairs, args.seed, args.steps)
-    ws_s, ws_r, masks_s = ws[: args.pairs], ws[args.pairs:], masks[: args.pairs]
+    ws_s, ws_r, masks_s = ws[: args.pairs], ws[args.pairs :], masks[: args.pairs]
     with torch.inference_mode():
         base = generator.synthesis(ws_s, noise_mode="const")
     results, examples = {}, {}
@@ -137,15 +141,26 @@ def cmd_locality(args: argparse.Namespace) -> None:
             change = (edited - base).pow(2).sum(1)  # (N, R, R) squared L2 per pixel
             inside = (change * mask).sum((1, 2)) / change.sum((1, 2)).clamp_min(1e-12)
             near_share = (change * near).sum((1, 2)) / change.sum((1, 2)).clamp_min(1e-12)
-            row[rule] = {"inside_share_mean": float(inside.mean()), "inside_share_std": float(inside.std()),
-                         "near_share_mean": float(near_share.mean()), "mean_change": float(change.mean())}
+            row[rule] = {
+                "inside_share_mean": float(inside.mean()),
+                "inside_share_std": float(inside.std()),
+                "near_share_mean": float(near_share.mean()),
+                "mean_change": float(change.mean()),
+            }
             examples[(part, rule)] = edited[:6]
         results[part] = row
-    report = {"model": args.dir.name, "pairs": args.pairs, "projection_steps": args.steps, "fit_mse": float(mse.mean()),
-              "simple_strength": args.strength, "sequential": {"rho": SEQUENTIAL_RHO, "epsilon": SEQUENTIAL_EPSILON},
-              "catalog": {"k": catalog.k, "labels": catalog.labels, "cluster_layer": catalog.cluster_layer},
-              "parts": results, "seconds": round(time.perf_counter() - started, 1),
-              "command": f"python -m training.style_parts locality --dir {args.dir} --pairs {args.pairs} --seed {args.seed}"}
+    report = {
+        "model": args.dir.name,
+        "pairs": args.pairs,
+        "projection_steps": args.steps,
+        "fit_mse": float(mse.mean()),
+        "simple_strength": args.strength,
+        "sequential": {"rho": SEQUENTIAL_RHO, "epsilon": SEQUENTIAL_EPSILON},
+        "catalog": {"k": catalog.k, "labels": catalog.labels, "cluster_layer": catalog.cluster_layer},
+        "parts": results,
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": f"python -m training.style_parts locality --dir {args.dir} --pairs {args.pairs} --seed {args.seed}",
+    }
     print("share of the pixel change inside the target's part mask (and within 2 px of it)")
     print(f"{'part':8s} {'mask area':>16s} {'simple':>16s} {'sequential':>16s}")
     for part, row in results.items():
@@ -168,8 +183,10 @@ def _plot(results: dict, path: Path) -> None:
     parts = list(results)
     x = np.arange(len(parts))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-    for ax, (area_key, share_key, title) in zip(axes, (("mask_area_share", "inside_share_mean", "inside the part"),
-                                                       ("near_area_share", "near_share_mean", "within 2 px of the part"))):
+    for ax, (area_key, share_key, title) in zip(
+        axes,
+        (("mask_area_share", "inside_share_mean", "inside the part"), ("near_area_share", "near_share_mean", "within 2 px of the part")),
+    ):
         bars = ((-0.27, None, "even spread (area share)"), (0.0, "simple", "simple query"), (0.27, "sequential", "sequential query"))
         for offset, rule, label in bars:
             values = [results[p][area_key] if rule is None else results[p][rule][share_key] for p in parts]

@@ -40,7 +40,7 @@ def model_card(manifest: dict, weights: Path, command: str, seed: int, generator
         peak = generator(w=generator.mean_latent(64, seed=seed + 1)[None]).abs().max().item()
     size = weights.stat().st_size
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return f"""# {manifest['name']} — RANDOM-INIT StyleGAN2 (not trained)
+    return f"""# {manifest["name"]} — RANDOM-INIT StyleGAN2 (not trained)
 
 **This checkpoint is a RANDOM INITIALISATION, not a trained model.** Its outputs are structured
 noise (smooth colour blobs shaped by the architecture), not images of anything. Raw outputs are
@@ -48,10 +48,10 @@ not confined to [-1, 1] (the mean-w image reaches ±{peak:.0f}); the uint8/PNG c
 `style` family (loader, `sample` op, serving path, tests) can run end to end without downloading
 public weights. A trained demo checkpoint comes later.
 
-- family / format: `{manifest['family']}` / `{manifest['format']}` (converted from the
-  `{manifest['source_format']}` `.pt` format by `deployments.style.checkpoint.convert_rosinality`)
-- resolution: {manifest['resolution']}x{manifest['resolution']}, W+ depth (n_latent): {manifest['n_latent']}
-- ops: {', '.join(manifest['ops'])}
+- family / format: `{manifest["family"]}` / `{manifest["format"]}` (converted from the
+  `{manifest["source_format"]}` `.pt` format by `deployments.style.checkpoint.convert_rosinality`)
+- resolution: {manifest["resolution"]}x{manifest["resolution"]}, W+ depth (n_latent): {manifest["n_latent"]}
+- ops: {", ".join(manifest["ops"])}
 - initialisation: the port's (N(0, 1) weights with equalized-lr scaling, zero biases, modulation
   bias 1, zero noise strength), `torch.manual_seed({seed})`; includes `latent_avg` = mean w of 4096
   z's drawn with seed {seed}
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             random_init=True,
         )
-    command = "python -m training.stylegan2_random_init " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = "python -m training.stylegan2_random_init " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     (args.out / "README.md").write_text(model_card(manifest, args.out / WEIGHTS_FILE, command, args.seed, generator))
     size = (args.out / WEIGHTS_FILE).stat().st_size
     print(f"wrote {args.out}/ ({WEIGHTS_FILE}: {size:,} bytes, arch {manifest['arch']})")

@@ -42,8 +42,9 @@ from torch import nn
 from deployments.collage.checkpoint import WEIGHTS_FILE, export
 from deployments.collage.sngan import CategoricalConditionalBatchNorm, SNGANConfig, SNGANGenerator
 from training.data.faces import SPECIES, render_species_faces
+from training.model_card import arch_and_command
+from training.model_card import hardware as model_card_hardware
 from training.projection_discriminator import ProjectionDiscriminator
-from training.model_card import arch_and_command, hardware as model_card_hardware
 
 RESOLUTION = 32
 
@@ -119,7 +120,7 @@ def sample_grid(g: SNGANGenerator, z: torch.Tensor, path: Path, scale: int = 2) 
     for i, image in enumerate(images):
         row, col = divmod(i, columns)
         top, left = gap + row * (r + gap), gap + col * (r + gap)
-        grid[top:top + r, left:left + r] = image
+        grid[top : top + r, left : left + r] = image
     img = Image.fromarray(grid)
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
 
@@ -149,8 +150,11 @@ def train(args: argparse.Namespace) -> dict:
         rng.set_state(state["rng"])
         print(f"resumed from {snapshot} at step {step} ({seen:,} images, {spent / 60:.1f} min)", flush=True)
     n_params = sum(p.numel() for p in g.parameters())
-    print(f"G {n_params:,} params ({n_params * 4 / 1e6:.2f} MB float32), D {sum(p.numel() for p in d.parameters()):,} "
-          f"params; classes {', '.join(SPECIES)}", flush=True)
+    print(
+        f"G {n_params:,} params ({n_params * 4 / 1e6:.2f} MB float32), D {sum(p.numel() for p in d.parameters()):,} "
+        f"params; classes {', '.join(SPECIES)}",
+        flush=True,
+    )
     fixed_z = torch.randn(8, config.z_dim, generator=torch.Generator().manual_seed(args.seed + 1))
     ema_decay = 0.5 ** (args.batch / (args.ema_kimg * 1000))
     budget_s = args.minutes * 60
@@ -159,9 +163,18 @@ def train(args: argparse.Namespace) -> dict:
     window_started, window_seen = time.perf_counter(), 0
 
     def save_snapshot() -> None:
-        state = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "g_optim": g_optim.state_dict(),
-                 "d_optim": d_optim.state_dict(), "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-                 "rng": rng.get_state(), "config": json.dumps(config.to_dict())}
+        state = {
+            "g": g.state_dict(),
+            "d": d.state_dict(),
+            "g_ema": g_ema.state_dict(),
+            "g_optim": g_optim.state_dict(),
+            "d_optim": d_optim.state_dict(),
+            "step": step,
+            "seen": seen,
+            "seconds": time.perf_counter() - started,
+            "rng": rng.get_state(),
+            "config": json.dumps(config.to_dict()),
+        }
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         preview = copy.deepcopy(g_ema)
@@ -176,8 +189,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.export_only:
         if not (args.resume and step):
             raise SystemExit("--export-only needs --resume and an existing WORK/snapshot.pt")
-        return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": spent, "fixed_z": fixed_z,
-                "log": log}
+        return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": spent, "fixed_z": fixed_z, "log": log}
     while step < args.steps and time.perf_counter() - started < budget_s:
         # Discriminator (hinge): real (with their species) up, fakes (with theirs) down.
         g.requires_grad_(False), d.requires_grad_(True)
@@ -208,15 +220,25 @@ def train(args: argparse.Namespace) -> dict:
             elapsed = time.perf_counter() - started
             rate = window_seen / (time.perf_counter() - window_started)
             left = min(budget_s - elapsed, (args.steps - step) * args.batch * args.n_dis / max(rate, 1e-9))
-            print(f"step {step:6d}  imgs {seen:8,d}  {rate:6.1f} img/s  D {log['d']:.3f}  G {log['g']:+.3f}  "
-                  f"D(real) {log['real']:+.2f}  D(fake) {log['fake']:+.2f}  "
-                  f"elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min", flush=True)
+            print(
+                f"step {step:6d}  imgs {seen:8,d}  {rate:6.1f} img/s  D {log['d']:.3f}  G {log['g']:+.3f}  "
+                f"D(real) {log['real']:+.2f}  D(fake) {log['fake']:+.2f}  "
+                f"elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min",
+                flush=True,
+            )
             window_started, window_seen = time.perf_counter(), 0
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()
-    return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-            "fixed_z": fixed_z, "log": log}
+    return {
+        "g_ema": g_ema,
+        "config": config,
+        "step": step,
+        "seen": seen,
+        "seconds": time.perf_counter() - started,
+        "fixed_z": fixed_z,
+        "log": log,
+    }
 
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
@@ -224,11 +246,11 @@ def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, c
     hardware = model_card_hardware(args.threads)
     log = run["log"]
     rate = run["seen"] / max(run["seconds"], 1e-9)
-    return f"""# {manifest['name']} — SNGAN-projection trained on procedural cartoon species
+    return f"""# {manifest["name"]} — SNGAN-projection trained on procedural cartoon species
 
-A small class-conditional SNGAN-projection generator ({manifest['resolution']} px, {len(SPECIES)}
+A small class-conditional SNGAN-projection generator ({manifest["resolution"]} px, {len(SPECIES)}
 classes) trained from scratch on the procedural faces of `training/data/faces.py`
-(`render_species_faces`). The classes are cartoon species — {', '.join(f'`{s}`' for s in SPECIES)} —
+(`render_species_faces`). The classes are cartoon species — {", ".join(f"`{s}`" for s in SPECIES)} —
 that differ in head shape (round / wide with pointed ears / tall and tapered / very wide and flat),
 eyes (small dots / narrow almond slits / huge lidless circles / bulging, thick-lidded, on top of
 the head) and mouth (big grin / small / tiny beak / very wide thin line); skin, hair, colours and
@@ -238,17 +260,17 @@ edits, e.g. a `cat`'s eyes on a `round` face. It has never seen a photograph.
 
 ![samples](samples.png)
 
-`samples.png`: a row per class ({', '.join(SPECIES)}, top to bottom), a column per fixed z (seed
+`samples.png`: a row per class ({", ".join(SPECIES)}, top to bottom), a column per fixed z (seed
 {args.seed + 1}; the same z across a column), `g_ema` in eval mode.
 
 | | |
 |---|---|
 | data | `render_species_faces` at {RESOLUTION}x{RESOLUTION}, a fresh labelled batch of {args.batch} per D step (endless), species uniform |
-| steps | {run['step']:,} G steps, {args.n_dis} D step(s) each ({run['seen']:,} real images shown to D) |
-| wall time | {run['seconds'] / 60:.1f} min ({rate:.0f} real images/s on average) |
+| steps | {run["step"]:,} G steps, {args.n_dis} D step(s) each ({run["seen"]:,} real images shown to D) |
+| wall time | {run["seconds"] / 60:.1f} min ({rate:.0f} real images/s on average) |
 | hardware | {hardware} |
 | seed | {args.seed} |
-| losses | hinge; at the end D {log['d']:.3f}, G {log['g']:+.3f}, D(real) {log['real']:+.2f}, D(fake) {log['fake']:+.2f} (last step) |
+| losses | hinge; at the end D {log["d"]:.3f}, G {log["g"]:+.3f}, D(real) {log["real"]:+.2f}, D(fake) {log["fake"]:+.2f} (last step) |
 | optimiser | Adam lr G {args.lr_g}, D {args.lr_d}, betas ({args.beta1}, {args.beta2}); g_ema half-life {args.ema_kimg} kimg |
 | discriminator | ResNet, spectral norm, global sum pooling, linear + projection (class embedding), width {args.d_ch}x(2,2,2,2) (not shipped) |
 | BN statistics | recomputed for `g_ema`: cumulative average over {args.bn_batches} batches of {args.batch} in train mode |
@@ -297,15 +319,23 @@ def main(argv: list[str] | None = None) -> dict:
     run = train(args)
     g_ema: SNGANGenerator = run["g_ema"]
     recompute_bn_stats(g_ema, args.bn_batches, args.batch, args.seed + 3)
-    manifest = export(g_ema, args.out, name=args.name, classes=list(SPECIES), description=(
-        f"SNGAN-projection {RESOLUTION}px, {len(SPECIES)} procedural cartoon species ({', '.join(SPECIES)}), "
-        f"{run['step']:,} steps, {run['seconds'] / 60:.0f} min on CPU; Neural Collage demo model"))
+    manifest = export(
+        g_ema,
+        args.out,
+        name=args.name,
+        classes=list(SPECIES),
+        description=(
+            f"SNGAN-projection {RESOLUTION}px, {len(SPECIES)} procedural cartoon species ({', '.join(SPECIES)}), "
+            f"{run['step']:,} steps, {run['seconds'] / 60:.0f} min on CPU; Neural Collage demo model"
+        ),
+    )
     sample_grid(g_ema, run["fixed_z"], args.out / "samples.png")
     command = "python -m training.train_collage " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     n_params = sum(p.numel() for p in g_ema.parameters())
     (args.out / "README.md").write_text(model_card(manifest, args.out, args, run, command, n_params))
-    print(f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps, "
-          f"{run['seen']:,} images)", flush=True)
+    print(
+        f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps, {run['seen']:,} images)", flush=True
+    )
     return manifest
 
 

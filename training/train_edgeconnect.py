@@ -54,10 +54,21 @@ from torch.nn.utils import spectral_norm
 from deployments.inpaint.checkpoint import WEIGHTS_FILE, export
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
 from deployments.inpaint.ops import complete, edge_inputs, image_inputs, to_gray
-from training.data.inpaint_data import (EDGE_SIGMA, HELDOUT_FACE_SEED, HELDOUT_PHOTOS, MAX_HOLE, MIN_HOLE,
-                                        TRAIN_PHOTOS, heldout_set, random_masks, service_edges, train_edges,
-                                        training_images)
-from training.model_card import arch_and_command, hardware as model_card_hardware
+from training.data.inpaint_data import (
+    EDGE_SIGMA,
+    HELDOUT_FACE_SEED,
+    HELDOUT_PHOTOS,
+    MAX_HOLE,
+    MIN_HOLE,
+    TRAIN_PHOTOS,
+    heldout_set,
+    random_masks,
+    service_edges,
+    train_edges,
+    training_images,
+)
+from training.model_card import arch_and_command
+from training.model_card import hardware as model_card_hardware
 from training.progress import LossWindow, seconds_left
 
 
@@ -70,8 +81,9 @@ class PatchDiscriminator(nn.Module):
         widths = (width, 2 * width, 4 * width, 8 * width)
         layers, c = [], in_channels
         for i, w in enumerate(widths):
-            layers.append(nn.Sequential(spectral_norm(nn.Conv2d(c, w, 4, stride=2 if i < 3 else 1, padding=1,
-                                                                bias=False)), nn.LeakyReLU(0.2, True)))
+            layers.append(
+                nn.Sequential(spectral_norm(nn.Conv2d(c, w, 4, stride=2 if i < 3 else 1, padding=1, bias=False)), nn.LeakyReLU(0.2, True))
+            )
             c = w
         layers.append(nn.Sequential(spectral_norm(nn.Conv2d(c, 1, 4, stride=1, padding=1, bias=False))))
         self.layers = nn.ModuleList(layers)
@@ -128,7 +140,7 @@ def sample_grid(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, p
     for row, tiles in enumerate(rows):
         for col, tile in enumerate(tiles):
             top, left = gap + row * (r + gap), gap + col * (r + gap)
-            grid[top:top + r, left:left + r] = tile
+            grid[top : top + r, left : left + r] = tile
     img = Image.fromarray(grid)
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
 
@@ -162,10 +174,13 @@ def train(args: argparse.Namespace) -> dict:
         rng.set_state(state["rng"])
         print(f"resumed from {snapshot} at step {step} ({seen:,} images, {spent / 60:.1f} min)", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"EdgeConnect C={config.channels} blocks={config.residual_blocks}: {n_params:,} params "
-          f"({n_params * 4 / 1e6:.2f} MB float32; edge {sum(p.numel() for p in model.edge.parameters()):,}, "
-          f"inpaint {sum(p.numel() for p in model.inpaint.parameters()):,}); D {sum(p.numel() for p in d_edge.parameters()):,} "
-          f"+ {sum(p.numel() for p in d_image.parameters()):,} params; {args.size} px, batch {args.batch}", flush=True)
+    print(
+        f"EdgeConnect C={config.channels} blocks={config.residual_blocks}: {n_params:,} params "
+        f"({n_params * 4 / 1e6:.2f} MB float32; edge {sum(p.numel() for p in model.edge.parameters()):,}, "
+        f"inpaint {sum(p.numel() for p in model.inpaint.parameters()):,}); D {sum(p.numel() for p in d_edge.parameters()):,} "
+        f"+ {sum(p.numel() for p in d_image.parameters()):,} params; {args.size} px, batch {args.batch}",
+        flush=True,
+    )
     preview = heldout_set(args.preview, args.size, seed=0)
     budget_s = args.minutes * 60
     started = time.perf_counter() - spent
@@ -173,11 +188,20 @@ def train(args: argparse.Namespace) -> dict:
     window = LossWindow()
 
     def save_snapshot() -> None:
-        state = {"model": model.state_dict(), "d_edge": d_edge.state_dict(), "d_image": d_image.state_dict(),
-                 "opt_e": opt_e.state_dict(), "opt_i": opt_i.state_dict(), "opt_de": opt_de.state_dict(),
-                 "opt_di": opt_di.state_dict(), "step": step, "seen": seen,
-                 "seconds": time.perf_counter() - started, "rng": rng.get_state(),
-                 "config": json.dumps(config.to_dict())}
+        state = {
+            "model": model.state_dict(),
+            "d_edge": d_edge.state_dict(),
+            "d_image": d_image.state_dict(),
+            "opt_e": opt_e.state_dict(),
+            "opt_i": opt_i.state_dict(),
+            "opt_de": opt_de.state_dict(),
+            "opt_di": opt_di.state_dict(),
+            "step": step,
+            "seen": seen,
+            "seconds": time.perf_counter() - started,
+            "rng": rng.get_state(),
+            "config": json.dumps(config.to_dict()),
+        }
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         sample_grid(model, preview.images, preview.masks, work / f"samples-{step:06d}.png")
@@ -185,8 +209,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.export_only:
         if not (args.resume and step):
             raise SystemExit("--export-only needs --resume and an existing WORK/snapshot.pt")
-        return {"model": model.eval(), "config": config, "step": step, "seen": seen, "seconds": spent, "log": log,
-                "preview": preview}
+        return {"model": model.eval(), "config": config, "step": step, "seen": seen, "seconds": spent, "log": log, "preview": preview}
     model.train()
     while step < args.steps and time.perf_counter() - started < budget_s:
         images = training_images(args.batch, args.size, rng, face_fraction=args.face_fraction)
@@ -246,24 +269,42 @@ def train(args: argparse.Namespace) -> dict:
             pred = (edge_prob > 0.5).float() * masks
             tp = (pred * edges).sum()
             f1 = float(2 * tp / (pred.sum() + (edges * masks).sum()).clamp(min=1))
-        values = dict(de=de_loss.item(), ge_adv=ge_adv.item(), ge_fm=ge_fm.item(), ge_bce=ge_bce.item(),
-                      di=di_loss.item(), gi_adv=gi_adv.item(), gi_l1_hole=gi_l1_hole.item(),
-                      gi_l1_valid=gi_l1_valid.item(), edge_f1=f1)
+        values = dict(
+            de=de_loss.item(),
+            ge_adv=ge_adv.item(),
+            ge_fm=ge_fm.item(),
+            ge_bce=ge_bce.item(),
+            di=di_loss.item(),
+            gi_adv=gi_adv.item(),
+            gi_l1_hole=gi_l1_hole.item(),
+            gi_l1_valid=gi_l1_valid.item(),
+            edge_f1=f1,
+        )
         window.add(values, args.batch)
         if step % args.log_every == 0:
             log, rate = window.report()
             elapsed = time.perf_counter() - started
             left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
-            print(f"step {step:6d}  imgs {seen:8,d}  {rate:5.1f} img/s  "
-                  f"edge: D {log['de']:.3f} G {log['ge_adv']:.3f} FM {log['ge_fm']:.3f} BCE {log['ge_bce']:.3f} "
-                  f"F1(hole) {log['edge_f1']:.3f}  image: D {log['di']:.3f} G {log['gi_adv']:.3f} "
-                  f"L1 hole {log['gi_l1_hole']:.4f} valid {log['gi_l1_valid']:.4f}  "
-                  f"elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
+            print(
+                f"step {step:6d}  imgs {seen:8,d}  {rate:5.1f} img/s  "
+                f"edge: D {log['de']:.3f} G {log['ge_adv']:.3f} FM {log['ge_fm']:.3f} BCE {log['ge_bce']:.3f} "
+                f"F1(hole) {log['edge_f1']:.3f}  image: D {log['di']:.3f} G {log['gi_adv']:.3f} "
+                f"L1 hole {log['gi_l1_hole']:.4f} valid {log['gi_l1_valid']:.4f}  "
+                f"elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min",
+                flush=True,
+            )
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()
-    return {"model": model.eval(), "config": config, "step": step, "seen": seen,
-            "seconds": time.perf_counter() - started, "log": log, "preview": preview}
+    return {
+        "model": model.eval(),
+        "config": config,
+        "step": step,
+        "seen": seen,
+        "seconds": time.perf_counter() - started,
+        "log": log,
+        "preview": preview,
+    }
 
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
@@ -271,13 +312,13 @@ def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, c
     hardware = model_card_hardware(args.threads)
     log = run["log"]
     rate = run["seen"] / max(run["seconds"], 1e-9)
-    return f"""# {manifest['name']} — a small EdgeConnect trained on CPU
+    return f"""# {manifest["name"]} — a small EdgeConnect trained on CPU
 
 EdgeConnect (Nazeri et al. 2019) — an edge generator that completes the Canny edge map inside the
 hole, then an inpainting generator that fills the hole following those edges — in the official
 layout (`deployments/inpaint/edgeconnect.py`), much narrower than the official models
-(C = {manifest['arch']['channels']} instead of 64, {manifest['arch']['residual_blocks']} residual blocks
-instead of 8) and trained from scratch for {run['seconds'] / 60:.0f} minutes on a CPU at
+(C = {manifest["arch"]["channels"]} instead of 64, {manifest["arch"]["residual_blocks"]} residual blocks
+instead of 8) and trained from scratch for {run["seconds"] / 60:.0f} minutes on a CPU at
 {args.size}x{args.size}. It is the `inpaint` family's demo model: it exercises the loader, the
 `inpaint` op and user-drawn edges end to end, and fills small holes plausibly on cartoon faces and
 simple textures. It is not a substitute for the official Places2 / CelebA / Paris weights.
@@ -285,7 +326,7 @@ simple textures. It is not a substitute for the official Places2 / CelebA / Pari
 ![samples](samples.png)
 
 `samples.png`: held-out images (faces with seeds from {HELDOUT_FACE_SEED}, crops of
-{', '.join(f'`{p}`' for p in HELDOUT_PHOTOS)}), never seen in training. Rows: masked input (hole
+{", ".join(f"`{p}`" for p in HELDOUT_PHOTOS)}), never seen in training. Rows: masked input (hole
 white), completed edges (black on white; the hole tinted red), output (the service's
 `ops.complete`, Canny sigma {EDGE_SIGMA:g} outside the hole, `edge_map` "composited"), ground truth.
 
@@ -298,16 +339,16 @@ inpainting generator this model's untrained edges outside the hole.
 
 | | |
 |---|---|
-| data | a fresh batch of {args.batch} per step at {args.size} px: ~{args.face_fraction:.0%} procedural faces (`render_faces` / `render_species_faces`), the rest random crops (scale 0.5-1.5, h-flip) of the offline `skimage.data` photos {', '.join(f'`{p}`' for p in TRAIN_PHOTOS)} |
-| held out | photos {', '.join(f'`{p}`' for p in HELDOUT_PHOTOS)} (and `cat`, a copy of `chelsea`); face seeds >= {HELDOUT_FACE_SEED} (`training/data/inpaint_data.py`) |
+| data | a fresh batch of {args.batch} per step at {args.size} px: ~{args.face_fraction:.0%} procedural faces (`render_faces` / `render_species_faces`), the rest random crops (scale 0.5-1.5, h-flip) of the offline `skimage.data` photos {", ".join(f"`{p}`" for p in TRAIN_PHOTOS)} |
+| held out | photos {", ".join(f"`{p}`" for p in HELDOUT_PHOTOS)} (and `cat`, a copy of `chelsea`); face seeds >= {HELDOUT_FACE_SEED} (`training/data/inpaint_data.py`) |
 | masks | free-form brush strokes and/or rectangles, hole {MIN_HOLE:.0%}-{MAX_HOLE:.0%} of the image |
 | edges | Canny sigma {EDGE_SIGMA:g} of the whole image as ground truth (official training) |
-| steps | {run['step']:,} steps of both generators ({run['seen']:,} images) |
-| wall time | {run['seconds'] / 60:.1f} min ({rate:.1f} images/s on average) |
+| steps | {run["step"]:,} steps of both generators ({run["seen"]:,} images) |
+| wall time | {run["seconds"] / 60:.1f} min ({rate:.1f} images/s on average) |
 | hardware | {hardware} |
 | seed | {args.seed} |
-| edge G losses | nsgan x {args.edge_adv_weight:g} + feature matching x {args.fm_weight:g} + balanced BCE in the hole x {args.edge_bce:g}; at the end (mean of the last {args.log_every} steps) D {log['de']:.3f}, G adv {log['ge_adv']:.3f}, FM {log['ge_fm']:.3f}, BCE {log['ge_bce']:.3f}, edge F1 in the hole {log['edge_f1']:.3f} |
-| inpaint G losses | L1 (hole x {args.hole_weight:g}, valid x 1) + nsgan x {args.adv_weight:g} on the merged image; edges in: GT Canny, or (p = {args.p_pred_edges:g}) the edge G's completed edges; at the end L1 hole {log['gi_l1_hole']:.4f}, valid {log['gi_l1_valid']:.4f}, G adv {log['gi_adv']:.3f}, D {log['di']:.3f} |
+| edge G losses | nsgan x {args.edge_adv_weight:g} + feature matching x {args.fm_weight:g} + balanced BCE in the hole x {args.edge_bce:g}; at the end (mean of the last {args.log_every} steps) D {log["de"]:.3f}, G adv {log["ge_adv"]:.3f}, FM {log["ge_fm"]:.3f}, BCE {log["ge_bce"]:.3f}, edge F1 in the hole {log["edge_f1"]:.3f} |
+| inpaint G losses | L1 (hole x {args.hole_weight:g}, valid x 1) + nsgan x {args.adv_weight:g} on the merged image; edges in: GT Canny, or (p = {args.p_pred_edges:g}) the edge G's completed edges; at the end L1 hole {log["gi_l1_hole"]:.4f}, valid {log["gi_l1_valid"]:.4f}, G adv {log["gi_adv"]:.3f}, D {log["di"]:.3f} |
 | optimiser | Adam lr {args.lr:g} (D x {args.d2g_lr:g}), betas ({args.beta1}, 0.9) |
 | discriminators | PatchGAN (5 convs 4x4, spectral norm), width {args.d_width}; edge D on (gray, edges), image D on RGB (not shipped) |
 | parameters | {n_params:,} (both generators, float32) |
@@ -320,7 +361,7 @@ Quality on held-out images (PSNR / SSIM inside the hole, against `skimage.restor
 
 ## Limitations
 
-- {args.size} px training and a {run['seconds'] / 60:.0f}-minute CPU run: fills are blurry, large holes
+- {args.size} px training and a {run["seconds"] / 60:.0f}-minute CPU run: fills are blurry, large holes
   come out smeared, and fine texture (fur, gravel) is not reproduced. Larger images work (the ops
   pad to multiples of 4) but holes much larger than ~20 px are outside what it learned.
 - No perceptual / style (VGG-19) losses, which the official models use: no pretrained VGG weights
@@ -355,8 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--edge-bce", type=float, default=1.0, help="edge G balanced-BCE weight (0 = off)")
     parser.add_argument("--hole-weight", type=float, default=6.0, help="L1 weight inside the hole")
     parser.add_argument("--adv-weight", type=float, default=0.1, help="inpaint G adversarial weight")
-    parser.add_argument("--p-pred-edges", type=float, default=0.5,
-                        help="probability that the inpaint G gets the edge G's completed edges instead of GT")
+    parser.add_argument(
+        "--p-pred-edges", type=float, default=0.5, help="probability that the inpaint G gets the edge G's completed edges instead of GT"
+    )
     parser.add_argument("--preview", type=int, default=12, help="held-out images in the sample grids")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--snapshot-every", type=int, default=250)
@@ -369,17 +411,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = train(args)
     model: EdgeConnect = run["model"]
-    manifest = export(model, args.out, name=args.name, description=(
-        f"EdgeConnect C={run['config'].channels}, {run['config'].residual_blocks} blocks, trained {run['seconds'] / 60:.0f} min "
-        f"on CPU at {args.size}px ({run['seen']:,} images: procedural faces + skimage sample-photo crops); inpaint demo model"),
+    manifest = export(
+        model,
+        args.out,
+        name=args.name,
+        description=(
+            f"EdgeConnect C={run['config'].channels}, {run['config'].residual_blocks} blocks, trained {run['seconds'] / 60:.0f} min "
+            f"on CPU at {args.size}px ({run['seen']:,} images: procedural faces + skimage sample-photo crops); inpaint demo model"
+        ),
         # trained on composited edge maps (as the official training is): served that way unless a request says otherwise
-        param_defaults={"inpaint": {"edge_map": "composited"}})
+        param_defaults={"inpaint": {"edge_map": "composited"}},
+    )
     sample_grid(model, run["preview"].images, run["preview"].masks, args.out / "samples.png")
     command = "python -m training.train_edgeconnect " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     n_params = sum(p.numel() for p in model.parameters())
     (args.out / "README.md").write_text(model_card(manifest, args.out, args, run, command, n_params))
-    print(f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps, "
-          f"{run['seen']:,} images)", flush=True)
+    print(
+        f"wrote {args.out}/ ({(args.out / WEIGHTS_FILE).stat().st_size:,} bytes, {run['step']} steps, {run['seen']:,} images)", flush=True
+    )
     return manifest
 
 

@@ -35,7 +35,8 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from deployments.person.body import pose_mask, pose_vector
-from deployments.person.checkpoint import Example, export as export_checkpoint
+from deployments.person.checkpoint import Example
+from deployments.person.checkpoint import export as export_checkpoint
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
@@ -77,8 +78,17 @@ def recomposition_batch(n: int, height: int, width: int, generator: torch.Genera
     x = persons.render_people(people, first, height, width)
     y = persons.render_people(donors, third, height, width)
     target = persons.render_people(with_background(people, donors), second, height, width)
-    return RecompositionBatch(x.images * 2 - 1, x.keypoints, x.visible, y.images * 2 - 1, y.keypoints, y.visible,
-                              target.keypoints, target.visible, target.images * 2 - 1)
+    return RecompositionBatch(
+        x.images * 2 - 1,
+        x.keypoints,
+        x.visible,
+        y.images * 2 - 1,
+        y.keypoints,
+        y.visible,
+        target.keypoints,
+        target.visible,
+        target.images * 2 - 1,
+    )
 
 
 def heldout_people(n: int, height: int, width: int, start: int = 0) -> tuple[persons.Identity, list[persons.Pose]]:
@@ -98,8 +108,12 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         widths = [3 + 18, width, width * 2, width * 4]
-        self.layers = nn.Sequential(*[nn.Sequential(spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
-                                      for a, b in zip(widths, widths[1:])])
+        self.layers = nn.Sequential(
+            *[
+                nn.Sequential(spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
+                for a, b in zip(widths, widths[1:])
+            ]
+        )
         self.head = spectral_norm(nn.Conv2d(widths[-1], 1, 3, padding=1))
 
     def forward(self, image: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
@@ -122,8 +136,9 @@ def pose_autoencoder_loss(model: DisentangledPersonGenerator, keypoints: torch.T
     return 100 * coordinates + F.binary_cross_entropy_with_logits(logits[..., 2], v)
 
 
-def stage1_losses(model: DisentangledPersonGenerator, discriminator: PatchDiscriminator, batch: RecompositionBatch,
-                  args: argparse.Namespace) -> tuple[torch.Tensor, dict[str, float], list[tuple[torch.Tensor, torch.Tensor]]]:
+def stage1_losses(
+    model: DisentangledPersonGenerator, discriminator: PatchDiscriminator, batch: RecompositionBatch, args: argparse.Namespace
+) -> tuple[torch.Tensor, dict[str, float], list[tuple[torch.Tensor, torch.Tensor]]]:
     """-> (generator loss, its terms, [(fake image, its pose heatmaps)] for the discriminator step)."""
     h, w = model.config.height, model.config.width
     sigma = heatmap_sigma(h)
@@ -144,8 +159,9 @@ def stage1_losses(model: DisentangledPersonGenerator, discriminator: PatchDiscri
         terms["swap_l1"] = swap_l1.item()
         fakes.append((swapped, pose_heatmaps(batch.target_keypoints, batch.target_visible, h, w, sigma)))
     adversarial = sum(((discriminator(image, maps) - 1) ** 2).mean() for image, maps in fakes) / len(fakes)
-    pose_loss = pose_autoencoder_loss(model, torch.cat([batch.keypoints, batch.target_keypoints]),
-                                      torch.cat([batch.visible, batch.target_visible]))
+    pose_loss = pose_autoencoder_loss(
+        model, torch.cat([batch.keypoints, batch.target_keypoints]), torch.cat([batch.visible, batch.target_visible])
+    )
     total = total + args.adv_weight * adversarial + pose_loss
     terms.update(g_adv=adversarial.item(), pose_ae=pose_loss.item())
     return total, terms, fakes
@@ -156,20 +172,30 @@ def real_embeddings(model: DisentangledPersonGenerator, n: int, generator: torch
     """Embeddings of ``n`` fresh renders: the real data of Stage II."""
     config, chunks = model.config, {f: [] for f in FACTORS}
     for start in range(0, n, batch):
-        people = persons.render_people(persons.sample_identities(min(batch, n - start), generator),
-                                       persons.sample_poses(min(batch, n - start), generator), config.height, config.width)
+        people = persons.render_people(
+            persons.sample_identities(min(batch, n - start), generator),
+            persons.sample_poses(min(batch, n - start), generator),
+            config.height,
+            config.width,
+        )
         embeddings = model.encode(people.images * 2 - 1, people.keypoints, people.visible)
         for factor in FACTORS:
             chunks[factor].append(embeddings.get(factor))
     return {f: torch.cat(c) for f, c in chunks.items()}
 
 
-def train_mapping(model: DisentangledPersonGenerator, factor: str, real: torch.Tensor, args: argparse.Namespace,
-                  generator: torch.Generator) -> dict[str, float]:
+def train_mapping(
+    model: DisentangledPersonGenerator, factor: str, real: torch.Tensor, args: argparse.Namespace, generator: torch.Generator
+) -> dict[str, float]:
     """WGAN-GP (as the paper) of Φ_factor against the real embeddings; -> last logged terms."""
     mapping, dim = model.mappings[factor], real.shape[1]
-    critic = nn.Sequential(nn.Linear(dim, args.critic_hidden), nn.LeakyReLU(0.2), nn.Linear(args.critic_hidden, args.critic_hidden),
-                           nn.LeakyReLU(0.2), nn.Linear(args.critic_hidden, 1))
+    critic = nn.Sequential(
+        nn.Linear(dim, args.critic_hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(args.critic_hidden, args.critic_hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(args.critic_hidden, 1),
+    )
     opt_map = torch.optim.Adam(mapping.parameters(), lr=args.mapping_lr, betas=(0.5, 0.9))
     opt_critic = torch.optim.Adam(critic.parameters(), lr=args.mapping_lr, betas=(0.5, 0.9))
     started, terms = time.perf_counter(), {}
@@ -180,7 +206,7 @@ def train_mapping(model: DisentangledPersonGenerator, factor: str, real: torch.T
                 fakes = mapping(torch.randn(args.mapping_batch, dim, generator=generator))
             mix = torch.rand(args.mapping_batch, 1, generator=generator)
             between = (mix * reals + (1 - mix) * fakes).requires_grad_(True)
-            gradient, = torch.autograd.grad(critic(between).sum(), between, create_graph=True)
+            (gradient,) = torch.autograd.grad(critic(between).sum(), between, create_graph=True)
             penalty = ((gradient.norm(dim=1) - 1) ** 2).mean()
             distance = critic(reals).mean() - critic(fakes).mean()
             critic_loss = -distance + 10 * penalty
@@ -193,8 +219,11 @@ def train_mapping(model: DisentangledPersonGenerator, factor: str, real: torch.T
         opt_map.step()
         if step % args.log_every == 0 or step == args.mapping_steps:
             terms = {"wasserstein": distance.item(), "gp": penalty.item()}
-            print(f"stage II {factor:10s} step {step:5d}/{args.mapping_steps}  wasserstein {terms['wasserstein']:.4f}  gp {terms['gp']:.4f}  "
-                  f"{step / (time.perf_counter() - started):5.1f} steps/s", flush=True)
+            print(
+                f"stage II {factor:10s} step {step:5d}/{args.mapping_steps}  wasserstein {terms['wasserstein']:.4f}  gp {terms['gp']:.4f}  "
+                f"{step / (time.perf_counter() - started):5.1f} steps/s",
+                flush=True,
+            )
     return terms
 
 
@@ -217,14 +246,19 @@ def sample_sheet(model: DisentangledPersonGenerator, path: Path, n: int = 6) -> 
     noise = {f: torch.randn(n, config.embedding_dim(f), generator=generator) for f in FACTORS}
     sampled = {f: model.sample_embeddings(f, noise[f]) for f in FACTORS}
     sampled_kp, sampled_vis = model.pose_keypoints(sampled["pose"])
-    columns = [x.images * 2 - 1, model.decode(ex.foreground, ex.background, x.keypoints, x.visible), y.images * 2 - 1,
-               model.decode(ex.foreground, ey.background, truth.keypoints, truth.visible), truth.images * 2 - 1,
-               model.decode(ex.foreground, sampled["background"], x.keypoints, x.visible),
-               model.decode(sampled["foreground"], sampled["background"], sampled_kp, sampled_vis)]
+    columns = [
+        x.images * 2 - 1,
+        model.decode(ex.foreground, ex.background, x.keypoints, x.visible),
+        y.images * 2 - 1,
+        model.decode(ex.foreground, ey.background, truth.keypoints, truth.visible),
+        truth.images * 2 - 1,
+        model.decode(ex.foreground, sampled["background"], x.keypoints, x.visible),
+        model.decode(sampled["foreground"], sampled["background"], sampled_kp, sampled_vis),
+    ]
     sheet = torch.ones(3, n * (h + 2) + 2, len(columns) * (w + 2) + 2)
     for row in range(n):
         for col, images in enumerate(columns):
-            sheet[:, 2 + row * (h + 2): 2 + row * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = (images[row] + 1) / 2
+            sheet[:, 2 + row * (h + 2) : 2 + row * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = (images[row] + 1) / 2
     image = Image.fromarray((sheet.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
     image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
     model.train(was_training)
@@ -234,8 +268,14 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = torch.Generator().manual_seed(args.seed)
-    config = PersonConfig(height=args.height, width=args.width, channels=args.channels, roi_dim=args.roi_dim,
-                          background_dim=args.background_dim, pose_dim=args.pose_dim)
+    config = PersonConfig(
+        height=args.height,
+        width=args.width,
+        channels=args.channels,
+        roi_dim=args.roi_dim,
+        background_dim=args.background_dim,
+        pose_dim=args.pose_dim,
+    )
     model, discriminator = DisentangledPersonGenerator(config), PatchDiscriminator(args.d_width)
     stage1_parameters = [p for name, p in model.named_parameters() if not name.startswith("mappings.")]
     opt_g = torch.optim.Adam(stage1_parameters, lr=args.lr, betas=(0.5, 0.999))
@@ -252,15 +292,26 @@ def train(args: argparse.Namespace) -> dict:
         rng.set_state(state["rng"])
         print(f"resumed from {snapshot} at step {step} ({seen:,} images, {spent / 60:.1f} min)", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"disentangled person generator {config.height}x{config.width}: {n_params:,} params ({n_params * 4 / 1e6:.2f} MB float32); "
-          f"batch {args.batch}, swap weight {args.swap_weight}", flush=True)
+    print(
+        f"disentangled person generator {config.height}x{config.width}: {n_params:,} params ({n_params * 4 / 1e6:.2f} MB float32); "
+        f"batch {args.batch}, swap weight {args.swap_weight}",
+        flush=True,
+    )
     started = time.perf_counter() - spent
     budget_s = args.minutes * 60
 
     def save_snapshot() -> None:
-        state = {"model": model.state_dict(), "discriminator": discriminator.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-                 "rng": rng.get_state(), "log": log}
+        state = {
+            "model": model.state_dict(),
+            "discriminator": discriminator.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "step": step,
+            "seen": seen,
+            "seconds": time.perf_counter() - started,
+            "rng": rng.get_state(),
+            "log": log,
+        }
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         sample_sheet(model, work / f"samples-{step:06d}.png")
@@ -286,8 +337,12 @@ def train(args: argparse.Namespace) -> dict:
             log, rate = window.report()
             elapsed = time.perf_counter() - started
             left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
-            print(f"stage I step {step:6d}  images {seen:8,d}  {rate:5.1f} img/s  " + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
-                  + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
+            print(
+                f"stage I step {step:6d}  images {seen:8,d}  {rate:5.1f} img/s  "
+                + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
+                + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min",
+                flush=True,
+            )
         if step % args.snapshot_every == 0:
             save_snapshot()
     if not args.export_only:
@@ -305,9 +360,20 @@ def train(args: argparse.Namespace) -> dict:
             mapping_log[factor] = train_mapping(model, factor, real[factor], args, rng)
     stage2_seconds = time.perf_counter() - stage2_started
     sample_sheet(model, work / f"samples-{step:06d}-stage2.png")
-    return {"model": model, "config": config, "step": step, "seen": seen, "seconds": stage1_seconds, "stage2_seconds": stage2_seconds,
-            "log": log, "mapping_log": mapping_log, "n_params": n_params, "swap_weight": args.swap_weight,
-            "mapping_samples": args.mapping_samples, "mapping_steps": args.mapping_steps}
+    return {
+        "model": model,
+        "config": config,
+        "step": step,
+        "seen": seen,
+        "seconds": stage1_seconds,
+        "stage2_seconds": stage2_seconds,
+        "log": log,
+        "mapping_log": mapping_log,
+        "n_params": n_params,
+        "swap_weight": args.swap_weight,
+        "mapping_samples": args.mapping_samples,
+        "mapping_steps": args.mapping_steps,
+    }
 
 
 def points(keypoints: torch.Tensor, visible: torch.Tensor) -> list:
@@ -319,16 +385,22 @@ def examples_of(n: int, height: int, width: int) -> list[Example]:
     """The first ``n`` held-out people (first pose) as shipped examples: image and keypoints."""
     people, poses = heldout_people(n, height, width)
     rendered = persons.render_people(people, poses[0], height, width)
-    return [Example((rendered.images[i].permute(1, 2, 0) * 255).round().byte().numpy(), points(rendered.keypoints[i], rendered.visible[i]))
-            for i in range(n)]
+    return [
+        Example((rendered.images[i].permute(1, 2, 0) * 255).round().byte().numpy(), points(rendered.keypoints[i], rendered.visible[i]))
+        for i in range(n)
+    ]
 
 
 def export(run: dict, out: Path, name: str, command: str, threads: int, n_examples: int = 6) -> dict:
     """model.json + weights.safetensors + examples/ (deployments/person/checkpoint.py) + samples.png + README.md (model card)."""
     config: PersonConfig = run["config"]
-    supervision = "the paper's self-reconstruction" + (f" + renderer-supervised swaps (weight {run['swap_weight']:g})" if run["swap_weight"] else "")
-    description = (f"Disentangled person generator {config.height}x{config.width}, Stage I {run['seconds'] / 60:.0f} min on procedural "
-                   f"persons ({run['seen']:,} images; {supervision}), Stage II mappings {run['stage2_seconds'] / 60:.0f} min")
+    supervision = "the paper's self-reconstruction" + (
+        f" + renderer-supervised swaps (weight {run['swap_weight']:g})" if run["swap_weight"] else ""
+    )
+    description = (
+        f"Disentangled person generator {config.height}x{config.width}, Stage I {run['seconds'] / 60:.0f} min on procedural "
+        f"persons ({run['seen']:,} images; {supervision}), Stage II mappings {run['stage2_seconds'] / 60:.0f} min"
+    )
     manifest = export_checkpoint(run["model"], out, name, description, examples_of(n_examples, config.height, config.width))
     sample_sheet(run["model"], out / "samples.png")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in run["log"].items()) or "see the training log"
@@ -340,11 +412,11 @@ def export(run: dict, out: Path, name: str, command: str, threads: int, n_exampl
 - Data: `training/data/persons.py` people, rendered fresh every step: person A in pose 1 (reconstructed),
   person B in pose 3 (the background donor) and A with B's background in pose 2 (the swap target). The
   held-out people of the evaluation and of `examples/` (`HELDOUT_SEED` onward) are never drawn in training.
-- Stage I: {run['step']:,} steps, {run['seen']:,} images, {run['seconds'] / 60:.1f} min on {hardware(threads)};
+- Stage I: {run["step"]:,} steps, {run["seen"]:,} images, {run["seconds"] / 60:.1f} min on {hardware(threads)};
   objective: {supervision}; last logged losses: {losses}.
-- Stage II: WGAN-GP per factor on the embeddings of {run['mapping_samples']:,} renders, {run['mapping_steps']:,} mapping steps each,
-  {run['stage2_seconds'] / 60:.1f} min; last: {mappings}.
-- Parameters: {run['n_params']:,} ({(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB safetensors).
+- Stage II: WGAN-GP per factor on the embeddings of {run["mapping_samples"]:,} renders, {run["mapping_steps"]:,} mapping steps each,
+  {run["stage2_seconds"] / 60:.1f} min; last: {mappings}.
+- Parameters: {run["n_params"]:,} ({(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB safetensors).
 - `examples/`: {n_examples} held-out people; `model.json` lists their keypoints, so the ops take them without keypoints.
 
 ![held-out: X | reconstruction | Y | X's person on Y's background in a third pose | ground truth | X's person on a sampled background | all three factors sampled](samples.png)
@@ -352,7 +424,7 @@ def export(run: dict, out: Path, name: str, command: str, threads: int, n_exampl
 Columns: X | reconstruction | Y | X's person on Y's background in a third pose | the renderer's ground truth of that |
 X's person on a sampled background | foreground, background and pose all sampled.
 
-{arch_and_command(manifest['arch'], command)}
+{arch_and_command(manifest["arch"], command)}
 """)
     return manifest
 

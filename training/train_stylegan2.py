@@ -39,7 +39,8 @@ from deployments.style.ops import to_uint8_images
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
 from training.data.faces import render_faces
 from training.discriminator import Discriminator
-from training.model_card import arch_and_command, hardware as model_card_hardware
+from training.model_card import arch_and_command
+from training.model_card import hardware as model_card_hardware
 
 
 def sample_ws(generator: Generator, batch: int, mixing_prob: float, rng: torch.Generator) -> torch.Tensor:
@@ -80,7 +81,7 @@ def sample_grid(generator: Generator, z: torch.Tensor, path: Path, columns: int 
     grid = np.full((rows * h, columns * w, 3), 255, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
     Image.fromarray(grid).save(path)
 
 
@@ -88,15 +89,16 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = torch.Generator().manual_seed(args.seed)
-    config = StyleGAN2Config(resolution=args.resolution, style_dim=args.style_dim, n_mlp=args.n_mlp,
-                             channel_multiplier=2, channel_max=args.channel_max)
+    config = StyleGAN2Config(
+        resolution=args.resolution, style_dim=args.style_dim, n_mlp=args.n_mlp, channel_multiplier=2, channel_max=args.channel_max
+    )
     g = Generator(config).set_fused_modconv(False)  # same maths, much faster backward on CPU
     d = Discriminator(config)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     # Lazy regularisation rescales Adam's step and momentum for the steps R1 runs on (StyleGAN2 appendix B).
     d_ratio = args.r1_every / (args.r1_every + 1)
     g_optim = torch.optim.Adam(g.parameters(), lr=args.lr, betas=(0.0, 0.99))
-    d_optim = torch.optim.Adam(d.parameters(), lr=args.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio))
+    d_optim = torch.optim.Adam(d.parameters(), lr=args.lr * d_ratio, betas=(0.0, 0.99**d_ratio))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     snapshot = work / "snapshot.pt"
@@ -116,9 +118,18 @@ def train(args: argparse.Namespace) -> dict:
     window_started, window_seen = time.perf_counter(), 0
 
     def save_snapshot() -> None:
-        state = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "g_optim": g_optim.state_dict(),
-                 "d_optim": d_optim.state_dict(), "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-                 "rng": rng.get_state(), "config": json.dumps(config.to_dict())}
+        state = {
+            "g": g.state_dict(),
+            "d": d.state_dict(),
+            "g_ema": g_ema.state_dict(),
+            "g_optim": g_optim.state_dict(),
+            "d_optim": d_optim.state_dict(),
+            "step": step,
+            "seen": seen,
+            "seconds": time.perf_counter() - started,
+            "rng": rng.get_state(),
+            "config": json.dumps(config.to_dict()),
+        }
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         sample_grid(g_ema, fixed_z, work / f"samples-{step:06d}.png")
@@ -163,23 +174,25 @@ def train(args: argparse.Namespace) -> dict:
             elapsed = time.perf_counter() - started
             rate = window_seen / (time.perf_counter() - window_started)
             left = min(budget_s - elapsed, (args.steps - step) * args.batch / max(rate, 1e-9))
-            print(f"step {step:6d}  imgs {seen:8,d}  {rate:6.1f} img/s  D {log['d']:.3f}  G {log['g']:.3f}  "
-                  f"R1 {log['r1']:.3f}  D(real) {log['real']:+.2f}  D(fake) {log['fake']:+.2f}  "
-                  f"elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min", flush=True)
+            print(
+                f"step {step:6d}  imgs {seen:8,d}  {rate:6.1f} img/s  D {log['d']:.3f}  G {log['g']:.3f}  "
+                f"R1 {log['r1']:.3f}  D(real) {log['real']:+.2f}  D(fake) {log['fake']:+.2f}  "
+                f"elapsed {elapsed / 60:5.1f} min  left {max(left, 0) / 60:5.1f} min",
+                flush=True,
+            )
             window_started, window_seen = time.perf_counter(), 0
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()
-    return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-            "fixed_z": fixed_z}
+    return {"g_ema": g_ema, "config": config, "step": step, "seen": seen, "seconds": time.perf_counter() - started, "fixed_z": fixed_z}
 
 
 def model_card(manifest: dict, out: Path, args: argparse.Namespace, run: dict, command: str, n_params: int) -> str:
     size = (out / WEIGHTS_FILE).stat().st_size
     hardware = model_card_hardware(args.threads)
-    return f"""# {manifest['name']} — StyleGAN2 trained on procedural cartoon faces
+    return f"""# {manifest["name"]} — StyleGAN2 trained on procedural cartoon faces
 
-A small StyleGAN2 ({manifest['resolution']} px) trained from scratch on the procedural faces of
+A small StyleGAN2 ({manifest["resolution"]} px) trained from scratch on the procedural faces of
 `training/data/faces.py` (random skin, hair, eyes, nose, mouth and background shapes and colours).
 It is the `style` family's demo model: its samples are cartoon faces whose parts Editing-in-Style
 can find (`catalog`) and swap (`local_transfer`). It has never seen a photograph: real photos
@@ -190,8 +203,8 @@ project onto it only roughly.
 | | |
 |---|---|
 | data | `render_faces` at {args.resolution}x{args.resolution}, a fresh batch of {args.batch} per step (endless) |
-| steps | {run['step']:,} ({run['seen']:,} images shown to D) |
-| wall time | {run['seconds'] / 60:.1f} min |
+| steps | {run["step"]:,} ({run["seen"]:,} images shown to D) |
+| wall time | {run["seconds"] / 60:.1f} min |
 | hardware | {hardware} |
 | seed | {args.seed} |
 | losses | non-saturating logistic, lazy R1 (gamma {args.r1_gamma}, every {args.r1_every} steps), style mixing p={args.mixing} |
@@ -238,9 +251,15 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "g_ema.pt"
         save_rosinality(g_ema, src, latent_avg=latent_avg)
-        manifest = convert_rosinality(src, args.out, name, description=(
-            f"StyleGAN2 {args.resolution}px trained on procedural cartoon faces "
-            f"({run['step']:,} steps, {run['seconds'] / 60:.0f} min); Editing-in-Style demo model"))
+        manifest = convert_rosinality(
+            src,
+            args.out,
+            name,
+            description=(
+                f"StyleGAN2 {args.resolution}px trained on procedural cartoon faces "
+                f"({run['step']:,} steps, {run['seconds'] / 60:.0f} min); Editing-in-Style demo model"
+            ),
+        )
     sample_grid(g_ema, run["fixed_z"], args.out / "samples.png")
     command = "python -m training.train_stylegan2 " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     n_params = sum(p.numel() for p in g_ema.parameters())

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from deployments.warp.checkpoint import Example, export as export_checkpoint
+from deployments.warp.checkpoint import Example
+from deployments.warp.checkpoint import export as export_checkpoint
 from deployments.warp.networks import NUM_PARSING_CLASSES, WarpConfig, WarpingGAN
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 from training.data import persons
@@ -59,10 +60,14 @@ def to_batch(condition: persons.PersonBatch, target: persons.PersonBatch) -> Pos
     sigma = heatmap_sigma(height)
     one_hot = lambda labels: F.one_hot(labels, NUM_PARSING_CLASSES).permute(0, 3, 1, 2).float()  # noqa: E731
     return PoseTransferBatch(
-        image=condition.images * 2 - 1, parsing=one_hot(condition.parsing),
+        image=condition.images * 2 - 1,
+        parsing=one_hot(condition.parsing),
         pose=pose_heatmaps(condition.keypoints, condition.visible, height, width, sigma),
         target_pose=pose_heatmaps(target.keypoints, target.visible, height, width, sigma),
-        target_labels=target.parsing, target_parsing=one_hot(target.parsing), target_image=target.images * 2 - 1)
+        target_labels=target.parsing,
+        target_parsing=one_hot(target.parsing),
+        target_image=target.images * 2 - 1,
+    )
 
 
 def training_batch(n: int, height: int, width: int, generator: torch.Generator) -> PoseTransferBatch:
@@ -81,8 +86,12 @@ class ConditionalPatchDiscriminator(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         widths = [3 + 18 + NUM_PARSING_CLASSES, width, width * 2, width * 4]
-        self.layers = nn.ModuleList([nn.Sequential(spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
-                                     for a, b in zip(widths, widths[1:])])
+        self.layers = nn.ModuleList(
+            [
+                nn.Sequential(spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
+                for a, b in zip(widths, widths[1:])
+            ]
+        )
         self.head = spectral_norm(nn.Conv2d(widths[-1], 1, 3, padding=1))
 
     def forward(self, image: torch.Tensor, pose: torch.Tensor, parsing: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -93,16 +102,18 @@ class ConditionalPatchDiscriminator(nn.Module):
         return self.head(x), features
 
 
-def generator_losses(model: WarpingGAN, discriminator: ConditionalPatchDiscriminator, batch: PoseTransferBatch,
-                     weights: argparse.Namespace) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+def generator_losses(
+    model: WarpingGAN, discriminator: ConditionalPatchDiscriminator, batch: PoseTransferBatch, weights: argparse.Namespace
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """-> (total generator loss, its terms, the rendered image)."""
     logits = model.parser(batch.image, batch.parsing, batch.target_pose)
     parse_ce = F.cross_entropy(logits, batch.target_labels)
     grid, _, _ = model.aligner(batch.parsing, batch.target_parsing)
     aligned = F.grid_sample(batch.parsing, grid, align_corners=False)
     align_l1 = F.l1_loss(aligned, batch.target_parsing)
-    rendered = model.renderer(batch.image, batch.parsing, batch.target_pose, batch.target_parsing, grid.detach(),
-                              batch.target_pose - batch.pose)
+    rendered = model.renderer(
+        batch.image, batch.parsing, batch.target_pose, batch.target_parsing, grid.detach(), batch.target_pose - batch.pose
+    )
     fake_logits, fake_features = discriminator(rendered, batch.target_pose, batch.target_parsing)
     with torch.no_grad():
         _, real_features = discriminator(batch.target_image, batch.target_pose, batch.target_parsing)
@@ -132,7 +143,7 @@ def sample_sheet(model: WarpingGAN, batch: PoseTransferBatch, path: Path) -> Non
     sheet = torch.ones(3, n * (h + 2) + 2, len(columns) * (w + 2) + 2)
     for row in range(n):
         for col, images in enumerate(columns):
-            sheet[:, 2 + row * (h + 2): 2 + row * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = (images[row] + 1) / 2
+            sheet[:, 2 + row * (h + 2) : 2 + row * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = (images[row] + 1) / 2
     pixels = (sheet.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     image = Image.fromarray(pixels)
     image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
@@ -142,9 +153,16 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = torch.Generator().manual_seed(args.seed)
-    config = WarpConfig(height=args.height, width=args.width, parser_channels=args.parser_channels, parser_blocks=args.parser_blocks,
-                        matcher_channels=args.matcher_channels, renderer_channels=args.renderer_channels,
-                        renderer_blocks=args.renderer_blocks, warping=not args.no_warping)
+    config = WarpConfig(
+        height=args.height,
+        width=args.width,
+        parser_channels=args.parser_channels,
+        parser_blocks=args.parser_blocks,
+        matcher_channels=args.matcher_channels,
+        renderer_channels=args.renderer_channels,
+        renderer_blocks=args.renderer_blocks,
+        warping=not args.no_warping,
+    )
     model, discriminator = WarpingGAN(config), ConditionalPatchDiscriminator(args.d_width)
     opt_g = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
@@ -160,21 +178,40 @@ def train(args: argparse.Namespace) -> dict:
         rng.set_state(state["rng"])
         print(f"resumed from {snapshot} at step {step} ({seen:,} pairs, {spent / 60:.1f} min)", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"Warping-GAN {config.height}x{config.width} warping={config.warping}: {n_params:,} params "
-          f"({n_params * 4 / 1e6:.2f} MB float32); batch {args.batch}", flush=True)
+    print(
+        f"Warping-GAN {config.height}x{config.width} warping={config.warping}: {n_params:,} params "
+        f"({n_params * 4 / 1e6:.2f} MB float32); batch {args.batch}",
+        flush=True,
+    )
     preview = heldout_batch(args.preview, args.height, args.width)
     if args.export_only:
         if not step:
             raise SystemExit("--export-only needs --resume and an existing snapshot")
-        return {"model": model.eval(), "config": config, "step": step, "seen": seen, "seconds": spent,
-                "log": dict(state.get("log", {})), "preview": preview, "n_params": n_params}
+        return {
+            "model": model.eval(),
+            "config": config,
+            "step": step,
+            "seen": seen,
+            "seconds": spent,
+            "log": dict(state.get("log", {})),
+            "preview": preview,
+            "n_params": n_params,
+        }
     started = time.perf_counter() - spent
     budget_s = args.minutes * 60
 
     def save_snapshot() -> None:
-        state = {"model": model.state_dict(), "discriminator": discriminator.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-                 "rng": rng.get_state(), "log": log}
+        state = {
+            "model": model.state_dict(),
+            "discriminator": discriminator.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "step": step,
+            "seen": seen,
+            "seconds": time.perf_counter() - started,
+            "rng": rng.get_state(),
+            "log": log,
+        }
         torch.save(state, work / "snapshot.tmp")
         os.replace(work / "snapshot.tmp", snapshot)
         sample_sheet(model, preview, work / f"samples-{step:06d}.png")
@@ -201,17 +238,30 @@ def train(args: argparse.Namespace) -> dict:
             log, rate = window.report()
             elapsed = time.perf_counter() - started
             left = seconds_left(budget_s, elapsed, args.steps - step, args.batch, rate)
-            print(f"step {step:6d}  pairs {seen:8,d}  {rate:5.1f} pairs/s  " + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
-                  + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min", flush=True)
+            print(
+                f"step {step:6d}  pairs {seen:8,d}  {rate:5.1f} pairs/s  "
+                + "  ".join(f"{k} {v:.4f}" for k, v in log.items())
+                + f"  elapsed {elapsed / 60:5.1f} min  left {left / 60:5.1f} min",
+                flush=True,
+            )
         if step % args.snapshot_every == 0:
             save_snapshot()
     save_snapshot()
-    return {"model": model.eval(), "config": config, "step": step, "seen": seen, "seconds": time.perf_counter() - started,
-            "log": log, "preview": preview, "n_params": n_params}
+    return {
+        "model": model.eval(),
+        "config": config,
+        "step": step,
+        "seen": seen,
+        "seconds": time.perf_counter() - started,
+        "log": log,
+        "preview": preview,
+        "n_params": n_params,
+    }
 
 
 def examples_of(n: int, height: int, width: int) -> list[Example]:
     """The first ``n`` held-out pairs as shipped examples: condition image, parsing, keypoints, target keypoints."""
+
     def points(keypoints: torch.Tensor, visible: torch.Tensor) -> list:
         return [[round(float(x), 2), round(float(y), 2)] if seen else None for (x, y), seen in zip(keypoints.tolist(), visible.tolist())]
 
@@ -219,16 +269,24 @@ def examples_of(n: int, height: int, width: int) -> list[Example]:
     for i in range(n):
         condition, target = persons.render_pose_pairs(1, height, width, seed=HELDOUT_SEED + i)
         image = (condition.images[0].permute(1, 2, 0) * 255).round().byte().numpy()
-        examples.append(Example(image, condition.parsing[0].byte().numpy(), points(condition.keypoints[0], condition.visible[0]),
-                                points(target.keypoints[0], target.visible[0])))
+        examples.append(
+            Example(
+                image,
+                condition.parsing[0].byte().numpy(),
+                points(condition.keypoints[0], condition.visible[0]),
+                points(target.keypoints[0], target.visible[0]),
+            )
+        )
     return examples
 
 
 def export(run: dict, out: Path, name: str, command: str, threads: int, n_examples: int = 4) -> dict:
     """model.json + weights.safetensors + examples/ (deployments/warp/checkpoint.py) + samples.png + README.md (model card)."""
     config: WarpConfig = run["config"]
-    description = (f"Soft-Gated Warping-GAN {config.height}x{config.width}{'' if config.warping else ' without the warping block (ablation)'}, "
-                   f"trained {run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)")
+    description = (
+        f"Soft-Gated Warping-GAN {config.height}x{config.width}{'' if config.warping else ' without the warping block (ablation)'}, "
+        f"trained {run['seconds'] / 60:.0f} min on procedural persons ({run['seen']:,} pairs)"
+    )
     manifest = export_checkpoint(run["model"], out, name, description, examples_of(n_examples, config.height, config.width))
     sample_sheet(run["model"], run["preview"], out / "samples.png")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in run["log"].items()) or "see the training log"
@@ -238,15 +296,15 @@ def export(run: dict, out: Path, name: str, command: str, threads: int, n_exampl
 
 - Data: `training/data/persons.py` people, each rendered in two random poses per step (fresh every
   step); the held-out pairs of the evaluation (`HELDOUT_SEED` onward) are never drawn in training.
-- Steps: {run['step']:,}; pairs seen: {run['seen']:,}; wall time {run['seconds'] / 60:.1f} min on {hardware(threads)}.
+- Steps: {run["step"]:,}; pairs seen: {run["seen"]:,}; wall time {run["seconds"] / 60:.1f} min on {hardware(threads)}.
 - Last logged losses: {losses}.
-- Parameters: {run['n_params']:,} ({(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB safetensors).
+- Parameters: {run["n_params"]:,} ({(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB safetensors).
 - `examples/`: {n_examples} held-out condition images with their parsing; `model.json` lists their keypoints and a
   target pose each, so `pose_transfer` takes them without keypoints or parsing.
 
 ![held-out samples: condition | target pose | predicted parsing | output | ground truth](samples.png)
 
-{arch_and_command(manifest['arch'], command)}
+{arch_and_command(manifest["arch"], command)}
 """)
     return manifest
 

@@ -37,16 +37,24 @@ def evaluate(model_dir: Path, n: int, batch_size: int = 50) -> dict[str, float]:
             l1s.append(float(np.abs(a - b).mean()))
         parse_hits += int((out["target_parsing"].argmax(1) == batch.target_labels).sum())
         pixels += batch.target_labels.numel()
-    return {"model": model_dir.name, "warping": bool(manifest["arch"].get("warping", True)), "pairs": n,
-            "ssim": float(np.mean(ssims)), "l1": float(np.mean(l1s)), "parsing_accuracy": parse_hits / pixels,
-            "description": manifest.get("description", "")}
+    return {
+        "model": model_dir.name,
+        "warping": bool(manifest["arch"].get("warping", True)),
+        "pairs": n,
+        "ssim": float(np.mean(ssims)),
+        "l1": float(np.mean(l1s)),
+        "parsing_accuracy": parse_hits / pixels,
+        "description": manifest.get("description", ""),
+    }
 
 
 def markdown(results: list[dict], command: str) -> str:
     lines = [f"`{command}`", "", "| model | warping block | SSIM ↑ | L1 ↓ | Stage I parsing accuracy |", "|---|---|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| `{r['model']}` | {'yes' if r['warping'] else 'no (ablation)'} | {r['ssim']:.4f} | {r['l1']:.4f} | "
-                     f"{r['parsing_accuracy']:.3f} |")
+        lines.append(
+            f"| `{r['model']}` | {'yes' if r['warping'] else 'no (ablation)'} | {r['ssim']:.4f} | {r['l1']:.4f} | "
+            f"{r['parsing_accuracy']:.3f} |"
+        )
     return "\n".join(lines)
 
 

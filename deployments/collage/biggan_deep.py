@@ -98,12 +98,13 @@ class BigGANDeepConfig:
     n_stats: int = 51  # rows of truncation-dependent batch-norm statistics (truncations 0 .. 1)
 
     def __post_init__(self) -> None:
-        _check(all(isinstance(spec, (list, tuple)) and len(spec) == 3 for spec in self.layers),
-               "layers must be [upsample, in_mult, out_mult] triples")
+        _check(
+            all(isinstance(spec, (list, tuple)) and len(spec) == 3 for spec in self.layers),
+            "layers must be [upsample, in_mult, out_mult] triples",
+        )
         layers = tuple((bool(up), int(a), int(b)) for up, a, b in self.layers)
         object.__setattr__(self, "layers", layers)
-        _check(min(self.z_dim, self.class_embed_dim, self.channel_width, self.num_classes) >= 1,
-               f"invalid BigGAN-deep config {self}")
+        _check(min(self.z_dim, self.class_embed_dim, self.channel_width, self.num_classes) >= 1, f"invalid BigGAN-deep config {self}")
         _check(len(layers) >= 1, "layers must not be empty")
         _check(self.n_stats >= 2 and self.eps > 0, "n_stats must be at least 2 and eps positive")
         for i, (_, a, b) in enumerate(layers):
@@ -114,8 +115,9 @@ class BigGANDeepConfig:
         position = self.attention_layer_position
         _check(0 <= position < len(layers), f"attention_layer_position {position} is not a layer index (0..{len(layers) - 1})")
         _check(self.channel_width * layers[position][1] % 8 == 0, "self-attention needs a channel count divisible by 8")
-        _check(self.resolution == self.output_dim,
-               f"output_dim {self.output_dim} does not match the layers, which give {self.resolution} px")
+        _check(
+            self.resolution == self.output_dim, f"output_dim {self.output_dim} does not match the layers, which give {self.resolution} px"
+        )
 
     @classmethod
     def preset(cls, resolution: int) -> BigGANDeepConfig:
@@ -162,8 +164,7 @@ class BigGANDeepConfig:
         return [self.channel_width * b for _, _, b in self.layers]
 
 
-def truncation_statistics(running_means: torch.Tensor, running_vars: torch.Tensor,
-                          truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
+def truncation_statistics(running_means: torch.Tensor, running_vars: torch.Tensor, truncation: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The (C,) mean and variance a BN uses at ``truncation``, from its (n_stats, C) tables.
 
     Row i holds the statistics at truncation i / (n_stats - 1). Between rows this reproduces
@@ -233,8 +234,9 @@ class ConditionalBatchNorm(nn.Module):
         self.scale = nn.Linear(cond_dim, num_features, bias=False)
         self.offset = nn.Linear(cond_dim, num_features, bias=False)
 
-    def _affine(self, layer: nn.Linear, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None,
-                size: tuple[int, int]) -> torch.Tensor:
+    def _affine(
+        self, layer: nn.Linear, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
         """layer([z, e]) as (B, C, 1, 1), or (B, C, h, w) for a spatial embedding.
 
         A plain class embedding comes with its condition vector ``cond`` = [z, e]: one linear on it,
@@ -243,11 +245,12 @@ class ConditionalBatchNorm(nn.Module):
         """
         if cond is not None:
             return layer(cond)[:, :, None, None]
-        w_z, w_e = layer.weight[:, : self.z_dim], layer.weight[:, self.z_dim:]
+        w_z, w_e = layer.weight[:, : self.z_dim], layer.weight[:, self.z_dim :]
         return (z @ w_z.T)[:, :, None, None] + mix_by_class(embedding, lambda e: e @ w_e.T, size)
 
-    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x (B, C, H, W); z (B, z_dim); embedding: class embedding (B, E), (B, E, h, w) or a ClassMixture
         of embeddings; cond: [z, e] (B, cond_dim) if already made for a plain (B, E) embedding."""
         mean, var = truncation_statistics(self.running_means, self.running_vars, truncation)
@@ -293,8 +296,7 @@ class GenBlock(nn.Module):
     z_dim / cond_dim / n_stats / eps: of the CBNs (see :class:`ConditionalBatchNorm`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, up_sample: bool, z_dim: int, cond_dim: int,
-                 n_stats: int, eps: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, up_sample: bool, z_dim: int, cond_dim: int, n_stats: int, eps: float) -> None:
         super().__init__()
         self.up_sample = up_sample
         self.out_channels = out_channels
@@ -308,8 +310,9 @@ class GenBlock(nn.Module):
         self.bn_3 = ConditionalBatchNorm(middle, z_dim, cond_dim, n_stats, eps)
         self.conv_3 = nn.Conv2d(middle, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, truncation: float, z: torch.Tensor, embedding: Condition, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """cond: [z, e] if already made for a plain embedding (:func:`condition_vector`)."""
         h = self.conv_0(F.relu(self.bn_0(x, truncation, z, embedding, cond)))
         h = F.relu(self.bn_1(h, truncation, z, embedding, cond))
@@ -365,8 +368,9 @@ class GeneratorBody(nn.Module):
             from_e = torch.einsum("yxce,beyx->bcyx", w_e, pool_class_map(embedding, (side, side)))
         return (from_z.view(-1, side, side, c0).permute(0, 3, 1, 2) + from_e).contiguous()
 
-    def forward(self, z: torch.Tensor, embeddings: Sequence[Condition], truncation: float,
-                feature_edit: FeatureEdit | None = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, embeddings: Sequence[Condition], truncation: float, feature_edit: FeatureEdit | None = None
+    ) -> torch.Tensor:
         """z (B, z_dim); embeddings: per GenBlock, its class embedding (see :class:`ConditionalBatchNorm`)."""
         conds: dict[int, torch.Tensor | None] = {}  # [z, e] once per distinct embedding object
         for embedding in embeddings:
@@ -455,6 +459,7 @@ class BigGANDeep(CollageGenerator):
 
 
 # ---- a stand-in for trained weights ----------------------------------------------------------
+
 
 def _batch_norms(model: BigGANDeep) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (ConditionalBatchNorm, TruncatedBatchNorm))]

@@ -43,11 +43,13 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 # SNGAN-projection, Chainer .npz
 # ---------------------------------------------------------------------------------------------
 
+
 def _chainer_prefix(keys: list[str]) -> str:
     matches = [k[: -len("l1/W")] for k in keys if k.endswith("l1/W")]
     if len(matches) != 1:
-        raise ValueError("not an SNGAN-projection generator .npz: expected exactly one 'l1/W' key "
-                         f"(found {len(matches)} among {len(keys)} keys)")
+        raise ValueError(
+            f"not an SNGAN-projection generator .npz: expected exactly one 'l1/W' key (found {len(matches)} among {len(keys)} keys)"
+        )
     return matches[0]
 
 
@@ -64,14 +66,15 @@ def sngan_config_from_npz(arrays: dict[str, np.ndarray]) -> SNGANConfig:
     if bottom_width**2 * widths[0] != arrays["l1/W"].shape[0]:
         raise ValueError(f"l1/W has {arrays['l1/W'].shape[0]} outputs, not C0 * bottom_width**2 for C0 = {widths[0]}")
     n_classes = int(arrays["block2/b1/gammas/W"].shape[0])
-    return SNGANConfig(z_dim=z_dim, n_classes=n_classes, ch=ch, bottom_width=bottom_width,
-                       channel_multipliers=tuple(w // ch for w in widths))
+    return SNGANConfig(
+        z_dim=z_dim, n_classes=n_classes, ch=ch, bottom_width=bottom_width, channel_multipliers=tuple(w // ch for w in widths)
+    )
 
 
 def sngan_state_dict_from_npz(arrays: dict[str, np.ndarray]) -> tuple[SNGANConfig, dict[str, torch.Tensor]]:
     """Chainer link-path arrays -> (config, state dict of :class:`SNGANGenerator`)."""
     prefix = _chainer_prefix(list(arrays))
-    arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     config = sngan_config_from_npz(arrays)
     n = config.n_blocks
     final_bn = f"b{n + 2}"  # the last BN; the last conv (l{n + 2}) maps by the generic rules
@@ -132,6 +135,7 @@ def save_sngan_npz(generator: SNGANGenerator, path: str | Path, prefix: str = ""
 # Project format
 # ---------------------------------------------------------------------------------------------
 
+
 def class_names(names: list[str] | None, n_classes: int) -> list[str]:
     if names is None:
         return [f"class_{i}" for i in range(n_classes)]
@@ -140,8 +144,16 @@ def class_names(names: list[str] | None, n_classes: int) -> list[str]:
     return list(names)
 
 
-def manifest_for(generator: torch.nn.Module, *, name: str, fmt: str, source_format: str | None,
-                 classes: list[str] | None, description: str = "", random_init: bool = False) -> dict[str, Any]:
+def manifest_for(
+    generator: torch.nn.Module,
+    *,
+    name: str,
+    fmt: str,
+    source_format: str | None,
+    classes: list[str] | None,
+    description: str = "",
+    random_init: bool = False,
+) -> dict[str, Any]:
     if not _NAME_RE.match(name):
         raise ValueError(f"model name {name!r} must match {_NAME_RE.pattern}")
     return {
@@ -160,12 +172,21 @@ def manifest_for(generator: torch.nn.Module, *, name: str, fmt: str, source_form
     }
 
 
-def export(generator: torch.nn.Module, out_dir: str | Path, *, name: str, classes: list[str] | None = None,
-           description: str = "", random_init: bool = False, source_format: str | None = None) -> dict[str, Any]:
+def export(
+    generator: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    name: str,
+    classes: list[str] | None = None,
+    description: str = "",
+    random_init: bool = False,
+    source_format: str | None = None,
+) -> dict[str, Any]:
     """Write ``out_dir/weights.safetensors`` + ``out_dir/model.json`` for an SNGAN or BigGAN-deep generator."""
     fmt = generator_format(generator)
-    manifest = manifest_for(generator, name=name, fmt=fmt, source_format=source_format, classes=classes,
-                            description=description, random_init=random_init)
+    manifest = manifest_for(
+        generator, name=name, fmt=fmt, source_format=source_format, classes=classes, description=description, random_init=random_init
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
@@ -203,8 +224,9 @@ def load_generator(weights: bytes, manifest: dict[str, Any], device: str = "cpu"
     return generator.eval().to(device)
 
 
-def convert_sngan_chainer(source: str | Path, out_dir: str | Path, name: str, *, classes: list[str] | None = None,
-                          description: str = "") -> dict[str, Any]:
+def convert_sngan_chainer(
+    source: str | Path, out_dir: str | Path, name: str, *, classes: list[str] | None = None, description: str = ""
+) -> dict[str, Any]:
     """Chainer SNGAN-projection generator ``.npz`` -> project format in ``out_dir``."""
     generator = load_sngan_npz(Path(source))
     return export(generator, out_dir, name=name, classes=classes, description=description, source_format="sngan-chainer")
@@ -254,13 +276,18 @@ def _load_exactly(generator: torch.nn.Module, state: dict[str, torch.Tensor], so
     expected = generator.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    mismatched = [
+        f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or mismatched:
-        raise ValueError(f"{source} does not match the BigGAN-deep layout of its config.json: "
-                         f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                         f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}, "
-                         f"shape mismatches {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}")
+        raise ValueError(
+            f"{source} does not match the BigGAN-deep layout of its config.json: "
+            f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}, "
+            f"shape mismatches {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}"
+        )
     generator.load_state_dict(state, strict=True)
 
 
@@ -283,8 +310,7 @@ def save_pretrained_biggan(generator: BigGANDeep, dst_dir: str | Path) -> None:
     """Write ``generator`` in the package's layout: every linear and convolution under ``generator.``
     as spectral norm (weight_orig = the weight, u and v from :func:`spectral_norm_vectors`), so that
     :func:`load_pretrained_biggan` and the package in eval mode both use this module's weights."""
-    spectral = {f"generator.{name}" for name, m in generator.generator.named_modules()
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    spectral = {f"generator.{name}" for name, m in generator.generator.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
     state: dict[str, torch.Tensor] = {}
     for key, value in generator.state_dict().items():
         value = value.detach().cpu().contiguous().clone()
@@ -300,9 +326,9 @@ def save_pretrained_biggan(generator: BigGANDeep, dst_dir: str | Path) -> None:
     (dst / PRETRAINED_BIGGAN_CONFIG).write_text(json.dumps(generator.config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
-def convert_pretrained_biggan(src_dir: str | Path, out_dir: str | Path, name: str, *, classes: list[str] | None = None,
-                              description: str = "") -> dict[str, Any]:
+def convert_pretrained_biggan(
+    src_dir: str | Path, out_dir: str | Path, name: str, *, classes: list[str] | None = None, description: str = ""
+) -> dict[str, Any]:
     """``pytorch_pretrained_biggan`` directory -> project format in ``out_dir``."""
     generator = load_pretrained_biggan(src_dir)
-    return export(generator, out_dir, name=name, classes=classes, description=description,
-                  source_format="pytorch-pretrained-biggan")
+    return export(generator, out_dir, name=name, classes=classes, description=description, source_format="pytorch-pretrained-biggan")

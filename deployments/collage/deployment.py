@@ -70,8 +70,7 @@ def label_collage_batch(model: LoadedCollageModel, tasks: list[EditTask], trunca
     generator, device = model.generator, model.device
     z, base_classes = latents(model, [t.inputs["base"] for t in tasks], truncation)
     region_masks = [masks_tensor(t, device) for t in tasks]
-    region_classes = [ops.class_vectors([{r["class"]: 1.0} for r in t.inputs["regions"]], generator.num_classes).to(device)
-                      for t in tasks]
+    region_classes = [ops.class_vectors([{r["class"]: 1.0} for r in t.inputs["regions"]], generator.num_classes).to(device) for t in tasks]
     intensities = [torch.tensor([float(r["intensity"]) for r in t.inputs["regions"]], device=device) for t in tasks]
     uses_block = torch.zeros(len(tasks), generator.n_blocks, dtype=torch.bool)
     for i, task in enumerate(tasks):
@@ -81,13 +80,17 @@ def label_collage_batch(model: LoadedCollageModel, tasks: list[EditTask], trunca
         images = ops.label_collage(generator, z, base_classes, mixture, uses_block, truncation)
     extras = []
     for i, task in enumerate(tasks):
-        share = mixture.weights[i, 1:1 + len(task.inputs["regions"])].mean((1, 2)).tolist()
-        extras.append({
-            "layers": task.inputs["layers"],
-            "base_class": class_names(model, task.inputs["base"]["class"]),
-            "regions": [{"class": model.classes[r["class"]], "intensity": r["intensity"], "area": round(s, 4)}
-                        for r, s in zip(task.inputs["regions"], share)],
-        })
+        share = mixture.weights[i, 1 : 1 + len(task.inputs["regions"])].mean((1, 2)).tolist()
+        extras.append(
+            {
+                "layers": task.inputs["layers"],
+                "base_class": class_names(model, task.inputs["base"]["class"]),
+                "regions": [
+                    {"class": model.classes[r["class"]], "intensity": r["intensity"], "area": round(s, 4)}
+                    for r, s in zip(task.inputs["regions"], share)
+                ],
+            }
+        )
     return images, extras
 
 
@@ -105,9 +108,16 @@ def feature_collage_batch(model: LoadedCollageModel, tasks: list[EditTask], trun
     with torch.inference_mode():
         _, features = ops.block_features(generator, z_ref, classes_ref, truncation)
         images = ops.feature_collage(generator, z, classes, features, owners, masks, uses_block, shifts, truncation)
-    extras = [{"base_class": class_names(model, t.inputs["base"]["class"]),
-               "references": [{"class": class_names(model, ref["class"]), "layers": ref["layers"], "shift": ref["shift"]}
-                              for ref in t.inputs["references"]]} for t in tasks]
+    extras = [
+        {
+            "base_class": class_names(model, t.inputs["base"]["class"]),
+            "references": [
+                {"class": class_names(model, ref["class"]), "layers": ref["layers"], "shift": ref["shift"]}
+                for ref in t.inputs["references"]
+            ],
+        }
+        for t in tasks
+    ]
     return images, extras
 
 
@@ -121,24 +131,33 @@ def project_batch(model: LoadedCollageModel, tasks: list[EditTask], params: Proj
         if step % every == 0:
             trace.append((step, errors.tolist()))
 
-    fit = ops.project(model.generator, targets, [t.inputs["candidates"] for t in tasks], steps=params.steps,
-                      learning_rate=params.learning_rate, search_fraction=params.search_fraction,
-                      truncation=params.truncation, on_step=record)
+    fit = ops.project(
+        model.generator,
+        targets,
+        [t.inputs["candidates"] for t in tasks],
+        steps=params.steps,
+        learning_rate=params.learning_rate,
+        search_fraction=params.search_fraction,
+        truncation=params.truncation,
+        on_step=record,
+    )
     with torch.inference_mode():
         classes = torch.nn.functional.one_hot(fit["class_index"], model.generator.num_classes).float()
         images = model.generator(fit["z"], classes, params.truncation)
     extras = []
-    for i, task in enumerate(tasks):
+    for i in range(len(tasks)):
         index = int(fit["class_index"][i])
-        extras.append({
-            "z": [round(v, 6) for v in fit["z"][i].tolist()],
-            "class": {str(index): 1.0},
-            "class_name": model.classes[index],
-            "error": round(float(fit["error"][i]), 6),
-            "candidates": {model.classes[c]: round(e, 6) for c, e in fit["candidate_errors"][i].items()},
-            "truncation": params.truncation,
-            "progress": [{"step": s, "error": round(e[i], 6)} for s, e in trace],
-        })
+        extras.append(
+            {
+                "z": [round(v, 6) for v in fit["z"][i].tolist()],
+                "class": {str(index): 1.0},
+                "class_name": model.classes[index],
+                "error": round(float(fit["error"][i]), 6),
+                "candidates": {model.classes[c]: round(e, 6) for c, e in fit["candidate_errors"][i].items()},
+                "truncation": params.truncation,
+                "progress": [{"step": s, "error": round(e[i], 6)} for s, e in trace],
+            }
+        )
     return images, extras
 
 
@@ -166,12 +185,12 @@ class CollageDeployment(FamilyDeployment):
     def run_sample(self, model: LoadedCollageModel, tasks: list[EditTask], params: list[SampleParams]) -> list[GroupOutput]:
         return [GroupOutput(image) for image in to_uint8_images(sample_batch(model, tasks, params[0].truncation))]
 
-    def run_label_collage(self, model: LoadedCollageModel, tasks: list[EditTask],
-                          params: list[LabelCollageParams]) -> list[GroupOutput]:
+    def run_label_collage(self, model: LoadedCollageModel, tasks: list[EditTask], params: list[LabelCollageParams]) -> list[GroupOutput]:
         return with_extras(*label_collage_batch(model, tasks, params[0].truncation))
 
-    def run_feature_collage(self, model: LoadedCollageModel, tasks: list[EditTask],
-                            params: list[FeatureCollageParams]) -> list[GroupOutput]:
+    def run_feature_collage(
+        self, model: LoadedCollageModel, tasks: list[EditTask], params: list[FeatureCollageParams]
+    ) -> list[GroupOutput]:
         return with_extras(*feature_collage_batch(model, tasks, params[0].truncation))
 
     def run_project(self, model: LoadedCollageModel, tasks: list[EditTask], params: list[ProjectParams]) -> list[GroupOutput]:

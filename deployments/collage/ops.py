@@ -64,8 +64,13 @@ def class_vectors(classes: Sequence[dict[int, float]], n_classes: int) -> torch.
 
 # ---- sCBN ------------------------------------------------------------------------------------
 
-def spatial_class_weights(base_classes: torch.Tensor, region_masks: Sequence[torch.Tensor],
-                          region_classes: Sequence[torch.Tensor], intensities: Sequence[torch.Tensor]) -> ClassMixture:
+
+def spatial_class_weights(
+    base_classes: torch.Tensor,
+    region_masks: Sequence[torch.Tensor],
+    region_classes: Sequence[torch.Tensor],
+    intensities: Sequence[torch.Tensor],
+) -> ClassMixture:
     """The spatial class-weight map W(h, w, c) of a batch of collages, as a :class:`ClassMixture`.
 
     base_classes: (B, K) class weights of each base image: they fill what the regions leave.
@@ -91,8 +96,8 @@ def spatial_class_weights(base_classes: torch.Tensor, region_masks: Sequence[tor
             regions = masks.clamp(0, 1) * intensity.view(-1, 1, 1)
             total = regions.sum(0, keepdim=True)
             regions = regions / total.clamp(min=1.0)
-            weights[b, 1:1 + len(masks)] = regions
-            classes[b, 1:1 + len(masks)] = region_class
+            weights[b, 1 : 1 + len(masks)] = regions
+            classes[b, 1 : 1 + len(masks)] = region_class
     weights[:, 0] = 1 - weights[:, 1:].sum(1)
     return ClassMixture(weights, classes)
 
@@ -116,8 +121,14 @@ def block_class_maps(mixture: ClassMixture, uses_block: torch.Tensor) -> list[Cl
     return maps
 
 
-def label_collage(generator: torch.nn.Module, z: torch.Tensor, base_classes: torch.Tensor, mixture: ClassMixture,
-                  uses_block: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+def label_collage(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    base_classes: torch.Tensor,
+    mixture: ClassMixture,
+    uses_block: torch.Tensor,
+    truncation: float = 1.0,
+) -> torch.Tensor:
     """Images of the bases with the regions of ``mixture`` redrawn as their classes (sCBN).
 
     z (B, z_dim), base_classes (B, K), mixture from :func:`spatial_class_weights`,
@@ -128,6 +139,7 @@ def label_collage(generator: torch.nn.Module, z: torch.Tensor, base_classes: tor
 
 
 # ---- feature blending ----------------------------------------------------------------------
+
 
 def shift_features(features: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """Translate (C, H, W) or (B, C, H, W) features by (dx, dy) pixels, zeros where nothing lands."""
@@ -143,8 +155,9 @@ def shift_features(features: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return out
 
 
-def block_features(generator: torch.nn.Module, z: torch.Tensor, class_weights: torch.Tensor,
-                   truncation: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def block_features(
+    generator: torch.nn.Module, z: torch.Tensor, class_weights: torch.Tensor, truncation: float = 1.0
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(images, [output of every block]) of one forward pass."""
     captured: list[torch.Tensor] = []
 
@@ -156,9 +169,17 @@ def block_features(generator: torch.nn.Module, z: torch.Tensor, class_weights: t
     return images, captured
 
 
-def feature_collage(generator: torch.nn.Module, z: torch.Tensor, class_weights: torch.Tensor,
-                    reference_features: Sequence[torch.Tensor], owners: torch.Tensor, masks: torch.Tensor,
-                    uses_block: torch.Tensor, shifts: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+def feature_collage(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    class_weights: torch.Tensor,
+    reference_features: Sequence[torch.Tensor],
+    owners: torch.Tensor,
+    masks: torch.Tensor,
+    uses_block: torch.Tensor,
+    shifts: torch.Tensor,
+    truncation: float = 1.0,
+) -> torch.Tensor:
     """Bases with references' features blended in, references applied in order.
 
     z (B, z_dim), class_weights (B, K): the bases.
@@ -193,6 +214,7 @@ def feature_collage(generator: torch.nn.Module, z: torch.Tensor, class_weights: 
 
 # ---- manifold projection ----------------------------------------------------------------------
 
+
 def reconstruction_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(N,) per-image error: MSE at full size plus MSE of 4x average-pooled images (the coarse term
     pulls z out of local minima where fine detail matches but the layout does not)."""
@@ -201,9 +223,17 @@ def reconstruction_error(images: torch.Tensor, targets: torch.Tensor) -> torch.T
     return fine + coarse
 
 
-def _fit_z(generator: torch.nn.Module, z: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor, steps: int,
-           learning_rate: float, truncation: float, on_step: Callable[[int, torch.Tensor], None] | None,
-           step_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_z(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    classes: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    learning_rate: float,
+    truncation: float,
+    on_step: Callable[[int, torch.Tensor], None] | None,
+    step_offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     z = z.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=learning_rate)
     for step in range(steps):
@@ -220,9 +250,18 @@ def _fit_z(generator: torch.nn.Module, z: torch.Tensor, classes: torch.Tensor, t
     return z.detach(), errors
 
 
-def project(generator: torch.nn.Module, targets: torch.Tensor, candidates: Sequence[Sequence[int]], *, steps: int = 150,
-            learning_rate: float = 0.05, search_fraction: float = 0.25, truncation: float = 1.0, seed: int = 0,
-            on_step: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor | list]:
+def project(
+    generator: torch.nn.Module,
+    targets: torch.Tensor,
+    candidates: Sequence[Sequence[int]],
+    *,
+    steps: int = 150,
+    learning_rate: float = 0.05,
+    search_fraction: float = 0.25,
+    truncation: float = 1.0,
+    seed: int = 0,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> dict[str, torch.Tensor | list]:
     """Fit (z, class) to each target image.
 
     targets: (N, 3, R, R) in [-1, 1]; candidates: per target, the class indices to try.
@@ -245,8 +284,16 @@ def project(generator: torch.nn.Module, targets: torch.Tensor, candidates: Seque
         p.requires_grad_(False)
     try:
         search = steps if all(len(c) == 1 for c in candidates) else max(1, round(steps * search_fraction))
-        z, errors = _fit_z(generator, starts[owner], one_hot, targets[owner], search, learning_rate, truncation,
-                           (lambda step, e: on_step(step, e)) if on_step and search == steps else None)
+        z, errors = _fit_z(
+            generator,
+            starts[owner],
+            one_hot,
+            targets[owner],
+            search,
+            learning_rate,
+            truncation,
+            (lambda step, e: on_step(step, e)) if on_step and search == steps else None,
+        )
         candidate_errors: list[dict[int, float]] = [{} for _ in candidates]
         for row, (n, c) in enumerate(rows):
             candidate_errors[n][c] = float(errors[row])
@@ -254,8 +301,7 @@ def project(generator: torch.nn.Module, targets: torch.Tensor, candidates: Seque
         best_index = torch.tensor(best, device=device)
         z, one_hot = z[best_index], one_hot[best_index]
         if steps > search:
-            z, final_errors = _fit_z(generator, z, one_hot, targets, steps - search, learning_rate, truncation, on_step,
-                                     step_offset=search)
+            z, final_errors = _fit_z(generator, z, one_hot, targets, steps - search, learning_rate, truncation, on_step, step_offset=search)
         else:
             final_errors = errors[best_index]
     finally:

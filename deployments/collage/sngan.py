@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deployments.collage.conditioning import (  # noqa: F401  (pool_class_map: re-exported)
-    ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map)
+from deployments.collage.conditioning import ClassMixture, CollageGenerator, Condition, condition_batch, mix_by_class, pool_class_map  # noqa: F401  (pool_class_map: re-exported)
 from deployments.shapes import assert_shape
 
 CHAINER_BN_EPS = 2e-5

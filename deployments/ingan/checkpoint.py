@@ -53,16 +53,34 @@ def weights_bytes(generator: Generator, image: np.ndarray) -> bytes:
     return safetensors.torch.save(tensors, metadata={"format": FORMAT})
 
 
-def manifest_for(generator: Generator, image: np.ndarray, *, name: str, description: str = "",
-                 training: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "family": FAMILY, "format": FORMAT, "source_format": None, "arch": generator.config.to_dict(),
-            "resolution": None, "image_size": [int(image.shape[0]), int(image.shape[1])],
-            "size_multiple": generator.config.size_multiple, "ops": FAMILY_SPEC.op_names(), "random_init": False,
-            "description": description, "training": training or {}}
+def manifest_for(
+    generator: Generator, image: np.ndarray, *, name: str, description: str = "", training: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "family": FAMILY,
+        "format": FORMAT,
+        "source_format": None,
+        "arch": generator.config.to_dict(),
+        "resolution": None,
+        "image_size": [int(image.shape[0]), int(image.shape[1])],
+        "size_multiple": generator.config.size_multiple,
+        "ops": FAMILY_SPEC.op_names(),
+        "random_init": False,
+        "description": description,
+        "training": training or {},
+    }
 
 
-def export(generator: Generator, image: np.ndarray, out_dir: str | Path, *, name: str, description: str = "",
-           training: dict[str, Any] | None = None) -> dict[str, Any]:
+def export(
+    generator: Generator,
+    image: np.ndarray,
+    out_dir: str | Path,
+    *,
+    name: str,
+    description: str = "",
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``out_dir/weights.safetensors`` + ``out_dir/model.json``; returns the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,10 +48,16 @@ class InganDeployment(FamilyDeployment):
             extras = {
                 "size_multiple": model.size_multiple,
                 "source_size": list(model.source.shape[2:]),
-                "outputs": [{"requested": [r.height, r.width], "produced": [t.height, t.width], "x": x,
-                             "homography": {"top_left": t.top_left, "top_right": t.top_right} if t.top_left or t.top_right else None,
-                             "snapped": [r.height, r.width] != [t.height, t.width]}
-                            for r, t, x in zip(requested, targets, offsets)],
+                "outputs": [
+                    {
+                        "requested": [r.height, r.width],
+                        "produced": [t.height, t.width],
+                        "x": x,
+                        "homography": {"top_left": t.top_left, "top_right": t.top_right} if t.top_left or t.top_right else None,
+                        "snapped": [r.height, r.width] != [t.height, t.width],
+                    }
+                    for r, t, x in zip(requested, targets, offsets)
+                ],
             }
             outputs.append(GroupOutput(image, extras))
         return outputs

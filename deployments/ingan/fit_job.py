@@ -76,42 +76,87 @@ def run_fit(job_id: str, fit: dict[str, Any], status: dict[str, Any]) -> dict[st
         image = decode_image(_read_image(store, job.image), settings.max_image_pixels, mode="RGB")
         size = ingan_ops.training_size(*image.shape[:2], job.size, config.size_multiple)
         if min(size) < 16:
-            raise Unprocessable(f"the image is {image.shape[1]}x{image.shape[0]}: at size {job.size} its shorter side would be "
-                                f"{min(size)} px, below the discriminator's 16; raise 'size' or send a less elongated image")
+            raise Unprocessable(
+                f"the image is {image.shape[1]}x{image.shape[0]}: at size {job.size} its shorter side would be "
+                f"{min(size)} px, below the discriminator's 16; raise 'size' or send a less elongated image"
+            )
         image = ingan_ops.resize_image(image, size)
         state["image_size"] = list(size)
         flush(force=True)
-        settings_fit = ingan_ops.FitSettings(iterations=job.iterations, scale_min=job.scale_min, scale_max=job.scale_max,
-                                             rec_weight=job.rec_weight, cycle_weight=job.cycle_weight, seed=job.seed)
+        settings_fit = ingan_ops.FitSettings(
+            iterations=job.iterations,
+            scale_min=job.scale_min,
+            scale_max=job.scale_max,
+            rec_weight=job.rec_weight,
+            cycle_weight=job.cycle_weight,
+            seed=job.seed,
+        )
         generator, summary = ingan_ops.fit(image, config, settings_fit, on_progress=on_progress, progress_every=5, device=device)
         if summary["stopped"]:
             return {"state": "cancelled", "record": None, "fit": state}
         generator = generator.cpu()
         psnr = ingan_ops.identity_psnr(generator, image)
         summary["identity_psnr_db"] = round(psnr, 2)
-        manifest = manifest_for(generator, image, name=name, training={**summary, "job_id": job_id, "image": job.image, "seed": job.seed},
-                                description=f"InGAN fitted by job {job_id} on asset {job.image[:12]}… at {size[1]}x{size[0]}, "
-                                            f"{summary['iterations']} iterations")
+        manifest = manifest_for(
+            generator,
+            image,
+            name=name,
+            training={**summary, "job_id": job_id, "image": job.image, "seed": job.seed},
+            description=f"InGAN fitted by job {job_id} on asset {job.image[:12]}… at {size[1]}x{size[0]}, "
+            f"{summary['iterations']} iterations",
+        )
         ModelRegistry(store).register(manifest, weights_bytes(generator, image))
-        targets = [ingan_ops.Target(*ingan_ops.snap_size(round(size[0] * sh), round(size[1] * sw), config.size_multiple))
-                   for sh, sw in PREVIEW_SCALES]
+        targets = [
+            ingan_ops.Target(*ingan_ops.snap_size(round(size[0] * sh), round(size[1] * sw), config.size_multiple))
+            for sh, sw in PREVIEW_SCALES
+        ]
         strip = ingan_ops.strip([image] + ingan_ops.retarget(generator, ingan_ops.to_tensor(image), targets))[0]
         preview = encode_png(strip)
         preview_id = hashlib.sha256(preview).hexdigest()  # content-addressed like every result: GET /v1/assets/{id}
-        store.put(store.result_key(preview_id), preview, "image/png",
-                  {"kind": "image", "width": str(strip.shape[1]), "height": str(strip.shape[0]), "mode": "RGB", "model": name, "op": "fit"})
+        store.put(
+            store.result_key(preview_id),
+            preview,
+            "image/png",
+            {"kind": "image", "width": str(strip.shape[1]), "height": str(strip.shape[0]), "mode": "RGB", "model": name, "op": "fit"},
+        )
         state.update(iteration=summary["iterations"], seconds=summary["seconds"], eta_s=0.0)
-        record = {"index": 0, "state": "succeeded", "model": name, "op": "fit", "result_id": preview_id, "attempts": 1,
-                  "extras": {"model": name, "identity_psnr_db": summary["identity_psnr_db"], "image_size": list(size),
-                             "size_multiple": config.size_multiple, "training": summary},
-                  "width": int(strip.shape[1]), "height": int(strip.shape[0])}
+        record = {
+            "index": 0,
+            "state": "succeeded",
+            "model": name,
+            "op": "fit",
+            "result_id": preview_id,
+            "attempts": 1,
+            "extras": {
+                "model": name,
+                "identity_psnr_db": summary["identity_psnr_db"],
+                "image_size": list(size),
+                "size_multiple": config.size_multiple,
+                "training": summary,
+            },
+            "width": int(strip.shape[1]),
+            "height": int(strip.shape[0]),
+        }
         log.info("fit done", extra={"job_id": job_id, "model": name, "iterations": summary["iterations"], "seconds": summary["seconds"]})
         return {"state": "succeeded", "record": record, "fit": state}
     except ingan_ops.FitStopped:
         return {"state": "cancelled", "record": None, "fit": state}
     except ProblemError as exc:
-        return {"state": "failed", "record": {"index": 0, "state": "failed", "model": name, "op": "fit", "attempts": 1,
-                                              "problem": exc.to_problem()}, "fit": state}
+        return {
+            "state": "failed",
+            "record": {"index": 0, "state": "failed", "model": name, "op": "fit", "attempts": 1, "problem": exc.to_problem()},
+            "fit": state,
+        }
     except ValueError as exc:  # e.g. an image the decoder refuses
-        return {"state": "failed", "record": {"index": 0, "state": "failed", "model": name, "op": "fit", "attempts": 1,
-                                              "problem": Unprocessable(str(exc)).to_problem()}, "fit": state}
+        return {
+            "state": "failed",
+            "record": {
+                "index": 0,
+                "state": "failed",
+                "model": name,
+                "op": "fit",
+                "attempts": 1,
+                "problem": Unprocessable(str(exc)).to_problem(),
+            },
+            "fit": state,
+        }

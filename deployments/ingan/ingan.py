@@ -40,7 +40,7 @@ class InGANConfig:
 
     @property
     def size_multiple(self) -> int:
-        return 2 ** self.n_downscales
+        return 2**self.n_downscales
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -60,9 +60,15 @@ class ResidualBlock(nn.Module):
         super().__init__()
         inner = max(1, channels // 4)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, inner, 1), nn.BatchNorm2d(inner), nn.LeakyReLU(0.2),
-            nn.ReflectionPad2d(1), nn.Conv2d(inner, inner, 3), nn.BatchNorm2d(inner), nn.LeakyReLU(0.2),
-            nn.Conv2d(inner, channels, 1), nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, inner, 1),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(0.2),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(inner, inner, 3),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(inner, channels, 1),
+            nn.BatchNorm2d(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,9 +118,9 @@ class Generator(nn.Module):
         c, n = config.base_channels, config.n_downscales
         self.entry = conv_block(3, c, 7)
         self.geometric = GeometricTransform()
-        self.down = nn.ModuleList(conv_block(c * 2 ** i, c * 2 ** (i + 1), 3) for i in range(n))
-        self.bottleneck = nn.Sequential(*(ResidualBlock(c * 2 ** n) for _ in range(config.n_resblocks)))
-        self.up = nn.ModuleList(conv_block(c * 2 ** (i + 1), c * 2 ** i, 3) for i in reversed(range(n)))
+        self.down = nn.ModuleList(conv_block(c * 2**i, c * 2 ** (i + 1), 3) for i in range(n))
+        self.bottleneck = nn.Sequential(*(ResidualBlock(c * 2**n) for _ in range(config.n_resblocks)))
+        self.up = nn.ModuleList(conv_block(c * 2 ** (i + 1), c * 2**i, 3) for i in reversed(range(n)))
         self.exit = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh())
 
     def forward(self, image: torch.Tensor, size: tuple[int, int], homography: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,7 +128,8 @@ class Generator(nn.Module):
         height, width = int(size[0]), int(size[1])
         multiple = self.config.size_multiple
         assert height > 0 and width > 0 and height % multiple == 0 and width % multiple == 0, (
-            f"output size {height}x{width} must be positive multiples of {multiple}")
+            f"output size {height}x{width} must be positive multiples of {multiple}"
+        )
         features = self.geometric(self.entry(image), (height, width), homography)
         skips = []
         for block in self.down:
@@ -142,10 +149,17 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm  # as the paper's D: keeps it from saturating the sigmoid early
         self.net = nn.Sequential(
-            sn(nn.Conv2d(3, channels, 3)), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(channels, 2 * channels, 3, stride=2)), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(2 * channels, 2 * channels, 3)), nn.BatchNorm2d(2 * channels), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(2 * channels, 1, 1)), nn.Sigmoid(),
+            sn(nn.Conv2d(3, channels, 3)),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(channels, 2 * channels, 3, stride=2)),
+            nn.BatchNorm2d(2 * channels),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * channels, 2 * channels, 3)),
+            nn.BatchNorm2d(2 * channels),
+            nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * channels, 1, 1)),
+            nn.Sigmoid(),
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -160,8 +174,9 @@ class MultiScaleDiscriminator(nn.Module):
     per scale the image fills (a smaller generated image fills fewer).
     """
 
-    def __init__(self, image_size: tuple[int, int], channels: int = 64, factor: float = 1.4, min_size: int = 16,
-                 max_scales: int = 8) -> None:
+    def __init__(
+        self, image_size: tuple[int, int], channels: int = 64, factor: float = 1.4, min_size: int = 16, max_scales: int = 8
+    ) -> None:
         super().__init__()
         self.factor = factor  # downscaling between neighbouring scales (the paper: 1.4)
         self.min_size = min_size  # shorter side of the smallest image a scale sees
@@ -174,9 +189,12 @@ class MultiScaleDiscriminator(nn.Module):
         assert min(image.shape[2:]) >= self.min_size, f"image {tuple(image.shape[2:])} is below the smallest input {self.min_size}"
         maps = []
         for k, net in enumerate(self.nets):
-            if k and min(image.shape[2:]) / self.factor ** k < self.min_size:
+            if k and min(image.shape[2:]) / self.factor**k < self.min_size:
                 break  # a smaller (generated) image fills fewer scales
-            scaled = image if k == 0 else F.interpolate(image, scale_factor=self.factor ** -k, mode="bilinear",
-                                                        align_corners=False, recompute_scale_factor=True)
+            scaled = (
+                image
+                if k == 0
+                else F.interpolate(image, scale_factor=self.factor**-k, mode="bilinear", align_corners=False, recompute_scale_factor=True)
+            )
             maps.append(net(scaled))
         return maps

@@ -21,7 +21,6 @@ from deployments.shapes import assert_shape
 from schemas.ingan import snap_side as schema_snap_side  # one snapping rule for the API and the generator
 
 
-
 # ---- sizes ----------------------------------------------------------------------------------
 def snap_side(requested: int, multiple: int) -> int:
     """The nearest positive multiple of ``multiple`` (ties round up); 1..multiple -> multiple."""
@@ -148,10 +147,16 @@ def _lsgan(maps: list[torch.Tensor], real: bool) -> torch.Tensor:
     return torch.stack([F.mse_loss(m, torch.full_like(m, float(real))) for m in maps]).mean()
 
 
-def fit(image: np.ndarray, config: InGANConfig, settings: FitSettings,
-        on_progress: Callable[[dict[str, Any]], None] | None = None, progress_every: int = 10,
-        device: torch.device | str = "cpu", on_snapshot: Callable[[Generator, int], None] | None = None,
-        snapshot_every: int = 0) -> tuple[Generator, dict[str, Any]]:
+def fit(
+    image: np.ndarray,
+    config: InGANConfig,
+    settings: FitSettings,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress_every: int = 10,
+    device: torch.device | str = "cpu",
+    on_snapshot: Callable[[Generator, int], None] | None = None,
+    snapshot_every: int = 0,
+) -> tuple[Generator, dict[str, Any]]:
     """Train an InGAN generator on one image; returns the generator (eval mode) and a summary.
 
     ``image``: uint8 (H, W, 3), sides already multiples of ``config.size_multiple`` (see
@@ -181,7 +186,9 @@ def fit(image: np.ndarray, config: InGANConfig, settings: FitSettings,
     iteration = 0
     for iteration in range(1, settings.iterations + 1):
         low, high = scale_range(settings, iteration - 1)
-        size = snap_size(max(smallest, round(height * rng.uniform(low, high))), max(smallest, round(width * rng.uniform(low, high))), multiple)
+        size = snap_size(
+            max(smallest, round(height * rng.uniform(low, high))), max(smallest, round(width * rng.uniform(low, high))), multiple
+        )
         fake = generator(real, size)
 
         opt_d.zero_grad(set_to_none=True)
@@ -209,18 +216,32 @@ def fit(image: np.ndarray, config: InGANConfig, settings: FitSettings,
             elapsed = time.perf_counter() - started
             rate = iteration / elapsed if elapsed > 0 else 0.0
             try:
-                on_progress({"iteration": iteration, "iterations": settings.iterations, "losses": losses,
-                             "it_per_s": round(rate, 3), "elapsed_s": round(elapsed, 1),
-                             "eta_s": round((settings.iterations - iteration) / rate, 1) if rate else None,
-                             "scale_range": [round(low, 3), round(high, 3)], "size": list(size)})
+                on_progress(
+                    {
+                        "iteration": iteration,
+                        "iterations": settings.iterations,
+                        "losses": losses,
+                        "it_per_s": round(rate, 3),
+                        "elapsed_s": round(elapsed, 1),
+                        "eta_s": round((settings.iterations - iteration) / rate, 1) if rate else None,
+                        "scale_range": [round(low, 3), round(high, 3)],
+                        "size": list(size),
+                    }
+                )
             except FitStopped:
                 stopped = True
                 break
     elapsed = time.perf_counter() - started
     generator.eval()
-    summary = {"iterations": iteration, "stopped": stopped, "seconds": round(elapsed, 2),
-               "it_per_s": round(iteration / elapsed, 3) if elapsed > 0 else None, "losses": losses,
-               "image_size": [height, width], "scale_range": [settings.scale_min, settings.scale_max]}
+    summary = {
+        "iterations": iteration,
+        "stopped": stopped,
+        "seconds": round(elapsed, 2),
+        "it_per_s": round(iteration / elapsed, 3) if elapsed > 0 else None,
+        "losses": losses,
+        "image_size": [height, width],
+        "scale_range": [settings.scale_min, settings.scale_max],
+    }
     return generator, summary
 
 
@@ -228,4 +249,4 @@ def identity_psnr(generator: Generator, image: np.ndarray) -> float:
     """PSNR (dB, uint8 scale) of the generator's output at the image's own size against the image."""
     (output,) = retarget(generator, to_tensor(image, next(generator.parameters()).device), [Target(*image.shape[:2])])
     mse = float(np.mean((output.astype(np.float64) - image.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)

@@ -17,17 +17,21 @@ def same_targets(task: Any, params: Any) -> Hashable:
     return tuple(tuple(target) for target in task.inputs["targets"])
 
 
-FAMILY = FamilySpec("ingan", "deployments.ingan.deployment:InganDeployment", [
-    OpSpec(
-        name="retarget",
-        description="InGAN: the model's image at other sizes and aspects (sides snapped to the model's size_multiple) or "
-        "warped by a top-corner homography, one forward pass each; several outputs form a strip. Models come from "
-        "fit jobs (POST /v1/jobs with {\"fit\": {...}}).",
-        params_model=ingan.RetargetParams,
-        inputs_model=ingan.RetargetInputs,
-        prepare=ingan.prepare_retarget,
-        handler="run_retarget",
-        group_key=same_targets,
-    ),
-])
+FAMILY = FamilySpec(
+    "ingan",
+    "deployments.ingan.deployment:InganDeployment",
+    [
+        OpSpec(
+            name="retarget",
+            description="InGAN: the model's image at other sizes and aspects (sides snapped to the model's size_multiple) or "
+            "warped by a top-corner homography, one forward pass each; several outputs form a strip. Models come from "
+            'fit jobs (POST /v1/jobs with {"fit": {...}}).',
+            params_model=ingan.RetargetParams,
+            inputs_model=ingan.RetargetInputs,
+            prepare=ingan.prepare_retarget,
+            handler="run_retarget",
+            group_key=same_targets,
+        ),
+    ],
+)
 __getattr__ = FAMILY.module_getattr

@@ -70,8 +70,10 @@ def load_official_generator(generator: _EncoderDecoder, state: dict[str, torch.T
     unexpected = sorted(set(plain) - set(expected))
     mismatched = [k for k in set(expected) & set(plain) if expected[k].shape != plain[k].shape]
     if missing or unexpected or mismatched:
-        raise ValueError(f"{source} does not match the {type(generator).__name__} layout: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, shape mismatches {mismatched[:4]}")
+        raise ValueError(
+            f"{source} does not match the {type(generator).__name__} layout: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, shape mismatches {mismatched[:4]}"
+        )
     generator.load_state_dict(plain, strict=True)
 
 
@@ -118,8 +120,16 @@ def save_official(model: EdgeConnect, dst_dir: str | Path, iteration: int = 0) -
         torch.save({"iteration": iteration, "generator": state}, dst / filename)
 
 
-def export(model: EdgeConnect, out_dir: str | Path, *, name: str, description: str = "", random_init: bool = False,
-           source_format: str | None = None, param_defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def export(
+    model: EdgeConnect,
+    out_dir: str | Path,
+    *,
+    name: str,
+    description: str = "",
+    random_init: bool = False,
+    source_format: str | None = None,
+    param_defaults: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Write ``out_dir/weights.safetensors`` + ``out_dir/model.json``; ``param_defaults``: the
     manifest's per-op defaults (a model trained on composited edges serves them by default)."""
     if not _NAME_RE.match(name):
@@ -128,9 +138,17 @@ def export(model: EdgeConnect, out_dir: str | Path, *, name: str, description: s
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     safetensors.torch.save_file(state, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
-    manifest = {"name": name, "family": FAMILY, "format": FORMAT, "source_format": source_format,
-                "arch": model.config.to_dict(), "resolution": None, "ops": FAMILY_SPEC.op_names(),
-                "random_init": random_init, "description": description}
+    manifest = {
+        "name": name,
+        "family": FAMILY,
+        "format": FORMAT,
+        "source_format": source_format,
+        "arch": model.config.to_dict(),
+        "resolution": None,
+        "ops": FAMILY_SPEC.op_names(),
+        "random_init": random_init,
+        "description": description,
+    }
     if param_defaults:
         manifest["param_defaults"] = param_defaults
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -91,7 +91,7 @@ class InpaintDeployment(FamilyDeployment):
         ramp = np.linspace(0, 255, size, dtype=np.uint8)
         image = np.stack([np.add.outer(ramp, ramp) // 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], axis=-1)
         hole = np.zeros((size, size), np.uint8)
-        hole[size // 4: size // 2, size // 3: 2 * size // 3] = 255
+        hole[size // 4 : size // 2, size // 3 : 2 * size // 3] = 255
         assets = {hashlib.sha256(png).hexdigest(): png for png in (encode_png(image.astype(np.uint8)), encode_png(hole))}
         image_id, mask_id = assets
         return [WarmupRequest("inpaint", inputs={"image": image_id, "mask": mask_id}, assets=assets)]
@@ -106,16 +106,20 @@ class InpaintDeployment(FamilyDeployment):
         for i, (task, p) in enumerate(zip(tasks, params)):
             if not task.images["mask"].any():  # nothing to fill: the input back, flagged
                 edges = edge_connect.canny_edges(gray_of(task.images["image"]), task.images["mask"], p.sigma)
-                extras = {"empty_mask": True, "hole_pixels": 0, "hole_share": 0.0,
-                          **self._store_edges((edges * 255).astype(np.uint8))}
+                extras = {"empty_mask": True, "hole_pixels": 0, "hole_share": 0.0, **self._store_edges((edges * 255).astype(np.uint8))}
                 outputs[i] = GroupOutput(task.images["image"], extras)
             else:
                 work.append(i)
         if work:
             for i, (image, edge_map) in zip(work, inpaint_batch(model, [tasks[i] for i in work], self.device)):
                 hole = tasks[i].images["mask"]
-                extras = {"empty_mask": False, "hole_pixels": int(hole.sum()), "hole_share": round(float(hole.mean()), 4),
-                          "user_edges": "edges" in tasks[i].images, **self._store_edges(edge_map)}
+                extras = {
+                    "empty_mask": False,
+                    "hole_pixels": int(hole.sum()),
+                    "hole_share": round(float(hole.mean()), 4),
+                    "user_edges": "edges" in tasks[i].images,
+                    **self._store_edges(edge_map),
+                }
                 outputs[i] = GroupOutput(image, extras)
         return outputs  # type: ignore[return-value]
 

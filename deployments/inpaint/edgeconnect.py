@@ -98,21 +98,30 @@ class _EncoderDecoder(nn.Module):
         self.config = config
         c = config.channels
         self.encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(self.in_channels, c, 7), *_norm_relu(c),
-            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), *_norm_relu(2 * c),
-            nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1), *_norm_relu(4 * c),
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(self.in_channels, c, 7),
+            *_norm_relu(c),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1),
+            *_norm_relu(2 * c),
+            nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1),
+            *_norm_relu(4 * c),
         )
         self.middle = nn.Sequential(*[ResnetBlock(4 * c, 2, bias=self.residual_bias) for _ in range(config.residual_blocks)])
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1), *_norm_relu(2 * c),
-            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), *_norm_relu(c),
-            nn.ReflectionPad2d(3), nn.Conv2d(c, self.out_channels, 7),
+            nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1),
+            *_norm_relu(2 * c),
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1),
+            *_norm_relu(c),
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(c, self.out_channels, 7),
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         assert_shape(x, (None, self.in_channels, None, None), f"{type(self).__name__}'s input")
-        _check(x.shape[-2] % SIZE_MULTIPLE == 0 and x.shape[-1] % SIZE_MULTIPLE == 0,
-               f"height and width must be multiples of {SIZE_MULTIPLE}, got {tuple(x.shape[-2:])}")
+        _check(
+            x.shape[-2] % SIZE_MULTIPLE == 0 and x.shape[-1] % SIZE_MULTIPLE == 0,
+            f"height and width must be multiples of {SIZE_MULTIPLE}, got {tuple(x.shape[-2:])}",
+        )
         return self.decoder(self.middle(self.encoder(x)))
 
 

@@ -61,8 +61,7 @@ def image_inputs(images: torch.Tensor, edges: torch.Tensor, masks: torch.Tensor)
 EDGE_MAPS = ("generated", "composited")  # what the inpainting generator is given; the first is the default
 
 
-def completed_edges(edge_probability: torch.Tensor, edges: torch.Tensor, masks: torch.Tensor,
-                    edge_map: str = EDGE_MAPS[0]) -> torch.Tensor:
+def completed_edges(edge_probability: torch.Tensor, edges: torch.Tensor, masks: torch.Tensor, edge_map: str = EDGE_MAPS[0]) -> torch.Tensor:
     """The edge map the inpainting generator gets: the edge generator's whole output ("generated",
     the official inference) or its output inside the hole over ``edges`` outside ("composited", the
     official training)."""
@@ -80,7 +79,6 @@ def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
     return F.max_pool2d(masks, 2 * pixels + 1, stride=1, padding=pixels)
 
 
-
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE, mode: str = "reflect") -> torch.Tensor:
     """Pad bottom and right so H and W are multiples of ``multiple`` and at least MIN_SIDE (crop back
     with ``[..., :H, :W]``)."""
@@ -94,8 +92,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE, mode: str = 
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def complete(model: EdgeConnect, images: torch.Tensor, masks: torch.Tensor, edges: torch.Tensor,
-             user_edges: torch.Tensor | None = None, edge_map: str = EDGE_MAPS[0]) -> tuple[torch.Tensor, torch.Tensor]:
+def complete(
+    model: EdgeConnect,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    edges: torch.Tensor,
+    user_edges: torch.Tensor | None = None,
+    edge_map: str = EDGE_MAPS[0],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inpaint a batch: (merged images (B, 3, H, W), the edge maps the inpainting generator got (B, 1, H, W)).
 
     images / masks / edges as in the module doc; ``edges`` are the Canny edges outside the hole.

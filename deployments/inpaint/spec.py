@@ -17,19 +17,23 @@ def padded_size_and_edge_map(task: Any, params: inpaint.InpaintParams) -> Hashab
     return size_bucket(task.images["image"].shape), params.edge_map
 
 
-FAMILY = FamilySpec("inpaint", "deployments.inpaint.deployment:InpaintDeployment", [
-    OpSpec(
-        name="inpaint",
-        description="EdgeConnect: complete the edges inside the hole (mask white = hole), then the image along them; "
-        "optional user-drawn edges steer the structure; returns the image and extras.edges_asset_id (the edge map).",
-        params_model=inpaint.InpaintParams,
-        inputs_model=inpaint.InpaintInputs,
-        prepare=inpaint.prepare_inpaint,
-        image_inputs={"image": "RGB", "mask": "L", "edges": "L"},
-        fit_images=inpaint.fit_inpaint_images,
-        handler="run_inpaint",
-        group_key=padded_size_and_edge_map,
-        bucketed=True,
-    ),
-])
+FAMILY = FamilySpec(
+    "inpaint",
+    "deployments.inpaint.deployment:InpaintDeployment",
+    [
+        OpSpec(
+            name="inpaint",
+            description="EdgeConnect: complete the edges inside the hole (mask white = hole), then the image along them; "
+            "optional user-drawn edges steer the structure; returns the image and extras.edges_asset_id (the edge map).",
+            params_model=inpaint.InpaintParams,
+            inputs_model=inpaint.InpaintInputs,
+            prepare=inpaint.prepare_inpaint,
+            image_inputs={"image": "RGB", "mask": "L", "edges": "L"},
+            fit_images=inpaint.fit_inpaint_images,
+            handler="run_inpaint",
+            group_key=padded_size_and_edge_map,
+            bucketed=True,
+        ),
+    ],
+)
 __getattr__ = FAMILY.module_getattr

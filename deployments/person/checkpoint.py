@@ -59,9 +59,20 @@ def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, descrip
         (out_dir / "examples" / f"{i:02d}.png").write_bytes(image_png)
         listed[hashlib.sha256(image_png).hexdigest()] = {"keypoints": example.keypoints}
     config = model.config
-    manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
-                "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES), "factors": list(FACTORS),
-                "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS}, "ops": FAMILY_SPEC.op_names(), "random_init": False,
-                "description": description, "examples": listed}
+    manifest = {
+        "name": name,
+        "family": FAMILY,
+        "format": FORMAT,
+        "arch": dataclasses.asdict(config),
+        "resolution": None,
+        "image_size": [config.height, config.width],
+        "keypoint_names": list(KEYPOINT_NAMES),
+        "factors": list(FACTORS),
+        "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS},
+        "ops": FAMILY_SPEC.op_names(),
+        "random_init": False,
+        "description": description,
+        "examples": listed,
+    }
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

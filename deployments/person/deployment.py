@@ -34,9 +34,25 @@ class PersonDeployment(FamilyDeployment):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self._canary = DisentangledPersonGenerator(PersonConfig(height=32, width=16, channels=2, roi_size=4, roi_dim=2, background_dim=2,
-                                                                pose_dim=2, pose_hidden=4, unet_depth=1, mapping_hidden=4,
-                                                                mapping_layers=1)).eval().to(self.device)
+        self._canary = (
+            DisentangledPersonGenerator(
+                PersonConfig(
+                    height=32,
+                    width=16,
+                    channels=2,
+                    roi_size=4,
+                    roi_dim=2,
+                    background_dim=2,
+                    pose_dim=2,
+                    pose_hidden=4,
+                    unet_depth=1,
+                    mapping_hidden=4,
+                    mapping_layers=1,
+                )
+            )
+            .eval()
+            .to(self.device)
+        )
 
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> DisentangledPersonGenerator:
         return load_model(weights, manifest, device=str(self.device))
@@ -51,26 +67,38 @@ class PersonDeployment(FamilyDeployment):
 
     # ---- op handlers (named by deployments/person/spec.py) -----------------------------------
     def run_recompose(self, model: DisentangledPersonGenerator, tasks: list[EditTask], params: list[RecomposeParams]) -> list[GroupOutput]:
-        rendered = person_ops.recompose(model, self._people(tasks, "foreground", "foreground_keypoints"),
-                                        self._people(tasks, "background", "background_keypoints"), *self._pose(tasks, "pose_keypoints"))
+        rendered = person_ops.recompose(
+            model,
+            self._people(tasks, "foreground", "foreground_keypoints"),
+            self._people(tasks, "background", "background_keypoints"),
+            *self._pose(tasks, "pose_keypoints"),
+        )
         return [GroupOutput(image, {"keypoints": t.inputs["pose_keypoints"]}) for image, t in zip(to_uint8_images(rendered.images), tasks)]
 
     def run_sample(self, model: DisentangledPersonGenerator, tasks: list[EditTask], params: list[SampleParams]) -> list[GroupOutput]:
         keep = frozenset(tasks[0].inputs["keep"])  # the group key: every task of the group keeps the same factors
-        rendered = person_ops.sample(model, [t.inputs["seed"] for t in tasks], keep, self._people(tasks, "image", "keypoints") if keep else None)
+        rendered = person_ops.sample(
+            model, [t.inputs["seed"] for t in tasks], keep, self._people(tasks, "image", "keypoints") if keep else None
+        )
         sampled = [factor for factor in FACTORS if factor not in keep]
-        return [GroupOutput(image, {"seed": t.inputs["seed"], "kept": sorted(keep), "sampled": sampled, "keypoints": api_keypoints(k, v)})
-                for image, t, k, v in zip(to_uint8_images(rendered.images), tasks, rendered.keypoints.cpu(), rendered.visible.cpu())]
+        return [
+            GroupOutput(image, {"seed": t.inputs["seed"], "kept": sorted(keep), "sampled": sampled, "keypoints": api_keypoints(k, v)})
+            for image, t, k, v in zip(to_uint8_images(rendered.images), tasks, rendered.keypoints.cpu(), rendered.visible.cpu())
+        ]
 
-    def run_interpolate(self, model: DisentangledPersonGenerator, tasks: list[EditTask],
-                        params: list[InterpolateParams]) -> list[GroupOutput]:
+    def run_interpolate(
+        self, model: DisentangledPersonGenerator, tasks: list[EditTask], params: list[InterpolateParams]
+    ) -> list[GroupOutput]:
         outputs = []
         for task, p in zip(tasks, params):  # each task is a batch of its own steps
-            rendered = person_ops.interpolate(model, p.factor, self._people([task], "start", "start_keypoints"),
-                                              self._people([task], "end", "end_keypoints"), p.steps)
+            rendered = person_ops.interpolate(
+                model, p.factor, self._people([task], "start", "start_keypoints"), self._people([task], "end", "end_keypoints"), p.steps
+            )
             image, offsets = strip(list(to_uint8_images(rendered.images)))
-            steps = [{"x": x, "t": round(i / (len(offsets) - 1), 4), "keypoints": api_keypoints(k, v)}
-                     for i, (x, k, v) in enumerate(zip(offsets, rendered.keypoints.cpu(), rendered.visible.cpu()))]
+            steps = [
+                {"x": x, "t": round(i / (len(offsets) - 1), 4), "keypoints": api_keypoints(k, v)}
+                for i, (x, k, v) in enumerate(zip(offsets, rendered.keypoints.cpu(), rendered.visible.cpu()))
+            ]
             outputs.append(GroupOutput(image, {"factor": p.factor, "steps": steps}))
         return outputs
 

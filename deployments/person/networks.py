@@ -28,8 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deployments.person.body import (NUM_KEYPOINTS, NUM_ROIS, POSE_VECTOR_DIM, crop_rois, keypoints_from_vector, pose_mask,
-                                     pose_vector, roi_boxes, roi_masks)
+from deployments.person.body import (
+    NUM_KEYPOINTS,
+    NUM_ROIS,
+    POSE_VECTOR_DIM,
+    crop_rois,
+    keypoints_from_vector,
+    pose_mask,
+    pose_vector,
+    roi_boxes,
+    roi_masks,
+)
 from deployments.shapes import assert_shape
 from deployments.warp.pose import heatmap_sigma, pose_heatmaps
 
@@ -231,8 +240,9 @@ class DisentangledPersonGenerator(nn.Module):
         """All three factors, the pose mask drawn once for both appearance encoders."""
         self._check_inputs(image, keypoints, visible)
         mask = pose_mask(keypoints, visible, self.config.height, self.config.width)
-        return Embeddings(self.foreground(image, mask, *roi_boxes(keypoints, visible)), self.background(image, mask),
-                          self.encode_pose(keypoints, visible))
+        return Embeddings(
+            self.foreground(image, mask, *roi_boxes(keypoints, visible)), self.background(image, mask), self.encode_pose(keypoints, visible)
+        )
 
     def pose_keypoints(self, pose_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A pose embedding (sampled or interpolated) -> (keypoints (n, 18, 2) px, visible (n, 18))."""

@@ -35,8 +35,9 @@ class Rendered:
 
 
 @torch.inference_mode()
-def recompose(model: DisentangledPersonGenerator, foreground: People, background: People, keypoints: torch.Tensor,
-              visible: torch.Tensor) -> Rendered:
+def recompose(
+    model: DisentangledPersonGenerator, foreground: People, background: People, keypoints: torch.Tensor, visible: torch.Tensor
+) -> Rendered:
     """The person of ``foreground`` in front of the background of ``background``, in the pose of ``keypoints``."""
     appearance = model.encode_foreground(foreground.images, foreground.keypoints, foreground.visible)
     scene = model.encode_background(background.images, background.keypoints, background.visible)
@@ -72,10 +73,8 @@ def sample(model: DisentangledPersonGenerator, seeds: list[int], keep: frozenset
         keypoints, visible = people.keypoints, people.visible
     else:
         keypoints, visible = model.pose_keypoints(sampled["pose"])
-    foreground = (model.encode_foreground(people.images, people.keypoints, people.visible) if "foreground" in keep
-                  else sampled["foreground"])
-    background = (model.encode_background(people.images, people.keypoints, people.visible) if "background" in keep
-                  else sampled["background"])
+    foreground = model.encode_foreground(people.images, people.keypoints, people.visible) if "foreground" in keep else sampled["foreground"]
+    background = model.encode_background(people.images, people.keypoints, people.visible) if "background" in keep else sampled["background"]
     return Rendered(model.decode(foreground, background, keypoints, visible), keypoints, visible)
 
 
@@ -100,6 +99,7 @@ def interpolate(model: DisentangledPersonGenerator, factor: str, start: People, 
     elif factor == "background":
         background = line(background[:1], model.encode_background(end.images, end.keypoints, end.visible))
     else:
-        keypoints, visible = model.pose_keypoints(line(model.encode_pose(start.keypoints, start.visible),
-                                                       model.encode_pose(end.keypoints, end.visible)))
+        keypoints, visible = model.pose_keypoints(
+            line(model.encode_pose(start.keypoints, start.visible), model.encode_pose(end.keypoints, end.visible))
+        )
     return Rendered(model.decode(foreground, background, keypoints, visible), keypoints, visible)

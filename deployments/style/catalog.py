@@ -26,20 +26,39 @@ import safetensors.torch
 import torch
 
 from deployments.style import editing
-from schemas.style import clusters_of
 from deployments.style.stylegan2 import Generator, StyleLayer
+from schemas.style import clusters_of
 
 CENTROIDS_KEY = "centroids"
 CONTRIBUTION_PREFIX = "contribution."
 LABEL_RE = r"^[a-z][a-z0-9_\-]{0,31}$"
 
 # Colour of cluster k in part maps (a qualitative palette; cycles past 20 clusters).
-PALETTE = np.array([
-    [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
-    [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180],
-    [0, 0, 128], [128, 128, 128],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [220, 190, 255],
+        [170, 110, 40],
+        [255, 250, 200],
+        [128, 0, 0],
+        [170, 255, 195],
+        [128, 128, 0],
+        [255, 215, 180],
+        [0, 0, 128],
+        [128, 128, 128],
+    ],
+    dtype=np.uint8,
+)
 
 
 @dataclasses.dataclass
@@ -65,15 +84,17 @@ class Catalog:
 
     def meta(self, layers: Sequence[StyleLayer]) -> dict[str, Any]:
         """catalog.json content (without the sha256 the registry adds)."""
-        table = [{"name": layer.name, "channels": layer.channels, "resolution": layer.resolution, "to_rgb": layer.to_rgb}
-                 for layer in layers if layer.name in self.contributions]
+        table = [
+            {"name": layer.name, "channels": layer.channels, "resolution": layer.resolution, "to_rgb": layer.to_rgb}
+            for layer in layers
+            if layer.name in self.contributions
+        ]
         return {"k": self.k, "labels": list(self.labels), "cluster_layer": self.cluster_layer, "layers": table, **self.info}
 
     @classmethod
     def from_bytes(cls, data: bytes, meta: dict[str, Any]) -> "Catalog":
         tensors = safetensors.torch.load(data)
-        contributions = {key[len(CONTRIBUTION_PREFIX):]: value for key, value in tensors.items()
-                         if key.startswith(CONTRIBUTION_PREFIX)}
+        contributions = {key[len(CONTRIBUTION_PREFIX) :]: value for key, value in tensors.items() if key.startswith(CONTRIBUTION_PREFIX)}
         centroids = tensors[CENTROIDS_KEY]
         labels = list(meta["labels"])
         if len(labels) != centroids.shape[0]:
@@ -141,7 +162,7 @@ def build_catalog(
     z = torch.randn(n_samples, generator.style_dim, generator=torch.Generator().manual_seed(seed))
     per_layer: list[list[torch.Tensor]] = [[] for _ in generator.style_layers]
     for start in range(0, n_samples, batch_size):
-        w = generator.mapping(z[start:start + batch_size].to(generator.device))
+        w = generator.mapping(z[start : start + batch_size].to(generator.device))
         if truncation != 1.0:
             centre = (mean_w if mean_w is not None else generator.mean_latent()).view(1, -1)
             w = centre + truncation * (w - centre)

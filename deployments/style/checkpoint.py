@@ -72,8 +72,7 @@ def infer_config(state_dict: dict[str, Any]) -> StyleGAN2Config:
     mlp = _indices(state_dict, r"style\.(\d+)\.weight")
     if not mlp or mlp != list(range(1, len(mlp) + 1)):
         raise ValueError(
-            f"not a StyleGAN2 (rosinality port) generator state dict: mapping layers style.N.weight "
-            f"must be numbered 1..n_mlp, found {mlp}"
+            f"not a StyleGAN2 (rosinality port) generator state dict: mapping layers style.N.weight must be numbered 1..n_mlp, found {mlp}"
         )
     w_shape = _shape(state_dict, "style.1.weight")
     if len(w_shape) != 2 or w_shape[0] != w_shape[1]:
@@ -128,9 +127,7 @@ def _check_layout(state_dict: dict[str, Any], config: StyleGAN2Config) -> None:
         if unexpected:
             parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if wrong:
-            parts.append(
-                "wrong shapes " + ", ".join(f"{k}: {got[k]} (expected {expected[k]})" for k in wrong[:5])
-            )
+            parts.append("wrong shapes " + ", ".join(f"{k}: {got[k]} (expected {expected[k]})" for k in wrong[:5]))
         raise ValueError(f"state dict does not match StyleGAN2 {config.to_dict()}: " + "; ".join(parts))
 
 
@@ -154,8 +151,7 @@ def read_rosinality(src: str | os.PathLike | bytes) -> tuple[dict[str, torch.Ten
         latent_avg = obj.get(LATENT_AVG_KEY)
     else:
         raise ValueError(
-            f"no generator found: expected a 'g_ema' entry or a bare generator state dict, "
-            f"got top-level keys {sorted(map(str, obj))[:10]}"
+            f"no generator found: expected a 'g_ema' entry or a bare generator state dict, got top-level keys {sorted(map(str, obj))[:10]}"
         )
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError("'g_ema' must be a state dict of tensors")
@@ -282,9 +278,7 @@ def load_generator(
     return generator, latent_avg
 
 
-def save_rosinality(
-    generator: Generator, path: str | os.PathLike, latent_avg: torch.Tensor | None = None
-) -> None:
+def save_rosinality(generator: Generator, path: str | os.PathLike, latent_avg: torch.Tensor | None = None) -> None:
     """Write ``{"g_ema": state_dict[, "latent_avg": (style_dim,)]}`` with torch.save (the port's format)."""
     ckpt: dict[str, Any] = {"g_ema": {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}}
     if latent_avg is not None:

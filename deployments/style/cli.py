@@ -24,8 +24,16 @@ def _catalog_from_weights(weights: bytes, manifest: dict, args: argparse.Namespa
 
     generator, latent_avg = load_generator(weights, manifest["arch"])
     say(f"building a {args.k}-part catalog of {manifest['name']} from {args.samples} samples (seed {args.seed}) …")
-    catalog = build_catalog(generator, k=args.k, n_samples=args.samples, seed=args.seed, cluster_layer=args.layer,
-                            truncation=args.truncation, mean_w=latent_avg, iterations=args.iterations)
+    catalog = build_catalog(
+        generator,
+        k=args.k,
+        n_samples=args.samples,
+        seed=args.seed,
+        cluster_layer=args.layer,
+        truncation=args.truncation,
+        mean_w=latent_avg,
+        iterations=args.iterations,
+    )
     if args.labels:
         labels = args.labels.split(",")
         if len(labels) != args.k:
@@ -95,7 +103,8 @@ def cmd_catalog_label(args: argparse.Namespace, say: Say, registry: Registry) ->
 def add_commands(sub: Any, *, say: Say, registry: Registry) -> None:
     """Add ``catalog build`` and ``catalog label`` to the CLI's subparsers."""
     catalog = sub.add_parser("catalog", help="part catalogs of style models (Editing in Style)").add_subparsers(
-        dest="catalog_command", required=True)
+        dest="catalog_command", required=True
+    )
     build = catalog.add_parser("build", help="cluster a model's activations into parts and store the catalog")
     build.add_argument("model", help="registered model name (ignored with --dir)")
     build.add_argument("--dir", help="build into this checkpoint directory instead of the registry")

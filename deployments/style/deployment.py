@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import torch
 from ray import serve
-
-import numpy as np
 
 from deployments.style import editing, ops
 from deployments.style.catalog import PALETTE, Catalog, build_catalog, cluster_maps, colorize, mask_part_weights, upsample_labels
@@ -73,23 +72,43 @@ def project_batch(model: LoadedStyleModel, tasks: list[EditTask], params: Projec
         if step == 1 or step % every == 0:
             trace.append((step, row_mse.tolist()))
 
-    w_plus, image, mse = ops.project(model.generator, target, mean_w=model.mean_w, steps=steps,
-                                     learning_rate=params.learning_rate, latent_space=params.latent_space,
-                                     on_step=record)
+    w_plus, image, mse = ops.project(
+        model.generator,
+        target,
+        mean_w=model.mean_w,
+        steps=steps,
+        learning_rate=params.learning_rate,
+        latent_space=params.latent_space,
+        on_step=record,
+    )
     extras = []
     for i, (row, error) in enumerate(zip(w_plus, mse)):
         latent = row[:1] if params.latent_space == "w" else row  # W: every layer holds the same w
         progress = [{"step": step, "mse": round(values[i], 6)} for step, values in trace]
-        extras.append({"w": latent.reshape(-1).tolist(), "latent_space": params.latent_space, "mse": float(error),
-                       "progress": progress + [{"step": steps, "mse": round(float(error), 6), "final": True}]})
+        extras.append(
+            {
+                "w": latent.reshape(-1).tolist(),
+                "latent_space": params.latent_space,
+                "mse": float(error),
+                "progress": progress + [{"step": steps, "mse": round(float(error), 6), "final": True}],
+            }
+        )
     return image, extras
 
 
 def catalog_batch(model: LoadedStyleModel, p: CatalogParams) -> tuple[Catalog, np.ndarray]:
     """Build a catalog from the task's params -> (catalog, preview: 8 samples above their part maps)."""
     generator = model.generator
-    catalog = build_catalog(generator, k=p.k, n_samples=p.n_samples, seed=p.seed, cluster_layer=p.cluster_layer,
-                            truncation=p.truncation, mean_w=model.mean_w, iterations=p.iterations)
+    catalog = build_catalog(
+        generator,
+        k=p.k,
+        n_samples=p.n_samples,
+        seed=p.seed,
+        cluster_layer=p.cluster_layer,
+        truncation=p.truncation,
+        mean_w=model.mean_w,
+        iterations=p.iterations,
+    )
     if p.labels:
         catalog.labels = list(p.labels)
     with torch.inference_mode():
@@ -101,8 +120,9 @@ def catalog_batch(model: LoadedStyleModel, p: CatalogParams) -> tuple[Catalog, n
     return catalog, preview
 
 
-def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask],
-                   params: list[PartMapParams]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def part_map_batch(
+    model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask], params: list[PartMapParams]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Targets -> colour-coded part maps (N, R, R, 3) and per-task extras (legend, pixel share per label)."""
     generator = model.generator
     with torch.inference_mode():
@@ -120,8 +140,9 @@ def part_map_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTa
     return colorize(full), extras
 
 
-def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask],
-                         params: list[LocalTransferParams]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+def local_transfer_batch(
+    model: LoadedStyleModel, catalog: Catalog, tasks: list[EditTask], params: list[LocalTransferParams]
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """(S, R, part) requests as one batch: sigma_G = sigma_S + Q (sigma_R - sigma_S) per layer -> images + extras."""
     generator = model.generator
     device = model.mean_w.device
@@ -153,10 +174,15 @@ def local_transfer_batch(model: LoadedStyleModel, catalog: Catalog, tasks: list[
         styles = editing.interpolate_styles(styles_target, styles_reference, queries)
         images = generator.synthesis_from_styles(styles, noise_mode="const")
     extras = []
-    for i, task in enumerate(tasks):
+    for i in range(len(tasks)):
         weights = {f"{k}:{catalog.labels[k]}": round(float(v), 4) for k, v in enumerate(part_weights[i].tolist()) if v > 0}
-        extras.append({"part_weights": weights, "channels_changed": {k: v for k, v in changed[i].items() if v},
-                       "total_channels_changed": sum(changed[i].values())})
+        extras.append(
+            {
+                "part_weights": weights,
+                "channels_changed": {k: v for k, v in changed[i].items() if v},
+                "total_channels_changed": sum(changed[i].values()),
+            }
+        )
     return images, extras
 
 
@@ -206,8 +232,7 @@ class StyleDeployment(FamilyDeployment):
         maps, extras = part_map_batch(model, catalog, tasks, params)
         return [GroupOutput(image, extra) for image, extra in zip(maps, extras)]
 
-    def run_local_transfer(self, model: LoadedStyleModel, tasks: list[EditTask],
-                           params: list[LocalTransferParams]) -> list[GroupOutput]:
+    def run_local_transfer(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[LocalTransferParams]) -> list[GroupOutput]:
         catalog = self.catalog_for(model, tasks[0].model, tasks[0].inputs["catalog"])  # the group key: one catalog
         images, extras = local_transfer_batch(model, catalog, tasks, params)
         return [GroupOutput(image, extra) for image, extra in zip(ops.to_uint8_images(images), extras)]

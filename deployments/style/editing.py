@@ -90,9 +90,7 @@ def _kmeans_pp(x: torch.Tensor, inv: torch.Tensor, k: int, gen: torch.Generator)
     return centroids
 
 
-def _update(
-    x: torch.Tensor, inv: torch.Tensor, labels: torch.Tensor, best: torch.Tensor, k: int
-) -> torch.Tensor:
+def _update(x: torch.Tensor, inv: torch.Tensor, labels: torch.Tensor, best: torch.Tensor, k: int) -> torch.Tensor:
     """Normalised member means (K, C); empty clusters re-seeded in place (labels is modified).
 
     An empty cluster takes the non-zero point farthest (lowest cosine) from its centroid among
@@ -119,9 +117,7 @@ def _update(
     return (sums / torch.linalg.vector_norm(sums, dim=1, keepdim=True).clamp_min(1e-300)).to(x.dtype)
 
 
-def spherical_kmeans(
-    x: torch.Tensor, k: int, *, iterations: int = 50, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def spherical_kmeans(x: torch.Tensor, k: int, *, iterations: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Spherical k-means of the rows of x (M, C) -> (centroids (K, C) unit norm, labels (M,) long).
 
     Rows are L2-normalised first, so the result does not depend on their lengths; zero rows stay
@@ -236,11 +232,7 @@ def membership_from_labels(labels: torch.Tensor, k: int, size: tuple[int, int]) 
         raise ValueError(f"labels must be an integer (N, h, w) tensor, got {_describe(labels)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    if (
-        not isinstance(size, Sequence)
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
+    if not isinstance(size, Sequence) or len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"size must be a pair of positive ints (H, W), got {size!r}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(f"labels must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
@@ -315,9 +307,7 @@ def simple_query(m_part: torch.Tensor, strength: float) -> torch.Tensor:
     return (strength * m_part).clamp(0.0, 1.0)
 
 
-def sequential_query(
-    m_part: torch.Tensor, *, rho: float = SEQUENTIAL_RHO, epsilon: float = SEQUENTIAL_EPSILON
-) -> torch.Tensor:
+def sequential_query(m_part: torch.Tensor, *, rho: float = SEQUENTIAL_RHO, epsilon: float = SEQUENTIAL_EPSILON) -> torch.Tensor:
     """Binary query of the paper's sequential rule; (C,) or (N, C) -> same shape, values 0 or 1.
 
     As in the official code (IVRL/GANLocalEditing, style_interpolator.py: the cumulative sums are
@@ -390,18 +380,13 @@ def interpolate_styles(
     Returns new tensors; the inputs are not modified.
     """
     if not (len(target) == len(reference) == len(queries)):
-        raise ValueError(
-            f"target, reference and queries need one entry per layer, got {len(target)}, "
-            f"{len(reference)}, {len(queries)}"
-        )
+        raise ValueError(f"target, reference and queries need one entry per layer, got {len(target)}, {len(reference)}, {len(queries)}")
     out = []
     for layer, (s, r, q) in enumerate(zip(target, reference, queries)):
         if not isinstance(s, torch.Tensor) or s.dim() != 2 or not s.is_floating_point():
             raise ValueError(f"target[{layer}] must be a floating (N, C) tensor, got {_describe(s)}")
         if not isinstance(r, torch.Tensor) or r.shape != s.shape or r.dtype != s.dtype or r.device != s.device:
-            raise ValueError(
-                f"reference[{layer}] must match target[{layer}] ({tuple(s.shape)}, {s.dtype}), got {_describe(r)}"
-            )
+            raise ValueError(f"reference[{layer}] must match target[{layer}] ({tuple(s.shape)}, {s.dtype}), got {_describe(r)}")
         if q is None:
             out.append(s.clone())
             continue

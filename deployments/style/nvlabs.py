@@ -145,8 +145,16 @@ def _conv_clamp(record: PersistentRecord, where: str) -> float | None:
 
 
 def _synthesis_layer(
-    layer: PersistentRecord, where: str, prefix: str, noise_key: str, in_ch: int, out_ch: int,
-    w_dim: int, resolution: int, up: int, sd: dict[str, torch.Tensor],
+    layer: PersistentRecord,
+    where: str,
+    prefix: str,
+    noise_key: str,
+    in_ch: int,
+    out_ch: int,
+    w_dim: int,
+    resolution: int,
+    up: int,
+    sd: dict[str, torch.Tensor],
 ) -> float | None:
     """One SynthesisLayer -> ``prefix``.{conv.weight, conv.modulation.*, noise.weight, activate.bias} and its noise."""
     if _hp(layer, "up", where) != up:
@@ -170,18 +178,14 @@ def _synthesis_layer(
     sd[f"{prefix}.activate.bias"] = _tensor(layer, "bias", where, (out_ch,))
     if _hp(layer, "use_noise", where):
         sd[f"{prefix}.noise.weight"] = _tensor(layer, "noise_strength", where, ()).reshape(1)
-        sd[f"noises.{noise_key}"] = _tensor(layer, "noise_const", where, (resolution, resolution)).reshape(
-            1, 1, resolution, resolution
-        )
+        sd[f"noises.{noise_key}"] = _tensor(layer, "noise_const", where, (resolution, resolution)).reshape(1, 1, resolution, resolution)
     else:  # no noise input: a zero strength and a zero image give the same output in every noise mode
         sd[f"{prefix}.noise.weight"] = torch.zeros(1)
         sd[f"noises.{noise_key}"] = torch.zeros(1, 1, resolution, resolution)
     return _conv_clamp(layer, where)
 
 
-def _to_rgb(
-    torgb: PersistentRecord, where: str, prefix: str, in_ch: int, w_dim: int, sd: dict[str, torch.Tensor]
-) -> float | None:
+def _to_rgb(torgb: PersistentRecord, where: str, prefix: str, in_ch: int, w_dim: int, sd: dict[str, torch.Tensor]) -> float | None:
     """ToRGBLayer -> ``prefix``.{conv.weight, conv.modulation.*, bias}: styles * weight_gain, no demodulation."""
     weight = _tensor(torgb, "weight", where, (3, in_ch, 1, 1))
     weight_gain = float(_hp(torgb, "weight_gain", where))
@@ -216,8 +220,7 @@ def generator_state_dict(g: PersistentRecord) -> tuple[dict[str, torch.Tensor], 
     z_dim, c_dim, w_dim = (_hp(g, k, where) for k in ("z_dim", "c_dim", "w_dim"))
     resolution, img_channels = _hp(g, "img_resolution", where), _hp(g, "img_channels", where)
     if c_dim:
-        _fail(where, f"conditional generators are not supported (c_dim={c_dim}): the style family's "
-                     "generator takes no class label")
+        _fail(where, f"conditional generators are not supported (c_dim={c_dim}): the style family's generator takes no class label")
     if img_channels != 3:
         _fail(where, f"img_channels={img_channels}; only RGB (3) generators are supported")
     if z_dim != w_dim:
@@ -270,9 +273,7 @@ def generator_state_dict(g: PersistentRecord) -> tuple[dict[str, torch.Tensor], 
             clamps[f"{at}.conv1"] = _synthesis_layer(
                 conv1, f"{at}.conv1", f"convs.{2 * k + 1}", f"noise_{2 + 2 * k}", out_ch, out_ch, w_dim, res, 1, sd
             )
-            clamps[f"{at}.torgb"] = _to_rgb(
-                _child(block, "torgb", "ToRGBLayer", at), f"{at}.torgb", f"to_rgbs.{k}", out_ch, w_dim, sd
-            )
+            clamps[f"{at}.torgb"] = _to_rgb(_child(block, "torgb", "ToRGBLayer", at), f"{at}.torgb", f"to_rgbs.{k}", out_ch, w_dim, sd)
             # the port's fixed [1, 3, 3, 1] resampling kernels (upsampling conv's blur, skip upsample)
             sd[f"convs.{2 * k}.conv.blur.kernel"] = make_kernel(BLUR_KERNEL) * 4
             sd[f"to_rgbs.{k}.upsample.kernel"] = make_kernel(BLUR_KERNEL) * 4

@@ -14,7 +14,6 @@ import torch
 
 from deployments.images import images_to_tensor, to_uint8_images  # noqa: F401  (re-exported)
 from deployments.shapes import assert_shape
-
 from deployments.style.stylegan2 import Generator
 
 SEED_MAX = 2**32 - 1

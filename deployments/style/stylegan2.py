@@ -421,9 +421,7 @@ class Generator(nn.Module):
         self.channels = config.channels()
         sd = config.style_dim
 
-        self.style = nn.Sequential(
-            PixelNorm(), *[EqualLinear(sd, sd, lr_mul=0.01, activation="fused_lrelu") for _ in range(config.n_mlp)]
-        )
+        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(sd, sd, lr_mul=0.01, activation="fused_lrelu") for _ in range(config.n_mlp)])
         c4, clamp = self.channels[4], config.conv_clamp
         self.input = ConstantInput(c4)
         self.conv1 = StyledConv(c4, c4, sd, conv_clamp=clamp)

@@ -59,11 +59,24 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
         image_png, parsing_png = encode_png(example.image), encode_png(example.parsing)
         (out_dir / "examples" / f"{i:02d}.png").write_bytes(image_png)
         (out_dir / "examples" / f"{i:02d}-parsing.png").write_bytes(parsing_png)
-        listed[hashlib.sha256(image_png).hexdigest()] = {"keypoints": example.keypoints, "parsing": hashlib.sha256(parsing_png).hexdigest(),
-                                                         "target_keypoints": example.target_keypoints}
+        listed[hashlib.sha256(image_png).hexdigest()] = {
+            "keypoints": example.keypoints,
+            "parsing": hashlib.sha256(parsing_png).hexdigest(),
+            "target_keypoints": example.target_keypoints,
+        }
     config = model.config
-    manifest = {"name": name, "family": FAMILY, "format": FORMAT, "arch": dataclasses.asdict(config), "resolution": None,
-                "image_size": [config.height, config.width], "keypoint_names": list(KEYPOINT_NAMES),
-                "ops": FAMILY_SPEC.op_names(), "random_init": False, "description": description, "examples": listed}
+    manifest = {
+        "name": name,
+        "family": FAMILY,
+        "format": FORMAT,
+        "arch": dataclasses.asdict(config),
+        "resolution": None,
+        "image_size": [config.height, config.width],
+        "keypoint_names": list(KEYPOINT_NAMES),
+        "ops": FAMILY_SPEC.op_names(),
+        "random_init": False,
+        "description": description,
+        "examples": listed,
+    }
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -36,8 +36,12 @@ def pose_transfer_batch(model: WarpingGAN, tasks: list[EditTask], device: torch.
     pose = pose_heatmaps(torch.stack([c for c, _ in condition]), torch.stack([v for _, v in condition]), height, width, sigma)
     target_pose = pose_heatmaps(torch.stack([c for c, _ in target]), torch.stack([v for _, v in target]), height, width, sigma)
     with torch.inference_mode():
-        out = model((image / 127.5 - 1).to(device), F.one_hot(labels, NUM_PARSING_CLASSES).permute(0, 3, 1, 2).float().to(device),
-                    pose.to(device), target_pose.to(device))
+        out = model(
+            (image / 127.5 - 1).to(device),
+            F.one_hot(labels, NUM_PARSING_CLASSES).permute(0, 3, 1, 2).float().to(device),
+            pose.to(device),
+            target_pose.to(device),
+        )
     images = ((out["image"] + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return images, out["target_parsing"].argmax(1).to(torch.uint8).cpu().numpy()
 
@@ -50,8 +54,15 @@ class WarpDeployment(FamilyDeployment):
         super().__init__()
         torch.manual_seed(0)
         # 32 px: the matchers' features are 1/16 of the image and instance norm needs more than one pixel
-        self._canary = WarpingGAN(WarpConfig(height=32, width=32, parser_channels=2, parser_blocks=1, matcher_channels=2,
-                                             renderer_channels=2, renderer_blocks=1)).eval().to(self.device)
+        self._canary = (
+            WarpingGAN(
+                WarpConfig(
+                    height=32, width=32, parser_channels=2, parser_blocks=1, matcher_channels=2, renderer_channels=2, renderer_blocks=1
+                )
+            )
+            .eval()
+            .to(self.device)
+        )
 
     def load_model(self, manifest: dict[str, Any], weights: bytes) -> WarpingGAN:
         return load_model(weights, manifest, device=str(self.device))
@@ -59,8 +70,10 @@ class WarpDeployment(FamilyDeployment):
     def _store_parsing(self, labels: np.ndarray) -> dict[str, Any]:
         asset_id = self.store.put_png_asset(encode_png(PARSING_PALETTE[labels]), labels.shape[1], labels.shape[0], "RGB")
         shares = np.bincount(labels.ravel(), minlength=NUM_PARSING_CLASSES) / labels.size
-        return {"parsing_asset_id": asset_id,
-                "parsing_shares": {LIP_CLASSES[c]: round(float(s), 4) for c, s in enumerate(shares) if s >= 0.005}}
+        return {
+            "parsing_asset_id": asset_id,
+            "parsing_shares": {LIP_CLASSES[c]: round(float(s), 4) for c, s in enumerate(shares) if s >= 0.005},
+        }
 
     def run_pose_transfer(self, model: WarpingGAN, tasks: list[EditTask], params: list[PoseTransferParams]) -> list[GroupOutput]:
         """The op handler (named by deployments/warp/spec.py)."""

@@ -65,9 +65,9 @@ class TpsGridGenerator(nn.Module):
         system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
         system[:k, :k] = self._kernel(control.double(), control.double())
         system[:k, k] = 1
-        system[:k, k + 1:] = control.double()
+        system[:k, k + 1 :] = control.double()
         system[k, :k] = 1
-        system[k + 1:, :k] = control.double().T
+        system[k + 1 :, :k] = control.double().T
         self.register_buffer("control", control)
         self.register_buffer("inverse", torch.linalg.inv(system).float())
         positions = identity_grid(1, height, width)[0].reshape(-1, 2)  # (H*W, 2)

@@ -32,8 +32,15 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(inplace=True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels))
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -44,8 +51,12 @@ def _down(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def _up(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, padding=1),
-                         _norm(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        _norm(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ResnetGenerator(nn.Module):
@@ -108,8 +119,15 @@ class GeometricMatcher(nn.Module):
         super().__init__()
         self.features = FeatureExtractor(channels)  # shared by both inputs: the siamese part
         cells = (height // 16) * (width // 16)
-        self.regressor = nn.Sequential(nn.Conv2d(cells, 64, 3, padding=1), _norm(64), nn.ReLU(inplace=True),
-                                       nn.Conv2d(64, 32, 3, padding=1), _norm(32), nn.ReLU(inplace=True), nn.Flatten())
+        self.regressor = nn.Sequential(
+            nn.Conv2d(cells, 64, 3, padding=1),
+            _norm(64),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 32, 3, padding=1),
+            _norm(32),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(32 * cells, num_params)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
@@ -153,8 +171,9 @@ class SoftGatedWarpingBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.gate = nn.Sequential(nn.Conv2d(NUM_KEYPOINTS, 32, 3, padding=1, bias=False), nn.ReLU(inplace=True),
-                                  nn.Conv2d(32, 1, 3, padding=1, bias=False))
+        self.gate = nn.Sequential(
+            nn.Conv2d(NUM_KEYPOINTS, 32, 3, padding=1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(32, 1, 3, padding=1, bias=False)
+        )
         self.refine = nn.Conv2d(channels, channels, 1)
         nn.init.dirac_(self.refine.weight)
         nn.init.zeros_(self.refine.bias)
@@ -178,17 +197,39 @@ class Renderer(nn.Module):
     def __init__(self, channels: int = 32, blocks: int = 4, warping: bool = True) -> None:
         super().__init__()
         self.warping = warping  # False: the ablation without the warping block, trained the same way
-        self.appearance = nn.Sequential(nn.Conv2d(3 + NUM_PARSING_CLASSES, channels, 7, padding=3), _norm(channels), nn.ReLU(inplace=True),
-                                        _down(channels, channels * 2), _down(channels * 2, channels * 4))
-        self.target = nn.Sequential(nn.Conv2d(NUM_KEYPOINTS + NUM_PARSING_CLASSES, channels, 7, padding=3), _norm(channels),
-                                    nn.ReLU(inplace=True), _down(channels, channels * 2), _down(channels * 2, channels * 4))
+        self.appearance = nn.Sequential(
+            nn.Conv2d(3 + NUM_PARSING_CLASSES, channels, 7, padding=3),
+            _norm(channels),
+            nn.ReLU(inplace=True),
+            _down(channels, channels * 2),
+            _down(channels * 2, channels * 4),
+        )
+        self.target = nn.Sequential(
+            nn.Conv2d(NUM_KEYPOINTS + NUM_PARSING_CLASSES, channels, 7, padding=3),
+            _norm(channels),
+            nn.ReLU(inplace=True),
+            _down(channels, channels * 2),
+            _down(channels * 2, channels * 4),
+        )
         self.warp = SoftGatedWarpingBlock(channels * 4) if warping else None
         self.fuse = nn.Conv2d(channels * 8, channels * 4, 1)
-        self.decoder = nn.Sequential(*[ResidualBlock(channels * 4) for _ in range(blocks)], _up(channels * 4, channels * 2),
-                                     _up(channels * 2, channels), nn.Conv2d(channels, 3, 7, padding=3), nn.Tanh())
+        self.decoder = nn.Sequential(
+            *[ResidualBlock(channels * 4) for _ in range(blocks)],
+            _up(channels * 4, channels * 2),
+            _up(channels * 2, channels),
+            nn.Conv2d(channels, 3, 7, padding=3),
+            nn.Tanh(),
+        )
 
-    def forward(self, image: torch.Tensor, parsing: torch.Tensor, target_pose: torch.Tensor, target_parsing: torch.Tensor,
-                grid: torch.Tensor, pose_difference: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image: torch.Tensor,
+        parsing: torch.Tensor,
+        target_pose: torch.Tensor,
+        target_parsing: torch.Tensor,
+        grid: torch.Tensor,
+        pose_difference: torch.Tensor,
+    ) -> torch.Tensor:
         assert image.shape[-2] % 4 == 0 and image.shape[-1] % 4 == 0, f"H and W must divide by 4, got {tuple(image.shape[-2:])}"
         appearance = self.appearance(torch.cat([image, parsing], dim=1))
         if self.warp is not None:

@@ -194,7 +194,9 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
         if response.status_code not in (200, 202):
             return _problem_exit(response)
         status = response.json()
-        _say(f"job {status['job_id']}: {status['counts']['total']} edits ({'submitted' if response.status_code == 202 else 'submitted before'})")
+        _say(
+            f"job {status['job_id']}: {status['counts']['total']} edits ({'submitted' if response.status_code == 202 else 'submitted before'})"
+        )
         if args.wait:
             status = _wait_job(client, status["job_id"])
             print(json.dumps(status, indent=2))
@@ -213,8 +215,15 @@ def cmd_jobs_fit(args: argparse.Namespace) -> int:
         uploaded = client.post("/v1/assets", files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
         if uploaded.status_code not in (200, 201):
             return _problem_exit(uploaded)
-        fit = {"image": uploaded.json()["asset_id"], "iterations": args.iterations, "scale_min": args.scale_min,
-               "scale_max": args.scale_max, "size": args.size, "seed": args.seed, **({"name": args.name} if args.name else {})}
+        fit = {
+            "image": uploaded.json()["asset_id"],
+            "iterations": args.iterations,
+            "scale_min": args.scale_min,
+            "scale_max": args.scale_max,
+            "size": args.size,
+            "seed": args.seed,
+            **({"name": args.name} if args.name else {}),
+        }
         response = client.post("/v1/jobs", json={"fit": fit})
         if response.status_code not in (200, 202):
             return _problem_exit(response)
@@ -310,8 +319,11 @@ def _convert(source: Path, out: Path, args: argparse.Namespace) -> None:
     classes = None
     if args.classes:
         path = Path(args.classes)
-        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() \
+        classes = (
+            [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if path.is_file()
             else [c.strip() for c in args.classes.split(",")]
+        )
     convert = load_plugin(CONVERTERS_GROUP, args.format)
     extra = {"classes": classes} if "classes" in inspect.signature(convert).parameters else {}
     convert(source, out, args.name, description=args.description, **extra)
@@ -359,7 +371,9 @@ def cmd_models_upload(args: argparse.Namespace) -> int:
             print(f"cannot register {source}: {problem}", file=sys.stderr)
             return 2
         manifest = registry.register_dir(directory, name=args.name)
-    _say(f"registered {manifest['name']} ({manifest['family']}, {manifest['weights_bytes']} bytes, sha256 {manifest['weights_sha256'][:12]}…)")
+    _say(
+        f"registered {manifest['name']} ({manifest['family']}, {manifest['weights_bytes']} bytes, sha256 {manifest['weights_sha256'][:12]}…)"
+    )
     return 0
 
 
@@ -458,8 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--name", help="model name (default ingan-<asset id prefix>)")
     fit.add_argument("--wait", action="store_true", help="show a progress bar until the model is registered (exit 2 unless it is)")
     fit.set_defaults(func=cmd_jobs_fit)
-    for name, func, text in [("status", cmd_jobs_status, "state and counts of a job"), ("cancel", cmd_jobs_cancel, "cancel a job"),
-                             ("results", cmd_jobs_results, "every item as a JSON line (and --out DIR: the PNGs)")]:
+    for name, func, text in [
+        ("status", cmd_jobs_status, "state and counts of a job"),
+        ("cancel", cmd_jobs_cancel, "cancel a job"),
+        ("results", cmd_jobs_results, "every item as a JSON line (and --out DIR: the PNGs)"),
+    ]:
         command = jobs.add_parser(name, help=text)
         command.add_argument("job_id")
         command.add_argument("--url", default=DEFAULT_URL)
@@ -471,12 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
     upload = models.add_parser("upload", help="convert and register a checkpoint")
-    upload.add_argument("path", help="public checkpoint in a --format format (a file or directory; docs/families/ says "
-                        "which) or a converted directory (with model.json)")
+    upload.add_argument(
+        "path",
+        help="public checkpoint in a --format format (a file or directory; docs/families/ says "
+        "which) or a converted directory (with model.json)",
+    )
     upload.add_argument("--name", required=True)
     formats = plugin_names(CONVERTERS_GROUP)  # the families' converters
-    upload.add_argument("--format", default=DEFAULT_FORMAT if DEFAULT_FORMAT in formats else None, choices=formats,
-                        required=DEFAULT_FORMAT not in formats)
+    upload.add_argument(
+        "--format", default=DEFAULT_FORMAT if DEFAULT_FORMAT in formats else None, choices=formats, required=DEFAULT_FORMAT not in formats
+    )
     upload.add_argument("--classes", help="class names of a conditional model: a file (one per line) or a comma-separated list")
     upload.add_argument("--description", default="")
     upload.set_defaults(func=cmd_models_upload)
@@ -494,14 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.set_defaults(func=cmd_keys_new)
 
     storage = sub.add_parser("storage", help="the S3 bucket").add_subparsers(dest="storage_command", required=True)
-    init = storage.add_parser("init", help="create the bucket if missing and register the shipped checkpoints "
-                              "(the Helm chart runs this after every install and upgrade)")
-    init.add_argument("--no-checkpoints", dest="checkpoints", action="store_false",
-                      help="only create the bucket")
+    init = storage.add_parser(
+        "init",
+        help="create the bucket if missing and register the shipped checkpoints (the Helm chart runs this after every install and upgrade)",
+    )
+    init.add_argument("--no-checkpoints", dest="checkpoints", action="store_false", help="only create the bucket")
     init.set_defaults(func=cmd_storage_init)
 
-    serve_config = sub.add_parser("serve-config", help="write the Ray Serve config (serve build format) of the current "
-                                  "COLLAGE_* settings, for `serve deploy` on a Ray cluster; the Helm chart renders the same")
+    serve_config = sub.add_parser(
+        "serve-config",
+        help="write the Ray Serve config (serve build format) of the current "
+        "COLLAGE_* settings, for `serve deploy` on a Ray cluster; the Helm chart renders the same",
+    )
     serve_config.add_argument("--families", help="comma-separated families to deploy (default: all)")
     serve_config.add_argument("-o", "--output", help="write it here instead of stdout")
     serve_config.set_defaults(func=cmd_serve_config)

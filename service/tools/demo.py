@@ -31,7 +31,7 @@ def demo_requests(model: dict[str, Any], assets: dict[str, str]) -> list[dict[st
     ops = {op["name"] for op in model["ops"]}
     if model["family"] == "collage":  # class-conditional: a few seeds of every class
         classes = model.get("classes") or []
-        for index, name in enumerate(classes[:8]):
+        for name in classes[:8]:
             for seed in range(4):
                 requests.append({"model": model["name"], "op": "sample", "params": {}, "inputs": {"seed": seed, "class_id": name}})
         return requests
@@ -41,13 +41,19 @@ def demo_requests(model: dict[str, Any], assets: dict[str, str]) -> list[dict[st
                 requests.append({"model": model["name"], "op": "sample", "params": {"truncation": psi}, "inputs": {"seed": seed}})
         requests.append({"model": model["name"], "op": "sample", "params": {"truncation": 0.0}, "inputs": {"seed": 0}})
     if "retarget" in ops:  # InGAN: its one image wider, narrower, taller and with its top narrowed, as one strip
-        outputs = [{"height": 64, "width": 96}, {"height": 64, "width": 48}, {"height": 64, "width": 192},
-                   {"height": 128, "width": 96}, {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2}]
+        outputs = [
+            {"height": 64, "width": 96},
+            {"height": 64, "width": 48},
+            {"height": 64, "width": 192},
+            {"height": 128, "width": 96},
+            {"height": 64, "width": 96, "top_left": 0.2, "top_right": -0.2},
+        ]
         requests.append({"model": model["name"], "op": "retarget", "params": {"outputs": outputs}, "inputs": {}})
     if "project" in ops:
         for name in ("astronaut", "chelsea"):
-            requests.append({"model": model["name"], "op": "project", "params": {"steps": 100, "resize": True},
-                             "inputs": {"image": assets[name]}})
+            requests.append(
+                {"model": model["name"], "op": "project", "params": {"steps": 100, "resize": True}, "inputs": {"image": assets[name]}}
+            )
     return requests
 
 
@@ -97,8 +103,10 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             continue
         if model["family"] == "person":
             say(f"model {model['name']} [person]: example people recomposed from each other's factors, sampled, interpolated")
-            person_grids = {"recompose": ("Disentangled person generation", person_grid),
-                            "interpolate": ("Factor interpolation (rows: foreground, background, pose)", interpolation_grid)}
+            person_grids = {
+                "recompose": ("Disentangled person generation", person_grid),
+                "interpolate": ("Factor interpolation (rows: foreground, background, pose)", interpolation_grid),
+            }
             for kind, (title, draw_grid) in person_grids.items():
                 filename = f"{model['name']}-{kind}.png"
                 draw_grid(client, model, say).save(out_dir / filename)
@@ -127,10 +135,21 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
                 (out_dir / filename).write_bytes(image)
                 t = result["timings"]
                 how = "cached" if result["cached"] else f"batch {t['batch_size']}, compute {t['compute_ms']:.0f} ms"
-                say(f"  [{done}/{len(requests)}] {request['op']} {short(request['inputs'])} {short(request['params'])}"
-                    f" -> {how}, total {t['total_ms']:.0f} ms")
-                cards.append({"file": filename, "model": model["name"], "op": request["op"], "request": request,
-                              "timings": t, "random_init": model["random_init"], "cached": result["cached"]})
+                say(
+                    f"  [{done}/{len(requests)}] {request['op']} {short(request['inputs'])} {short(request['params'])}"
+                    f" -> {how}, total {t['total_ms']:.0f} ms"
+                )
+                cards.append(
+                    {
+                        "file": filename,
+                        "model": model["name"],
+                        "op": request["op"],
+                        "request": request,
+                        "timings": t,
+                        "random_init": model["random_init"],
+                        "cached": result["cached"],
+                    }
+                )
         elapsed = time.perf_counter() - started
         repeat = client.post("/v1/edits", json=requests[0]).json()
         say(f"  {len(requests)} edits in {elapsed:.1f} s; repeating the first: cached={repeat['cached']}")
@@ -138,8 +157,7 @@ def run_demo(url: str, out_dir: Path, concurrency: int = 8, say: Callable[[str],
             filename = f"{model['name']}-editing-in-style.png"
             editing_in_style_grid(client, model, say).save(out_dir / filename)
             say(f"  Editing in Style grid (S, R, S with R's part ..., S's part map): {out_dir / filename}")
-            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"],
-                          "title": "Editing in Style"})
+            grids.append({"file": filename, "model": model["name"], "random_init": model["random_init"], "title": "Editing in Style"})
         if model["family"] == "collage":
             filename = f"{model['name']}-neural-collage.png"
             neural_collage_grid(client, model, say).save(out_dir / filename)
@@ -173,8 +191,13 @@ def _edit_png(client: httpx.Client, body: dict[str, Any]) -> tuple[Image.Image, 
     return Image.open(io.BytesIO(base64.b64decode(result["image_base64"]))).convert("RGB"), result
 
 
-def editing_in_style_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
-                          pairs: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8)), cell: int = 128) -> Image.Image:
+def editing_in_style_grid(
+    client: httpx.Client,
+    model: dict[str, Any],
+    say: Callable[[str], None] = print,
+    pairs: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8)),
+    cell: int = 128,
+) -> Image.Image:
     """One row per (S, R) seed pair: S, R, S with R's part for up to three parts, S's part map.
 
     A model without a catalog gets one first (the `catalog` op, 6 parts from 64 samples)."""
@@ -194,11 +217,15 @@ def editing_in_style_grid(client: httpx.Client, model: dict[str, Any], say: Call
         draw.text((column * cell + 4, 3), text, fill="black")
     for row, (s, r) in enumerate(pairs):
         target, reference = {"seed": s}, {"seed": r}
-        tiles = [_edit_png(client, {"model": name, "op": "sample", "inputs": target})[0],
-                 _edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0]]
+        tiles = [
+            _edit_png(client, {"model": name, "op": "sample", "inputs": target})[0],
+            _edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0],
+        ]
         for part in parts:
-            image, result = _edit_png(client, {"model": name, "op": "local_transfer", "params": {"parts": [part]},
-                                               "inputs": {"target": target, "reference": reference}})
+            image, result = _edit_png(
+                client,
+                {"model": name, "op": "local_transfer", "params": {"parts": [part]}, "inputs": {"target": target, "reference": reference}},
+            )
             tiles.append(image)
             say(f"    seeds {s} <- {r}: {part}: {result['extras']['total_channels_changed']} channels changed")
         tiles.append(_edit_png(client, {"model": name, "op": "part_map", "inputs": {"target": target}})[0])
@@ -226,13 +253,14 @@ def collage_masks(model: dict[str, Any]) -> dict[str, np.ndarray]:
     masks = {name: m for name, m in masks.items() if m.shape == (resolution, resolution)}
     if not masks:
         box = np.zeros((resolution, resolution), np.uint8)
-        box[resolution // 4: 3 * resolution // 4, resolution // 4: 3 * resolution // 4] = 255
+        box[resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = 255
         masks = {"middle": box}
     return masks
 
 
-def neural_collage_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
-                        seeds: tuple[int, ...] = (1, 2, 3, 4), cell: int = 96) -> Image.Image:
+def neural_collage_grid(
+    client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, seeds: tuple[int, ...] = (1, 2, 3, 4), cell: int = 96
+) -> Image.Image:
     """One row per base (seed, class), each tile captioned: the base; its region (eyes if the model
     ships an eyes mask) turned into every other class by label_collage (all blocks); the same with
     the last block only; a reference of another class; its region's features pasted into the base
@@ -253,13 +281,43 @@ def neural_collage_grid(client: httpx.Client, model: dict[str, Any], say: Callab
         reference = {"seed": seed + 100, "class_id": others[-1]}
         tiles = [(_edit_png(client, {"model": name, "op": "sample", "inputs": base})[0], f"{base_class} {seed}")]
         for target in others:
-            tiles.append((_edit_png(client, {"model": name, "op": "label_collage", "inputs": {
-                "base": base, "regions": [{"mask": mask_id, "class_id": target}]}})[0], f"{part}->{target}"))
-        tiles.append((_edit_png(client, {"model": name, "op": "label_collage", "params": {"layers": [last]}, "inputs": {
-            "base": base, "regions": [{"mask": mask_id, "class_id": others[0]}]}})[0], f"{part}->{others[0]} b{last}"))
+            tiles.append(
+                (
+                    _edit_png(
+                        client,
+                        {
+                            "model": name,
+                            "op": "label_collage",
+                            "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": target}]},
+                        },
+                    )[0],
+                    f"{part}->{target}",
+                )
+            )
+        tiles.append(
+            (
+                _edit_png(
+                    client,
+                    {
+                        "model": name,
+                        "op": "label_collage",
+                        "params": {"layers": [last]},
+                        "inputs": {"base": base, "regions": [{"mask": mask_id, "class_id": others[0]}]},
+                    },
+                )[0],
+                f"{part}->{others[0]} b{last}",
+            )
+        )
         tiles.append((_edit_png(client, {"model": name, "op": "sample", "inputs": reference})[0], f"ref {others[-1]} {seed + 100}"))
-        tiles.append((_edit_png(client, {"model": name, "op": "feature_collage", "inputs": {
-            "base": base, "references": [{**reference, "mask": mask_id}]}})[0], f"ref {part} pasted"))
+        tiles.append(
+            (
+                _edit_png(
+                    client,
+                    {"model": name, "op": "feature_collage", "inputs": {"base": base, "references": [{**reference, "mask": mask_id}]}},
+                )[0],
+                f"ref {part} pasted",
+            )
+        )
         tiles.append((Image.fromarray(masks[part]).convert("RGB"), f"mask: {part}"))
         say(f"    base seed {seed} ({base_class}): {part} -> {', '.join(others)}; features from seed {seed + 100} ({others[-1]})")
         top = row * (caption_h + cell)
@@ -281,8 +339,9 @@ def demo_holes(size: int) -> dict[str, np.ndarray]:
     return {"rectangle": np.asarray(rectangle), "strokes": np.asarray(strokes)}
 
 
-def inpaint_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print,
-                 size: int = 128, cell: int = 160) -> Image.Image:
+def inpaint_grid(
+    client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, size: int = 128, cell: int = 160
+) -> Image.Image:
     """Rows: (photo, hole); columns: the input with its hole white, the completed edge map, the
     inpainted result, the original. Photos: skimage's chelsea and rocket, centre crops at ``size``."""
     from skimage import data
@@ -311,8 +370,10 @@ def inpaint_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str
         masked = photo.copy()
         masked[hole > 127] = 255
         tiles = [Image.fromarray(masked), edge_map, result, Image.fromarray(photo)]
-        say(f"    {photo_name} + {hole_name} hole ({100 * response['extras']['hole_share']:.0f}% of the image): "
-            f"compute {response['timings'].get('compute_ms') or 0:.0f} ms")
+        say(
+            f"    {photo_name} + {hole_name} hole ({100 * response['extras']['hole_share']:.0f}% of the image): "
+            f"compute {response['timings'].get('compute_ms') or 0:.0f} ms"
+        )
         for column, tile in enumerate(tiles):
             grid.paste(tile.resize((cell, cell), Image.NEAREST), (column * cell, caption_h + row * cell))
     return grid
@@ -341,12 +402,15 @@ def pose_transfer_grid(client: httpx.Client, model: dict[str, Any], say: Callabl
         targets = [example["target_keypoints"], examples[(row + 1) % len(examples)][1]["keypoints"]]
         tiles = []
         for target in targets:
-            result, response = _edit_png(client, {"model": model["name"], "op": "pose_transfer",
-                                                  "inputs": {"image": image_id, "target_keypoints": target}})
+            result, response = _edit_png(
+                client, {"model": model["name"], "op": "pose_transfer", "inputs": {"image": image_id, "target_keypoints": target}}
+            )
             parsing_url = client.get(f"/v1/assets/{response['extras']['parsing_asset_id']}").json()["url"]
             parsing = Image.open(io.BytesIO(client.get(parsing_url).content)).convert("RGB")
             tiles += [person, skeleton_image(target, height, width), result, parsing]
-            say(f"    example {row}: compute {response['timings'].get('compute_ms') or 0:.0f} ms, batch {response['timings']['batch_size']}")
+            say(
+                f"    example {row}: compute {response['timings'].get('compute_ms') or 0:.0f} ms, batch {response['timings']['batch_size']}"
+            )
         rows.append(tiles)
     return _grid(rows, ["person", "target pose", "result", "parsing"] * 2, width * scale, height * scale)
 
@@ -375,12 +439,14 @@ def person_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str]
     rows = []
     for row, image_id in enumerate(ids):
         other, third = ids[(row + 1) % len(ids)], ids[(row + 2) % len(ids)]
-        edits = [("recompose", {"foreground": image_id, "background": other}, {}),
-                 ("recompose", {"foreground": image_id, "background": image_id, "pose": third}, {}),
-                 ("recompose", {"foreground": other, "background": image_id, "pose": image_id}, {}),
-                 ("sample", {"image": image_id, "seed": row}, {"keep": ["foreground", "pose"]}),
-                 ("sample", {"image": image_id, "seed": row}, {"keep": ["background", "pose"]}),
-                 ("sample", {"seed": row}, {})]
+        edits = [
+            ("recompose", {"foreground": image_id, "background": other}, {}),
+            ("recompose", {"foreground": image_id, "background": image_id, "pose": third}, {}),
+            ("recompose", {"foreground": other, "background": image_id, "pose": image_id}, {}),
+            ("sample", {"image": image_id, "seed": row}, {"keep": ["foreground", "pose"]}),
+            ("sample", {"image": image_id, "seed": row}, {"keep": ["background", "pose"]}),
+            ("sample", {"seed": row}, {}),
+        ]
         tiles = [people[image_id], people[other]]
         for op, inputs, params in edits:
             image, response = _edit_png(client, {"model": model["name"], "op": op, "inputs": inputs, "params": params})
@@ -390,8 +456,9 @@ def person_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str]
     return _grid(rows, header, width * scale, height * scale)
 
 
-def interpolation_grid(client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3,
-                       steps: int = 6) -> Image.Image:
+def interpolation_grid(
+    client: httpx.Client, model: dict[str, Any], say: Callable[[str], None] = print, scale: int = 3, steps: int = 6
+) -> Image.Image:
     """Three strips from the first example to the example whose pose differs most from it: foreground,
     background, pose interpolated (the other factors stay the first example's)."""
     height, width = model["image_size"]
@@ -405,31 +472,46 @@ def interpolation_grid(client: httpx.Client, model: dict[str, Any], say: Callabl
     end = max((i for i in examples if i != start), key=pose_distance)
     rows = []
     for factor in ("foreground", "background", "pose"):
-        strip, response = _edit_png(client, {"model": model["name"], "op": "interpolate", "inputs": {"start": start, "end": end},
-                                             "params": {"factor": factor, "steps": steps}})
+        strip, response = _edit_png(
+            client,
+            {
+                "model": model["name"],
+                "op": "interpolate",
+                "inputs": {"start": start, "end": end},
+                "params": {"factor": factor, "steps": steps},
+            },
+        )
         rows.append([strip.crop((s["x"], 0, s["x"] + width, height)) for s in response["extras"]["steps"]])
         say(f"    {factor}: {steps} steps, compute {response['timings'].get('compute_ms') or 0:.0f} ms")
     return _grid(rows, [f"t={s['t']:.2f}" for s in response["extras"]["steps"]], width * scale, height * scale)
 
 
-def render_gallery(cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]],
-                   grids: list[dict[str, Any]] | None = None) -> str:
+def render_gallery(
+    cards: list[dict[str, Any]], uploaded: list[tuple[str, dict[str, Any]]], grids: list[dict[str, Any]] | None = None
+) -> str:
     items = []
     for card in cards:
         t = card["timings"]
-        caption = (f"{card['model']} · {card['op']}<br>inputs {html.escape(short(card['request']['inputs']))}"
-                   f"<br>params {html.escape(json.dumps(card['request']['params']))}"
-                   + (" · cached" if card["cached"] else f"<br>batch {t['batch_size']} · compute {t['compute_ms']:.0f} ms"))
+        caption = (
+            f"{card['model']} · {card['op']}<br>inputs {html.escape(short(card['request']['inputs']))}"
+            f"<br>params {html.escape(json.dumps(card['request']['params']))}"
+            + (" · cached" if card["cached"] else f"<br>batch {t['batch_size']} · compute {t['compute_ms']:.0f} ms")
+        )
         warn = '<div class="warn">random-init weights</div>' if card["random_init"] else ""
         items.append(f'<figure><img src="{html.escape(card["file"])}" width="128">{warn}<figcaption>{caption}</figcaption></figure>')
     style_grids = "".join(
-        f'<h2>{html.escape(g["title"])}: {html.escape(g["model"])}</h2>'
+        f"<h2>{html.escape(g['title'])}: {html.escape(g['model'])}</h2>"
         + ('<div class="warn">random-init weights: structured noise</div>' if g["random_init"] else "")
-        + f'<img src="{html.escape(g["file"])}" style="max-width:100%">' for g in (grids or []))
-    assets = "".join(f'<figure><img src="input-{html.escape(n)}.png" height="128"><figcaption>{html.escape(n)}: '
-                     f"<code>{i['asset_id'][:16]}…</code> {i['width']}x{i['height']}</figcaption></figure>" for n, i in uploaded)
+        + f'<img src="{html.escape(g["file"])}" style="max-width:100%">'
+        for g in (grids or [])
+    )
+    assets = "".join(
+        f'<figure><img src="input-{html.escape(n)}.png" height="128"><figcaption>{html.escape(n)}: '
+        f"<code>{i['asset_id'][:16]}…</code> {i['width']}x{i['height']}</figcaption></figure>"
+        for n, i in uploaded
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Collage demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:6px;width:180px;vertical-align:top;font-size:11px}}
 img{{image-rendering:pixelated;border:1px solid #ccc;max-width:170px}} .warn{{color:#b00;font-weight:bold}}</style></head><body>
-<h1>Collage demo</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by <code>collage demo</code>.</p>
-<h2>Uploaded assets</h2>{assets}{style_grids}<h2>Edits</h2>{''.join(items)}</body></html>"""
+<h1>Collage demo</h1><p>Generated {time.strftime("%Y-%m-%d %H:%M:%S")} by <code>collage demo</code>.</p>
+<h2>Uploaded assets</h2>{assets}{style_grids}<h2>Edits</h2>{"".join(items)}</body></html>"""

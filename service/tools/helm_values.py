@@ -28,26 +28,45 @@ VALUES_SCHEMA = CHART_DIR / "values.schema.json"
 # the checkpoints shipped in the image), the HTTP bind address and port the chart fixes for KubeRay
 # (the Serve proxy must listen on 0.0.0.0:8000), family_overrides, which `families` carries, and
 # api_keys, which the Secret carries (`secrets.apiKeys`).
-NOT_CHART_SETTINGS = frozenset({
-    "data_dir", "embedded_s3_port", "ray_num_cpus", "ray_metrics_port", "checkpoints_dir",
-    "http_host", "http_port", "family_overrides", "api_keys",
-})
+NOT_CHART_SETTINGS = frozenset(
+    {
+        "data_dir",
+        "embedded_s3_port",
+        "ray_num_cpus",
+        "ray_metrics_port",
+        "checkpoints_dir",
+        "http_host",
+        "http_port",
+        "family_overrides",
+        "api_keys",
+    }
+)
 
 # The settings the chart's serveConfigV2 template reads. `config` must carry those that have a value
 # (Helm drops null values, and the template reads a missing nullable one as unset, as Settings does).
 SERVE_CONFIG_SETTINGS = (
-    "batch_max_size", "batch_wait_timeout_s", "family_max_ongoing_requests", "max_queued_requests",
-    "family_num_cpus", "family_num_gpus", "family_replicas", "ingress_replicas", "jobs_num_cpus",
-    "autoscaling_enabled", "autoscaling_min_replicas", "autoscaling_max_replicas",
-    "autoscaling_target_ongoing_requests", "autoscaling_upscale_delay_s", "autoscaling_downscale_delay_s",
+    "batch_max_size",
+    "batch_wait_timeout_s",
+    "family_max_ongoing_requests",
+    "max_queued_requests",
+    "family_num_cpus",
+    "family_num_gpus",
+    "family_replicas",
+    "ingress_replicas",
+    "jobs_num_cpus",
+    "autoscaling_enabled",
+    "autoscaling_min_replicas",
+    "autoscaling_max_replicas",
+    "autoscaling_target_ongoing_requests",
+    "autoscaling_upscale_delay_s",
+    "autoscaling_downscale_delay_s",
     "serve_access_log",
 )
 
 
 def chart_settings() -> list[str]:
     """Settings the chart's ``config`` may set: all but local ones and secrets (those come from a Secret)."""
-    return [name for name, field in Settings.model_fields.items()
-            if name not in NOT_CHART_SETTINGS and field.annotation is not SecretStr]
+    return [name for name, field in Settings.model_fields.items() if name not in NOT_CHART_SETTINGS and field.annotation is not SecretStr]
 
 
 def _annotation_free(schema: Any) -> Any:
@@ -92,7 +111,8 @@ def values_schema(path: Path = VALUES_SCHEMA) -> dict[str, Any]:
     schema["properties"]["config"] = config_schema()
     schema["properties"]["families"] = families_schema()
     schema["properties"]["secrets"]["properties"]["apiKeys"] = {
-        "type": "array", "description": "API keys (COLLAGE_API_KEYS): `collage keys new` prints an entry; tokens are never stored",
+        "type": "array",
+        "description": "API keys (COLLAGE_API_KEYS): `collage keys new` prints an entry; tokens are never stored",
         "items": _annotation_free(ApiKeyEntry.model_json_schema()),
     }
     return schema

@@ -54,7 +54,9 @@ def wait_settled(page: Any) -> None:
     """Image pickers loaded and the base image (or example) under the canvas."""
     page.wait_for_function(
         "() => [...document.querySelectorAll('.image-field')].every(f => !f.querySelector('[aria-required]') || "
-        "f.querySelector('img.thumb').complete && !f.querySelector('img.thumb').hidden)", timeout=60_000)
+        "f.querySelector('img.thumb').complete && !f.querySelector('img.thumb').hidden)",
+        timeout=60_000,
+    )
     page.wait_for_timeout(600)  # the debounced base-image preview
 
 
@@ -94,8 +96,9 @@ def exercise(page: Any) -> list[str]:
     if "keypoints" in tools:
         page.click("#tool-keypoints")
         # a wrist or an elbow if one is visible (COCO-18: 4, 7, 3, 6), else the first visible point; moved inside the frame
-        index, (x, y) = page.evaluate("() => { const p = playground.pose.points; const i = [4, 7, 3, 6].find(j => p[j]) ?? "
-                                      "p.findIndex(q => q); return [i, p[i]]; }")
+        index, (x, y) = page.evaluate(
+            "() => { const p = playground.pose.points; const i = [4, 7, 3, 6].find(j => p[j]) ?? p.findIndex(q => q); return [i, p[i]]; }"
+        )
         width, height = page.evaluate("() => playground.bgSize || [64, 64]")
         target = (min(width - 1, x + width * 0.2), max(1, min(height - 1, y - height * 0.1)))
         drag(page, native_to_page(page, x, y), native_to_page(page, *target))
@@ -168,8 +171,9 @@ def take(url: str, out: Path, key: str | None = None, say=print) -> list[Path]:
                 page.close()
             phone = browser.new_page(viewport=PHONE, device_scale_factor=1)
             first = one_model_per_family(url, headers)
-            target = next((m for m in first if any("mask" in (op.get("inputs_schema") or {}).get("properties", {}) for op in m["ops"])),
-                          first[0])
+            target = next(
+                (m for m in first if any("mask" in (op.get("inputs_schema") or {}).get("properties", {}) for op in m["ops"])), first[0]
+            )
             open_view(phone, url, target["name"], key)
             exercise(phone)
             run_edit(phone)

@@ -37,11 +37,13 @@ def serve_config(settings: Settings, families: Iterable[str] | str | None = None
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.http_host, "port": settings.http_port},
-        "applications": [{
-            "name": APP_NAME,
-            "route_prefix": "/",
-            "import_path": IMPORT_PATH,
-            "args": {"families": ",".join(names)},
-            "deployments": deployments,
-        }],
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": {"families": ",".join(names)},
+                "deployments": deployments,
+            }
+        ],
     }

@@ -44,14 +44,25 @@ PARTS: tuple[str, ...] = ("background", "skin", "hair", "eyes", "nose", "mouth")
 _PART_STARTS = ((HAIR_BACK, "hair"), (NECK, "skin"), (HAIR, "hair"), (NOSE, "nose"), (LID, "eyes"), (LIPS, "mouth"))
 
 # Colour anchors (RGB in [0, 1]); samples interpolate between or jitter around them.
-_SKIN = torch.tensor([[0.99, 0.88, 0.80], [0.93, 0.75, 0.62], [0.82, 0.62, 0.47],
-                      [0.66, 0.46, 0.32], [0.45, 0.30, 0.20], [0.30, 0.20, 0.14]])
+_SKIN = torch.tensor(
+    [[0.99, 0.88, 0.80], [0.93, 0.75, 0.62], [0.82, 0.62, 0.47], [0.66, 0.46, 0.32], [0.45, 0.30, 0.20], [0.30, 0.20, 0.14]]
+)
 # black, dark brown, brown, blond, red, grey, white; the last weight is for dyed (random hue)
-_HAIR = torch.tensor([[0.07, 0.06, 0.06], [0.22, 0.13, 0.08], [0.42, 0.27, 0.15], [0.86, 0.72, 0.44],
-                      [0.66, 0.27, 0.11], [0.62, 0.62, 0.62], [0.90, 0.89, 0.86]])
+_HAIR = torch.tensor(
+    [
+        [0.07, 0.06, 0.06],
+        [0.22, 0.13, 0.08],
+        [0.42, 0.27, 0.15],
+        [0.86, 0.72, 0.44],
+        [0.66, 0.27, 0.11],
+        [0.62, 0.62, 0.62],
+        [0.90, 0.89, 0.86],
+    ]
+)
 _HAIR_P = torch.tensor([0.22, 0.22, 0.18, 0.12, 0.08, 0.06, 0.03, 0.10])
-_IRIS = torch.tensor([[0.35, 0.20, 0.10], [0.20, 0.12, 0.07], [0.45, 0.40, 0.18],
-                      [0.25, 0.45, 0.25], [0.25, 0.45, 0.75], [0.45, 0.52, 0.58]])
+_IRIS = torch.tensor(
+    [[0.35, 0.20, 0.10], [0.20, 0.12, 0.07], [0.45, 0.40, 0.18], [0.25, 0.45, 0.25], [0.25, 0.45, 0.75], [0.45, 0.52, 0.58]]
+)
 _LIP = torch.tensor([0.75, 0.25, 0.28])
 
 # Species (render_species_faces): cartoon creatures that differ in head, eye and mouth shape, with
@@ -60,28 +71,89 @@ _LIP = torch.tensor([0.75, 0.25, 0.28])
 SPECIES: tuple[str, ...] = ("round", "cat", "owl", "frog")
 _SPECIES_RANGES: dict[str, dict[str, tuple[float, ...]]] = {
     # round head, small dark dot eyes, a big (mostly open) grin, ears at the sides
-    "round": dict(fa=(0.56, 0.63), fb=(0.58, 0.66), taper=(0.0, 0.08), eye_y=(-0.08, 0.02), nose_y=(0.28, 0.34),
-                  mouth_y=(0.24, 0.30), ea=(0.06, 0.075), eb=(0.92, 1.0), lw=(0.02, 0.03), sep=(0.32, 0.40),
-                  r=(0.95, 1.0), mw=(0.22, 0.30), smile=(0.55, 1.0), open=(0.9,), pupil_w=(0.75, 0.85),
-                  pupil_h=(0.75, 0.85), side_ears=(1.0,)),
+    "round": dict(
+        fa=(0.56, 0.63),
+        fb=(0.58, 0.66),
+        taper=(0.0, 0.08),
+        eye_y=(-0.08, 0.02),
+        nose_y=(0.28, 0.34),
+        mouth_y=(0.24, 0.30),
+        ea=(0.06, 0.075),
+        eb=(0.92, 1.0),
+        lw=(0.02, 0.03),
+        sep=(0.32, 0.40),
+        r=(0.95, 1.0),
+        mw=(0.22, 0.30),
+        smile=(0.55, 1.0),
+        open=(0.9,),
+        pupil_w=(0.75, 0.85),
+        pupil_h=(0.75, 0.85),
+        side_ears=(1.0,),
+    ),
     # wide head with a pointed chin and pointed ears on top, long narrow almond eyes with a vertical
     # slit pupil, a small closed mouth
-    "cat": dict(fa=(0.60, 0.68), fb=(0.52, 0.60), taper=(0.25, 0.45), eye_y=(-0.14, -0.04), nose_y=(0.34, 0.40),
-                mouth_y=(0.16, 0.22), ea=(0.13, 0.16), eb=(0.36, 0.46), lw=(0.02, 0.03), sep=(0.40, 0.46),
-                r=(0.60, 0.75), mw=(0.08, 0.12), smile=(0.25, 0.6), open=(0.15,), mh_closed=(0.035, 0.045),
-                pupil_w=(0.16, 0.22), pupil_h=(1.1, 1.3), top_ears=(1.0,)),
+    "cat": dict(
+        fa=(0.60, 0.68),
+        fb=(0.52, 0.60),
+        taper=(0.25, 0.45),
+        eye_y=(-0.14, -0.04),
+        nose_y=(0.34, 0.40),
+        mouth_y=(0.16, 0.22),
+        ea=(0.13, 0.16),
+        eb=(0.36, 0.46),
+        lw=(0.02, 0.03),
+        sep=(0.40, 0.46),
+        r=(0.60, 0.75),
+        mw=(0.08, 0.12),
+        smile=(0.25, 0.6),
+        open=(0.15,),
+        mh_closed=(0.035, 0.045),
+        pupil_w=(0.16, 0.22),
+        pupil_h=(1.1, 1.3),
+        top_ears=(1.0,),
+    ),
     # tall head tapering to the chin, huge round eyes without lids, close together, a tiny
     # downward beak-like mouth
-    "owl": dict(fa=(0.50, 0.56), fb=(0.66, 0.74), taper=(0.35, 0.5), eye_y=(-0.22, -0.10), nose_y=(0.40, 0.46),
-                mouth_y=(0.14, 0.20), ea=(0.17, 0.20), eb=(0.95, 1.0), lw=(0.0, 0.003), sep=(0.36, 0.41),
-                r=(0.62, 0.75), mw=(0.06, 0.09), smile=(-0.9, -0.5), open=(0.0,), mh_closed=(0.07, 0.09),
-                pupil_w=(0.5, 0.6), pupil_h=(0.5, 0.6)),
+    "owl": dict(
+        fa=(0.50, 0.56),
+        fb=(0.66, 0.74),
+        taper=(0.35, 0.5),
+        eye_y=(-0.22, -0.10),
+        nose_y=(0.40, 0.46),
+        mouth_y=(0.14, 0.20),
+        ea=(0.17, 0.20),
+        eb=(0.95, 1.0),
+        lw=(0.0, 0.003),
+        sep=(0.36, 0.41),
+        r=(0.62, 0.75),
+        mw=(0.06, 0.09),
+        smile=(-0.9, -0.5),
+        open=(0.0,),
+        mh_closed=(0.07, 0.09),
+        pupil_w=(0.5, 0.6),
+        pupil_h=(0.5, 0.6),
+    ),
     # very wide flat head, bulging eyes with thick lids on top of the head, set far apart, a very
     # wide thin mouth; horizontal pupils
-    "frog": dict(fa=(0.72, 0.80), fb=(0.46, 0.54), taper=(0.0, 0.05), eye_y=(-0.62, -0.52), nose_y=(0.55, 0.62),
-                 mouth_y=(0.24, 0.32), ea=(0.11, 0.135), eb=(0.80, 0.92), lw=(0.045, 0.06), sep=(0.50, 0.56),
-                 r=(0.55, 0.65), mw=(0.45, 0.60), smile=(0.15, 0.4), open=(0.08,), mh_closed=(0.035, 0.045),
-                 pupil_w=(0.75, 0.85), pupil_h=(0.28, 0.36)),
+    "frog": dict(
+        fa=(0.72, 0.80),
+        fb=(0.46, 0.54),
+        taper=(0.0, 0.05),
+        eye_y=(-0.62, -0.52),
+        nose_y=(0.55, 0.62),
+        mouth_y=(0.24, 0.32),
+        ea=(0.11, 0.135),
+        eb=(0.80, 0.92),
+        lw=(0.045, 0.06),
+        sep=(0.50, 0.56),
+        r=(0.55, 0.65),
+        mw=(0.45, 0.60),
+        smile=(0.15, 0.4),
+        open=(0.08,),
+        mh_closed=(0.035, 0.045),
+        pupil_w=(0.75, 0.85),
+        pupil_h=(0.28, 0.36),
+    ),
 }
 
 # Hair styles (per sample).
@@ -174,6 +246,7 @@ class _Draw:
 # Masks on the supersampled grid are float 0/1 tensors: on CPU a float compare written in place
 # costs a fraction of one that produces bool, and AND / OR / NOT become *, maximum, 1 - m.
 
+
 def _ellipse(x: torch.Tensor, y: torch.Tensor, cx, cy, a, b) -> torch.Tensor:
     """Float 0/1 (N, S, S): inside the ellipse of centre (cx, cy) and half-axes (a, b).
 
@@ -217,8 +290,9 @@ def _check(n, resolution, seed, generator, supersample) -> None:
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
-def render_faces(n: int, resolution: int = 64, *, seed: int | None = None,
-                 generator: torch.Generator | None = None, supersample: int = 2) -> FaceBatch:
+def render_faces(
+    n: int, resolution: int = 64, *, seed: int | None = None, generator: torch.Generator | None = None, supersample: int = 2
+) -> FaceBatch:
     """Render ``n`` random, roughly centred cartoon faces with their part masks.
 
     n: batch size (>= 1).
@@ -236,9 +310,9 @@ def render_faces(n: int, resolution: int = 64, *, seed: int | None = None,
     return _render_batch(_draw_faces(_Draw(n, generator)), n, resolution, supersample)
 
 
-def render_species_faces(n: int, resolution: int = 64, *, seed: int | None = None,
-                         generator: torch.Generator | None = None, species=None,
-                         supersample: int = 2) -> FaceBatch:
+def render_species_faces(
+    n: int, resolution: int = 64, *, seed: int | None = None, generator: torch.Generator | None = None, species=None, supersample: int = 2
+) -> FaceBatch:
     """Like :func:`render_faces`, but every face is one of the cartoon :data:`SPECIES`, which differ
     in head shape (and ears), eye shape and mouth shape; colours, hair and background are drawn as
     for every face. The class-conditional training data of ``training.train_collage``.
@@ -274,8 +348,9 @@ def _render_batch(params: "_Params", n: int, resolution: int, supersample: int) 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        parts = [_render(_Params(**{k: v[i:i + chunk] for k, v in vars(params).items()}), resolution, supersample)
-                 for i in range(0, n, chunk)]
+        parts = [
+            _render(_Params(**{k: v[i : i + chunk] for k, v in vars(params).items()}), resolution, supersample) for i in range(0, n, chunk)
+        ]
         return FaceBatch(images=torch.cat([p[0] for p in parts]), masks=torch.cat([p[1] for p in parts]))
     finally:
         torch.set_num_threads(threads)
@@ -367,9 +442,20 @@ def _draw_faces(d: _Draw) -> _Params:
     white = torch.full((n, 3), 0.96)
     bg_a, bg_b = d.hue((0.0, 0.7), (0.3, 1.0)), d.hue((0.0, 0.7), (0.3, 1.0))
     colours = {
-        BG: bg_a, HAIR_BACK: hair * 0.7, NECK: skin * 0.85, EAR: skin * 0.93, SKIN: skin, HAIR: hair,
-        NOSE: skin * d.u(0.65, 0.8).view(n, 1), LID: skin * 0.25, SCLERA: d.jitter(white, 0.03),
-        IRIS: iris, PUPIL: iris * 0.15, GLINT: white, LIPS: lips, MOUTH_IN: lips * 0.25,
+        BG: bg_a,
+        HAIR_BACK: hair * 0.7,
+        NECK: skin * 0.85,
+        EAR: skin * 0.93,
+        SKIN: skin,
+        HAIR: hair,
+        NOSE: skin * d.u(0.65, 0.8).view(n, 1),
+        LID: skin * 0.25,
+        SCLERA: d.jitter(white, 0.03),
+        IRIS: iris,
+        PUPIL: iris * 0.15,
+        GLINT: white,
+        LIPS: lips,
+        MOUTH_IN: lips * 0.25,
         TEETH: d.jitter(white * 0.97, 0.03),
     }
     p.palette = torch.stack([colours[k] for k in range(len(colours))], dim=2)
@@ -378,8 +464,9 @@ def _draw_faces(d: _Draw) -> _Params:
     p.bg_diff = (bg_b - bg_a).view(n, 3, 1, 1)
     angle, slope = d.u(0, 2 * math.pi), d.u(0.0, 0.5)
     p.grad_x, p.grad_y = slope * torch.cos(angle), slope * torch.sin(angle)
-    p.tex = torch.cat([torch.cat([d.u(0.0, 0.25), d.u(0.5, 4.0), d.u(0, 6.3), d.u(0.5, 4.0), d.u(0, 6.3)], 2)
-                       for _ in range(3)], 1)  # (N, 3 terms, amplitude fx phase_x fy phase_y)
+    p.tex = torch.cat(
+        [torch.cat([d.u(0.0, 0.25), d.u(0.5, 4.0), d.u(0, 6.3), d.u(0.5, 4.0), d.u(0, 6.3)], 2) for _ in range(3)], 1
+    )  # (N, 3 terms, amplitude fx phase_x fy phase_y)
     p.streak_f, p.streak_ph = d.u(20, 35), d.u(0, 6.3)  # hair streaks
     if d.species is not None:
         _species_extras(d, p)
@@ -509,8 +596,7 @@ def _render(p: _Params, resolution: int, supersample: int) -> tuple[torch.Tensor
 
 
 # Part colours of the preview's part maps, in the order of PARTS.
-PART_COLOURS = torch.tensor([[0.15, 0.15, 0.2], [0.95, 0.8, 0.6], [0.45, 0.25, 0.1],
-                             [0.2, 0.5, 1.0], [1.0, 0.9, 0.1], [0.9, 0.1, 0.2]])
+PART_COLOURS = torch.tensor([[0.15, 0.15, 0.2], [0.95, 0.8, 0.6], [0.45, 0.25, 0.1], [0.2, 0.5, 1.0], [1.0, 0.9, 0.1], [0.9, 0.1, 0.2]])
 
 
 def _grid(images: torch.Tensor, columns: int) -> torch.Tensor:
@@ -520,7 +606,7 @@ def _grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     canvas = torch.ones(3, rows * (r + 2), columns * (r + 2))
     for i, img in enumerate(images):
         top, left = (i // columns) * (r + 2) + 1, (i % columns) * (r + 2) + 1
-        canvas[:, top:top + r, left:left + r] = img
+        canvas[:, top : top + r, left : left + r] = img
     return canvas
 
 
@@ -539,8 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling of the PNGs")
-    parser.add_argument("--species", action="store_true",
-                        help="render_species_faces: one row per species (of SPECIES), N faces a row")
+    parser.add_argument("--species", action="store_true", help="render_species_faces: one row per species (of SPECIES), N faces a row")
     args = parser.parse_args(argv)
     if args.species:
         ids = torch.arange(len(SPECIES)).repeat_interleave(args.n)

@@ -42,8 +42,22 @@ from training.data.faces import render_faces, render_species_faces
 # --- the split -------------------------------------------------------------------------------------
 # skimage.data images that load offline (no pooch download) and are at least 128 px on the short side.
 TRAIN_PHOTOS: tuple[str, ...] = (
-    "astronaut", "coffee", "immunohistochemistry", "retina", "hubble_deep_field", "logo",  # colour
-    "brick", "camera", "coins", "grass", "gravel", "moon", "clock", "cell", "page", "text",  # grayscale
+    "astronaut",
+    "coffee",
+    "immunohistochemistry",
+    "retina",
+    "hubble_deep_field",
+    "logo",  # colour
+    "brick",
+    "camera",
+    "coins",
+    "grass",
+    "gravel",
+    "moon",
+    "clock",
+    "cell",
+    "page",
+    "text",  # grayscale
     "stereo_motorcycle",  # the left view only
 )
 HELDOUT_PHOTOS: tuple[str, ...] = ("chelsea", "rocket")
@@ -101,12 +115,11 @@ def random_crops(names: tuple[str, ...], n: int, size: int, generator: torch.Gen
         side = min(max(4, round(size / scale)), *image.shape[-2:])
         top = int(torch.randint(image.shape[-2] - side + 1, (1,), generator=generator))
         left = int(torch.randint(image.shape[-1] - side + 1, (1,), generator=generator))
-        crop = image[:, top:top + side, left:left + side]
+        crop = image[:, top : top + side, left : left + side]
         if float(torch.rand(1, generator=generator)) < 0.5:
             crop = crop.flip(-1)
         if side != size:
-            crop = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=side > size,
-                                 align_corners=False)[0]
+            crop = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)[0]
         out[i] = crop.clamp(0, 1)
     return out
 
@@ -115,8 +128,11 @@ def training_images(n: int, size: int, generator: torch.Generator, face_fraction
     """A training batch (n, 3, size, size) in [0, 1]: about ``face_fraction`` procedural faces (half
     plain, half species) and the rest crops of TRAIN_PHOTOS, shuffled. Deterministic given the
     generator's state; advances it."""
-    n_faces = int(torch.binomial(torch.tensor(float(n)), torch.tensor(face_fraction), generator=generator)) \
-        if 0 < face_fraction < 1 else (n if face_fraction >= 1 else 0)
+    n_faces = (
+        int(torch.binomial(torch.tensor(float(n)), torch.tensor(face_fraction), generator=generator))
+        if 0 < face_fraction < 1
+        else (n if face_fraction >= 1 else 0)
+    )
     parts = []
     if n_faces:
         n_species = n_faces // 2
@@ -132,6 +148,7 @@ def training_images(n: int, size: int, generator: torch.Generator, face_fraction
 
 # --- masks -----------------------------------------------------------------------------------------
 
+
 def _segment_distance(px: torch.Tensor, py: torch.Tensor, a: tuple[float, float], b: tuple[float, float]) -> torch.Tensor:
     ax, ay = a
     dx, dy = b[0] - ax, b[1] - ay
@@ -143,6 +160,7 @@ def _segment_distance(px: torch.Tensor, py: torch.Tensor, a: tuple[float, float]
 
 def _strokes(size: int, g: torch.Generator, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
     """Free-form brush strokes: 1-4 random walks of 2-6 thick segments each."""
+
     def u(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(1, generator=g))
 
@@ -172,8 +190,7 @@ def _rectangles(size: int, g: torch.Generator, py: torch.Tensor, px: torch.Tenso
     return hole
 
 
-def random_masks(n: int, size: int, generator: torch.Generator, min_hole: float = MIN_HOLE,
-                 max_hole: float = MAX_HOLE) -> torch.Tensor:
+def random_masks(n: int, size: int, generator: torch.Generator, min_hole: float = MIN_HOLE, max_hole: float = MAX_HOLE) -> torch.Tensor:
     """(n, 1, size, size) float32 in {0, 1}, 1 = hole: per mask, strokes (p 0.5), rectangles (p 0.25)
     or both (p 0.25), redrawn until the hole covers [min_hole, max_hole] of the image. Deterministic
     given the generator's state; advances it."""
@@ -198,12 +215,13 @@ def random_masks(n: int, size: int, generator: torch.Generator, min_hole: float 
             side = math.ceil(size * math.sqrt(min_hole))
             hole = torch.zeros(size, size, dtype=torch.bool)
             start = (size - side) // 2
-            hole[start:start + side, start:start + side] = True
+            hole[start : start + side, start : start + side] = True
         masks[i, 0] = hole.float()
     return masks
 
 
 # --- edges -----------------------------------------------------------------------------------------
+
 
 def train_edges(images: torch.Tensor, sigma: float = EDGE_SIGMA) -> torch.Tensor:
     """Ground-truth edges (N, 1, H, W) in {0, 1}: Canny of the whole grayscale image."""
@@ -220,6 +238,7 @@ def service_edges(images: torch.Tensor, masks: torch.Tensor, sigma: float = EDGE
 
 
 # --- the held-out evaluation set -------------------------------------------------------------------
+
 
 @dataclass
 class HeldOut:

@@ -42,8 +42,17 @@ L = {name: i for i, name in enumerate(LIP_CLASSES)}
 TORSO_KEYPOINTS = tuple(K[name] for name in TORSO)
 
 # Bone lengths as fractions of the person's height (top of head to soles).
-_BONE = {"head": 0.13, "neck_to_nose": 0.12, "shoulder": 0.105, "upper_arm": 0.17, "forearm": 0.15, "torso": 0.30,
-         "hip": 0.065, "thigh": 0.22, "shin": 0.21}
+_BONE = {
+    "head": 0.13,
+    "neck_to_nose": 0.12,
+    "shoulder": 0.105,
+    "upper_arm": 0.17,
+    "forearm": 0.15,
+    "torso": 0.30,
+    "hip": 0.065,
+    "thigh": 0.22,
+    "shin": 0.21,
+}
 # Limb radii, same unit.
 _RADIUS = {"arm": 0.030, "leg": 0.040, "neck": 0.030, "hand": 0.028, "shoe": 0.032, "eye": 0.011}
 
@@ -170,11 +179,24 @@ def sample_poses(n: int, generator: torch.Generator) -> Pose:
     """``n`` random plausible poses: standing, walking, arms from hanging to raised, turned up to profile."""
     u = lambda low, high: _uniform(generator, n, low, high)  # noqa: E731 - one draw per call, in this order
     yaw = torch.where(torch.rand(n, generator=generator) < 0.35, u(-1.0, 1.0), u(-0.3, 0.3))
-    return Pose(centre_x=u(0.42, 0.58), centre_y=u(0.52, 0.56), yaw=yaw, lean=u(-0.12, 0.12), head_tilt=u(-0.2, 0.2),
-                # squared draws: arms hang and elbows stay straight more often than not
-                r_arm=0.1 + 2.4 * u(0, 1) ** 2, r_elbow=1.6 * u(0, 1) ** 2, l_arm=0.1 + 2.4 * u(0, 1) ** 2, l_elbow=1.6 * u(0, 1) ** 2,
-                r_leg=u(-0.05, 0.35), r_swing=u(-0.5, 0.5), r_knee=u(0.0, 1.0),
-                l_leg=u(-0.05, 0.35), l_swing=u(-0.5, 0.5), l_knee=u(0.0, 1.0))
+    return Pose(
+        centre_x=u(0.42, 0.58),
+        centre_y=u(0.52, 0.56),
+        yaw=yaw,
+        lean=u(-0.12, 0.12),
+        head_tilt=u(-0.2, 0.2),
+        # squared draws: arms hang and elbows stay straight more often than not
+        r_arm=0.1 + 2.4 * u(0, 1) ** 2,
+        r_elbow=1.6 * u(0, 1) ** 2,
+        l_arm=0.1 + 2.4 * u(0, 1) ** 2,
+        l_elbow=1.6 * u(0, 1) ** 2,
+        r_leg=u(-0.05, 0.35),
+        r_swing=u(-0.5, 0.5),
+        r_knee=u(0.0, 1.0),
+        l_leg=u(-0.05, 0.35),
+        l_swing=u(-0.5, 0.5),
+        l_knee=u(0.0, 1.0),
+    )
 
 
 def _direction(angle: torch.Tensor, outward: float) -> torch.Tensor:
@@ -214,7 +236,12 @@ def pose_keypoints(people: Identity, poses: Pose, height: int, width: int) -> tu
         ankle = knee + _direction(shin_angle, 1.0) * size * _BONE["shin"]
         for name, value in (("shoulder", shoulder), ("elbow", elbow), ("wrist", wrist), ("hip", hip), ("knee", knee), ("ankle", ankle)):
             points[:, K[f"{prefix}_{name}"]] = value
-        eye = nose + head_up * size * 0.025 + across * outward * size * 0.028 * facing + torch.cat([side * size * 0.01, torch.zeros_like(side)], -1)
+        eye = (
+            nose
+            + head_up * size * 0.025
+            + across * outward * size * 0.028 * facing
+            + torch.cat([side * size * 0.01, torch.zeros_like(side)], -1)
+        )
         ear = nose - torch.cat([side * size * 0.05, torch.zeros_like(side)], -1) + across * outward * size * 0.055 * facing
         points[:, K[f"{prefix}_eye"]], points[:, K[f"{prefix}_ear"]] = eye, ear
     return points, visibility(points, head_turn(points, size[:, 0]), height, width)
@@ -253,7 +280,7 @@ class _Canvas:
         tiles = ((torch.sin(self.x * (2 * math.pi / (width / 2))) * torch.sin(self.y * (2 * math.pi / (width / 2)))) > 0).float()
         weight = torch.where(kind == 0, fraction, torch.where(kind == 1, 0.3 * stripes, 0.3 * tiles))
         floor = (fraction > 0.9).float() * 0.15  # a darker floor band
-        self.rgb = (torch.lerp(colours[:, 0, :, None, None], colours[:, 1, :, None, None], weight[:, None]) * (1 - floor[:, None]))
+        self.rgb = torch.lerp(colours[:, 0, :, None, None], colours[:, 1, :, None, None], weight[:, None]) * (1 - floor[:, None])
         self.label = torch.zeros(self.n, height * supersample, width * supersample, dtype=torch.long)
 
     def paint(self, mask: torch.Tensor, colour: torch.Tensor, label: int | torch.Tensor) -> None:
@@ -276,14 +303,18 @@ class _Canvas:
         signs = []
         for i in range(4):
             a, b = corners[:, i], corners[:, (i + 1) % 4]
-            signs.append((b[:, 0, None, None] - a[:, 0, None, None]) * (self.y - a[:, 1, None, None])
-                         - (b[:, 1, None, None] - a[:, 1, None, None]) * (self.x - a[:, 0, None, None]))
+            signs.append(
+                (b[:, 0, None, None] - a[:, 0, None, None]) * (self.y - a[:, 1, None, None])
+                - (b[:, 1, None, None] - a[:, 1, None, None]) * (self.x - a[:, 0, None, None])
+            )
         stacked = torch.stack(signs)
         return (stacked >= 0).all(0) | (stacked <= 0).all(0)
 
     def ellipse(self, centre: torch.Tensor, radius_x: torch.Tensor, radius_y: torch.Tensor) -> torch.Tensor:
-        return (((self.x - centre[:, 0, None, None]) / radius_x[:, None, None]) ** 2
-                + ((self.y - centre[:, 1, None, None]) / radius_y[:, None, None]) ** 2) <= 1
+        return (
+            ((self.x - centre[:, 0, None, None]) / radius_x[:, None, None]) ** 2
+            + ((self.y - centre[:, 1, None, None]) / radius_y[:, None, None]) ** 2
+        ) <= 1
 
     def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (n, 3, H, W), parsing (n, H, W)): mean colour and majority class of each pixel's sub-samples."""
@@ -312,9 +343,11 @@ def render_keypoints(people: Identity, keypoints: torch.Tensor, height: int, wid
     far_right = turn < -0.25
 
     is_dress = people.bottom_kind == BOTTOMS.index("dress")
-    stripes = (torch.sin(canvas.y * (2 * math.pi) / (people.pattern_period * size)[:, None, None]) > 0)
+    stripes = torch.sin(canvas.y * (2 * math.pi) / (people.pattern_period * size)[:, None, None]) > 0
     checks = stripes ^ (torch.sin(canvas.x * (2 * math.pi) / (people.pattern_period * size)[:, None, None]) > 0)
-    pattern = torch.where(people.top_pattern[:, None, None] == 1, stripes, torch.where(people.top_pattern[:, None, None] == 2, checks, False))
+    pattern = torch.where(
+        people.top_pattern[:, None, None] == 1, stripes, torch.where(people.top_pattern[:, None, None] == 2, checks, False)
+    )
     top_rgb = torch.where(pattern[:, None], people.top_second[:, :, None, None], people.top[:, :, None, None])
     top_label = torch.where(is_dress, L["dress"], L["upper_clothes"])
 
@@ -322,7 +355,9 @@ def render_keypoints(people: Identity, keypoints: torch.Tensor, height: int, wid
     head_centre = nose + (nose - neck) * 0.1
     hair_centre = head_centre - torch.stack([turn * head_radius * 0.35, head_radius * 0.15], dim=-1)
     if people.long_hair.any():
-        back_hair = canvas.ellipse(head_centre + torch.stack([torch.zeros(n), head_radius * 0.9], -1), head_radius * 1.15, head_radius * 1.8)
+        back_hair = canvas.ellipse(
+            head_centre + torch.stack([torch.zeros(n), head_radius * 0.9], -1), head_radius * 1.15, head_radius * 1.8
+        )
         canvas.paint(back_hair & people.long_hair[:, None, None], people.hair, L["hair"])
 
     def limb(prefix: str) -> None:
@@ -353,16 +388,26 @@ def render_keypoints(people: Identity, keypoints: torch.Tensor, height: int, wid
         corners = torch.stack([p[:, K["r_shoulder"]] - pad, p[:, K["l_shoulder"]] + pad, p[:, K["l_hip"]] + pad, p[:, K["r_hip"]] - pad], 1)
         # A capsule down the spine keeps a body in profile, where the shoulder-hip quad collapses to a line;
         # it ends above the hips so that its round end does not bulge below them.
-        body = canvas.quad(corners) | canvas.capsule(neck + (hip_centre - neck) * 0.08, neck + (hip_centre - neck) * 0.75,
-                                                     (0.075 + 0.02 * facing) * build)
+        body = canvas.quad(corners) | canvas.capsule(
+            neck + (hip_centre - neck) * 0.08, neck + (hip_centre - neck) * 0.75, (0.075 + 0.02 * facing) * build
+        )
         body |= canvas.capsule(p[:, K["r_shoulder"]], p[:, K["l_shoulder"]], 0.035 * build)
         canvas.paint(body, top_rgb, top_label)
         skirt_kind = people.bottom_kind != BOTTOMS.index("trousers")
         knee_y = (p[:, K["r_knee"], 1] + p[:, K["l_knee"], 1]) / 2
         hem = hip_centre[:, 1] + (knee_y - hip_centre[:, 1]) * 0.85
         flare = (0.10 + 0.04 * facing) * build
-        skirt = canvas.quad(torch.stack([p[:, K["r_hip"]] - pad, p[:, K["l_hip"]] + pad,
-                                         torch.stack([hip_centre[:, 0] + flare, hem], -1), torch.stack([hip_centre[:, 0] - flare, hem], -1)], 1))
+        skirt = canvas.quad(
+            torch.stack(
+                [
+                    p[:, K["r_hip"]] - pad,
+                    p[:, K["l_hip"]] + pad,
+                    torch.stack([hip_centre[:, 0] + flare, hem], -1),
+                    torch.stack([hip_centre[:, 0] - flare, hem], -1),
+                ],
+                1,
+            )
+        )
         skirt_rgb = torch.where(is_dress[:, None, None, None], top_rgb, people.bottom[:, :, None, None])
         canvas.paint(skirt & skirt_kind[:, None, None], skirt_rgb, torch.where(is_dress, L["dress"], L["skirt"]))
 
@@ -375,7 +420,9 @@ def render_keypoints(people: Identity, keypoints: torch.Tensor, height: int, wid
     torso()
     canvas.paint(canvas.capsule(neck, head_centre, _RADIUS["neck"] * build), people.skin, L["face"])
     canvas.paint(canvas.ellipse(head_centre, head_radius * (0.8 + 0.1 * facing), head_radius), people.skin, L["face"])
-    hair_cap = canvas.ellipse(hair_centre, head_radius * (0.88 + 0.1 * facing), head_radius * 0.95) & (canvas.y < head_centre[:, 1, None, None] - head_radius[:, None, None] * 0.15)
+    hair_cap = canvas.ellipse(hair_centre, head_radius * (0.88 + 0.1 * facing), head_radius * 0.95) & (
+        canvas.y < head_centre[:, 1, None, None] - head_radius[:, None, None] * 0.15
+    )
     canvas.paint(hair_cap, people.hair, L["hair"])
     for prefix, far in (("l", far_left), ("r", far_right)):
         _masked(canvas, ~far, lambda prefix=prefix: arm(prefix))
@@ -404,8 +451,9 @@ def render_people(people: Identity, poses: Pose, height: int = 128, width: int =
     return render_keypoints(people, keypoints, height, width, supersample)
 
 
-def render_pose_pairs(n: int, height: int = 128, width: int = 64, *, seed: int | None = None,
-                      generator: torch.Generator | None = None, supersample: int = 2) -> tuple[PersonBatch, PersonBatch]:
+def render_pose_pairs(
+    n: int, height: int = 128, width: int = 64, *, seed: int | None = None, generator: torch.Generator | None = None, supersample: int = 2
+) -> tuple[PersonBatch, PersonBatch]:
     """``n`` people, each rendered in two random poses: (condition, target), the target being the
     ground truth of transferring the condition image to the target keypoints."""
     if (seed is None) == (generator is None):
@@ -454,15 +502,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     condition, target = render_pose_pairs(args.n, args.height, args.width, seed=args.seed)
-    columns = [condition.images, draw_skeleton(condition.images, condition.keypoints, condition.visible), colour_parsing(condition.parsing),
-               target.images, draw_skeleton(target.images, target.keypoints, target.visible), colour_parsing(target.parsing)]
+    columns = [
+        condition.images,
+        draw_skeleton(condition.images, condition.keypoints, condition.visible),
+        colour_parsing(condition.parsing),
+        target.images,
+        draw_skeleton(target.images, target.keypoints, target.visible),
+        colour_parsing(target.parsing),
+    ]
     gap = 2
     h, w = args.height, args.width
     sheet = torch.ones(3, args.n * (h + gap) + gap, len(columns) * (w + gap) + gap)
     for row in range(args.n):
         for col, images in enumerate(columns):
             top, left = gap + row * (h + gap), gap + col * (w + gap)
-            sheet[:, top:top + h, left:left + w] = images[row]
+            sheet[:, top : top + h, left : left + w] = images[row]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "persons.png"
     pixels = (sheet.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
