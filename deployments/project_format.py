@@ -38,3 +38,44 @@ def load_weights(model: Module, weights: bytes, family: str) -> Module:
 def write_weights(model: nn.Module, path) -> None:
     """The model's state dict as a safetensors file at ``path``."""
     safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def write_export(
+    model: nn.Module,
+    out_dir,
+    *,
+    name: str,
+    family: str,
+    format: str,
+    ops: list[str],
+    description: str,
+    examples: dict[str, dict[str, Any]],
+    **family_fields: Any,
+) -> dict[str, Any]:
+    """Write ``weights.safetensors`` and ``model.json`` into ``out_dir`` and return the manifest.
+
+    The manifest's common fields come from ``model.config`` (a dataclass with ``height`` and ``width``);
+    ``family_fields`` are the family's own (keypoint names, factors...), ``examples`` maps each shipped
+    example's asset id to what the family records about it."""
+    import json
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_weights(model, out_dir / "weights.safetensors")
+    config = model.config
+    manifest = {
+        "name": name,
+        "family": family,
+        "format": format,
+        "arch": dataclasses.asdict(config),
+        "resolution": None,
+        "image_size": [config.height, config.width],
+        **family_fields,
+        "ops": ops,
+        "random_init": False,
+        "description": description,
+        "examples": examples,
+    }
+    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -227,9 +227,7 @@ RESTRICTED_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
 
-_HINTS = {
-    "dnnlib.tflib": "this is a TensorFlow StyleGAN pickle; convert it to a PyTorch pickle with NVlabs' legacy.py first",
-}
+_HINTS = {"dnnlib.tflib": "this is a TensorFlow StyleGAN pickle; convert it to a PyTorch pickle with NVlabs' legacy.py first"}
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -80,22 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     def stylegan() -> None:
         from training.stylegan2_random_init import main as build
 
-        build(
-            [
-                "--out",
-                str(checkpoints / model),
-                "--resolution",
-                str(args.resolution),
-                "--style-dim",
-                "512",
-                "--n-mlp",
-                "8",
-                "--channel-max",
-                "512",
-                "--seed",
-                "0",
-            ]
-        )
+        sizes = f"--resolution {args.resolution} --style-dim 512 --n-mlp 8 --channel-max 512 --seed 0"
+        build(["--out", str(checkpoints / model), *sizes.split()])
 
     run_step(f"build {model}", summary, stylegan, 60)
     os.environ["COLLAGE_CHECKPOINTS_DIR"] = str(checkpoints)
@@ -112,46 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     fast = ",".join([big, "collage.sample", "inpaint.inpaint"])
 
     def raw_vs_served() -> None:
-        bench.main(
-            [
-                "--ops",
-                fast if q else ops,
-                "--requests",
-                "8" if q else "128",
-                "--concurrency",
-                "1,4" if q else "1,16,64",
-                "--batches",
-                "1,2" if q else "1,8,32,64",
-                "--raw-seconds",
-                "0.2" if q else "1.0",
-                "--inpaint-size",
-                "64" if q else "256",
-                "--out",
-                str(out / "bench"),
-            ]
-        )
+        sizes = "--requests 8 --concurrency 1,4 --batches 1,2 --raw-seconds 0.2 --inpaint-size 64"
+        if not q:
+            sizes = "--requests 128 --concurrency 1,16,64 --batches 1,8,32,64 --raw-seconds 1.0 --inpaint-size 256"
+        bench.main(["--ops", fast if q else ops, *sizes.split(), "--out", str(out / "bench")])
 
     run_step("raw vs served (loadtests.bench)", summary, raw_vs_served, 240)
 
     def speed_options() -> None:
         from loadtests import accel
 
-        accel.main(
-            [
-                "--ops",
-                fast,
-                "--batch",
-                "2" if q else "32",
-                "--seconds",
-                "0.3" if q else "2",
-                "--rounds",
-                "1" if q else "3",
-                "--inpaint-size",
-                "64" if q else "256",
-                "--out",
-                str(out / "accel"),
-            ]
-        )
+        sizes = "--batch 2 --seconds 0.3 --rounds 1 --inpaint-size 64" if q else "--batch 32 --seconds 2 --rounds 3 --inpaint-size 256"
+        accel.main(["--ops", fast, *sizes.split(), "--out", str(out / "accel")])
         if not q:
             accel.main(["--ops", big, "--batch", "32", "--seconds", "2", "--rounds", "3", "--compile", "--out", str(out / "accel-compile")])
 
@@ -161,22 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests import serving_cost as cost
 
         # --allow-busy: the previous steps' Ray may take a moment to exit; nothing else runs on this machine
-        if (
-            cost.main(
-                [
-                    "--auth",
-                    "on",
-                    "--concurrency",
-                    "4" if q else "16,64",
-                    "--requests",
-                    "16" if q else "300",
-                    "--allow-busy",
-                    "--out",
-                    str(out / "serving-cost"),
-                ]
-            )
-            != 0
-        ):
+        sizes = "--concurrency 4 --requests 16" if q else "--concurrency 16,64 --requests 300"
+        if cost.main(["--auth", "on", *sizes.split(), "--allow-busy", "--out", str(out / "serving-cost")]) != 0:
             raise RuntimeError("loadtests.serving_cost failed")
 
     run_step("serving cost (loadtests.serving_cost)", summary, serving_cost, 90)

@@ -43,29 +43,9 @@ def run_level(url: str, users: int, run_time: str, scenario: str, max_requests: 
         "COLLAGE_LOAD_JOB_ITEMS": str(job_items),
         "COLLAGE_LOAD_SUMMARY": str(summary),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--only-summary",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        run_time,
-        "--stop-timeout",
-        "30",
-        "--host",
-        url,
-        "--csv",
-        str(prefix),
-        "--exit-code-on-error",
-        "0",
-    ]
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
+    command += ["-u", str(users), "-r", str(users), "-t", run_time, "--stop-timeout", "30", "--host", url]
+    command += ["--csv", str(prefix), "--exit-code-on-error", "0"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     if completed.returncode != 0:
         raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-3000:]}")

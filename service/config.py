@@ -56,8 +56,7 @@ class Settings(BaseSettings):
 
     # --- S3-compatible storage -------------------------------------------------------------
     s3_endpoint_url: str | None = Field(
-        default=None,
-        description="S3 endpoint URL; unset (and no AWS_ENDPOINT_URL[_S3]) means start the embedded SeaweedFS",
+        default=None, description="S3 endpoint URL; unset (and no AWS_ENDPOINT_URL[_S3]) means start the embedded SeaweedFS"
     )
     s3_bucket: str = Field(default="collage", min_length=3, description="bucket holding every object")
     s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. 'staging/'")

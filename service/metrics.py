@@ -59,10 +59,7 @@ QUEUE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(
-    "collage_queue_depth",
-    "Edits dispatched by this ingress replica to a family and not yet answered.",
-    ["family"],
-    registry=REGISTRY,
+    "collage_queue_depth", "Edits dispatched by this ingress replica to a family and not yet answered.", ["family"], registry=REGISTRY
 )
 CACHE = Counter("collage_result_cache", "Edit result cache lookups by outcome (hit/miss).", ["outcome"], registry=REGISTRY)
 STORAGE_TIMEOUTS = Counter(

@@ -235,9 +235,7 @@ class ModelRegistry:
         for filename, data in (extra_files or {}).items():
             self.store.put(self.store.model_key(name, filename), data)
         self.store.put(
-            self.store.model_key(name, MANIFEST),
-            json.dumps(manifest, indent=2, sort_keys=True).encode(),
-            content_type="application/json",
+            self.store.model_key(name, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode(), content_type="application/json"
         )
         self.store.delete(self.store.model_key(name, BROKEN))  # whatever failed before, these weights get their own try
         with self._lock:

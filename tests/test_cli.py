@@ -82,17 +82,7 @@ def test_models_upload_converts_pytorch_pretrained_biggan_and_serves_a_collage(s
         attention_layer_position=2,
     )
     save_pretrained_biggan(random_biggan_deep(config, seed=2), tmp_path / "biggan")
-    args = [
-        "models",
-        "upload",
-        str(tmp_path / "biggan"),
-        "--name",
-        "biggan-cli",
-        "--format",
-        "pytorch-pretrained-biggan",
-        "--classes",
-        "a,b,c",
-    ]
+    args = ["models", "upload", str(tmp_path / "biggan"), *"--name biggan-cli --format pytorch-pretrained-biggan --classes a,b,c".split()]
     assert main(args) == 0
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255

@@ -206,12 +206,7 @@ def test_species_differ_in_eyes_mouth_and_head(per_species: list[FaceBatch]) -> 
 
 @pytest.mark.parametrize(
     "species, message",
-    [
-        ([0, 1], "species must be 3"),
-        ([0, 1, 4], "species ids"),
-        ([0, -1, 1], "species ids"),
-        ([0.0, 1.0, 2.0], "integer"),
-    ],
+    [([0, 1], "species must be 3"), ([0, 1, 4], "species ids"), ([0, -1, 1], "species ids"), ([0.0, 1.0, 2.0], "integer")],
 )
 def test_species_invalid(species, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -28,17 +28,7 @@ def test_bench_reports_raw_and_served_figures_per_op(service, tmp_path):
             [
                 "--url",
                 service.url,
-                "--ops",
-                "collage.sample,inpaint.inpaint",
-                "--requests",
-                "4",
-                "--concurrency",
-                "1,2",
-                "--batches",
-                "1,2",
-                "--raw-seconds",
-                "0.2",
-                "--out",
+                *"--ops collage.sample,inpaint.inpaint --requests 4 --concurrency 1,2 --batches 1,2 --raw-seconds 0.2 --out".split(),
                 str(tmp_path),
             ]
         )

@@ -108,7 +108,7 @@ FAKE = FamilySpec(
             handler="run_scale",
             group_key=_group_by_factor,
             bucketed=True,
-        ),
+        )
     ],
 )
 

@@ -275,48 +275,20 @@ def test_interpolate_strips_are_bounded_by_the_limits_the_caller_passes():
         schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip - 1, 1))
 
 
+# A model small enough to train a step in a test: the sizes both trainer calls below share
+TINY_PERSON = (
+    "--height 32 --width 16 --channels 4 --roi-dim 4 --background-dim 8 --pose-dim 8 "
+    "--mapping-samples 64 --mapping-batch 16 --critic-steps 1 --critic-hidden 16 --threads 1"
+).split()
+
+
 # ---- trainer, evaluation, shipped checkpoint ----------------------------------------------------
 def test_the_trainer_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
     from training import person_quality, train_person
 
     out = tmp_path / "person-smoke"
     run = train_person.main(
-        [
-            "--out",
-            str(out),
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--height",
-            "32",
-            "--width",
-            "16",
-            "--channels",
-            "4",
-            "--roi-dim",
-            "4",
-            "--background-dim",
-            "8",
-            "--pose-dim",
-            "8",
-            "--mapping-samples",
-            "64",
-            "--mapping-steps",
-            "2",
-            "--mapping-batch",
-            "16",
-            "--critic-steps",
-            "1",
-            "--critic-hidden",
-            "16",
-            "--threads",
-            "1",
-            "--log-every",
-            "1",
-            "--snapshot-every",
-            "1000",
-        ]
+        ["--out", str(out), *"--steps 2 --batch 2 --mapping-steps 2 --log-every 1 --snapshot-every 1000".split(), *TINY_PERSON]
     )
     assert run["step"] == 2 and (out / "samples.png").exists() and (out / ".work" / "snapshot.pt").exists()
     manifest = json.loads((out / "model.json").read_text())
@@ -325,38 +297,7 @@ def test_the_trainer_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
     load_model((out / "weights.safetensors").read_bytes(), manifest)
     results = person_quality.main(["--models", str(out), "--n", "3", "--out", str(tmp_path / "q.json")])
     assert 0 <= results[0]["recon_ssim"] <= 1 and (tmp_path / "q-person-smoke.png").exists()
-    resumed = train_person.main(
-        [
-            "--out",
-            str(out),
-            "--resume",
-            "--export-only",
-            "--height",
-            "32",
-            "--width",
-            "16",
-            "--channels",
-            "4",
-            "--roi-dim",
-            "4",
-            "--background-dim",
-            "8",
-            "--pose-dim",
-            "8",
-            "--mapping-samples",
-            "64",
-            "--mapping-steps",
-            "1",
-            "--mapping-batch",
-            "16",
-            "--critic-steps",
-            "1",
-            "--critic-hidden",
-            "16",
-            "--threads",
-            "1",
-        ]
-    )
+    resumed = train_person.main(["--out", str(out), *"--resume --export-only --mapping-steps 1".split(), *TINY_PERSON])
     assert resumed["step"] == 2, "--export-only resumes the snapshot without training"
 
 

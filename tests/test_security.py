@@ -11,14 +11,7 @@ import time
 import httpx
 import pytest
 
-from service.auth import (
-    LOCAL_DEVELOPER,
-    KeyRing,
-    RateLimiter,
-    key_entry,
-    new_token,
-    token_sha256,
-)
+from service.auth import LOCAL_DEVELOPER, KeyRing, RateLimiter, key_entry, new_token, token_sha256
 from service.config import Settings
 from service.errors import Unauthorized
 from tests.conftest import TEST_RATE_BURST, auth_header

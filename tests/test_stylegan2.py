@@ -11,13 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from deployments.style.checkpoint import (
-    convert_rosinality,
-    infer_config,
-    load_generator,
-    read_rosinality,
-    save_rosinality,
-)
+from deployments.style.checkpoint import convert_rosinality, infer_config, load_generator, read_rosinality, save_rosinality
 from deployments.style.ops import latents_from_seeds, sample, to_uint8_images
 from deployments.style.stylegan2 import Generator, StyleGAN2Config, Upsample, upfirdn2d
 

@@ -108,6 +108,13 @@ def dataclasses_replace(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
+# A model small enough to train a step in a test, shared by the trainer and quality-script tests
+TINY_WARP = (
+    "--batch 2 --height 32 --width 16 --parser-channels 4 --parser-blocks 1 --matcher-channels 4 "
+    "--renderer-channels 4 --renderer-blocks 1 --d-width 4 --threads 1"
+).split()
+
+
 def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
     import json
 
@@ -115,34 +122,7 @@ def test_trainer_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
 
     from training import train_warp
 
-    tiny = [
-        "--batch",
-        "2",
-        "--height",
-        "32",
-        "--width",
-        "16",
-        "--parser-channels",
-        "4",
-        "--parser-blocks",
-        "1",
-        "--matcher-channels",
-        "4",
-        "--renderer-channels",
-        "4",
-        "--renderer-blocks",
-        "1",
-        "--d-width",
-        "4",
-        "--preview",
-        "2",
-        "--log-every",
-        "1",
-        "--threads",
-        "1",
-        "--work",
-        str(tmp_path / "work"),
-    ]
+    tiny = [*TINY_WARP, *"--preview 2 --log-every 1 --work".split(), str(tmp_path / "work")]
     first = train_warp.main(["--out", str(tmp_path / "model"), "--steps", "2", *tiny])
     assert first["step"] == 2 and (tmp_path / "work" / "snapshot.pt").exists()
     resumed = train_warp.main(["--out", str(tmp_path / "model"), "--steps", "3", "--resume", *tiny])
@@ -170,32 +150,7 @@ def test_quality_script_scores_checkpoints_against_the_ground_truth(tmp_path):
     from deployments.warp.checkpoint import load_model
     from training import train_warp, warp_quality
 
-    tiny = [
-        "--steps",
-        "1",
-        "--batch",
-        "2",
-        "--height",
-        "32",
-        "--width",
-        "16",
-        "--parser-channels",
-        "4",
-        "--parser-blocks",
-        "1",
-        "--matcher-channels",
-        "4",
-        "--renderer-channels",
-        "4",
-        "--renderer-blocks",
-        "1",
-        "--d-width",
-        "4",
-        "--preview",
-        "1",
-        "--threads",
-        "1",
-    ]
+    tiny = [*TINY_WARP, *"--steps 1 --preview 1".split()]
     train_warp.main(["--out", str(tmp_path / "full"), *tiny])
     train_warp.main(["--out", str(tmp_path / "ablation"), "--no-warping", *tiny])
     results = warp_quality.main(["--models", f"{tmp_path / 'full'},{tmp_path / 'ablation'}", "--n", "3", "--out", str(tmp_path / "q.json")])

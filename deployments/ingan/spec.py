@@ -31,7 +31,7 @@ FAMILY = FamilySpec(
             prepare=ingan.prepare_retarget,
             handler="run_retarget",
             group_key=same_targets,
-        ),
+        )
     ],
 )
 __getattr__ = FAMILY.module_getattr

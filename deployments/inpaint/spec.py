@@ -33,7 +33,7 @@ FAMILY = FamilySpec(
             handler="run_inpaint",
             group_key=padded_size_and_edge_map,
             bucketed=True,
-        ),
+        )
     ],
 )
 __getattr__ = FAMILY.module_getattr

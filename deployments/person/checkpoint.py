@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,6 @@ def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, descrip
     from service.images import encode_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    project_format.write_weights(model, out_dir / "weights.safetensors")
     listed: dict[str, dict[str, Any]] = {}
     if examples:
         (out_dir / "examples").mkdir(exist_ok=True)
@@ -58,21 +56,16 @@ def export(model: DisentangledPersonGenerator, out_dir: Path, name: str, descrip
         image_png = encode_png(example.image)
         (out_dir / "examples" / f"{i:02d}.png").write_bytes(image_png)
         listed[hashlib.sha256(image_png).hexdigest()] = {"keypoints": example.keypoints}
-    config = model.config
-    manifest = {
-        "name": name,
-        "family": FAMILY,
-        "format": FORMAT,
-        "arch": dataclasses.asdict(config),
-        "resolution": None,
-        "image_size": [config.height, config.width],
-        "keypoint_names": list(KEYPOINT_NAMES),
-        "factors": list(FACTORS),
-        "embedding_dims": {f: config.embedding_dim(f) for f in FACTORS},
-        "ops": FAMILY_SPEC.op_names(),
-        "random_init": False,
-        "description": description,
-        "examples": listed,
-    }
-    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return project_format.write_export(
+        model,
+        out_dir,
+        name=name,
+        family=FAMILY,
+        format=FORMAT,
+        keypoint_names=list(KEYPOINT_NAMES),
+        factors=list(FACTORS),
+        embedding_dims={f: model.config.embedding_dim(f) for f in FACTORS},
+        ops=FAMILY_SPEC.op_names(),
+        description=description,
+        examples=listed,
+    )

@@ -178,12 +178,7 @@ def _float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def convert_rosinality(
-    src_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    name: str,
-    description: str = "",
-    *,
-    random_init: bool = False,
+    src_path: str | os.PathLike, out_dir: str | os.PathLike, name: str, description: str = "", *, random_init: bool = False
 ) -> dict[str, Any]:
     """Convert a port ``.pt`` into ``out_dir/{weights.safetensors, model.json}``; returns the manifest.
 

@@ -367,9 +367,7 @@ def part_query(
 
 
 def interpolate_styles(
-    target: Sequence[torch.Tensor],
-    reference: Sequence[torch.Tensor],
-    queries: Sequence[torch.Tensor | None],
+    target: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], queries: Sequence[torch.Tensor | None]
 ) -> list[torch.Tensor]:
     """Per layer l: sigma_G = sigma_S + q * (sigma_R - sigma_S), S = target, R = reference.
 

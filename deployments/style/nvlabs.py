@@ -303,12 +303,7 @@ def read_nvlabs_pickle(src: str | os.PathLike | bytes) -> PersistentRecord:
     return data[NETWORK_KEY]
 
 
-def convert_nvlabs(
-    src_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    name: str,
-    description: str = "",
-) -> dict[str, Any]:
+def convert_nvlabs(src_path: str | os.PathLike, out_dir: str | os.PathLike, name: str, description: str = "") -> dict[str, Any]:
     """Convert an NVlabs StyleGAN2 ``.pkl`` into ``out_dir/{weights.safetensors, model.json}``; the manifest.
 
     Raises ValueError for a pickle naming anything outside the restricted unpickler's allow-list,

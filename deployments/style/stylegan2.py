@@ -217,14 +217,7 @@ class FusedLeakyReLU(nn.Module):
 class EqualLinear(nn.Module):
     """Linear layer with equalized learning rate: weight * lr_mul / sqrt(in_dim), bias * lr_mul."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        bias_init: float = 0.0,
-        lr_mul: float = 1.0,
-        activation: str | None = None,
-    ) -> None:
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activation: str | None = None) -> None:
         super().__init__()
         _check(activation in (None, "fused_lrelu"), f"unknown activation {activation!r}")
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))

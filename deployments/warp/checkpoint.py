@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,6 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
     from service.images import encode_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    project_format.write_weights(model, out_dir / "weights.safetensors")
     listed: dict[str, dict[str, Any]] = {}
     if examples:
         (out_dir / "examples").mkdir(exist_ok=True)
@@ -64,19 +62,14 @@ def export(model: WarpingGAN, out_dir: Path, name: str, description: str, exampl
             "parsing": hashlib.sha256(parsing_png).hexdigest(),
             "target_keypoints": example.target_keypoints,
         }
-    config = model.config
-    manifest = {
-        "name": name,
-        "family": FAMILY,
-        "format": FORMAT,
-        "arch": dataclasses.asdict(config),
-        "resolution": None,
-        "image_size": [config.height, config.width],
-        "keypoint_names": list(KEYPOINT_NAMES),
-        "ops": FAMILY_SPEC.op_names(),
-        "random_init": False,
-        "description": description,
-        "examples": listed,
-    }
-    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return project_format.write_export(
+        model,
+        out_dir,
+        name=name,
+        family=FAMILY,
+        format=FORMAT,
+        keypoint_names=list(KEYPOINT_NAMES),
+        ops=FAMILY_SPEC.op_names(),
+        description=description,
+        examples=listed,
+    )

@@ -31,7 +31,7 @@ FAMILY = FamilySpec(
             handler="run_pose_transfer",
             group_key=one_batch,
             bucketed=True,
-        ),
+        )
     ],
 )
 __getattr__ = FAMILY.module_getattr
