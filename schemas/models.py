@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import ModelName, Sha256Hex
-
-# A part catalog's cluster label (style models): the registry stores the labels, the style ops name parts by them.
-LABEL_PATTERN = r"^[a-z][a-z0-9_\-]{0,31}$"
 
 
 class ModelManifest(BaseModel):
@@ -45,35 +42,13 @@ class OpInfo(BaseModel):
     inputs_schema: dict[str, Any]
 
 
-class CatalogLayer(BaseModel):
-    name: str = Field(description="style layer, e.g. 'convs.3'")
-    channels: int
-    resolution: int = Field(description="output resolution of the layer")
-    to_rgb: bool
-
-
-class CatalogInfo(BaseModel):
-    """The part catalog of a style model (``models/<name>/catalog.json``): what local_transfer can name."""
-
-    k: int = Field(description="number of clusters")
-    labels: list[str] = Field(description="name of each cluster, by index (several clusters may share one)")
-    cluster_layer: str = Field(description="style layer whose input activations were clustered")
-    layers: list[CatalogLayer] = Field(description="layers with a contribution matrix")
-    n_samples: int | None = None
-    seed: int | None = None
-    sha256: str = Field(description="sha256 of catalog.safetensors")
-    created_at: str | None = None
-
-
-class CatalogLabels(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    labels: dict[int, Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
-        description='cluster index -> new name, e.g. {"3": "eyes"}', min_length=1
-    )
-
-
 class ModelInfo(BaseModel):
+    """A registered model as ``GET /v1/models`` lists it. The service adds one field per model
+    attachment a family declares (``schemas.ops.ModelAttachment``, e.g. a style model's ``catalog``):
+    an extra field here, typed in the published OpenAPI document."""
+
+    model_config = ConfigDict(extra="allow")
+
     name: str
     family: str
     format: str
@@ -85,7 +60,6 @@ class ModelInfo(BaseModel):
     weights_sha256: str | None
     ops: list[OpInfo]
     arch: dict[str, Any]
-    catalog: CatalogInfo | None = Field(default=None, description="part catalog (style models that have one)")
     image_size: list[int] | None = Field(
         default=None, description="[height, width] of models with a fixed, non-square size (warp, ingan, person)"
     )
@@ -114,13 +88,3 @@ class FamilyInfo(BaseModel):
 class ModelList(BaseModel):
     families: list[FamilyInfo]
     models: list[ModelInfo]
-
-
-def relabel(labels: list[str], renames: dict[int, str]) -> list[str]:
-    """Catalog labels with clusters renamed (index -> name); ValueError for a cluster that does not exist."""
-    names = list(labels)
-    for index, name in renames.items():
-        if not 0 <= index < len(names):
-            raise ValueError(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
-        names[index] = name
-    return names

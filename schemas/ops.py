@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from schemas.common import Limits
 
 # What an op's successful edit makes stale in the platform's caches (OpSpec.invalidates):
-# "model" = the model's registry entry (manifest, with its part catalog's metadata) cached in the
+# "model" = the model's registry entry (manifest, with its attachments' metadata) cached in the
 # process that ran the edit, so that the next request sees what the op stored.
 Invalidation = Literal["model"]
 
@@ -90,8 +90,44 @@ class OpSpec:
         return {**self.model_defaults(manifest), **params}
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetadataEdit:
+    """A change clients with the ``admin`` scope may make to an attachment's metadata:
+    ``PUT /v1/models/{model}/{attachment}/{name}`` with ``body``, answered with the new metadata."""
+
+    name: str  # the route's last path segment, e.g. "labels"
+    body: type[BaseModel]  # the request body
+    apply: Callable[[dict[str, Any], Any], dict[str, Any]]  # (metadata, body) -> new metadata; ValueError -> 422
+    summary: str  # the route's one-line summary in the OpenAPI document
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelAttachment:
+    """Data a family's ops build for one model and store beside its weights: ``models/<model>/<name>.safetensors``
+    (the tensors) and ``<name>.json`` (their metadata, which records the weights it was built from). While the
+    model's weights are those, the registry merges the metadata into the model's manifest under ``name`` and
+    ``GET /v1/models`` lists it as the model's field ``name``, typed by ``info``; new weights leave it stale
+    (absent) until it is rebuilt. A checkpoint directory may ship both files."""
+
+    name: str  # file stem, manifest key and ModelInfo field, e.g. "catalog"
+    title: str  # what it is, in messages: "part catalog"
+    info: type[BaseModel]  # the metadata's schema
+    description: str  # the ModelInfo field's description
+    how_to_build: str  # what the 404 for a model without one suggests, e.g. "run the 'catalog' op"
+    edits: tuple[MetadataEdit, ...] = ()
+
+    @property
+    def data_file(self) -> str:
+        return f"{self.name}.safetensors"
+
+    @property
+    def meta_file(self) -> str:
+        return f"{self.name}.json"
+
+
 class FamilySpec:
-    """One family's declaration: its name, its Serve deployment class and its ops, in declaration order.
+    """One family's declaration: its name, its Serve deployment class, its ops in declaration order, and
+    the attachments its ops store beside a model's weights.
 
     The family's declaration module (the module its ``collage.families`` entry point names) holds it
     as ``FAMILY`` and sets ``__getattr__ = FAMILY.module_getattr``, so that the entry point's
@@ -99,7 +135,7 @@ class FamilySpec:
     no torch, loading the deployment imports its module.
     """
 
-    def __init__(self, name: str, deployment: str, ops: Iterable[OpSpec]) -> None:
+    def __init__(self, name: str, deployment: str, ops: Iterable[OpSpec], attachments: Iterable[ModelAttachment] = ()) -> None:
         module, _, cls = deployment.partition(":")
         if not module or not cls:
             raise ValueError(f"family {name!r}: deployment must be 'module:Class', got {deployment!r}")
@@ -110,6 +146,7 @@ class FamilySpec:
             if op.name in self.ops:
                 raise ValueError(f"family {name!r} declares op {op.name!r} twice")
             self.ops[op.name] = op
+        self.attachments: dict[str, ModelAttachment] = {a.name: a for a in attachments}
 
     @property
     def deployment_class_name(self) -> str:

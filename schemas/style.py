@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import LatentValue, Limits, Seed, Sha256Hex, StrictModel
-from schemas.models import LABEL_PATTERN
 
 # Defaults of the sequential query (deployments/style/editing.py). The official code
 # (IVRL/GANLocalEditing, StyleInterpolator) takes rho and epsilon without defaults; these are ours:
@@ -83,6 +82,57 @@ def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: 
             )
         image = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
     return {**images, "image": image}
+
+
+# ---- the part catalog: an attachment of a style model (its metadata in GET /v1/models) ----------
+# A cluster's label: the catalog stores the labels, local_transfer names parts by them.
+LABEL_PATTERN = r"^[a-z][a-z0-9_\-]{0,31}$"
+CATALOG = "catalog"  # the attachment's name: its files catalog.safetensors and catalog.json, its field in GET /v1/models
+
+
+class CatalogLayer(BaseModel):
+    name: str = Field(description="style layer, e.g. 'convs.3'")
+    channels: int
+    resolution: int = Field(description="output resolution of the layer")
+    to_rgb: bool
+
+
+class CatalogInfo(BaseModel):
+    """The part catalog of a style model (``models/<name>/catalog.json``): what local_transfer can name."""
+
+    k: int = Field(description="number of clusters")
+    labels: list[str] = Field(description="name of each cluster, by index (several clusters may share one)")
+    cluster_layer: str = Field(description="style layer whose input activations were clustered")
+    layers: list[CatalogLayer] = Field(description="layers with a contribution matrix")
+    n_samples: int | None = None
+    seed: int | None = None
+    sha256: str = Field(description="sha256 of catalog.safetensors")
+    created_at: str | None = None
+
+
+class CatalogLabels(BaseModel):
+    """The body of ``PUT /v1/models/{name}/catalog/labels``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: dict[int, Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
+        description='cluster index -> new name, e.g. {"3": "eyes"}', min_length=1
+    )
+
+
+def relabel(labels: list[str], renames: dict[int, str]) -> list[str]:
+    """Catalog labels with clusters renamed (index -> name); ValueError for a cluster that does not exist."""
+    names = list(labels)
+    for index, name in renames.items():
+        if not 0 <= index < len(names):
+            raise ValueError(f"cluster {index} does not exist; the catalog has clusters 0..{len(names) - 1}")
+        names[index] = name
+    return names
+
+
+def apply_labels(meta: dict[str, Any], body: CatalogLabels) -> dict[str, Any]:
+    """The catalog metadata with ``body``'s clusters renamed; the tensors and their sha256 stay as they are."""
+    return {**meta, "labels": relabel(meta["labels"], body.labels)}
 
 
 # ---- Editing in Style: latents, catalog, part maps, local transfer ---------------------------------

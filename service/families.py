@@ -126,6 +126,17 @@ def get_op(family: str, op: str) -> Any:
     return op_table().get(family, {}).get(op)
 
 
+def model_attachments(family: str | None = None) -> dict[str, Any]:
+    """name -> ``schemas.ops.ModelAttachment`` that ``family`` declares (None: every family's; two families
+    may declare one name only with the same declaration). An unregistered family has none."""
+    found: dict[str, Any] = {}
+    for name in family_names() if family is None else [family] if family in family_names() else []:
+        for attachment in family_spec(name).attachments.values():
+            if found.setdefault(attachment.name, attachment) != attachment:
+                raise RuntimeError(f"two families declare the model attachment {attachment.name!r} differently")
+    return found
+
+
 def fit_task_families() -> list[str]:
     """Families whose models a ``fit`` job trains."""
     return list(entry_points(FIT_TASKS_GROUP))

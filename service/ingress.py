@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.assets import MEDIA_TYPE_MAX_LENGTH, AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest, is_media_type
 from schemas.edits import EditRequest, EditResponse
 from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, JobStatus
-from schemas.models import CatalogInfo, CatalogLabels, FamilyInfo, ModelInfo, ModelList
+from schemas.models import FamilyInfo, ModelInfo, ModelList
 from schemas.problems import Problem
 from service import metrics
 from service.auth import AccessIndex, Principal, metrics_access, requires
@@ -45,11 +45,12 @@ from service.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from service.families import op_table
+from service.families import model_attachments, op_table
 from service.images import decode_image, inspect_image
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
 from service.json_body import JSONBodyRoute, parse_json
 from service.logs import get_logger, request_id_var
+from service.openapi import ATTACHMENT_EDIT_PATH
 from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
 from service.storage import AssetStore
@@ -260,6 +261,9 @@ api.add_middleware(RequestContextMiddleware)
 
 
 # ---- the deployment --------------------------------------------------------------------------
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+
+
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Ingress:
@@ -350,7 +354,7 @@ class Ingress:
             weights_sha256=manifest.get("weights_sha256"),
             arch=manifest.get("arch", {}),
             ops=[family_ops[op].info(manifest) for op in manifest.get("ops", []) if op in family_ops],
-            catalog=manifest.get("catalog"),
+            **{name: manifest.get(name) for name in model_attachments(manifest["family"])},
             image_size=manifest.get("image_size"),
             keypoint_names=manifest.get("keypoint_names"),
             examples=manifest.get("examples"),
@@ -374,22 +378,30 @@ class Ingress:
 
     @api.get("/v1/models/{name}", response_model=ModelInfo, tags=["models"], responses=_problems(404), dependencies=[Depends(requires())])
     async def get_model(self, name: str) -> ModelInfo:
-        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
+        if not MODEL_NAME.match(name):
             raise NotFound(f"model {name!r} is not registered")
         return self._model_info(await self.gate.run(self.registry.get_manifest, name))
 
     @api.put(
-        "/v1/models/{name}/catalog/labels",
-        response_model=CatalogInfo,
+        ATTACHMENT_EDIT_PATH,
+        response_model=dict[str, Any],
         tags=["models"],
-        summary='Name clusters of a model\'s part catalog (e.g. {"labels": {"3": "eyes"}}); admin scope',
+        summary="Edit the metadata of a model attachment a family declares; admin scope",
         responses=_problems(404, 422),
         dependencies=[Depends(requires("admin"))],
     )
-    async def label_catalog(self, name: str, body: CatalogLabels) -> CatalogInfo:
-        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,62}$", name):
+    async def edit_attachment(self, name: str, attachment: str, edit: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One route for every metadata edit families declare (e.g. ``PUT /v1/models/{name}/catalog/labels``,
+        ``schemas.ops.MetadataEdit``); the published OpenAPI lists each as its own typed path (service/openapi.py)."""
+        if not MODEL_NAME.match(name):
             raise NotFound(f"model {name!r} is not registered")
-        return CatalogInfo.model_validate(await self.gate.run(self.registry.set_catalog_labels, name, body.labels))
+        declared = model_attachments().get(attachment)
+        change = next((e for e in declared.edits if e.name == edit), None) if declared else None
+        if change is None:
+            raise NotFound(f"no model attachment has an edit {attachment}/{edit}; GET /openapi.json lists those there are")
+        request = validate(change.body, body, "body")
+        meta = await self.gate.run(self.registry.edit_attachment, name, attachment, lambda current: change.apply(current, request))
+        return declared.info.model_validate(meta).model_dump(mode="json")
 
     # ---- assets ----------------------------------------------------------------------------
     def _asset_info(self, asset_id: str, key: str, head: dict[str, Any], created: bool | None = None) -> AssetInfo:

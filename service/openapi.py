@@ -11,6 +11,10 @@ see are added here, once, when ``/openapi.json`` is first asked for (nothing of 
 - **Errors.** Every error response of every operation (each 4xx/5xx it documents, plus 500, which any
   route can answer) has the one content type the service sends, ``application/problem+json``, with
   the ``Problem`` schema.
+- **Model attachments** (``schemas.ops.ModelAttachment``, e.g. a style model's part catalog). One
+  handler serves every metadata edit families declare, at ``ATTACHMENT_EDIT_PATH``; the document
+  lists each declared edit as its own path (``PUT /v1/models/{name}/catalog/labels``) with its typed
+  body and response, and ``ModelInfo`` gets one typed field per attachment.
 - **Bodies the handlers read themselves** (``POST /v1/assets``: multipart or JSON) refer to the
   ``AssetUploadForm`` and ``AssetUploadJSON`` components added here.
 """
@@ -25,11 +29,12 @@ from schemas.assets import ASSET_UPLOAD_FORM_SCHEMA, AssetUploadJSON
 from schemas.problems import Problem
 from schemas.typed_edits import typed_components
 from service.errors import PROBLEM_MEDIA_TYPE
-from service.families import op_table
+from service.families import model_attachments, op_table
 
 REF = "#/components/schemas/"
 PROBLEM_REF = {"$ref": REF + "Problem"}
 INTERNAL_ERROR = "Unexpected error; the request id (`instance`) identifies it in the service logs"
+ATTACHMENT_EDIT_PATH = "/v1/models/{name}/{attachment}/{edit}"  # the one route of every attachment edit
 _REPLACED = {"EditRequest"}  # FastAPI's free-form EditRequest gives way to the typed union
 
 
@@ -63,6 +68,36 @@ def _problem_responses(paths: dict[str, Any]) -> None:
             operation["responses"] = dict(sorted(responses.items()))
 
 
+def _add_component(schemas: dict[str, Any], model: Any) -> dict[str, str]:
+    """Put ``model``'s JSON schema (and those it refers to) among the components; its $ref."""
+    schema = model.model_json_schema(ref_template=REF + "{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas.setdefault(model.__name__, schema)
+    return {"$ref": REF + model.__name__}
+
+
+def _typed_attachments(schema: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The generic attachment-edit route as one typed path per declared edit; a typed ModelInfo field per attachment."""
+    paths = schema.get("paths", {})
+    generic = paths.pop(ATTACHMENT_EDIT_PATH, {}).get("put")
+    for attachment in model_attachments().values():
+        info_ref = _add_component(schemas, attachment.info)
+        schemas["ModelInfo"]["properties"][attachment.name] = {
+            "anyOf": [info_ref, {"type": "null"}],
+            "default": None,
+            "description": attachment.description,
+        }
+        for edit in attachment.edits if generic else ():
+            operation = {**generic, "summary": edit.summary, "operationId": f"edit_{attachment.name}_{edit.name}"}
+            operation.pop("description", None)
+            operation["parameters"] = [p for p in generic.get("parameters", []) if p.get("name") == "name"]
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _add_component(schemas, edit.body)}}}
+            ok = {"description": "the attachment's new metadata", "content": {"application/json": {"schema": info_ref}}}
+            operation["responses"] = {**generic.get("responses", {}), "200": ok}
+            paths[ATTACHMENT_EDIT_PATH.replace("{attachment}", attachment.name).replace("{edit}", edit.name)] = {"put": operation}
+
+
 def _typed_job_items(schemas: dict[str, Any]) -> None:
     items = schemas["JobRequest"]["properties"]["items"]
     for option in items["anyOf"]:
@@ -87,6 +122,7 @@ def customise(schema: dict[str, Any]) -> dict[str, Any]:
     schemas.setdefault("AssetUploadJSON", AssetUploadJSON.model_json_schema(ref_template=REF + "{model}"))
     schemas.setdefault("AssetUploadForm", ASSET_UPLOAD_FORM_SCHEMA)
     _typed_job_items(schemas)
+    _typed_attachments(schema, schemas)
     _typed_item_problems(schemas)
     _problem_responses(schema.get("paths", {}))
     return schema

@@ -12,19 +12,17 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from schemas.models import ModelManifest, relabel
+from schemas.models import ModelManifest
 from service.auth import AccessIndex
 from service.errors import IntegrityError, NotFound, Unprocessable
-from service.families import get_op
+from service.families import get_op, model_attachments
 from service.storage import AssetStore
 
 MANIFEST = "model.json"
 WEIGHTS = "weights.safetensors"
-CATALOG = "catalog.safetensors"  # part catalog tensors (style family), see deployments/style/catalog.py
 EXAMPLES_DIR = "examples"  # example input images shipped with a checkpoint, stored as assets at registration
-CATALOG_META = "catalog.json"  # its labels, layer table and sha256; merged into the manifest as "catalog"
 BROKEN = "broken.json"  # written by a family replica whose load of these weights failed; merged as "broken"
 
 # safetensors dtypes and their sizes in bytes (the format's own table)
@@ -112,10 +110,11 @@ class ModelRegistry:
         broken = self._read_json(self.store.model_key(name, BROKEN))
         if broken is not None and broken.get("weights_sha256") == manifest.get("weights_sha256"):
             manifest["broken"] = broken["reason"]  # these very weights failed to load: no edit dispatched to them
-        catalog = self._catalog_meta(name)
-        # A catalog describes one set of weights; after re-registration it is stale until rebuilt.
-        if catalog is not None and catalog.get("weights_sha256") == manifest.get("weights_sha256"):
-            manifest["catalog"] = catalog
+        for attachment in model_attachments(manifest.get("family")).values():
+            meta = self._read_json(self.store.model_key(name, attachment.meta_file))
+            # An attachment describes one set of weights; after re-registration it is stale until rebuilt.
+            if meta is not None and meta.get("weights_sha256") == manifest.get("weights_sha256"):
+                manifest[attachment.name] = meta
         with self._lock:
             self._cache[name] = (now, manifest)
         return manifest
@@ -169,44 +168,54 @@ class ModelRegistry:
         self.store.put(self.store.model_key(name, BROKEN), json.dumps(body).encode(), content_type="application/json")
         self.invalidate(name)
 
-    def _catalog_meta(self, name: str) -> dict[str, Any] | None:
-        return self._read_json(self.store.model_key(name, CATALOG_META))
+    def _attachment(self, name: str, attachment: str) -> tuple[dict[str, Any], Any]:
+        """(manifest, ``ModelAttachment``) of a model and one attachment its family declares; 404 otherwise."""
+        manifest = self.get_manifest(name)  # 404 for an unknown model
+        declared = model_attachments(manifest.get("family")).get(attachment)
+        if declared is None:
+            raise NotFound(f"model {name!r} (family {manifest.get('family')!r}) has no attachment {attachment!r}")
+        return manifest, declared
 
-    def load_catalog(self, name: str) -> tuple[bytes, dict[str, Any]]:
-        """(catalog.safetensors bytes, catalog.json) of a model, the bytes checked against its sha256."""
-        meta = self._catalog_meta(name)  # not the cached manifest: a rebuilt catalog must match its own sha256
-        if meta is None or meta.get("weights_sha256") != self.get_manifest(name).get("weights_sha256"):
-            raise NotFound(f"model {name!r} has no part catalog; build one with the 'catalog' op or `collage catalog build`")
-        data = self.store.get(self.store.model_key(name, CATALOG))
+    def load_attachment(self, name: str, attachment: str) -> tuple[bytes, dict[str, Any]]:
+        """(tensor bytes, metadata) of a model's attachment, the bytes checked against the metadata's sha256."""
+        manifest, declared = self._attachment(name, attachment)
+        # the stored metadata, not the cached manifest: a rebuilt attachment must match its own sha256
+        meta = self._read_json(self.store.model_key(name, declared.meta_file))
+        if meta is None or meta.get("weights_sha256") != manifest.get("weights_sha256"):
+            raise NotFound(f"model {name!r} has no {declared.title}; {declared.how_to_build}")
+        data = self.store.get(self.store.model_key(name, declared.data_file))
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            raise IntegrityError(f"catalog of model {name!r} does not match the sha256 in its catalog.json", subject="checkpoint")
+            raise IntegrityError(
+                f"{declared.title} of model {name!r} does not match the sha256 in its {declared.meta_file}", subject="checkpoint"
+            )
         return data, meta
 
     # ---- writing -----------------------------------------------------------------------
-    def put_catalog(self, name: str, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
-        """Store a part catalog next to the model: tensors first, then the JSON that makes it visible."""
-        manifest = self.get_manifest(name)  # 404 for an unknown model
+    def put_attachment(self, name: str, attachment: str, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
+        """Store an attachment next to the model, for its current weights: tensors first, then the JSON that makes it visible."""
+        manifest, declared = self._attachment(name, attachment)
         meta = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "weights_sha256": manifest.get("weights_sha256")}
         meta.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        self.store.put(self.store.model_key(name, CATALOG), data, content_type="application/octet-stream")
-        self._write_catalog_meta(name, meta)
+        self.store.put(self.store.model_key(name, declared.data_file), data, content_type="application/octet-stream")
+        self._write_meta(name, declared.meta_file, meta)
         return meta
 
-    def set_catalog_labels(self, name: str, labels: dict[int, str]) -> dict[str, Any]:
-        """Rename clusters (index -> label); the tensors and their sha256 stay as they are."""
-        meta = self.get_manifest(name).get("catalog")
+    def edit_attachment(self, name: str, attachment: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Replace an attachment's metadata with ``change(metadata)`` (a ValueError of it is a 422); the tensors stay."""
+        manifest, declared = self._attachment(name, attachment)
+        meta = manifest.get(declared.name)
         if meta is None:
-            raise NotFound(f"model {name!r} has no part catalog to label")
+            raise NotFound(f"model {name!r} has no {declared.title} to edit; {declared.how_to_build}")
         try:
-            meta = {**meta, "labels": relabel(meta["labels"], labels)}
+            meta = change(meta)
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
-        self._write_catalog_meta(name, meta)
+        self._write_meta(name, declared.meta_file, meta)
         return meta
 
-    def _write_catalog_meta(self, name: str, meta: dict[str, Any]) -> None:
+    def _write_meta(self, name: str, filename: str, meta: dict[str, Any]) -> None:
         body = json.dumps(meta, indent=2, sort_keys=True).encode()
-        self.store.put(self.store.model_key(name, CATALOG_META), body, content_type="application/json")
+        self.store.put(self.store.model_key(name, filename), body, content_type="application/json")
         with self._lock:
             self._cache.pop(name, None)
 
@@ -280,10 +289,14 @@ class ModelRegistry:
             if stale:
                 self.register_dir(directory)
                 registered.append(manifest["name"])
-            elif "catalog" not in current and (directory / CATALOG_META).is_file():
-                # A shipped catalog fills a gap only: one built or relabelled in the store wins.
-                meta = json.loads((directory / CATALOG_META).read_text())
-                self.store.put(self.store.model_key(manifest["name"], CATALOG), (directory / CATALOG).read_bytes())
-                self._write_catalog_meta(manifest["name"], meta)
-                registered.append(manifest["name"])
+            else:
+                # A shipped attachment fills a gap only: one built or edited in the store wins.
+                shipped = [a for a in model_attachments(manifest.get("family")).values() if a.name not in current]
+                shipped = [a for a in shipped if (directory / a.meta_file).is_file()]
+                for attachment in shipped:
+                    data = (directory / attachment.data_file).read_bytes()
+                    self.store.put(self.store.model_key(manifest["name"], attachment.data_file), data)
+                    self._write_meta(manifest["name"], attachment.meta_file, json.loads((directory / attachment.meta_file).read_text()))
+                if shipped:
+                    registered.append(manifest["name"])
         return registered

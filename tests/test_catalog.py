@@ -13,7 +13,7 @@ import torch
 from deployments.style import editing
 from deployments.style.catalog import Catalog, build_catalog, cluster_maps, default_cluster_layer, mask_part_weights, style_layer_inputs
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
-from schemas.style import style_layer_names
+from schemas.style import CatalogLabels, apply_labels, style_layer_names
 from service.errors import NotFound
 from service.registry import ModelRegistry
 
@@ -118,17 +118,19 @@ def test_full_query_gives_the_reference_image_and_none_gives_the_target():
 def test_registry_stores_lists_relabels_and_hides_stale_catalogs(store):
     registry = ModelRegistry(store, cache_ttl_s=0)
     with pytest.raises(NotFound):
-        registry.put_catalog("style-demo-random", b"x", {})
+        registry.put_attachment("style-demo-random", "catalog", b"x", {})
     registry.register_dir(CHECKPOINT)
     assert "catalog" not in registry.get_manifest("style-demo-random")
     generator = tiny_generator()
     catalog = build_catalog(generator, k=2, n_samples=4)
-    meta = registry.put_catalog("style-demo-random", catalog.to_bytes(), catalog.meta(generator.style_layers))
+    meta = registry.put_attachment("style-demo-random", "catalog", catalog.to_bytes(), catalog.meta(generator.style_layers))
     listed = registry.get_manifest("style-demo-random")["catalog"]
     assert listed["sha256"] == meta["sha256"] and listed["labels"] == ["cluster_0", "cluster_1"]
-    data, loaded_meta = registry.load_catalog("style-demo-random")
+    data, loaded_meta = registry.load_attachment("style-demo-random", "catalog")
     assert Catalog.from_bytes(data, loaded_meta).k == 2
-    assert registry.set_catalog_labels("style-demo-random", {1: "eyes"})["labels"] == ["cluster_0", "eyes"]
+    assert registry.edit_attachment("style-demo-random", "catalog", lambda meta: apply_labels(meta, CatalogLabels(labels={1: "eyes"})))[
+        "labels"
+    ] == ["cluster_0", "eyes"]
     assert registry.get_manifest("style-demo-random")["catalog"]["sha256"] == meta["sha256"]
     # new weights under the same name: the old catalog no longer describes them
     manifest = json.loads((CHECKPOINT / "model.json").read_text())
@@ -139,7 +141,7 @@ def test_registry_stores_lists_relabels_and_hides_stale_catalogs(store):
     registry.register(manifest, save({"other": np.zeros(3, dtype=np.float32)}))  # other (well-formed) weights
     assert "catalog" not in registry.get_manifest("style-demo-random")
     with pytest.raises(NotFound):
-        registry.load_catalog("style-demo-random")
+        registry.load_attachment("style-demo-random", "catalog")
 
 
 def test_cli_builds_and_labels_a_catalog_in_a_checkpoint_dir(tmp_path, capsys):

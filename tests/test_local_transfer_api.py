@@ -66,6 +66,21 @@ def test_catalog_labels_can_be_renamed(client, catalog):
     assert_problem(client.put(f"/v1/models/{MODEL}/catalog/labels", json={"labels": {"9": "x"}}), 422)
     assert_problem(client.put(f"/v1/models/{MODEL}/catalog/labels", json={"labels": {"0": "Bad Name"}}), 422)
     client.put(f"/v1/models/{MODEL}/catalog/labels", json={"labels": {"3": "background"}})
+    # attachments and their edits are the families' declarations: others are 404, on a model of another family too
+    assert_problem(client.put(f"/v1/models/{MODEL}/catalog/names", json={"labels": {"3": "x"}}), 404, "no model attachment")
+    assert_problem(client.put("/v1/models/collage-faces/catalog/labels", json={"labels": {"3": "x"}}), 404, "has no attachment")
+
+
+def test_the_openapi_document_types_each_declared_attachment_edit(client):
+    spec = client.get("/openapi.json").json()
+    assert "/v1/models/{name}/{attachment}/{edit}" not in spec["paths"], "the generic route is published as its declared edits"
+    put = spec["paths"]["/v1/models/{name}/catalog/labels"]["put"]
+    assert put["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CatalogLabels"}
+    assert put["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CatalogInfo"}
+    assert [p["name"] for p in put["parameters"]] == ["name"] and "application/problem+json" in put["responses"]["422"]["content"]
+    catalog = spec["components"]["schemas"]["ModelInfo"]["properties"]["catalog"]
+    assert {"$ref": "#/components/schemas/CatalogInfo"} in catalog["anyOf"]
+    assert spec["components"]["schemas"]["CatalogInfo"]["properties"]["layers"]["items"] == {"$ref": "#/components/schemas/CatalogLayer"}
 
 
 def test_part_map_is_a_colour_coded_png(client, catalog):

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+from schemas.style import CATALOG, relabel
+
 Say = Callable[[str], None]
 Registry = Callable[[], ContextManager[Any]]
 
@@ -45,7 +47,7 @@ def _catalog_from_weights(weights: bytes, manifest: dict, args: argparse.Namespa
 def _parse_labels(pairs: list[str]) -> dict[int, str]:
     import re
 
-    from schemas.models import LABEL_PATTERN
+    from schemas.style import LABEL_PATTERN
 
     labels = {}
     for pair in pairs:
@@ -75,7 +77,7 @@ def cmd_catalog_build(args: argparse.Namespace, say: Say, registry: Registry) ->
     with registry() as store:
         manifest = store.get_manifest(args.model)
         data, meta = _catalog_from_weights(store.load_weights(args.model), manifest, args, say)
-        meta = store.put_catalog(args.model, data, meta)
+        meta = store.put_attachment(args.model, CATALOG, data, meta)
     say(f"stored the catalog of {args.model} (sha256 {meta['sha256'][:12]}…, labels {meta['labels']})")
     return 0
 
@@ -84,7 +86,6 @@ def cmd_catalog_label(args: argparse.Namespace, say: Say, registry: Registry) ->
     labels = _parse_labels(args.labels)
     if args.dir:
         from deployments.style.catalog import save_meta
-        from schemas.models import relabel
 
         path = Path(args.dir) / "catalog.json"
         meta = json.loads(path.read_text())
@@ -95,7 +96,7 @@ def cmd_catalog_label(args: argparse.Namespace, say: Say, registry: Registry) ->
         path.write_bytes(save_meta(meta))
     else:
         with registry() as store:
-            meta = store.set_catalog_labels(args.model, labels)
+            meta = store.edit_attachment(args.model, CATALOG, lambda current: {**current, "labels": relabel(current["labels"], labels)})
     say(f"labels: {dict(enumerate(meta['labels']))}")
     return 0
 

@@ -13,7 +13,7 @@ from deployments.style import editing, ops
 from deployments.style.catalog import PALETTE, Catalog, build_catalog, cluster_maps, colorize, mask_part_weights, upsample_labels
 from deployments.style.checkpoint import load_generator
 from deployments.style.stylegan2 import Generator, StyleGAN2Config
-from schemas.style import CatalogParams, LocalTransferParams, PartMapParams, ProjectParams, SampleParams
+from schemas.style import CATALOG, CatalogParams, LocalTransferParams, PartMapParams, ProjectParams, SampleParams
 from service.errors import Conflict
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.tasks import EditTask
@@ -206,7 +206,7 @@ class StyleDeployment(FamilyDeployment):
     def catalog_for(self, model: LoadedStyleModel, model_name: str, sha256: str) -> Catalog:
         """The catalog a request was validated against, loaded once per replica and checked."""
         if sha256 not in model.catalogs:
-            data, meta = self.registry.load_catalog(model_name)
+            data, meta = self.registry.load_attachment(model_name, CATALOG)
             if meta["sha256"] != sha256:
                 raise Conflict(f"the catalog of {model_name!r} was replaced while this request was queued; send it again")
             model.catalogs = {sha256: Catalog.from_bytes(data, meta)}
@@ -223,7 +223,7 @@ class StyleDeployment(FamilyDeployment):
     def run_catalog(self, model: LoadedStyleModel, tasks: list[EditTask], params: list[CatalogParams]) -> list[GroupOutput]:
         (task,), (p,) = tasks, params  # the group key: each build alone
         catalog, preview = catalog_batch(model, p)
-        meta = self.registry.put_catalog(task.model, catalog.to_bytes(), catalog.meta(model.generator.style_layers))
+        meta = self.registry.put_attachment(task.model, CATALOG, catalog.to_bytes(), catalog.meta(model.generator.style_layers))
         model.catalogs = {meta["sha256"]: catalog}
         return [GroupOutput(preview, {"catalog": meta})]
 

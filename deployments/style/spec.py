@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Hashable
 
 from schemas import style
-from schemas.ops import FamilySpec, OpSpec
+from schemas.ops import FamilySpec, MetadataEdit, ModelAttachment, OpSpec
 
 
 def project_group(task: Any, params: style.ProjectParams) -> Hashable:
@@ -92,6 +92,23 @@ FAMILY = FamilySpec(
             group_key=one_catalog_group,
             bucketed=True,
         ),
+    ],
+    attachments=[
+        ModelAttachment(
+            name=style.CATALOG,
+            title="part catalog",
+            info=style.CatalogInfo,
+            how_to_build="build one with the 'catalog' op or `collage catalog build`",
+            description="part catalog (style models that have one): what local_transfer can name",
+            edits=(
+                MetadataEdit(
+                    name="labels",
+                    body=style.CatalogLabels,
+                    apply=style.apply_labels,
+                    summary='Name clusters of a model\'s part catalog (e.g. {"labels": {"3": "eyes"}}); admin scope',
+                ),
+            ),
+        )
     ],
 )
 __getattr__ = FAMILY.module_getattr
