@@ -163,9 +163,7 @@ def build_catalog(
     per_layer: list[list[torch.Tensor]] = [[] for _ in generator.style_layers]
     for start in range(0, n_samples, batch_size):
         w = generator.mapping(z[start : start + batch_size].to(generator.device))
-        if truncation != 1.0:
-            centre = (mean_w if mean_w is not None else generator.mean_latent()).view(1, -1)
-            w = centre + truncation * (w - centre)
+        w = generator.truncate(w, truncation, mean_w)
         styles = generator.styles_from_ws(generator.broadcast_w(w))
         _, inputs = style_layer_inputs(generator, styles)
         for i, a in enumerate(inputs):

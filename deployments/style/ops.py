@@ -69,14 +69,7 @@ def sample(
             w = w.to(device, dtype)
         if w.shape[0] == 0:
             raise ValueError("sample needs at least one latent (N >= 1)")
-        ws = generator.broadcast_w(w)
-        if truncation != 1.0:
-            if mean_w is None:
-                mean_w = generator.mean_latent()
-            if mean_w.numel() != sd:
-                raise ValueError(f"mean_w must have {sd} elements, got shape {tuple(mean_w.shape)}")
-            mean = mean_w.reshape(1, 1, sd).to(device, dtype)
-            ws = mean + truncation * (ws - mean)
+        ws = generator.truncate(generator.broadcast_w(w), truncation, mean_w)
         return generator.synthesis(ws, noise_mode="const")
 
 

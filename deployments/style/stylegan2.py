@@ -481,6 +481,20 @@ class Generator(nn.Module):
         z = torch.randn(n, self.style_dim, generator=torch.Generator().manual_seed(seed))
         return self.style(z.to(self.device, self.input.input.dtype)).mean(0)
 
+    def truncate(self, w: torch.Tensor, truncation: float, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """The truncation trick, w' = mean + truncation * (w - mean), for w of shape (..., style_dim).
+
+        mean: (style_dim,) centre, by default ``mean_latent()`` (pass the checkpoint's latent_avg or a
+        cached mean to skip computing it). truncation 1 returns w itself; 0 gives the mean for every input.
+        """
+        if truncation == 1.0:
+            return w
+        if mean is None:
+            mean = self.mean_latent()
+        _check(mean.numel() == self.style_dim, f"the truncation mean must have {self.style_dim} elements, got shape {tuple(mean.shape)}")
+        mean = mean.reshape(*([1] * (w.ndim - 1)), self.style_dim).to(w)
+        return mean + truncation * (w - mean)
+
     def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
         """w (N, style_dim) or ws (N, n_latent, style_dim) -> ws (N, n_latent, style_dim)."""
         if w.ndim == 2:
@@ -556,14 +570,5 @@ class Generator(nn.Module):
         _check((z is None) != (w is None), "give exactly one of z or w")
         if z is not None:
             w = self.mapping(z)
-        ws = self.broadcast_w(w)
-        if truncation != 1.0:
-            if truncation_latent is None:
-                truncation_latent = self.mean_latent()
-            _check(
-                truncation_latent.shape[-1] == self.style_dim and truncation_latent.numel() == self.style_dim,
-                f"truncation_latent must have {self.style_dim} elements, got shape {tuple(truncation_latent.shape)}",
-            )
-            mean = truncation_latent.reshape(1, 1, self.style_dim).to(ws)
-            ws = mean + truncation * (ws - mean)
+        ws = self.truncate(self.broadcast_w(w), truncation, truncation_latent)
         return self.synthesis(ws, noise_mode=noise_mode)
