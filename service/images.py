@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -26,20 +28,34 @@ def _too_large_metadata(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "Decompressed data too large" in str(exc)
 
 
-def inspect_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Open (header only) and check format and size before any pixel is decoded."""
+@contextlib.contextmanager
+def _client_decoding(max_pixels: int, unreadable: Callable[[BaseException], Unprocessable]) -> Iterator[None]:
+    """Pillow work on a client's bytes: a decompression bomb (warning or error) and metadata past the
+    decoder's limits are 413, any other failure ``unreadable(exc)`` (a 422); none is a 5xx."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            yield
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise PayloadTooLarge(f"image is too large to decode: {exc}; the limit is {max_pixels} pixels") from None
     except _DECODER_ERRORS as exc:
         if _too_large_metadata(exc):
             raise PayloadTooLarge(METADATA_TOO_LARGE) from None
-        raise Unprocessable(
-            "the bytes are not a readable image; send a PNG, JPEG or WebP file", accepted_formats=list(ACCEPTED_FORMATS)
-        ) from None
+        raise unreadable(exc) from None
+
+
+def _not_an_image(exc: BaseException) -> Unprocessable:
+    return Unprocessable("the bytes are not a readable image; send a PNG, JPEG or WebP file", accepted_formats=list(ACCEPTED_FORMATS))
+
+
+def _damaged(exc: BaseException) -> Unprocessable:
+    return Unprocessable(f"the image is damaged or truncated and cannot be decoded ({type(exc).__name__}: {exc})"[:300])
+
+
+def inspect_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and check format and size before any pixel is decoded."""
+    with _client_decoding(max_pixels, _not_an_image):
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLarge(
@@ -66,21 +82,13 @@ METADATA_TOO_LARGE = (
 def decode_image(data: bytes, max_pixels: int, mode: str = "RGB") -> np.ndarray:
     """Bytes -> uint8 array (H, W, 3) for mode 'RGB' or (H, W) for mode 'L'. Every failure is a 4xx."""
     image = inspect_image(data, max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-            if image.mode in ("P", "LA", "RGBA") and mode == "RGB":
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
-            image = image.convert(mode)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise PayloadTooLarge(f"image is too large to decode: {exc}; the limit is {max_pixels} pixels") from None
-    except _DECODER_ERRORS as exc:
-        if _too_large_metadata(exc):
-            raise PayloadTooLarge(METADATA_TOO_LARGE) from None
-        raise Unprocessable(f"the image is damaged or truncated and cannot be decoded ({type(exc).__name__}: {exc})"[:300]) from None
+    with _client_decoding(max_pixels, _damaged):
+        image.load()
+        if image.mode in ("P", "LA", "RGBA") and mode == "RGB":
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        image = image.convert(mode)
     return np.asarray(image, dtype=np.uint8)
 
 
