@@ -70,7 +70,11 @@ def job_runner_options(settings: Settings) -> dict[str, Any]:
 
 
 def ingress_options(settings: Settings) -> dict[str, Any]:
-    return {"num_replicas": settings.ingress_replicas, **logging_options(settings)}
+    return {
+        "num_replicas": settings.ingress_replicas,
+        "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+        **logging_options(settings),
+    }
 
 
 def parse_families(wanted: str | None) -> list[str]:

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
 
     # --- replicas and autoscaling (Serve num_replicas / autoscaling_config; the chart sets them per cluster) ---
     ingress_replicas: int = Field(default=1, ge=1, description="Ingress replicas (validation, S3 I/O, dispatch)")
+    ingress_max_ongoing_requests: int = Field(
+        default=256,
+        ge=16,
+        description="requests an ingress replica takes at once (Serve max_ongoing_requests). "
+        "Past it requests wait, unseen, in front of the replica, where admission cannot answer them "
+        "429; keep it well above what admission lets through (max_queue_wait_s of throughput)",
+    )
     family_replicas: int = Field(default=1, ge=1, description="replicas per family while autoscaling is off")
     autoscaling_enabled: bool = Field(
         default=False,

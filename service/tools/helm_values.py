@@ -53,6 +53,7 @@ SERVE_CONFIG_SETTINGS = (
     "family_num_gpus",
     "family_replicas",
     "ingress_replicas",
+    "ingress_max_ongoing_requests",
     "jobs_num_cpus",
     "autoscaling_enabled",
     "autoscaling_min_replicas",
