@@ -60,8 +60,14 @@ class Settings(BaseSettings):
     )
     s3_bucket: str = Field(default="collage", min_length=3, description="bucket holding every object")
     s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. 'staging/'")
-    s3_region: str = Field(default="us-east-1", description="region used for request signing")
-    s3_max_attempts: int = Field(default=3, ge=1, description="botocore 'standard' retry mode attempts")
+    s3_region: str | None = Field(
+        default=None,
+        description="region used for request signing; unset: the AWS SDKs' own resolution "
+        "(AWS_REGION, AWS_DEFAULT_REGION, the profile's config file), else us-east-1",
+    )
+    s3_max_attempts: int = Field(
+        default=3, ge=1, description="attempts per S3 call, the first included (botocore 'standard' retries, total_max_attempts)"
+    )
     s3_connect_timeout_s: float = Field(default=2.0, gt=0, description="TCP connect timeout to S3")
     s3_read_timeout_s: float = Field(default=30.0, gt=0, description="socket read timeout to S3")
     s3_fast_path: bool = Field(
@@ -333,6 +339,17 @@ class Settings(BaseSettings):
     def embedded_s3(self) -> bool:
         """True when no endpoint is configured anywhere, so the CLI must run SeaweedFS itself."""
         return not (self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+    @property
+    def resolved_region(self) -> str:
+        """``s3_region``, else the AWS SDKs' order: ``AWS_REGION`` (which the AWS CLI and the other SDKs read
+        first and botocore ignores), then what boto3 resolves (``AWS_DEFAULT_REGION``, the profile's
+        ``region``), else us-east-1."""
+        if self.s3_region or os.environ.get("AWS_REGION"):
+            return self.s3_region or os.environ["AWS_REGION"]
+        import boto3.session
+
+        return boto3.session.Session().region_name or "us-east-1"
 
     @property
     def resolved_endpoint_url(self) -> str | None:

@@ -187,7 +187,7 @@ class EmbeddedS3:
             try:
                 from service.config import get_settings
 
-                self._region = get_settings().s3_region
+                self._region = get_settings().resolved_region
             except Exception:
                 self._region = "us-east-1"
         return self._region
@@ -412,7 +412,7 @@ class EmbeddedS3:
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 connect_timeout=1,
                 read_timeout=5,
             ),

@@ -109,7 +109,7 @@ class AssetStore:
             self._fast = SignedS3(
                 self.endpoint_url,
                 self.bucket,
-                settings.s3_region,
+                settings.resolved_region,
                 lambda: self._session.get_credentials().get_frozen_credentials(),
                 settings.s3_connect_timeout_s,
                 settings.s3_read_timeout_s,
@@ -127,16 +127,17 @@ class AssetStore:
         if extra and not _CONFIG_HAS_CHECKSUM_OPTIONS:
             extra = {}  # botocore < 1.36 sends no flexible checksums unless asked anyway
         config = Config(
-            region_name=self.settings.s3_region,
+            region_name=self.settings.resolved_region,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # total_max_attempts counts the first attempt; botocore's max_attempts counts retries only
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=32,
             **extra,
         )
-        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.settings.s3_region, config=config)
+        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.settings.resolved_region, config=config)
 
     @property
     def client(self) -> Any:
@@ -313,8 +314,8 @@ class AssetStore:
         except BotoCoreError as exc:
             raise self._translate(exc, None, "head_bucket") from exc
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if self.settings.s3_region and self.settings.s3_region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.s3_region}
+        if self.settings.resolved_region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.resolved_region}
         try:
             self._client.create_bucket(**kwargs)
             log.info("created bucket %s", self.bucket)

@@ -507,3 +507,21 @@ def test_safetensors_header_check_refuses_what_is_not_a_well_formed_file():
     }
     for name, data in cases.items():
         assert safetensors_problem(data), name
+
+
+def test_region_follows_the_sdk_resolution_and_attempts_count_the_first(monkeypatch) -> None:
+    """Like the AWS SDKs: an unset s3_region is AWS_REGION (or AWS_DEFAULT_REGION), and s3_max_attempts is the
+    total per call (botocore's total_max_attempts; its max_attempts would add one). No request is sent."""
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    url = "http://127.0.0.1:1"
+    assert AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test")).client.meta.region_name == "ap-south-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    store = AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test", s3_max_attempts=3))
+    assert store.client.meta.region_name == "eu-west-1"
+    assert store.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test", s3_region="us-west-2")).client.meta.region_name == "us-west-2"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert Settings(s3_endpoint_url=url).resolved_region == "us-east-1"
