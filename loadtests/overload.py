@@ -111,35 +111,30 @@ class RawClient:
 async def open_loop(url: str, seconds: float, rate: float, seeds, model: str, headers: dict[str, str], client: str = "raw") -> list[Any]:
     """Edits sent at ``rate`` per second for ``seconds``, whether or not earlier ones answered; each
     response's ``elapsed_s`` counts from when it was due to be sent."""
-    if client == "httpx":
-        return await _open_loop_httpx(url, seconds, rate, seeds, model, headers)
-    raw = RawClient(url, headers)
-    sent: list[asyncio.Task] = []
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        sent.append(asyncio.create_task(raw.post("/v1/edits", _body(model, next(seeds)), start + len(sent) / rate)))
-        await asyncio.sleep(max(0.0, start + len(sent) / rate - time.monotonic()))
-    try:
-        return await asyncio.gather(*sent)
-    finally:
-        raw.close()
 
-
-async def _open_loop_httpx(url: str, seconds: float, rate: float, seeds, model: str, headers: dict[str, str]) -> list[Any]:
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    async with httpx.AsyncClient(base_url=url, timeout=180, headers=headers, limits=limits) as http:
-
-        async def post(scheduled: float) -> httpx.Response:
-            response = await http.post("/v1/edits", json=_body(model, next(seeds)))
-            response.elapsed_s = time.monotonic() - scheduled
-            return response
-
+    async def send(post: Any) -> list[Any]:
         sent: list[asyncio.Task] = []
         start = time.monotonic()
         while time.monotonic() - start < seconds:
-            sent.append(asyncio.create_task(post(start + len(sent) / rate)))
+            sent.append(asyncio.create_task(post(_body(model, next(seeds)), start + len(sent) / rate)))
             await asyncio.sleep(max(0.0, start + len(sent) / rate - time.monotonic()))
         return await asyncio.gather(*sent)
+
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        async with httpx.AsyncClient(base_url=url, timeout=180, headers=headers, limits=limits) as http:
+
+            async def post_httpx(body: dict[str, Any], scheduled: float) -> httpx.Response:
+                response = await http.post("/v1/edits", json=body)
+                response.elapsed_s = time.monotonic() - scheduled
+                return response
+
+            return await send(post_httpx)
+    raw = RawClient(url, headers)
+    try:
+        return await send(lambda body, scheduled: raw.post("/v1/edits", body, scheduled))
+    finally:
+        raw.close()
 
 
 def _quantile(values: list[float], q: float) -> float | None:

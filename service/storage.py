@@ -98,6 +98,7 @@ class AssetStore:
         self.bucket = settings.s3_bucket
         self.prefix = self._normalise_prefix(settings.s3_prefix)
         self.endpoint_url = settings.resolved_endpoint_url
+        self.region = settings.resolved_region  # resolved once: unset, it reads the environment and AWS config files
         self._session = boto3.session.Session()
         self._client = client or self._make_client(
             max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_s, read_timeout=settings.s3_read_timeout_s
@@ -109,7 +110,7 @@ class AssetStore:
             self._fast = SignedS3(
                 self.endpoint_url,
                 self.bucket,
-                settings.resolved_region,
+                self.region,
                 lambda: self._session.get_credentials().get_frozen_credentials(),
                 settings.s3_connect_timeout_s,
                 settings.s3_read_timeout_s,
@@ -127,7 +128,7 @@ class AssetStore:
         if extra and not _CONFIG_HAS_CHECKSUM_OPTIONS:
             extra = {}  # botocore < 1.36 sends no flexible checksums unless asked anyway
         config = Config(
-            region_name=self.settings.resolved_region,
+            region_name=self.region,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             # total_max_attempts counts the first attempt; botocore's max_attempts counts retries only
@@ -137,7 +138,7 @@ class AssetStore:
             max_pool_connections=32,
             **extra,
         )
-        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.settings.resolved_region, config=config)
+        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
 
     @property
     def client(self) -> Any:
@@ -314,8 +315,8 @@ class AssetStore:
         except BotoCoreError as exc:
             raise self._translate(exc, None, "head_bucket") from exc
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if self.settings.resolved_region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.resolved_region}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
             self._client.create_bucket(**kwargs)
             log.info("created bucket %s", self.bucket)
