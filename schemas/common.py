@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,14 @@ class Limits:
 
     max_image_pixels: int  # largest image (w*h) decoded or returned
     ingan_max_output_pixels: int  # largest image an ingan retarget returns (a whole strip), below max_image_pixels too
+    # Pixels an op's generators may run on for one edit (the op's check_pixel_budget): the default,
+    # and per-op exceptions keyed "<family>.<op>"
+    max_model_pixels: int = 2048 * 2048
+    model_pixel_budgets: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def model_pixel_budget(self, family: str, op: str) -> int:
+        """The pixel budget of one edit of ``family``'s ``op``."""
+        return self.model_pixel_budgets.get(f"{family}.{op}", self.max_model_pixels)
 
 
 class StrictModel(BaseModel):

@@ -20,6 +20,8 @@ MAX_GREY_SHARE = 0.05  # more grey than this and the mask is not a mask
 # The edge map the inpainting generator follows (deployments.inpaint.ops.EDGE_MAPS): "generated" is
 # what the official EdgeConnect.test() runs at inference, "composited" what its training runs.
 EdgeMap = Literal["generated", "composited"]
+# What the generators run on (deployments.inpaint.strategies.STRATEGIES, which documents each).
+Strategy = Literal["crop", "resize", "original"]
 
 
 class InpaintParams(StrictModel):
@@ -33,6 +35,17 @@ class InpaintParams(StrictModel):
         default="generated",
         description="edges the image generator follows: 'generated' = the edge generator's "
         "whole output (official inference), 'composited' = its output in the hole, Canny outside (official training)",
+    )
+    strategy: Strategy = Field(
+        default="crop",
+        description="what the generators run on: 'crop' = each group of holes' bounding box plus crop_margin, at full "
+        "resolution; 'resize' = the image scaled to resize_limit; 'original' = the whole image; outside the hole the input is kept",
+    )
+    crop_margin: int = Field(
+        default=128, ge=0, le=2048, description="strategy 'crop': context in pixels kept around each hole's bounding box"
+    )
+    resize_limit: int = Field(
+        default=1024, ge=64, le=8192, description="strategy 'resize': longest side the image is scaled down to (never up)"
     )
 
 

@@ -45,6 +45,11 @@ class OpSpec:
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
     # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not
     fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None
+    # (fitted images, params, the op's pixel budget) -> None; raises ValueError naming the budget and
+    # a setting of the request that would fit when the op's generators would run on more pixels
+    # (Limits.model_pixel_budget: settings max_model_pixels, model_pixel_budgets). The platform
+    # checks it before dispatching, so one huge request cannot hold a replica or run it out of memory.
+    check_pixel_budget: Callable[[dict[str, Any], Any, int], None] | None = None
     # input fields holding a latent reference (or a list of them) whose {"projection": result_id}
     # the ingress resolves to the fitted latent that a fitting edit (an op with latent_keys) stored;
     # "" = the inputs themselves

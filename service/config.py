@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Limits
-from service.families import family_names
+from service.families import family_names, op_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,6 +283,16 @@ class Settings(BaseSettings):
         ge=64 * 64,
         description="largest image (a whole strip) an ingan retarget returns; max_image_pixels bounds it too",
     )
+    max_model_pixels: int = Field(
+        default=2048 * 2048,
+        ge=64 * 64,
+        description="pixels an op's generators may run on for one edit, for ops that declare a pixel budget "
+        "(inpaint: every crop, padded); over it: 413 naming the budget and a strategy that fits",
+    )
+    model_pixel_budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description='per-op exceptions to max_model_pixels as JSON, keyed "<family>.<op>": {"inpaint.inpaint": 16777216}',
+    )
     webhook_secret: SecretStr = Field(
         default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset"
     )
@@ -312,6 +322,14 @@ class Settings(BaseSettings):
             scaling = self.family_scaling(family)
             if scaling.min_replicas > scaling.max_replicas:
                 raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")
+        if self.model_pixel_budgets:  # reading the op declarations only when there is something to check
+            ops = {f"{family}.{op}" for family in known for op in op_table().get(family, {})}
+            unknown_ops = sorted(set(self.model_pixel_budgets) - ops)
+            if unknown_ops:
+                raise ValueError(f"model_pixel_budgets names unknown ops {unknown_ops}; known: {sorted(ops)}")
+            low = {op: budget for op, budget in self.model_pixel_budgets.items() if budget < 64 * 64}
+            if low:
+                raise ValueError(f"model_pixel_budgets: budgets below {64 * 64} pixels {low}")
         ids = [key.id for key in self.api_keys]
         hashes = [key.sha256 for key in self.api_keys]
         if len(set(ids)) != len(ids) or len(set(hashes)) != len(hashes):
@@ -333,7 +351,12 @@ class Settings(BaseSettings):
 
     def limits(self) -> Limits:
         """The size limits an op's ``prepare`` (schemas/) checks a request against."""
-        return Limits(max_image_pixels=self.max_image_pixels, ingan_max_output_pixels=self.ingan_max_output_pixels)
+        return Limits(
+            max_image_pixels=self.max_image_pixels,
+            ingan_max_output_pixels=self.ingan_max_output_pixels,
+            max_model_pixels=self.max_model_pixels,
+            model_pixel_budgets=dict(self.model_pixel_budgets),
+        )
 
     @property
     def embedded_s3(self) -> bool:

@@ -31,7 +31,16 @@ from service.admission import EditAdmission
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
 from service.coalesce import CoalescedCalls
 from service.config import Settings
-from service.errors import DeadlineExceeded, ModelBroken, NotFound, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
+from service.errors import (
+    DeadlineExceeded,
+    ModelBroken,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unprocessable,
+)
 from service.families import get_op, op_table
 from service.images import decode_image
 from service.registry import ModelRegistry
@@ -122,6 +131,8 @@ def build_task(
     images = decode_image_inputs(spec.image_inputs, canonical, read_asset, limits.max_image_pixels)
     if spec.fit_images is not None:
         images = spec.fit_images(images, params_model, manifest)
+    if spec.check_pixel_budget is not None:
+        spec.check_pixel_budget(images, params_model, limits.model_pixel_budget(manifest["family"], op))
     return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background)
 
 
@@ -394,6 +405,12 @@ class EditPipeline:
                 images = spec.fit_images(images, params, manifest)
             except ValueError as exc:
                 raise Unprocessable(str(exc)) from None
+        if spec.check_pixel_budget is not None:
+            budget = self.settings.limits().model_pixel_budget(family, body.op)
+            try:
+                spec.check_pixel_budget(images, params, budget)
+            except ValueError as exc:  # before dispatch: an edit over budget never reaches a replica
+                raise PayloadTooLarge(str(exc), budget_pixels=budget) from None
         task_inputs = canonical_inputs
         if spec.latent_inputs:
             t = time.perf_counter()

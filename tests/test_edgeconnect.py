@@ -233,7 +233,7 @@ def test_size_bucket_batch_equals_each_image_alone(model):
             EditTask(model="m", op="inpaint", params={"sigma": 2.0}, inputs={}, images={"image": image, "mask": hole}, submitted_at=0.0)
         )
     assert {size_bucket(t.images["image"].shape) for t in tasks} == {(32, 28)} and size_bucket((5, 7)) == (12, 12)
-    for task, (merged, _completed) in zip(tasks, inpaint_batch(model, tasks, torch.device("cpu"))):
+    for task, (merged, _completed, _plan) in zip(tasks, inpaint_batch(model, tasks, torch.device("cpu"))):
         image, hole = task.images["image"], task.images["mask"]
         edges = ops.canny_edges(gray_of(image), hole, 2.0)
         alone, alone_edges = ops.complete(
@@ -272,5 +272,5 @@ def test_edge_maps_never_share_a_batch(model):
     assert group_key(tasks[0]) != group_key(tasks[1])  # one size, two groups
     with pytest.raises(ValueError, match="one edge map"):
         inpaint_batch(model, tasks, torch.device("cpu"))
-    (generated, _), (composited, _) = (inpaint_batch(model, [t], torch.device("cpu"))[0] for t in tasks)
+    (generated, _, _), (composited, _, _) = (inpaint_batch(model, [t], torch.device("cpu"))[0] for t in tasks)
     assert not np.array_equal(generated, composited)

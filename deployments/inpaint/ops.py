@@ -18,6 +18,9 @@ inside the hole over the Canny edges outside. Official checkpoints reproduce the
 with "generated"; a model whose edge generator only learned the hole may prefer "composited".
 
 Sizes: any H x W; the batch is padded (reflect) to multiples of 4 (at least 12 px) and cropped back.
+What part of a photo runs (a crop around the holes, the image scaled down, or all of it) is the
+plan of ``deployments/inpaint/strategies.py``; ``scale_images`` and ``shrink_masks`` serve the
+``resize`` strategy.
 """
 
 from __future__ import annotations
@@ -90,6 +93,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE, mode: str = 
     if mode == "reflect" and (pad_h >= height or pad_w >= width):
         mode = "replicate"  # reflect needs the pad smaller than the side
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def scale_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size), bilinear; antialiased when it shrinks (the ``resize`` strategy)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrinks = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrinks)
+
+
+def shrink_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) 0/1 -> (B, 1, *size) 0/1: a pixel is set if any full-size pixel it covers is, so
+    the shrunk hole covers every hole pixel and a one-pixel stroke survives."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.adaptive_max_pool2d(masks, size)
 
 
 def complete(
