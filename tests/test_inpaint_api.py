@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from deployments.inpaint.checkpoint import export
+from tests.conftest import TEST_INPAINT_PIXEL_BUDGET
 from tests.helpers import png_bytes
 from tests.test_api import assert_problem, decode
 from tests.test_edgeconnect import random_edgeconnect
@@ -211,3 +212,29 @@ def test_demo_grid_inpaints_two_photos_with_two_holes(client, model):
     info = client.get(f"/v1/models/{MODEL}").json()
     grid = inpaint_grid(client, info, say=lines.append, size=32, cell=32)
     assert grid.size == (4 * 32, 16 + 4 * 32) and len(lines) == 4
+
+
+def test_a_large_photo_runs_on_crops_and_over_the_pixel_budget_is_a_413(client, model):
+    height, width = 1000, 900  # over the test service's budget for inpaint whole (model_pixel_budgets)
+    y, x = np.mgrid[0:height, 0:width]
+    photo = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8)  # compresses well
+    hole = np.zeros((height, width), np.uint8)
+    hole[100:140, 120:150] = 255
+    hole[900:960, 800:820] = 255
+    photo_id, hole_id = _upload(client, photo), _upload(client, hole)
+    body = assert_problem(_inpaint(client, photo_id, hole_id, {"strategy": "original"}), 413, "max_model_pixels")
+    assert (
+        body["budget_pixels"] == TEST_INPAINT_PIXEL_BUDGET and "strategy 'crop'" in body["detail"] and "resize_limit <=" in body["detail"]
+    )
+    response = client.post(
+        "/v1/edits", json={"model": MODEL, "op": "inpaint", "params": {"crop_margin": 32}, "inputs": {"image": photo_id, "mask": hole_id}}
+    )
+    assert response.status_code == 200, response.text
+    extras = response.json()["extras"]
+    assert extras["strategy"] == "crop" and len(extras["crop_boxes"]) == 2  # far apart: two crops, one batch
+    assert extras["model_pixels"] < 200 * 200
+    result = decode(client.get(response.json()["url"]).content)
+    outside = hole == 0
+    assert result.shape == photo.shape and np.array_equal(result[outside], photo[outside])
+    assert not np.array_equal(result[~outside], photo[~outside])
+    assert_problem(_inpaint(client, photo_id, hole_id, {"strategy": "tile"}), 422, "params.strategy")

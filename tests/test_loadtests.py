@@ -91,3 +91,15 @@ def test_warmup_measures_first_bursts_and_steady_state_and_draws_them(service, t
     assert table.count("`collage.sample`") == len(warmup.CONFIGURATIONS) and "| compile + warm-up |" in table
     warmup.chart(results, tmp_path / "warmup.png")
     assert (tmp_path / "warmup.png").stat().st_size > 0
+
+
+def test_inpaint_strategies_benchmark_keeps_the_outside_and_reports_each_strategy(tmp_path):
+    from loadtests import inpaint_strategies
+
+    assert inpaint_strategies.main(["--size", "320x240", "--hole", "30x40", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "inpaint-strategies.json").read_text())
+    rows = results["strategies"]
+    assert list(rows) == ["original", "crop", "resize"] and rows["original"]["psnr_hole_db"] == float("inf")
+    assert rows["crop"]["model_pixels"] < rows["original"]["model_pixels"] and len(rows["crop"]["crop_boxes"]) == 1
+    assert rows["resize"]["model_pixels"] == rows["original"]["model_pixels"]  # 320 px is under resize_limit: not enlarged
+    assert "| `crop` |" in (tmp_path / "inpaint-strategies.md").read_text() and (tmp_path / "inpaint-strategies.png").stat().st_size > 1000
