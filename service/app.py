@@ -65,8 +65,12 @@ def logging_options(settings: Settings) -> dict[str, Any]:
 
 
 def job_runner_options(settings: Settings) -> dict[str, Any]:
-    """One runner: a second would run every queued job twice (docs/architecture/limits.md, "Not yet implemented")."""
-    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": settings.jobs_num_cpus}, **logging_options(settings)}
+    """``jobs_runner_replicas`` runners; they share the queue through per-job leases (service/job_lease.py)."""
+    return {
+        "num_replicas": settings.jobs_runner_replicas,
+        "ray_actor_options": {"num_cpus": settings.jobs_num_cpus},
+        **logging_options(settings),
+    }
 
 
 def ingress_options(settings: Settings) -> dict[str, Any]:

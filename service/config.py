@@ -269,7 +269,19 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="how often the runner rescans S3 for queued jobs it does not run yet"
     )
     jobs_status_flush_s: float = Field(default=0.5, gt=0, description="how often a running job's status.json is rewritten")
-    jobs_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved by the job runner replica (it only waits on I/O)")
+    jobs_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved by each job runner replica (it only waits on I/O)")
+    jobs_runner_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="JobRunner replicas; they share the queued jobs, each job run by the replica "
+        "holding its lease (docs/architecture/jobs.md)",
+    )
+    jobs_lease_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        description="a job's lease: its runner renews it every third of this; another runner takes "
+        "the job over once the lease went this long without renewal (a runner that died)",
+    )
     fit_num_cpus: float = Field(
         default=0.0,
         ge=0,

@@ -6,9 +6,10 @@ Layout under the store prefix (every key server-minted; job ids are 32 hex chara
     jobs/<id>/status.json                  state, counts, first errors, webhook delivery, timestamps
     jobs/<id>/items/<index>.<state>.json   one record per finished item (state: succeeded | failed)
     jobs/<id>/cancel.json                  present once DELETE /v1/jobs/<id> was called
+    jobs/<id>/lease.json                   which runner runs the job, until when (service/job_lease.py)
     job-queue/<id>                         present while the job is not finished (runner's work list)
 
-An item record is written once, after its result is stored, so "which items are finished" is one
+An item record is written once (``If-None-Match: *``), after its result is stored, so "which items are finished" is one
 listing, and a job resumed after a crash runs exactly the items without a record. Results are
 content-addressed (``service/edits.py``), so an item that was computed but not yet recorded when
 the process died is found in S3 on the re-run instead of being computed again.
@@ -292,8 +293,10 @@ class JobStore:
             return request_doc["items"]
         return parse_manifest(self.store.get(self.store.asset_key(request_doc["manifest"]["asset_id"])), max_items)
 
-    def write_item(self, job_id: str, record: dict[str, Any]) -> None:
-        self.store.put(self.item_key(job_id, record["index"], record["state"]), _dump(record), "application/json")
+    def write_item(self, job_id: str, record: dict[str, Any]) -> bool:
+        """Record a finished item, once: False when a record of it in that state exists already (it is
+        kept as it is). Only a runner that lost its lease with the write in flight can meet one."""
+        return self.store.put_new(self.item_key(job_id, record["index"], record["state"]), _dump(record), "application/json")
 
     def finished_items(self, job_id: str) -> dict[int, str]:
         """Index -> state of every recorded item, from one listing."""

@@ -450,6 +450,60 @@ class AssetStore:
             self._put_object(kwargs, digest, key)
         return True
 
+    def put_conditional(self, key: str, data: bytes, content_type: str = "application/json", *, if_match: str | None = None) -> str | None:
+        """One PUT that lands only if ``key`` is absent (``if_match`` None: ``If-None-Match: *``) or still
+        has the ETag ``if_match``; -> the new object's ETag, None when the condition failed (412).
+
+        For records that several processes compete for (job leases, service/job_lease.py): S3,
+        MinIO and SeaweedFS (4.48 checked, tests/test_job_lease.py) evaluate the condition atomically
+        with the write, so of N concurrent writers with the same condition exactly one wins. Always
+        through boto3, not the fast path: the caller needs the ETag of what it wrote. Unlike
+        :meth:`put_new`, an endpoint that answers ``NotImplemented`` is an error here: writing
+        unconditionally would let two holders believe they hold the same lease."""
+        kwargs, _ = self._put_request(key, data, content_type, None)
+        if if_match is None:
+            kwargs["IfNoneMatch"] = "*"
+        else:
+            kwargs["IfMatch"] = if_match
+        client = self._get_plain_client() if _CHECKSUM_SUPPORT.get(self._checksum_key) is False else self._client
+        try:
+            answer = self._call("conditional put", key, client.put_object, **kwargs)
+        except Conflict:
+            return None
+        except NotFound:  # some endpoints answer If-Match on a missing key with 404 instead of 412
+            if if_match is None:
+                raise
+            return None
+        return str(answer.get("ETag") or "")
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (as S3 sends it, quoted: the form ``If-Match`` takes), or None if missing."""
+        try:
+            answer = self._client.get_object(Bucket=self.bucket, Key=key)
+            body = answer["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+        except Exception as exc:  # noqa: BLE001 - everything from botocore/urllib3 is translated
+            translated = self._translate(exc, key, "get")
+            if isinstance(translated, NotFound):
+                return None
+            raise translated from exc
+        return data, str(answer.get("ETag") or "")
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only while it still has ``etag``: True when deleted (or already gone), False
+        when it no longer has that ETag (412: rewritten meanwhile, and left as it is; SeaweedFS also
+        answers 412 for a key that is gone)."""
+        try:
+            self._call("conditional delete", key, self._client.delete_object, Bucket=self.bucket, Key=key, IfMatch=etag)
+        except Conflict:
+            return False
+        except NotFound:
+            return True
+        return True
+
     def put_png_asset(self, png: bytes, width: int, height: int, mode: str) -> str:
         """Store a PNG the service made (an op's side output, a checkpoint's example) as a content-addressed
         image asset, with the metadata an upload of the same bytes gets; -> its asset id."""

@@ -121,6 +121,9 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_WEBHOOK_MAX_ATTEMPTS": "3",
         "COLLAGE_WEBHOOK_BACKOFF_S": "0.2",
         "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
+        # Two runners share every job test's jobs through their leases; a killed runner's job is taken over 10 s on
+        "COLLAGE_JOBS_RUNNER_REPLICAS": "2",
+        "COLLAGE_JOBS_LEASE_S": "10",
         "COLLAGE_WEBHOOK_ALLOW_PRIVATE": "true",  # the webhook receivers of the tests listen on loopback
         "COLLAGE_AUTH": "required",
         "COLLAGE_API_KEYS": api_keys_json(),

@@ -86,7 +86,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "service": {"type": "LoadBalancer", "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
     },
     "autoscaling-off": {
-        "config": {"s3_endpoint_url": EXTERNAL_S3, "autoscaling_enabled": False, "family_replicas": 2, "ingress_replicas": 2},
+        "config": {
+            "s3_endpoint_url": EXTERNAL_S3,
+            "autoscaling_enabled": False,
+            "family_replicas": 2,
+            "ingress_replicas": 2,
+            "jobs_runner_replicas": 3,
+        },
         "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
         "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
     },
@@ -372,7 +378,7 @@ def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
     deployments = _deployments(objects)
     assert "CollageDeployment" not in deployments
     assert deployments["StyleDeployment"]["num_replicas"] == 3 and deployments["InpaintDeployment"]["num_replicas"] == 2
-    assert deployments["Ingress"]["num_replicas"] == 2 and deployments["JobRunner"]["num_replicas"] == 1
+    assert deployments["Ingress"]["num_replicas"] == 2 and deployments["JobRunner"]["num_replicas"] == 3
     assert not any("autoscaling_config" in d for d in deployments.values())
     cluster = only(objects, "RayService")["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in cluster

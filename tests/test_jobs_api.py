@@ -279,24 +279,44 @@ def _item_records(job_id: str) -> dict[str, bytes]:
     return {key: store.get(store.prefix + key) for key in keys}
 
 
-def test_killing_the_runner_replica_mid_job_resumes_it_without_losing_or_repeating_items(client):
+def _lease_owner(job_id: str) -> str:
+    from service.config import get_settings
+    from service.job_lease import LEASE_OBJECT
+    from service.storage import AssetStore
+
+    store = AssetStore(get_settings())
+    found = store.get_with_etag(store.job_key(job_id, LEASE_OBJECT))
+    assert found is not None, f"job {job_id} has no lease"
+    return json.loads(found[0])["owner"]
+
+
+def test_two_runners_share_jobs_and_a_killed_runners_job_is_taken_over_with_every_item_once(client):
+    """The service runs two JobRunner replicas (conftest). Kill the one holding the job's lease mid-job:
+    the other (or the replica Serve starts instead) takes the job over once the lease expires, and
+    every item is recorded exactly once, those recorded before the kill unchanged."""
     import ray
 
     total = 400
     job_id = submit(client, {"items": [sample(17_000 + i, i % 4) for i in range(total)]}).json()["job_id"]
     at_kill = wait_for(client, job_id, until=lambda s: s["counts"]["succeeded"] >= 40)
-    [runner] = [a for a in ray.util.list_named_actors(all_namespaces=True) if "JobRunner" in a["name"]]
-    ray.kill(ray.get_actor(runner["name"], namespace=runner["namespace"]), no_restart=True)
+    holder = _lease_owner(job_id)
+    runners = [a for a in ray.util.list_named_actors(all_namespaces=True) if "JobRunner" in a["name"]]
+    assert len(runners) == 2, runners
+    [killed] = [a for a in runners if a["name"].endswith("#" + holder.rsplit("-", 1)[0])]
+    ray.kill(ray.get_actor(killed["name"], namespace=killed["namespace"]), no_restart=True)
     before = _item_records(job_id)
     assert at_kill["state"] == "running" and 40 <= len(before) < total, "the job must be killed mid-way"
+    assert {json.loads(record)["runner"] for record in before.values()} == {holder}, "one runner ran the job until the kill"
 
-    status = wait_for(client, job_id)  # Serve starts a new runner replica; it finds the job in job-queue/
+    status = wait_for(client, job_id)
     assert status["state"] == "succeeded", status
-    assert status["resumed"] == 1 and status["counts"]["succeeded"] == total
+    assert status["resumed"] >= 1 and status["counts"]["succeeded"] == total
     after = _item_records(job_id)
     indices = [int(key.rsplit("/", 1)[-1].split(".")[0]) for key in after]
     assert sorted(indices) == list(range(total)), "every item recorded exactly once"
     assert all(after[key] == record for key, record in before.items()), "items finished before the kill were not run again"
+    successors = {json.loads(record)["runner"] for record in after.values()} - {holder}
+    assert len(successors) == 1, "after the kill one other runner finished the job"
     items = all_results(client, job_id, limit=1000)
     assert len({item["result_id"] for item in items}) == total
 

@@ -107,6 +107,7 @@ def test_sigkill_of_the_serving_process_mid_job_then_restart_resumes_it(s3_serve
         "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
         "COLLAGE_DATA_DIR": str(tmp_path / "data"),
         "COLLAGE_JOBS_POLL_INTERVAL_S": "1",
+        "COLLAGE_JOBS_LEASE_S": "5",  # the restarted runner waits one lease duration before it takes the dead one's job over
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
         "COLLAGE_AUTH": "disabled",  # a local `collage serve` run, as a developer starts it

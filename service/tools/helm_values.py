@@ -55,6 +55,7 @@ SERVE_CONFIG_SETTINGS = (
     "ingress_replicas",
     "ingress_max_ongoing_requests",
     "jobs_num_cpus",
+    "jobs_runner_replicas",
     "autoscaling_enabled",
     "autoscaling_min_replicas",
     "autoscaling_max_replicas",
