@@ -12,6 +12,7 @@ here: the job runner paces them itself.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import time
@@ -79,3 +80,44 @@ class EditAdmission:
             self._finished.popleft()
         while self._busy and self._busy[0][1] < start:
             self._busy.popleft()
+
+
+class LoopLag:
+    """How late this event loop runs: a task that sleeps ``interval_s`` at a time and notes how late it woke.
+
+    An ingress replica serves every request on one event loop. When its CPU is the bottleneck (more
+    requests arrive than it can even parse), requests wait for the loop *before* any handler sees
+    them, so edit admission, which counts what is in flight, finds little in flight and lets them
+    all in. The loop's lateness is what such a wait looks like from inside: while it is over the
+    limit, the ingress answers new requests 429 at once instead of adding them to the backlog.
+    The lateness of the last two wakes counts, the smaller of them: a backlog makes every wake
+    late, while a single stall (a collection, a slow import) makes one late and should shed nothing.
+    """
+
+    def __init__(self, interval_s: float = 0.02, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lags_s = collections.deque([0.0, 0.0], maxlen=2)  # how late the last two wakes were
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Watch the running loop (a no-op while already watching it; the first request calls it).
+        A new loop (a test client's) gets a new watcher; the old one went with its loop."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._lags_s.extend((0.0, 0.0))
+            self._task = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            due = self._clock() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.observe(self._clock() - due)
+
+    def observe(self, lag_s: float) -> None:
+        """Record one wake that came ``lag_s`` late."""
+        self._lags_s.append(max(0.0, lag_s))
+
+    def lag_s(self) -> float:
+        """The loop's sustained lateness: the smaller of its last two wakes' (0 before any)."""
+        return min(self._lags_s)

@@ -74,9 +74,12 @@ def job_runner_options(settings: Settings) -> dict[str, Any]:
 
 
 def ingress_options(settings: Settings) -> dict[str, Any]:
+    """The ingress enforces ``ingress_max_ongoing_requests`` itself, with a 429 problem at once
+    (service/ingress.py, InFlightLimitMiddleware). Serve's own limit sits well above it: past Serve's,
+    requests would wait in front of the replica, where nothing can answer them."""
     return {
         "num_replicas": settings.ingress_replicas,
-        "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+        "max_ongoing_requests": 2 * settings.ingress_max_ongoing_requests + 64,
         **logging_options(settings),
     }
 

@@ -185,9 +185,15 @@ class Settings(BaseSettings):
     ingress_max_ongoing_requests: int = Field(
         default=256,
         ge=16,
-        description="requests an ingress replica takes at once (Serve max_ongoing_requests). "
-        "Past it requests wait, unseen, in front of the replica, where admission cannot answer them "
-        "429; keep it well above what admission lets through (max_queue_wait_s of throughput)",
+        description="requests an ingress replica holds at once; past it a request is answered 429 + "
+        "Retry-After at once, before its body is read (probes and /metrics excepted). Keep it well above "
+        "what edit admission lets through (max_queue_wait_s of throughput)",
+    )
+    ingress_max_loop_lag_ms: float = Field(
+        default=250.0,
+        ge=10,
+        description="while an ingress replica's event loop runs this late (its CPU is the bottleneck), new "
+        "requests are answered 429 + Retry-After at once instead of joining the backlog (probes and /metrics excepted)",
     )
     family_replicas: int = Field(default=1, ge=1, description="replicas per family while autoscaling is off")
     autoscaling_enabled: bool = Field(

@@ -30,6 +30,7 @@ from schemas.jobs import JOB_ID_PATTERN, JobItem, JobRequest, JobResultsPage, Jo
 from schemas.models import FamilyInfo, ModelInfo, ModelList
 from schemas.problems import Problem
 from service import metrics
+from service.admission import LoopLag
 from service.auth import AccessIndex, Principal, metrics_access, requires
 from service.config import get_settings
 from service.edits import EditPipeline, awaited, canonical_hash, clean_errors, validate
@@ -42,6 +43,7 @@ from service.errors import (
     PayloadTooLarge,
     ProblemError,
     ServiceUnavailable,
+    TooManyRequests,
     Unprocessable,
     UnsupportedMediaType,
 )
@@ -201,6 +203,50 @@ class BodyLimitMiddleware:
 
 
 api.add_middleware(BodyLimitMiddleware)
+
+# Probes and the scrape answer whatever the load: a liveness probe or a health check that got a 429 would
+# take a busy, healthy replica out of service.
+_UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class IngressAdmissionMiddleware:
+    """429 + Retry-After at once, before the body is read, while this replica already holds
+    ``ingress_max_ongoing_requests`` requests or its event loop runs more than ``ingress_max_loop_lag_ms``
+    late (service/admission.py, LoopLag).
+
+    Without it, the extras of an overload waited where nothing could answer them: in Serve's queue in
+    front of the replica (its ``max_ongoing_requests``, which service/app.py now sets above this limit
+    so that it never fills), and, once the ingress's CPU was the bottleneck, for the event loop itself.
+    Clients saw 429s after seconds and 200s after tens of seconds, and HAProxy, whose health checks
+    timed out, answered some with its own 500."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.in_flight = 0
+        self.loop_lag = LoopLag()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in _UNLIMITED_PATHS:
+            return await self.app(scope, receive, send)
+        settings = get_settings()
+        self.loop_lag.start()
+        reason = detail = None
+        if self.in_flight >= settings.ingress_max_ongoing_requests:
+            reason, detail = "in_flight", f"holds its limit of {settings.ingress_max_ongoing_requests} requests in flight"
+        elif (lag_ms := 1e3 * self.loop_lag.lag_s()) > settings.ingress_max_loop_lag_ms:
+            reason, detail = "loop_lag", f"is saturated (its event loop runs {lag_ms:.0f} ms late)"
+        if reason is not None:
+            metrics.INGRESS_SHED.labels(reason).inc()
+            busy = TooManyRequests(f"this ingress replica {detail}; retry shortly", headers={"Retry-After": "1"})
+            return await problem_response(busy)(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+api.add_middleware(IngressAdmissionMiddleware)
 
 
 class RequestContextMiddleware:

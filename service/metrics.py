@@ -62,6 +62,12 @@ QUEUE_DEPTH = Gauge(
     "collage_queue_depth", "Edits dispatched by this ingress replica to a family and not yet answered.", ["family"], registry=REGISTRY
 )
 CACHE = Counter("collage_result_cache", "Edit result cache lookups by outcome (hit/miss).", ["outcome"], registry=REGISTRY)
+INGRESS_SHED = Counter(
+    "collage_ingress_shed",
+    "Requests answered 429 before any handler because the ingress replica was full (in_flight) or saturated (loop_lag).",
+    ["reason"],
+    registry=REGISTRY,
+)
 STORAGE_TIMEOUTS = Counter(
     "collage_storage_deadline_exceeded", "Request-path storage steps that passed their deadline (503).", registry=REGISTRY
 )

@@ -145,7 +145,7 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 {{- end -}}
 {{- $logging := dict "enable_access_log" $c.serve_access_log -}}
 {{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" $c.jobs_runner_replicas "ray_actor_options" (dict "num_cpus" $c.jobs_num_cpus) "logging_config" $logging) -}}
-{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas "max_ongoing_requests" $c.ingress_max_ongoing_requests "logging_config" $logging) -}}
+{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas "max_ongoing_requests" (add 64 (mul 2 (int64 $c.ingress_max_ongoing_requests))) "logging_config" $logging) -}}
 {{- $application := dict
   "name" "collage"
   "route_prefix" "/"
