@@ -35,7 +35,8 @@ COPY checkpoints ./checkpoints
 # Installed into site-packages, the package no longer sits next to checkpoints/ and .collage/.
 ENV COLLAGE_CHECKPOINTS_DIR=/opt/collage/checkpoints \
     COLLAGE_DATA_DIR=/tmp/collage \
-    COLLAGE_HTTP_HOST=0.0.0.0
+    COLLAGE_HTTP_HOST=0.0.0.0 \
+    RAY_SERVE_HAPROXY_BINARY_PATH=/usr/local/bin/collage-haproxy
 
 RUN useradd --uid 1000 --create-home --shell /bin/bash ray
 USER 1000

@@ -75,12 +75,10 @@ def _edit(model: Any, photo_jpeg: bytes, mask_png: bytes, strategy: str) -> tupl
 
 
 def measure(width: int, height: int, hole_width: int, hole_height: int, repeats: int) -> dict[str, Any]:
-    import torch
     from PIL import Image
 
     from deployments.inpaint.checkpoint import load_model
 
-    torch.set_grad_enabled(False)
     model = load_model((CHECKPOINT / "weights.safetensors").read_bytes(), json.loads((CHECKPOINT / "model.json").read_text()))
     photo = synthetic_photo(width, height)
     jpeg = io.BytesIO()
@@ -176,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-out/inpaint-strategies")
     args = parser.parse_args(argv)
     command = "python -m loadtests.inpaint_strategies " + " ".join(argv if argv is not None else sys.argv[1:])
-    results = measure(*_pair(args.size), *_pair(args.hole), args.repeats)
+    import torch
+
+    with torch.no_grad():  # scoped: main() also runs inside the test process, whose other tests train
+        results = measure(*_pair(args.size), *_pair(args.hole), args.repeats)
     results["command"] = command
     write_report(args.out, "inpaint-strategies", results, markdown(results, command), chart)
     return 0

@@ -12,7 +12,7 @@ from ray.serve import Application
 
 from service.autoscaling import POLICY_PATH as AUTOSCALING_POLICY
 from service.config import Settings, get_settings
-from service.families import family_names, load_deployment
+from service.families import family_names, load_deployment, op_table
 from service.ingress import Ingress
 from service.job_runner import JobRunner
 
@@ -99,6 +99,14 @@ def load_family(name: str):
     return load_deployment(name)
 
 
+def check_pixel_budgets(settings: Settings) -> None:
+    """Every ``model_pixel_budgets`` key names an op of its family (Settings checks the family only: it imports none)."""
+    ops = {f"{family}.{op}" for family, table in op_table().items() for op in table}
+    unknown = sorted(set(settings.model_pixel_budgets) - ops)
+    if unknown:
+        raise ValueError(f"model_pixel_budgets names unknown ops {unknown}; known: {sorted(ops)}")
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Application builder (``serve run service.app:build_app families=<family>,...``).
 
@@ -106,6 +114,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     """
     args = args or {}
     settings = get_settings()
+    check_pixel_budgets(settings)
     names = parse_families(args.get("families"))
     families = {name: load_family(name).options(**family_options(settings, name)).bind() for name in names}
     runner = JobRunner.options(**job_runner_options(settings)).bind(families)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Limits
-from service.families import family_names, op_table
+from service.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,6 +189,12 @@ class Settings(BaseSettings):
         "Retry-After at once, before its body is read (probes and /metrics excepted). Keep it well above "
         "what edit admission lets through (max_queue_wait_s of throughput)",
     )
+    ingress_queue_timeout_ms: int = Field(
+        default=2000,
+        ge=100,
+        description="longest wait in HAProxy's queue for an ingress replica (each takes ingress_max_ongoing_requests "
+        "at a time; the queue holds half as many more, then 429) before a 503 + Retry-After (service/tools/haproxy_bounds.py)",
+    )
     ingress_max_loop_lag_ms: float = Field(
         default=250.0,
         ge=10,
@@ -340,11 +346,11 @@ class Settings(BaseSettings):
             scaling = self.family_scaling(family)
             if scaling.min_replicas > scaling.max_replicas:
                 raise ValueError(f"family {family!r}: min_replicas {scaling.min_replicas} > max_replicas {scaling.max_replicas}")
-        if self.model_pixel_budgets:  # reading the op declarations only when there is something to check
-            ops = {f"{family}.{op}" for family in known for op in op_table().get(family, {})}
-            unknown_ops = sorted(set(self.model_pixel_budgets) - ops)
-            if unknown_ops:
-                raise ValueError(f"model_pixel_budgets names unknown ops {unknown_ops}; known: {sorted(ops)}")
+        if self.model_pixel_budgets:
+            # families by name only: Settings never imports a family (the ops are checked where families load, service/app.py)
+            unknown_families = sorted({key.partition(".")[0] for key in self.model_pixel_budgets} - set(known))
+            if unknown_families or not all("." in key for key in self.model_pixel_budgets):
+                raise ValueError(f'model_pixel_budgets keys are "<family>.<op>" of known families {sorted(known)}')
             low = {op: budget for op, budget in self.model_pixel_budgets.items() if budget < 64 * 64}
             if low:
                 raise ValueError(f"model_pixel_budgets: budgets below {64 * 64} pixels {low}")

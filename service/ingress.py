@@ -232,9 +232,9 @@ class IngressAdmissionMiddleware:
         self.loop_lag.start()
         reason = detail = None
         if self.in_flight >= settings.ingress_max_ongoing_requests:
-            reason, detail = "in_flight", f"holds its limit of {settings.ingress_max_ongoing_requests} requests in flight"
+            reason, detail = "in_flight", f"is at capacity: it holds its limit of {settings.ingress_max_ongoing_requests} requests"
         elif (lag_ms := 1e3 * self.loop_lag.lag_s()) > settings.ingress_max_loop_lag_ms:
-            reason, detail = "loop_lag", f"is saturated (its event loop runs {lag_ms:.0f} ms late)"
+            reason, detail = "loop_lag", f"is at capacity: its event loop runs {lag_ms:.0f} ms late"
         if reason is not None:
             metrics.INGRESS_SHED.labels(reason).inc()
             busy = TooManyRequests(f"this ingress replica {detail}; retry shortly", headers={"Retry-After": "1"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,14 @@ LOCAL_SERVE_PORT_ENV = (
     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
     "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
 )
+
+
+def bounded_haproxy_env() -> dict[str, str]:
+    """Ray's HAProxy started through ``collage-haproxy`` (service/tools/haproxy_bounds.py), which bounds
+    what it sends each ingress replica; the image sets the same variable (Dockerfile). Empty when the
+    command is not installed beside this Python (a checkout without ``pip install -e .``)."""
+    command = Path(sys.executable).with_name("collage-haproxy")
+    return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(command)} if os.access(command, os.X_OK) else {}
 
 
 def orphaned_haproxy_pids() -> list[int]:
@@ -186,7 +195,11 @@ class LocalService:
         # Serve gives a new HTTP proxy 5 s to report ready and kills it after three misses; on a busy
         # 2-core machine (a training run beside it) its start takes longer, and serve.start fails.
         os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-        for name, value in {**SERVE_ENV, **LOCAL_SERVE_ENV}.items():  # before ray.init: the proxy and controller inherit them too
+        for name, value in {
+            **SERVE_ENV,
+            **LOCAL_SERVE_ENV,
+            **bounded_haproxy_env(),
+        }.items():  # before ray.init: the proxy and controller inherit them too
             os.environ.setdefault(name, value)
         disable_auth_for_local_run()
         settings = self.start_storage()

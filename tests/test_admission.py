@@ -167,5 +167,5 @@ def test_a_full_or_saturated_ingress_answers_429_problems_before_the_app_and_pro
         assert answers[name].headers[b"content-type"] == b"application/problem+json"
         assert answers[name].headers[b"retry-after"] == b"1"
         assert problem["status"] == 429 and "retry" in problem["detail"]
-    assert "16 requests in flight" in json.loads(answers["full"].messages[1]["body"])["detail"]
+    assert "limit of 16 requests" in json.loads(answers["full"].messages[1]["body"])["detail"]
     assert "event loop runs 2000 ms late" in json.loads(answers["saturated"].messages[1]["body"])["detail"]
