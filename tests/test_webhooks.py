@@ -23,6 +23,24 @@ def test_the_signature_is_v1_base64_hmac_sha256_of_id_timestamp_and_body():
     assert sign(SECRET, "job-0123", NOW, BODY) == "v1," + base64.b64encode(expected).decode()
 
 
+def test_the_signature_matches_the_example_of_the_standard_webhooks_specification():
+    """The spec's own example (a whsec_ secret, its msg id, timestamp and payload): a receiver using any library of the
+    scheme checks Collage's deliveries the same way."""
+    secret, message_id, timestamp, body = (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        b'{"test": 2432232314}',
+    )
+    assert sign(secret, message_id, timestamp, body) == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    headers = {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, message_id, timestamp, body),
+    }
+    assert verify(secret, headers, body, now=timestamp + 10)
+
+
 def test_a_signed_delivery_verifies_and_any_change_fails():
     headers = signed_headers(SECRET, webhook_id("0123"), BODY, now=NOW)
     assert headers["webhook-id"] == "job-0123" and headers["webhook-timestamp"] == str(NOW)
