@@ -14,6 +14,7 @@ import pytest
 from service.errors import Unprocessable
 from service.jobs import JobStore, _pinned, check_webhook_url, deliver_webhook, final_state, item_seed, new_job_id, parse_manifest
 from service.webhooks import verify, webhook_id
+from tests.test_webhooks import ExtremeRandom
 
 
 def test_a_manifest_line_nested_too_deep_is_a_422_naming_it():
@@ -74,11 +75,15 @@ def test_webhook_delivery_retries_under_one_id_signs_each_attempt_and_gives_up_a
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     body = b'{"job_id":"j","state":"succeeded"}'
-    # backoff 0: every jittered delay is drawn from [0, 0], so the retries do not wait
-    deliver = functools.partial(deliver_webhook, url, body, "k", job_id="j", backoff_s=0, backoff_max_s=0, timeout_s=5, allow_private=True)
+    # the RNG draws the lowest delay, 0: the retries do not wait, and it records the ceiling of each retry's draw
+    rng = ExtremeRandom(high=False)
+    deliver = functools.partial(
+        deliver_webhook, url, body, "k", job_id="j", backoff_s=1.0, backoff_max_s=1.5, timeout_s=5, allow_private=True, rng=rng
+    )
     try:
         record = asyncio.run(deliver(attempts=5))
         assert record["state"] == "delivered" and record["attempts"] == 3 and record["delivered_at"]
+        assert rng.draws == [(0.0, 1.0), (0.0, 1.5)], "full jitter under the doubling ceiling, capped at backoff_max_s"
         assert len(seen) == 3 and {headers["webhook-id"] for headers, _ in seen} == {webhook_id("j")}
         for headers, received in seen:
             assert received == body and verify("k", headers, received)

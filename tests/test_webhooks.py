@@ -88,8 +88,8 @@ def test_a_whsec_secret_is_the_base64_decoded_key_and_a_malformed_one_is_refused
     assert Settings(webhook_secret=whsec).webhook_secret.get_secret_value() == whsec
 
 
-class _Extremes(random.Random):
-    """An RNG that answers the lowest or the highest value a uniform draw may return."""
+class ExtremeRandom(random.Random):
+    """An RNG that answers the lowest or the highest value a uniform draw may return, and records each draw's bounds."""
 
     def __init__(self, high: bool) -> None:
         super().__init__()
@@ -102,7 +102,7 @@ class _Extremes(random.Random):
 
 
 def test_retry_delays_are_full_jitter_under_a_doubling_capped_ceiling():
-    high, low = _Extremes(high=True), _Extremes(high=False)
+    high, low = ExtremeRandom(high=True), ExtremeRandom(high=False)
     assert [retry_delay(retry, 1.0, 10.0, high) for retry in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert [retry_delay(retry, 1.0, 10.0, low) for retry in range(1, 7)] == [0.0] * 6
     assert high.draws == [(0.0, ceiling) for ceiling in (1.0, 2.0, 4.0, 8.0, 10.0, 10.0)]
