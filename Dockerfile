@@ -24,12 +24,16 @@ RUN apt-get update \
 
 RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"
 
+# constraints.txt pins every runtime dependency to the versions the tests passed with (python -m
+# service.tools.constraints --write). `pip install .` has no extras: the image talks to a real S3,
+# so the embedded server's binary (the `embedded` extra, ~150 MB) stays out.
 WORKDIR /opt/collage
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
+COPY collage ./collage
 COPY service ./service
 COPY deployments ./deployments
 COPY schemas ./schemas
-RUN pip install . && python -c "import torch, service.tools.serve_config; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
+RUN pip install -c constraints.txt . && python -c "import torch, service.tools.serve_config; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
 COPY checkpoints ./checkpoints
 
 # Installed into site-packages, the package no longer sits next to checkpoints/ and .collage/.

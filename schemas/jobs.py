@@ -37,7 +37,8 @@ class JobRequest(StrictModel):
         description="train a model on an uploaded image (InGAN); progress in the status's 'fit', the model in the result's extras",
     )
     webhook_url: AnyHttpUrl | None = Field(
-        default=None, description="POSTed the final status, signed with HMAC-SHA256 in X-Collage-Signature"
+        default=None,
+        description="POSTed the final status, signed in the Standard Webhooks scheme (webhook-id, webhook-timestamp, webhook-signature)",
     )
 
     @model_validator(mode="after")

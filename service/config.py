@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Limits
+from service import webhooks
 from service.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -318,10 +319,15 @@ class Settings(BaseSettings):
         description='per-op exceptions to max_model_pixels as JSON, keyed "<family>.<op>": {"inpaint.inpaint": 16777216}',
     )
     webhook_secret: SecretStr = Field(
-        default=SecretStr(""), description="HMAC-SHA256 key signing job webhooks; webhooks are refused while unset"
+        default=SecretStr(""),
+        description="HMAC-SHA256 key signing job webhooks (Standard Webhooks): whsec_<base64> is the decoded bytes, "
+        "any other value its UTF-8 bytes; webhooks are refused while unset",
     )
     webhook_max_attempts: int = Field(default=5, ge=1, description="deliveries tried per webhook before it is recorded as failed")
-    webhook_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay of a webhook, doubled per attempt")
+    webhook_backoff_s: float = Field(
+        default=1.0, ge=0, description="ceiling of the first webhook retry delay, doubled per retry; each delay is drawn from [0, ceiling]"
+    )
+    webhook_backoff_max_s: float = Field(default=60.0, ge=0, description="largest ceiling of a webhook retry delay")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="timeout of one webhook POST")
     webhook_allow_private: bool = Field(
         default=False,
@@ -358,6 +364,7 @@ class Settings(BaseSettings):
         hashes = [key.sha256 for key in self.api_keys]
         if len(set(ids)) != len(ids) or len(set(hashes)) != len(hashes):
             raise ValueError("api_keys: every key needs its own id and its own token")
+        webhooks.signing_key(self.webhook_secret.get_secret_value())  # a malformed whsec_ key fails here, not at a job's end
         return self
 
     def family_scaling(self, family: str | None) -> FamilyScaling:

@@ -430,6 +430,7 @@ class JobRunner:
                 job_id=job_id,
                 attempts=self.settings.webhook_max_attempts,
                 backoff_s=self.settings.webhook_backoff_s,
+                backoff_max_s=self.settings.webhook_backoff_max_s,
                 timeout_s=self.settings.webhook_timeout_s,
                 allow_private=self.settings.webhook_allow_private,
             )

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import ipaddress
 import json
+import random
 import re
 import socket
 import urllib.parse
@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from schemas.jobs import TERMINAL_STATES
+from service import webhooks
 from service.errors import NotFound, ProblemError, Unprocessable
 from service.json_body import parse_json
 from service.logs import get_logger
@@ -40,7 +41,6 @@ from service.storage import AssetStore
 log = get_logger("collage.jobs")
 
 JOB_QUEUE = "job-queue"
-SIGNATURE_HEADER = "X-Collage-Signature"
 _ITEM_KEY = re.compile(r"/items/(\d{7})\.(succeeded|failed)\.json$")
 MAX_LISTED_ERRORS = 20
 
@@ -162,20 +162,24 @@ def parse_manifest(data: bytes, max_items: int) -> list[dict[str, Any]]:
     return items
 
 
-def sign_body(body: bytes, secret: str) -> str:
-    """``sha256=<hex HMAC-SHA256 of the raw body>``, the value of the X-Collage-Signature header."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def signature_valid(body: bytes, secret: str, header: str | None) -> bool:
-    """What a webhook receiver runs: constant-time comparison of the header with its own signature."""
-    return bool(header) and hmac.compare_digest(sign_body(body, secret), header or "")
-
-
 async def deliver_webhook(
-    url: str, body: bytes, secret: str, *, job_id: str, attempts: int, backoff_s: float, timeout_s: float, allow_private: bool
+    url: str,
+    body: bytes,
+    secret: str,
+    *,
+    job_id: str,
+    attempts: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    timeout_s: float,
+    allow_private: bool,
+    rng: random.Random | None = None,
 ) -> dict[str, Any]:
-    """POST ``body`` until a 2xx or ``attempts`` tries (delays backoff_s, 2·backoff_s, …); returns the delivery record."""
+    """POST ``body`` until a 2xx or ``attempts`` tries; returns the delivery record.
+
+    Each attempt is signed anew (Standard Webhooks, ``service/webhooks.py``) with the time it is sent, under the one
+    ``webhook-id`` of the job, so a receiver both rejects a replay and recognises a retry. Between attempts it waits
+    :func:`service.webhooks.retry_delay` (full jitter, ``rng`` for tests)."""
     record: dict[str, Any] = {"url": url, "state": "failed", "attempts": 0, "last_status": None, "last_error": None, "delivered_at": None}
     target, headers, extensions = url, {}, {}
     if not allow_private:  # checked at submit, and again now: the name may resolve elsewhere by the time the job ends
@@ -186,14 +190,16 @@ async def deliver_webhook(
             log.warning("webhook refused", extra={"job_id": job_id, "url": url, "error": exc.detail})
             return record
         target, headers, extensions = _pinned(url, addresses[0])
-    headers.update({"content-type": "application/json", SIGNATURE_HEADER: sign_body(body, secret), "X-Collage-Job-Id": job_id})
+    headers.update({"content-type": "application/json", "X-Collage-Job-Id": job_id})
+    message_id = webhooks.webhook_id(job_id)
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(webhooks.retry_delay(attempt, backoff_s, backoff_max_s, rng))
             record["attempts"] = attempt + 1
+            signed = {**headers, **webhooks.signed_headers(secret, message_id, body)}
             try:
-                response = await client.post(target, content=body, headers=headers, extensions=extensions)
+                response = await client.post(target, content=body, headers=signed, extensions=extensions)
             except httpx.HTTPError as exc:
                 record["last_status"], record["last_error"] = None, f"{type(exc).__name__}: {exc}"[:300]
                 continue

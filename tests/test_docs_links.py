@@ -5,8 +5,13 @@ Reads the Markdown files only (no service, no network). External links (http:, h
 are skipped; links inside code blocks and code spans are not links and are skipped too. Heading
 anchors follow GitHub's rule: lower case, punctuation dropped, spaces turned into hyphens, a
 repeated heading numbered -1, -2, ...
+
+The pages also name tests (the promise tables of security.md and conformance.md): every code span
+`tests/<file>.py::<test>` names a test function of that file, and a bare `::<test>` one of the file
+named last before it on the page.
 """
 
+import ast
 import re
 import unicodedata
 from pathlib import Path
@@ -68,4 +73,28 @@ def test_every_relative_link_resolves(page: Path):
             problems.append(f"{target}: no such file")
         elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
             problems.append(f"{target}: no heading with that anchor")
+    assert not problems, f"{page.relative_to(REPO_ROOT)}: {problems}"
+
+
+TEST_REFERENCE = re.compile(r"`(?:(?:tests/)?(test_\w+\.py))?(?:::(\w+))?`")
+
+
+def _test_functions(file: str) -> set[str]:
+    path = REPO_ROOT / "tests" / file
+    if not path.is_file():
+        return set()
+    return {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO_ROOT)) for p in PAGES])
+def test_every_test_a_page_names_exists(page: Path):
+    problems, last_file = [], None
+    for match in TEST_REFERENCE.finditer(FENCE.sub("", page.read_text())):
+        file, name = match.groups()
+        if file:
+            last_file = file
+            if not (REPO_ROOT / "tests" / file).is_file():
+                problems.append(f"tests/{file}: no such file")
+        if name and (last_file is None or name not in _test_functions(last_file)):
+            problems.append(f"{last_file}::{name}: no such test")
     assert not problems, f"{page.relative_to(REPO_ROOT)}: {problems}"

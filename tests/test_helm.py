@@ -598,7 +598,7 @@ def test_dockerfile_installs_the_package_with_the_pinned_torch_and_ships_the_che
     assert args["TORCH_VERSION"] == torch_pin and args["TORCH_VARIANT"] == "cpu"
     assert f"pip install torch=={torch_pin}" in (REPO_ROOT / "README.md").read_text()
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in dockerfile
-    assert re.search(r"^RUN pip install \. ", dockerfile, re.M), "the package itself, with its pinned dependencies"
+    assert re.search(r"^RUN pip install -c constraints\.txt \. ", dockerfile, re.M), "the package itself, with its pinned dependencies"
     assert re.search(r"apt-get install .*\bwget\b", dockerfile), "KubeRay's probes run wget in the Ray container"
     with helm.Chart.load(CHART) as loaded:
         assert loaded.values["rayVersion"] == ray_pin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
 import ipaddress
 import json
@@ -11,18 +12,9 @@ import threading
 import pytest
 
 from service.errors import Unprocessable
-from service.jobs import (
-    JobStore,
-    _pinned,
-    check_webhook_url,
-    deliver_webhook,
-    final_state,
-    item_seed,
-    new_job_id,
-    parse_manifest,
-    sign_body,
-    signature_valid,
-)
+from service.jobs import JobStore, _pinned, check_webhook_url, deliver_webhook, final_state, item_seed, new_job_id, parse_manifest
+from service.webhooks import verify, webhook_id
+from tests.test_webhooks import ExtremeRandom
 
 
 def test_a_manifest_line_nested_too_deep_is_a_422_naming_it():
@@ -53,17 +45,6 @@ def test_job_ids_and_item_seeds():
     assert 0 <= item_seed("b" * 32, 0) < 2**32
 
 
-def test_signature_is_hmac_sha256_of_the_exact_body():
-    import hashlib
-    import hmac
-
-    body = b'{"job_id":"x","state":"succeeded"}'
-    assert sign_body(body, "s3cret") == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert signature_valid(body, "s3cret", sign_body(body, "s3cret"))
-    assert not signature_valid(body, "s3cret", None)
-    assert not signature_valid(body, "other", sign_body(body, "s3cret"))
-
-
 @pytest.mark.parametrize(
     "counts, state",
     [
@@ -77,14 +58,13 @@ def test_final_state(counts, state):
     assert final_state(counts) == state
 
 
-def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts():
-    seen: list[bytes] = []
+def test_webhook_delivery_retries_under_one_id_signs_each_attempt_and_gives_up_after_the_attempts():
+    seen: list[tuple[dict[str, str], bytes]] = []
     answers = [500, 502, 200]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
-            seen.append(self.rfile.read(int(self.headers["content-length"])))
-            assert signature_valid(seen[-1], "k", self.headers["X-Collage-Signature"])
+            seen.append((dict(self.headers), self.rfile.read(int(self.headers["content-length"]))))
             self.send_response(answers.pop(0) if answers else 500)
             self.end_headers()
 
@@ -94,11 +74,23 @@ def test_webhook_delivery_retries_until_accepted_and_gives_up_after_the_attempts
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
+    body = b'{"job_id":"j","state":"succeeded"}'
+    # the RNG draws the lowest delay, 0: the retries do not wait, and it records the ceiling of each retry's draw
+    rng = ExtremeRandom(high=False)
+    deliver = functools.partial(
+        deliver_webhook, url, body, "k", job_id="j", backoff_s=1.0, backoff_max_s=1.5, timeout_s=5, allow_private=True, rng=rng
+    )
     try:
-        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=5, backoff_s=0.01, timeout_s=5, allow_private=True))
+        record = asyncio.run(deliver(attempts=5))
         assert record["state"] == "delivered" and record["attempts"] == 3 and record["delivered_at"]
-        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=2, backoff_s=0.01, timeout_s=5, allow_private=True))
+        assert rng.draws == [(0.0, 1.0), (0.0, 1.5)], "full jitter under the doubling ceiling, capped at backoff_max_s"
+        assert len(seen) == 3 and {headers["webhook-id"] for headers, _ in seen} == {webhook_id("j")}
+        for headers, received in seen:
+            assert received == body and verify("k", headers, received)
+            assert not verify("other", headers, received)
+        record = asyncio.run(deliver(attempts=2))
         assert record["state"] == "failed" and record["attempts"] == 2 and record["last_error"] == "HTTP 500"
+        assert len(seen) == 5 and seen[-1][0]["webhook-id"] == seen[0][0]["webhook-id"]  # the same job's event, the same id
     finally:
         server.shutdown()
 
@@ -136,7 +128,9 @@ def test_webhooks_to_non_public_addresses_are_refused_unless_allowed():
         with pytest.raises(Unprocessable, match="not a public address"):
             check_webhook_url(url, allow_private=False)
         check_webhook_url(url, allow_private=True)
-        record = asyncio.run(deliver_webhook(url, b"{}", "k", job_id="j", attempts=3, backoff_s=0.01, timeout_s=1, allow_private=False))
+        record = asyncio.run(
+            deliver_webhook(url, b"{}", "k", job_id="j", attempts=3, backoff_s=0.01, backoff_max_s=1, timeout_s=1, allow_private=False)
+        )
         assert record["state"] == "failed" and record["attempts"] == 0 and "not a public address" in record["last_error"], url
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from service.jobs import SIGNATURE_HEADER, signature_valid
+from service.webhooks import verify, webhook_id
 from tests.test_api import assert_problem
 
 MODEL = "collage-faces"
@@ -186,11 +186,12 @@ def test_webhook_gets_the_signed_final_status_after_retries(client, webhook_rece
     status = wait_for(client, job_id, until=lambda s: s["state"] in TERMINAL and s["webhook"]["state"] != "pending")
     assert status["webhook"]["state"] == "delivered" and status["webhook"]["attempts"] == 3, status["webhook"]
     assert len(receiver.received) == 3
+    ids = {{k.lower(): v for k, v in headers.items()}["webhook-id"] for headers, _ in receiver.received}
+    assert ids == {webhook_id(job_id)}, "the retries of one delivery carry one webhook-id"
     headers, body = receiver.received[-1]
-    signature = {k.lower(): v for k, v in headers.items()}[SIGNATURE_HEADER.lower()]
-    assert signature_valid(body, WEBHOOK_SECRET, signature)
-    assert not signature_valid(body, "another-secret", signature)
-    assert not signature_valid(body + b" ", WEBHOOK_SECRET, signature)
+    assert verify(WEBHOOK_SECRET, headers, body)
+    assert not verify("another-secret", headers, body)
+    assert not verify(WEBHOOK_SECRET, headers, body + b" ")
     payload = json.loads(body)
     assert payload["job_id"] == job_id and payload["state"] == "succeeded" and payload["counts"]["succeeded"] == 2
 

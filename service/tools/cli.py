@@ -35,11 +35,34 @@ def _client(url: str, timeout_s: float) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=timeout_s, headers=client_headers())
 
 
+def _missing_embedded_s3() -> str | None:
+    """Why the embedded S3 server cannot start (its binary is not installed), when the settings need it; else None.
+
+    Checked before anything starts, so a missing ``embedded`` extra is one line naming it, not a traceback from inside
+    the service's start."""
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    if not get_settings().embedded_s3:
+        return None
+    from service.s3server import find_weed
+
+    try:
+        find_weed()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.runtime import LocalService
 
     if args.port is not None:
         os.environ["COLLAGE_HTTP_PORT"] = str(args.port)
+    missing = _missing_embedded_s3()
+    if missing:
+        print(f"collage serve: {missing}", file=sys.stderr)
+        return 2
     service = LocalService(families=args.families)
     stop = threading.Event()
     waiting = False
