@@ -94,7 +94,9 @@ def changed_region(output: GroupOutput) -> GroupOutput:
         "region": {"x": x, "y": y, "width": width, "height": height},
         "full_size": {"width": full_width, "height": full_height},
     }
-    return GroupOutput(np.ascontiguousarray(output.image[y : y + height, x : x + width]), extras, (0, 0, width, height))
+    # A view, not a copy: this runs on the replica's event loop, and the encoder reads strided arrays
+    # in its own thread.
+    return GroupOutput(output.image[y : y + height, x : x + width], extras, (0, 0, width, height))
 
 
 def finished_output(task: EditTask, output: GroupOutput) -> GroupOutput:
