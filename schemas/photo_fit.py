@@ -32,7 +32,15 @@ from pydantic import Field
 FitMode = Literal["stretch", "center_crop", "pad"]
 FIT_MODES: tuple[str, ...] = ("stretch", "center_crop", "pad")  # the first is the default: what resize did before fit existed
 
-CropBox = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+# Bounded so that the box's arithmetic stays in float range (a JSON integer may have 400 digits); no
+# photo the service decodes (max_image_pixels) has a side this long.
+MAX_SIDE = 1 << 20
+CropBox = tuple[
+    Annotated[int, Field(ge=0, le=MAX_SIDE)],
+    Annotated[int, Field(ge=0, le=MAX_SIDE)],
+    Annotated[int, Field(ge=1, le=MAX_SIDE)],
+    Annotated[int, Field(ge=1, le=MAX_SIDE)],
+]
 Box = tuple[int, int, int, int]  # (x, y, width, height) in a photo's pixels
 CROP_BOX_DESCRIPTION = "[x, y, width, height] of the photo to use, in its pixels, fitted to the model's size by params.fit"
 FIT_DESCRIPTION = "how a box of another size becomes the model's: stretch it, cut its centre (center_crop), or pad it (edges repeated)"

@@ -92,7 +92,7 @@ def test_a_crop_box_of_the_models_size_is_copied_and_one_outside_the_photo_is_re
 def test_a_crop_box_needs_a_positive_size():
     from pydantic import ValidationError
 
-    for crop_box in [(0, 0, 0, 10), (-1, 0, 10, 10), (0, 0, 10)]:
+    for crop_box in [(0, 0, 0, 10), (-1, 0, 10, 10), (0, 0, 10), (0, 0, 10**400, 1)]:  # the last: beyond float range
         with pytest.raises(ValidationError, match="crop_box"):
             style.ProjectParams(crop_box=crop_box)
 
