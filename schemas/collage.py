@@ -14,6 +14,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, model_validator
 
 from schemas.common import LatentValue, Limits, Seed, Sha256Hex, StrictModel
+from schemas.photo_fit import CROP_BOX_DESCRIPTION, FIT_DESCRIPTION, FIT_MODES, CropBox, FitMode
 
 ClassRef = Union[int, str]  # a class index, or a name from the model's class list
 MAX_PROJECT_CANDIDATES = 16
@@ -264,11 +265,15 @@ class ProjectParams(StrictModel):
         default=0.25, gt=0.0, le=1.0, description="share of the steps spent on every candidate before keeping the best"
     )
     truncation: float = Truncation
-    resize: bool = Field(default=False, description="resize the image to the model resolution instead of rejecting other sizes")
+    resize: bool = Field(
+        default=False, description="fit the whole image to the model resolution (params.fit) instead of rejecting other sizes"
+    )
+    crop_box: CropBox | None = Field(default=None, description=CROP_BOX_DESCRIPTION)
+    fit: FitMode = Field(default=FIT_MODES[0], description=FIT_DESCRIPTION)
 
 
 class ProjectInputs(StrictModel):
-    image: Sha256Hex = Field(description="asset id of the RGB image to project (model resolution, square)")
+    image: Sha256Hex = Field(description="asset id of the RGB photo to project (model resolution, or see crop_box, resize, fit)")
 
 
 def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
@@ -289,7 +294,7 @@ def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict
     return {"image": inputs.image, "candidates": candidates}
 
 
-def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: dict[str, Any]) -> dict[str, Any]:
+def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: dict[str, Any]) -> Any:
     from schemas.style import fit_project_images as fit_square
 
     return fit_square(images, params, manifest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from schemas.common import ModelName, Sha256Hex, StrictModel
 
@@ -19,6 +19,11 @@ class OutputOptions(StrictModel):
     quality: int | None = Field(
         default=None, ge=1, le=100, description=f"jpeg/webp quality, 1-100 (default {DEFAULT_QUALITY}); png is lossless and takes none"
     )
+    # Strict: the body is read by FastAPI's lax validation, which would take "yes" or 1 for true.
+    region: StrictBool = Field(
+        default=False,
+        description="return only the box the op changed; extras.region gives its offset and size, extras.full_size the whole image's",
+    )
 
     @model_validator(mode="after")
     def _quality_needs_a_lossy_format(self) -> "OutputOptions":
@@ -30,8 +35,15 @@ class OutputOptions(StrictModel):
         return self
 
     def encoding(self) -> dict[str, Any]:
-        """What the family replica encodes with, and what the result id depends on beyond the edit."""
-        return {"format": self.format} if self.format == "png" else {"format": self.format, "quality": self.quality or DEFAULT_QUALITY}
+        """What the family replica encodes with, and what the result id depends on beyond the edit:
+        the format, a lossy format's quality, and ``region`` only when asked (so the ids of whole
+        PNG results stay what they were before either option existed)."""
+        encoding: dict[str, Any] = {"format": self.format}
+        if self.format != "png":
+            encoding["quality"] = self.quality or DEFAULT_QUALITY
+        if self.region:
+            encoding["region"] = True
+        return encoding
 
 
 class EditRequest(StrictModel):

@@ -25,6 +25,21 @@ from schemas.common import Limits
 Invalidation = Literal["model"]
 
 
+@dataclasses.dataclass(frozen=True)
+class FittedImages:
+    """What an op's ``fit_images`` returns when it changed a photo's frame: the images the family runs,
+    and JSON-able extras saying what was done (e.g. the box of the photo a fixed-size model saw and
+    its scale), so that the result can be placed back on the photo."""
+
+    images: dict[str, Any]
+    extras: dict[str, Any]
+
+    @staticmethod
+    def of(fitted: "dict[str, Any] | FittedImages") -> "FittedImages":
+        """A hook's answer as FittedImages: a plain images dict has no extras."""
+        return fitted if isinstance(fitted, FittedImages) else FittedImages(fitted, {})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OpSpec:
     name: str
@@ -43,8 +58,10 @@ class OpSpec:
     handler: str
     # input fields that hold image asset ids (or lists of them), with the Pillow mode they are decoded to
     image_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
-    # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not
-    fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None
+    # (decoded images, params, manifest) -> images the family can run as they are; ValueError if not.
+    # A hook that moves a photo into the model's frame (crops, scales, pads it) returns FittedImages,
+    # whose extras (what it did) the family replica merges into the result's extras.
+    fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], "dict[str, Any] | FittedImages"] | None = None
     # (fitted images, params, the op's pixel budget) -> None; raises ValueError naming the budget and
     # a setting of the request that would fit when the op's generators would run on more pixels
     # (Limits.model_pixel_budget: settings max_model_pixels, model_pixel_budgets). The platform

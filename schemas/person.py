@@ -20,14 +20,24 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from schemas.common import STRIP_GAP, Limits, Seed, Sha256Hex, StrictModel
-from schemas.warp import Keypoints, check_keypoints, image_size
+from schemas.ops import FittedImages
+from schemas.photo_fit import FIT_DESCRIPTION, FIT_MODES, Box, CropBox, FitMode, plan_fit
+from schemas.warp import Keypoints, image_size, model_frame_keypoints
 
 Factor = Literal["foreground", "background", "pose"]
 MAX_STEPS = 12
 
 
 class RecomposeParams(StrictModel):
-    pass
+    foreground_crop_box: CropBox | None = Field(
+        default=None,
+        description="[x, y, width, height] of the foreground photo to use, fitted to the model's size; its keypoints then in its pixels",
+    )
+    background_crop_box: CropBox | None = Field(
+        default=None,
+        description="[x, y, width, height] of the background photo to use (the result covers it); its and pose_keypoints then in its pixels",
+    )
+    fit: FitMode = Field(default=FIT_MODES[0], description=FIT_DESCRIPTION)
 
 
 class RecomposeInputs(StrictModel):
@@ -74,9 +84,17 @@ class InterpolateInputs(StrictModel):
     end_keypoints: Keypoints | None = Field(default=None, description="18 keypoints of the end image; omit for examples")
 
 
-def _keypoints_of(image: str, given: Keypoints | None, name: str, manifest: dict[str, Any]) -> list[list[float] | None]:
-    """Given keypoints, or the example image's listed ones; checked against the model's size."""
-    height, width = image_size(manifest)
+def _keypoints_of(
+    image: str,
+    given: Keypoints | None,
+    name: str,
+    manifest: dict[str, Any],
+    crop_box: Box | None = None,
+    fit: str = FIT_MODES[0],
+    box_param: str = "",
+) -> list[list[float] | None]:
+    """Given keypoints, or the example image's listed ones; in the model's pixels, checked there
+    (with ``crop_box``, mapped from the image's pixels: schemas.warp.model_frame_keypoints)."""
     if given is None:
         example = (manifest.get("examples") or {}).get(image)
         if example is None:
@@ -85,17 +103,18 @@ def _keypoints_of(image: str, given: Keypoints | None, name: str, manifest: dict
                 f"({len(manifest.get('examples') or {})} listed in GET /v1/models/{manifest['name']})"
             )
         given = example["keypoints"]
-    return check_keypoints(given, name, height, width)
+    return model_frame_keypoints(given, name, crop_box, fit, manifest, box_param)
 
 
 def prepare_recompose(
     inputs: RecomposeInputs, params: RecomposeParams, manifest: dict[str, Any], draw_seed, limits: Limits
 ) -> dict[str, Any]:
-    height, width = image_size(manifest)
-    foreground_keypoints = _keypoints_of(inputs.foreground, inputs.foreground_keypoints, "foreground_keypoints", manifest)
-    if inputs.pose_keypoints is not None:
-        pose_keypoints = check_keypoints(inputs.pose_keypoints, "pose_keypoints", height, width)
-    elif inputs.pose is not None:
+    foreground = (params.foreground_crop_box, params.fit, "params.foreground_crop_box")
+    background = (params.background_crop_box, params.fit, "params.background_crop_box")
+    foreground_keypoints = _keypoints_of(inputs.foreground, inputs.foreground_keypoints, "foreground_keypoints", manifest, *foreground)
+    if inputs.pose_keypoints is not None:  # where to draw the person in the result, which covers the background's box
+        pose_keypoints = model_frame_keypoints(inputs.pose_keypoints, "pose_keypoints", *background[:2], manifest, background[2])
+    elif inputs.pose is not None:  # an example image, at the model's size
         pose_keypoints = _keypoints_of(inputs.pose, None, "pose_keypoints", manifest)
     else:
         pose_keypoints = foreground_keypoints
@@ -103,7 +122,9 @@ def prepare_recompose(
         "foreground": inputs.foreground,
         "foreground_keypoints": foreground_keypoints,
         "background": inputs.background,
-        "background_keypoints": _keypoints_of(inputs.background, inputs.background_keypoints, "background_keypoints", manifest),
+        "background_keypoints": _keypoints_of(
+            inputs.background, inputs.background_keypoints, "background_keypoints", manifest, *background
+        ),
         "pose_keypoints": pose_keypoints,
     }
 
@@ -141,6 +162,27 @@ def prepare_interpolate(
         "end": inputs.end,
         "end_keypoints": _keypoints_of(inputs.end, inputs.end_keypoints, "end_keypoints", manifest),
     }
+
+
+def fit_recompose_images(images: dict[str, Any], params: RecomposeParams, manifest: dict[str, Any]) -> FittedImages:
+    """Foreground and background at the model's size: as they are, or each its crop box fitted by
+    ``fit``; ``extras.fit`` says, per image, what was done (schemas/photo_fit.py)."""
+    height, width = image_size(manifest)
+    fitted, fits = dict(images), {}
+    for name, crop_box in (("foreground", params.foreground_crop_box), ("background", params.background_crop_box)):
+        image = images[name]
+        fit = plan_fit(
+            (image.shape[1], image.shape[0]),
+            (width, height),
+            crop_box,
+            None,
+            params.fit,
+            f"inputs.{name}",
+            manifest["name"],
+            f"params.{name}_crop_box",
+        )
+        fitted[name], fits[name] = fit.apply(image), fit.extras()
+    return FittedImages(fitted, {"fit": fits})
 
 
 def fit_person_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import LatentValue, Limits, Seed, Sha256Hex, StrictModel
+from schemas.ops import FittedImages
+from schemas.photo_fit import CROP_BOX_DESCRIPTION, FIT_DESCRIPTION, FIT_MODES, CropBox, FitMode, plan_fit
 
 # Defaults of the sequential query (deployments/style/editing.py). The official code
 # (IVRL/GANLocalEditing, StyleInterpolator) takes rho and epsilon without defaults; these are ours:
@@ -55,33 +57,37 @@ class ProjectParams(StrictModel):
     steps: int = Field(default=100, ge=1, le=1000, description="optimisation steps (more: closer fit, slower)")
     learning_rate: float = Field(default=0.05, gt=0.0, le=1.0, description="Adam step size on the latent")
     latent_space: Literal["w", "w+"] = Field(default="w+", description="one w for all layers, or one per layer")
-    resize: bool = Field(default=False, description="resize the image to the model resolution instead of rejecting other sizes")
+    resize: bool = Field(
+        default=False, description="fit the whole image to the model resolution (params.fit) instead of rejecting other sizes"
+    )
+    crop_box: CropBox | None = Field(default=None, description=CROP_BOX_DESCRIPTION)
+    fit: FitMode = Field(default=FIT_MODES[0], description=FIT_DESCRIPTION)
 
 
 class ProjectInputs(StrictModel):
-    image: Sha256Hex = Field(description="asset id of the RGB image to project (model resolution, square)")
+    image: Sha256Hex = Field(description="asset id of the RGB photo to project (model resolution, or see crop_box, resize, fit)")
 
 
 def prepare_project(inputs: ProjectInputs, params: ProjectParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     return {"image": inputs.image}
 
 
-def fit_project_images(images: dict[str, Any], params: ProjectParams, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The image must be the model's size; with ``resize`` it is resized (Lanczos) to it."""
-    import numpy as np
-    from PIL import Image
-
+def fit_project_images(images: dict[str, Any], params: Any, manifest: dict[str, Any]) -> FittedImages:
+    """The photo at the model's square size: its ``crop_box`` fitted by ``fit``, or all of it (fitted
+    only with ``resize``; else it must be the model's size); ``extras.fit.image`` says what was done
+    (schemas/photo_fit.py). Shared by collage's ``project``, whose params have the same fields."""
     resolution = int(manifest["resolution"])
     image = images["image"]
-    height, width = image.shape[:2]
-    if (height, width) != (resolution, resolution):
-        if not params.resize:
-            raise ValueError(
-                f"inputs.image is {width}x{height} but model {manifest['name']!r} works at {resolution}x{resolution}; "
-                f"crop/resize it, or set params.resize=true"
-            )
-        image = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
-    return {**images, "image": image}
+    fit = plan_fit(
+        (image.shape[1], image.shape[0]),
+        (resolution, resolution),
+        params.crop_box,
+        params.resize,
+        params.fit,
+        "inputs.image",
+        manifest["name"],
+    )
+    return FittedImages({**images, "image": fit.apply(image)}, {"fit": {"image": fit.extras()}})
 
 
 # ---- the part catalog: an attachment of a style model (its metadata in GET /v1/models) ----------

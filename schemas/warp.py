@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import Field
 
 from schemas.common import Limits, Sha256Hex, StrictModel
+from schemas.ops import FittedImages
+from schemas.photo_fit import FIT_DESCRIPTION, FIT_MODES, Box, CropBox, FitMode, fitted_box, plan_fit, to_model_frame
 
 KEYPOINT_NAMES = (
     "nose",
@@ -110,12 +112,18 @@ Keypoints = list[tuple[float, float] | None]
 
 
 class PoseTransferParams(StrictModel):
-    pass
+    crop_box: CropBox | None = Field(
+        default=None,
+        description="[x, y, width, height] of the photo (and its parsing) to use, fitted to the model's size; keypoints then in the photo's pixels",
+    )
+    fit: FitMode = Field(default=FIT_MODES[0], description=FIT_DESCRIPTION)
 
 
 class PoseTransferInputs(StrictModel):
-    image: Sha256Hex = Field(description="asset id of the person image, at the model's image_size")
-    target_keypoints: Keypoints = Field(description="18 COCO keypoints of the target pose: [x, y] pixels or null (not visible)")
+    image: Sha256Hex = Field(description="asset id of the person image, at the model's image_size (or see params.crop_box)")
+    target_keypoints: Keypoints = Field(
+        description="18 COCO keypoints of the target pose: [x, y] pixels (the photo's, with params.crop_box) or null (not visible)"
+    )
     keypoints: Keypoints | None = Field(default=None, description="the image's own 18 keypoints; omit for the model's example images")
     parsing: Sha256Hex | None = Field(
         default=None,
@@ -151,10 +159,28 @@ def check_keypoints(points: Keypoints, name: str, height: int, width: int) -> li
     return canonical
 
 
+def model_frame_keypoints(
+    points: Keypoints, name: str, crop_box: Box | None, fit: str, manifest: dict[str, Any], box_param: str = "params.crop_box"
+) -> list[list[float] | None]:
+    """Keypoints of an image -> canonical keypoints in the model input's pixels, checked there
+    (``check_keypoints``). Without a crop box they are that already; with one they are in the photo's
+    pixels and mapped as the photo is (schemas/photo_fit.py), so each must lie in what the model sees."""
+    height, width = image_size(manifest)
+    if crop_box is None:
+        return check_keypoints(points, name, height, width)
+    box = fitted_box(crop_box, (width, height), fit)
+    try:
+        return check_keypoints(to_model_frame(points, box, (width, height)), name, height, width)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (mapped from the photo's pixels: with {box_param} {list(crop_box)} and fit {fit!r} the model sees the photo's box "
+            f"{list(box)}, scaled to {width}x{height})"
+        ) from None
+
+
 def prepare_pose_transfer(
     inputs: PoseTransferInputs, params: PoseTransferParams, manifest: dict[str, Any], draw_seed, limits: Limits
 ) -> dict[str, Any]:
-    height, width = image_size(manifest)
     keypoints, parsing = inputs.keypoints, inputs.parsing
     if keypoints is None or parsing is None:
         example = (manifest.get("examples") or {}).get(inputs.image)
@@ -168,22 +194,24 @@ def prepare_pose_transfer(
     return {
         "image": inputs.image,
         "parsing": parsing,
-        "keypoints": check_keypoints(keypoints, "keypoints", height, width),
-        "target_keypoints": check_keypoints(inputs.target_keypoints, "target_keypoints", height, width),
+        "keypoints": model_frame_keypoints(keypoints, "keypoints", params.crop_box, params.fit, manifest),
+        "target_keypoints": model_frame_keypoints(inputs.target_keypoints, "target_keypoints", params.crop_box, params.fit, manifest),
     }
 
 
-def fit_pose_transfer_images(images: dict[str, Any], params: PoseTransferParams, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Image and parsing at the model's size; parsing values are LIP classes."""
+def fit_pose_transfer_images(images: dict[str, Any], params: PoseTransferParams, manifest: dict[str, Any]) -> FittedImages:
+    """Image and parsing at the model's size: as they are, or their ``crop_box`` fitted by ``fit``
+    (the parsing by nearest neighbour, padded with background); parsing values are LIP classes.
+    ``extras.fit.image`` says what was done (schemas/photo_fit.py)."""
     height, width = image_size(manifest)
-    for name in ("image", "parsing"):
-        if images[name].shape[:2] != (height, width):
-            raise ValueError(
-                f"inputs.{name} is {images[name].shape[1]}x{images[name].shape[0]} but model {manifest['name']!r} works at {width}x{height}"
-            )
+    image, parsing = images["image"], images["parsing"]
+    fit = plan_fit((image.shape[1], image.shape[0]), (width, height), params.crop_box, None, params.fit, "inputs.image", manifest["name"])
+    if parsing.shape[:2] != image.shape[:2]:  # one crop box for both: the parsing labels the image's pixels
+        raise ValueError(f"inputs.parsing is {parsing.shape[1]}x{parsing.shape[0]} but inputs.image is {image.shape[1]}x{image.shape[0]}")
+    images = {**images, "image": fit.apply(image), "parsing": fit.apply(parsing, labels=True)}
     if int(images["parsing"].max()) >= NUM_PARSING_CLASSES:
         raise ValueError(
             f"inputs.parsing holds value {int(images['parsing'].max())}: a parsing is a grey PNG of LIP class "
             f"indices 0-{NUM_PARSING_CLASSES - 1}"
         )
-    return images
+    return FittedImages(images, {"fit": {"image": fit.extras()}})

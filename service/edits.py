@@ -26,6 +26,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from schemas.common import Limits
 from schemas.edits import EditRequest, Timings
+from schemas.ops import FittedImages
 from service import metrics
 from service.admission import EditAdmission
 from service.auth import LOCAL_DEVELOPER, AccessIndex, Principal
@@ -129,11 +130,13 @@ def build_task(
     params_model = spec.params_model.model_validate(spec.params_with_defaults(params, manifest))
     canonical = spec.prepare(spec.inputs_model.model_validate(inputs), params_model, manifest, lambda: seed, limits)
     images = decode_image_inputs(spec.image_inputs, canonical, read_asset, limits.max_image_pixels)
+    fit_extras: dict[str, Any] = {}
     if spec.fit_images is not None:
-        images = spec.fit_images(images, params_model, manifest)
+        fitted = FittedImages.of(spec.fit_images(images, params_model, manifest))
+        images, fit_extras = fitted.images, fitted.extras
     if spec.check_pixel_budget is not None:
         spec.check_pixel_budget(images, params_model, limits.model_pixel_budget(manifest["family"], op))
-    return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background)
+    return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background, fit_extras=fit_extras)
 
 
 @dataclasses.dataclass
@@ -163,11 +166,16 @@ class _PreparedEdit:
     params_json: dict[str, Any]
     task_inputs: dict[str, Any]
     images: dict[str, Any]
+    fit_extras: dict[str, Any]  # what the op's fit_images did (schemas.ops.FittedImages)
     result_id: str
     result_key: str
     seed: int | None
     storage_s: float
 
+
+# The encoding of results whose ids leave ``encoding`` out: those of requests made before output
+# formats and output.region existed keep their ids.
+WHOLE_PNG = {"format": "png"}
 
 # Extras up to this size travel in the result's own metadata (base64 of the JSON: S3 metadata is
 # ASCII and at most 2 KB in all), so most results are one object, read back by one HEAD.
@@ -278,6 +286,7 @@ class EditPipeline:
                 background=background,
                 deadline=deadline,
                 encoding=body.output.encoding(),
+                fit_extras=prepared.fit_extras,
             )
             output = await self.dispatch(prepared.family, prepared.handle, task)
             computed = True
@@ -382,7 +391,7 @@ class EditPipeline:
             "inputs": canonical_inputs,
         }
         encoding = body.output.encoding()
-        if encoding["format"] != "png":  # another encoding is another stored object; PNG ids stay what they were
+        if encoding != WHOLE_PNG:  # another encoding (or only the changed region) is another stored object
             document["encoding"] = encoding
         result_id = canonical_hash(document)
         result_key = self.store.result_key(result_id)
@@ -400,11 +409,13 @@ class EditPipeline:
         t = time.perf_counter()
         images = self._load_image_inputs(spec.image_inputs, canonical_inputs, found)
         storage_s += time.perf_counter() - t
+        fit_extras: dict[str, Any] = {}
         if spec.fit_images is not None:
             try:
-                images = spec.fit_images(images, params, manifest)
+                fitted = FittedImages.of(spec.fit_images(images, params, manifest))
             except ValueError as exc:
                 raise Unprocessable(str(exc)) from None
+            images, fit_extras = fitted.images, fitted.extras
         if spec.check_pixel_budget is not None:
             budget = self.settings.limits().model_pixel_budget(family, body.op)
             try:
@@ -416,7 +427,9 @@ class EditPipeline:
             t = time.perf_counter()
             task_inputs = self._resolve_projections(body.model, family, spec.latent_inputs, canonical_inputs, found)
             storage_s += time.perf_counter() - t
-        return _PreparedEdit(family, spec, handle, manifest, params_json, task_inputs, images, result_id, result_key, seed, storage_s)
+        return _PreparedEdit(
+            family, spec, handle, manifest, params_json, task_inputs, images, fit_extras, result_id, result_key, seed, storage_s
+        )
 
     def _cached_result(
         self, result_id: str, result_key: str, manifest: dict[str, Any], seed: int | None, want_image: bool, principal: Principal

@@ -63,14 +63,48 @@ class WarmupRequest:
 
 
 class GroupOutput:
-    """One task's result from an op's handler (``run_group``): an image and JSON-able extras."""
+    """One task's result from an op's handler (``run_group``): an image, JSON-able extras, and the box
+    of the image the op changed, ``(x, y, width, height)``, when it knows one (inpaint: its hole's
+    bounding box); None means the whole image. ``output.region`` returns only that box
+    (:func:`changed_region`)."""
 
-    __slots__ = ("image", "extras")
+    __slots__ = ("image", "extras", "changed_box")
 
-    def __init__(self, image: np.ndarray, extras: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, image: np.ndarray, extras: dict[str, Any] | None = None, changed_box: tuple[int, int, int, int] | None = None
+    ) -> None:
         assert image.dtype == np.uint8 and image.ndim in (2, 3), f"uint8 HxW[x3] expected, got {image.dtype} {image.shape}"
+        if changed_box is not None:
+            x, y, width, height = changed_box
+            assert width > 0 and height > 0 and 0 <= x and 0 <= y, f"changed_box {changed_box} is empty or negative"
+            assert x + width <= image.shape[1] and y + height <= image.shape[0], f"changed_box {changed_box} leaves a {image.shape} image"
         self.image = image
         self.extras = extras or {}
+        self.changed_box = changed_box
+
+
+def changed_region(output: GroupOutput) -> GroupOutput:
+    """``output.region``: the output cut to the box its op changed (the whole image when the op named
+    none), with extras saying where that box lies in the whole result, so a client that composites
+    itself pastes it back at ``region.x, region.y``."""
+    full_height, full_width = output.image.shape[:2]
+    x, y, width, height = output.changed_box or (0, 0, full_width, full_height)
+    extras = {
+        **output.extras,
+        "region": {"x": x, "y": y, "width": width, "height": height},
+        "full_size": {"width": full_width, "height": full_height},
+    }
+    # A view, not a copy: this runs on the replica's event loop, and the encoder reads strided arrays
+    # in its own thread.
+    return GroupOutput(output.image[y : y + height, x : x + width], extras, (0, 0, width, height))
+
+
+def finished_output(task: EditTask, output: GroupOutput) -> GroupOutput:
+    """A handler's output as the client gets it: with what the ingress's fit_images did to the photos
+    in its extras (the handler's own extras win), cut to its changed region when output.region asks."""
+    if task.fit_extras:
+        output = GroupOutput(output.image, {**task.fit_extras, **output.extras}, output.changed_box)
+    return changed_region(output) if task.encoding.get("region") else output
 
 
 class PendingOutput:
@@ -448,6 +482,7 @@ class FamilyDeployment(abc.ABC):
                 for i in indices:
                     results[i] = RuntimeError(f"{self.family}.{op} failed: {type(exc).__name__}: {exc}")
                 continue
+            outputs = [finished_output(task, output) for task, output in zip(members, outputs)]
             # Encoding runs off the batch loop: the queue's next batch computes while this group's
             # images are encoded in another thread, and each caller awaits its own group's bytes.
             encoded = asyncio.ensure_future(asyncio.to_thread(self._encode_group, members, outputs))

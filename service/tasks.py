@@ -19,6 +19,9 @@ class EditTask:
     background: bool = False  # a job item: yields to synchronous edits in the family replica (service.family.PriorityGate)
     deadline: float | None = None  # time.time() after which the client no longer wants it: the replica skips it
     encoding: dict[str, Any] = dataclasses.field(default_factory=lambda: {"format": "png"})  # schemas.edits.OutputOptions.encoding()
+    # What the op's fit_images did to the photos (schemas.ops.FittedImages.extras): the replica merges
+    # it into the result's extras, so handlers need not know how their inputs were fitted.
+    fit_extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     # ``params`` as an instance of the op's params model, built on the replica once per task
     # (service.family.FamilyDeployment.op_params). Never sent: pickling leaves it out, so what travels
     # (and what result ids and job items hash) is the plain JSON ``params``.

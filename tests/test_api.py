@@ -198,6 +198,19 @@ def test_output_formats_are_their_own_results_with_their_media_type(client):
     assert spelled["cached"] is True
 
 
+def test_output_region_of_an_op_that_changes_the_whole_image_is_all_of_it(client):
+    body = {"model": MODEL, "op": "sample", "inputs": {"seed": 322}, "output": {"inline": True}}
+    whole = client.post("/v1/edits", json=body).json()
+    region = client.post("/v1/edits", json={**body, "output": {"inline": True, "region": True}}).json()
+    assert region["result_id"] != whole["result_id"] and region["cached"] is False  # the option is part of the cache key
+    assert (region["width"], region["height"]) == (whole["width"], whole["height"])
+    assert region["extras"]["region"] == {"x": 0, "y": 0, "width": whole["width"], "height": whole["height"]}
+    assert region["extras"]["full_size"] == {"width": whole["width"], "height": whole["height"]}
+    assert np.array_equal(decode(base64.b64decode(region["image_base64"])), decode(base64.b64decode(whole["image_base64"])))
+    again = client.post("/v1/edits", json={**body, "output": {"region": True}}).json()
+    assert again["cached"] is True and again["extras"]["region"] == region["extras"]["region"]  # the stored extras say it too
+
+
 @pytest.mark.parametrize(
     "output,detail",
     [
@@ -205,6 +218,9 @@ def test_output_formats_are_their_own_results_with_their_media_type(client):
         ({"format": "png", "quality": 80}, "quality"),
         ({"format": "jpeg", "quality": 0}, "quality"),
         ({"format": "webp", "quality": 101}, "quality"),
+        ({"region": "yes"}, "output.region"),  # strict: a string is no bool
+        ({"region": 1}, "output.region"),
+        ({"region": {"x": 0, "y": 0}}, "output.region"),
     ],
 )
 def test_bad_output_options_are_422(client, output, detail):

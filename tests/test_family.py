@@ -136,6 +136,37 @@ def test_the_batch_returns_before_its_images_are_encoded():
     assert asyncio.run(scenario()).media_type == "image/png"
 
 
+class ChangedBoxFamily(RecordingFamily):
+    """Its op ``boxed`` says it changed rows 2-5, columns 1-3 of a 10 x 8 image; ``sample`` names no box."""
+
+    def run_group(self, model, op, tasks):
+        image = np.arange(10 * 8 * 3, dtype=np.uint8).reshape(10, 8, 3)  # every pixel distinct: a shifted crop would show
+        return [GroupOutput(image, {"op_extra": t.inputs["i"]}, (1, 2, 3, 4) if op == "boxed" else None) for t in tasks]
+
+
+def test_output_region_cuts_the_result_to_the_box_its_op_changed():
+    import io
+
+    from PIL import Image
+
+    region = {"format": "png", "region": True}
+    tasks = [task(0, "a", "boxed", 8), task(1, "a", "boxed", 8, region), task(2, "a", "sample", 8, region)]
+    whole, boxed, unboxed = run_batch(ChangedBoxFamily(), tasks)
+    pixels = [np.asarray(Image.open(io.BytesIO(r.data))) for r in (whole, boxed, unboxed)]
+    assert (whole.width, whole.height) == (8, 10) and "region" not in whole.extras  # not asked: the whole image
+    assert (boxed.width, boxed.height) == (3, 4) and np.array_equal(pixels[1], pixels[0][2:6, 1:4])
+    assert boxed.extras == {"op_extra": 1, "region": {"x": 1, "y": 2, "width": 3, "height": 4}, "full_size": {"width": 8, "height": 10}}
+    # an op that names no box changed the whole image: all of it, at (0, 0)
+    assert np.array_equal(pixels[2], pixels[0]) and unboxed.extras["region"] == {"x": 0, "y": 0, "width": 8, "height": 10}
+
+
+def test_a_changed_box_outside_the_image_is_refused():
+    import pytest
+
+    with pytest.raises(AssertionError, match="changed_box"):
+        GroupOutput(np.zeros((4, 4), np.uint8), {}, (2, 0, 3, 4))
+
+
 def test_a_failing_group_fails_only_its_own_tasks():
     family = RecordingFamily()
     tasks = [task(0, "a", "sample", 8), task(1, "a", "explode", 8), task(2, "broken", "sample", 8)]

@@ -238,3 +238,29 @@ def test_a_large_photo_runs_on_crops_and_over_the_pixel_budget_is_a_413(client, 
     assert result.shape == photo.shape and np.array_equal(result[outside], photo[outside])
     assert not np.array_equal(result[~outside], photo[~outside])
     assert_problem(_inpaint(client, photo_id, hole_id, {"strategy": "tile"}), 422, "params.strategy")
+
+
+def test_output_region_returns_the_holes_box_of_the_full_result(client, model):
+    photo, hole = _photo(seed=7), _hole(box=(12, 30, 5, 21))  # rows 12-29, cols 5-20
+    photo_id, hole_id = _upload(client, photo), _upload(client, hole)
+    body = {"model": MODEL, "op": "inpaint", "params": {"dilate": 0}, "inputs": {"image": photo_id, "mask": hole_id}}
+    full = client.post("/v1/edits", json={**body, "output": {"inline": True}})
+    region = client.post("/v1/edits", json={**body, "output": {"inline": True, "region": True}})
+    assert region.status_code == 200, region.text
+    assert region.json()["result_id"] != full.json()["result_id"]  # output.region is part of the cache key
+    extras = region.json()["extras"]
+    assert extras["region"] == {"x": 5, "y": 12, "width": 16, "height": 18}
+    assert extras["full_size"] == {"width": 36, "height": 40}
+    assert (region.json()["width"], region.json()["height"]) == (16, 18)
+    box = _image(region)
+    # the same edit computed twice, each alone in its batch: the region's pixels are the full result's
+    assert np.array_equal(box, _image(full)[12:30, 5:21])
+    # what a compositing client does: paste the region at its offset into the photo it sent
+    pasted = photo.copy()
+    pasted[12:30, 5:21] = box
+    assert np.array_equal(pasted, _image(full))
+    empty = client.post(
+        "/v1/edits",
+        json={**body, "inputs": {"image": photo_id, "mask": _upload(client, np.zeros((40, 36), np.uint8))}, "output": {"region": True}},
+    )
+    assert empty.json()["extras"]["region"] == {"x": 0, "y": 0, "width": 36, "height": 40}  # nothing changed: all of it

@@ -200,3 +200,15 @@ def test_pixel_budgets_are_settings_per_op():
 
     with pytest.raises(ValueError, match="unknown ops"):  # ops are checked where the families load, not in Settings
         check_pixel_budgets(Settings(model_pixel_budgets={"inpaint.paint": 20_000}))
+
+
+def test_the_changed_box_is_the_holes_bounding_box_and_nothing_outside_it_changes(model):
+    image = _photo(96, 120)
+    hole = _hole((96, 120), (10, 20, 8, 6), (60, 90, 20, 12))  # two holes: the box spans both
+    box = strategies.bounding_box(hole)
+    assert box.xywh() == [20, 10, 90 - 20 + 12, 60 - 10 + 20]
+    result, _edges, _plan = _run(model, _task(image, hole, strategy="crop", crop_margin=8))
+    outside = np.ones(hole.shape, bool)
+    outside[box.slices] = False
+    assert np.array_equal(result[outside], image[outside])  # output.region drops only unchanged pixels
+    assert not np.array_equal(result[box.slices], image[box.slices])

@@ -14,7 +14,7 @@ from deployments.person.checkpoint import Example, export, load_model
 from deployments.person.networks import FACTORS, DisentangledPersonGenerator, PersonConfig
 from schemas import person as schema
 from schemas.common import STRIP_GAP, Limits
-from schemas.warp import KEYPOINT_NAMES
+from schemas.warp import KEYPOINT_NAMES, check_keypoints
 from training.data import persons
 
 HEIGHT, WIDTH = 32, 16
@@ -220,7 +220,7 @@ def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source
         lambda: 0,
         LIMITS,
     )
-    assert by_example["pose_keypoints"] == schema.check_keypoints(other, "x", HEIGHT, WIDTH)
+    assert by_example["pose_keypoints"] == check_keypoints(other, "x", HEIGHT, WIDTH)
     with pytest.raises(ValueError, match="background_keypoints is required"):
         schema.prepare_recompose(schema.RecomposeInputs(foreground=A, background=B), schema.RecomposeParams(), manifest, lambda: 0, LIMITS)
     with pytest.raises(ValueError, match="pose_keypoints is required"):

@@ -174,3 +174,29 @@ def test_a_batch_job_runs_each_op_and_matches_the_synchronous_edits(client, mode
     for item, result in zip(items, results):
         again = client.post("/v1/edits", json=item)
         assert again.status_code == 200 and again.json()["result_id"] == result["result_id"] and again.json()["cached"]
+
+
+def test_recompose_takes_a_crop_box_of_each_photo(client, model):
+    a, b, _ = list(model["manifest"]["examples"])
+    points = model["manifest"]["examples"][a]["keypoints"]
+    big = np.zeros((HEIGHT * 2, WIDTH * 3, 3), np.uint8)
+    big[HEIGHT // 2 : HEIGHT // 2 + HEIGHT, WIDTH : 2 * WIDTH] = model["images"][a]
+    foreground = _upload(client, png_bytes(big))
+    shifted = [None if p is None else [p[0] + WIDTH, p[1] + HEIGHT // 2] for p in points]
+    inputs = {"foreground": foreground, "foreground_keypoints": shifted, "background": b}
+    response = _edit(client, "recompose", inputs, {"foreground_crop_box": [WIDTH, HEIGHT // 2, WIDTH, HEIGHT]})
+    assert response.status_code == 200, response.text
+    fits = response.json()["extras"]["fit"]
+    assert fits["foreground"] == {
+        "photo_size": [3 * WIDTH, 2 * HEIGHT],
+        "box": [WIDTH, HEIGHT // 2, WIDTH, HEIGHT],
+        "scale": [1.0, 1.0],
+        "mode": "none",
+    }
+    assert fits["background"]["mode"] == "none" and fits["background"]["box"] == [0, 0, WIDTH, HEIGHT]
+    # the same pixels and keypoints as the example itself: the same canonical model inputs, so the same image (tolerance:
+    # the two edits may ride in batches of other sizes)
+    plain = _edit(client, "recompose", {"foreground": a, "background": b})
+    assert _close(_image(response), _image(plain))
+    too_far = {"foreground_crop_box": [2 * WIDTH + 1, 0, WIDTH, HEIGHT]}
+    assert_problem(_edit(client, "recompose", inputs, too_far), 422, "params.foreground_crop_box")

@@ -101,3 +101,20 @@ def test_project_inline_output(client):
         "/v1/edits", json={"model": MODEL, "op": "project", "params": {"steps": 3}, "inputs": {"image": asset}, "output": {"inline": True}}
     ).json()
     assert Image.open(io.BytesIO(base64.b64decode(result["image_base64"]))).size == (64, 64)
+
+
+def test_project_fits_a_non_square_photo_and_says_how(client):
+    photo = _upload(client, random_png(40, 100, seed=24))  # 100 x 40, landscape
+    body = {"model": MODEL, "op": "project", "params": {"steps": 2, "resize": True, "fit": "center_crop"}, "inputs": {"image": photo}}
+    response = client.post("/v1/edits", json=body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["width"], response.json()["height"]) == (64, 64)
+    # the middle 40 x 40 of the photo, scaled by 64/40: the result put back over that box
+    assert response.json()["extras"]["fit"] == {
+        "image": {"photo_size": [100, 40], "box": [30, 0, 40, 40], "scale": [1.6, 1.6], "mode": "center_crop"}
+    }
+    assert len(response.json()["extras"]["w"]) > 0  # the fit is beside the latent, not instead of it
+    outside = {**body, "params": {"steps": 2, "crop_box": [50, 0, 64, 41]}}
+    assert_problem(client.post("/v1/edits", json=outside), 422, "params.crop_box [50, 0, 64, 41] (x, y, width, height) reaches outside")
+    assert_problem(client.post("/v1/edits", json={**body, "params": {"crop_box": [0, 0, 0, 8]}}), 422, "params.crop_box")
+    assert_problem(client.post("/v1/edits", json={**body, "params": {"resize": True, "fit": "cover"}}), 422, "params.fit")

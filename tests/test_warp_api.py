@@ -153,3 +153,37 @@ def test_wrong_sized_images_and_non_label_parsings_are_refused(client, model):
         422,
         "class indices",
     )
+
+
+def test_a_photo_larger_than_the_model_is_fitted_by_its_crop_box(client, model):
+    image_id, example = _example(model)
+    fresh = decode(client.get(f"/v1/assets/{image_id}", params={"redirect": True}, follow_redirects=True).content)
+    parsing = decode(client.get(f"/v1/assets/{example['parsing']}", params={"redirect": True}, follow_redirects=True).content)[..., 0]
+    # the example person at twice its size, 20 px right and 14 px down in a larger photo
+    photo = np.zeros((100, 80, 3), np.uint8)
+    photo[14 : 14 + 2 * HEIGHT, 20 : 20 + 2 * WIDTH] = fresh.repeat(2, axis=0).repeat(2, axis=1)
+    labels = np.zeros((100, 80), np.uint8)
+    labels[14 : 14 + 2 * HEIGHT, 20 : 20 + 2 * WIDTH] = parsing.repeat(2, axis=0).repeat(2, axis=1)
+
+    def in_the_photo(points):  # pixel centre p of the model's image is 2p + 0.5 of the scaled copy
+        return [None if p is None else [20 + 2 * p[0] + 0.5, 14 + 2 * p[1] + 0.5] for p in points]
+
+    inputs = {
+        "image": _upload(client, png_bytes(photo)),
+        "parsing": _upload(client, png_bytes(labels)),
+        "keypoints": in_the_photo(example["keypoints"]),
+        "target_keypoints": in_the_photo(example["target_keypoints"]),
+    }
+    body = {"model": MODEL, "op": "pose_transfer", "inputs": inputs, "params": {"crop_box": [20, 14, 2 * WIDTH, 2 * HEIGHT]}}
+    response = client.post("/v1/edits", json=body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["width"], response.json()["height"]) == (WIDTH, HEIGHT)
+    fit = response.json()["extras"]["fit"]["image"]
+    assert fit == {"photo_size": [80, 100], "box": [20, 14, 2 * WIDTH, 2 * HEIGHT], "scale": [0.5, 0.5], "mode": "stretch"}
+    # a box around the keypoints (checked first, in the model's frame) that reaches past the photo's edge
+    beyond = {**body, "params": {"crop_box": [20, 14, 4 * WIDTH, 4 * HEIGHT]}}
+    assert_problem(
+        client.post("/v1/edits", json=beyond), 422, "params.crop_box [20, 14, 64, 128] (x, y, width, height) reaches outside the 80x100"
+    )
+    in_the_model = {**inputs, "keypoints": example["keypoints"], "target_keypoints": example["target_keypoints"]}
+    assert_problem(_transfer(client, in_the_model), 422, "works at")  # no crop box: the model's size, as before

@@ -24,7 +24,7 @@ from deployments.inpaint import ops as edge_connect  # not "ops": cloudpickle wo
 from deployments.inpaint.checkpoint import load_model
 from deployments.inpaint.edgeconnect import EdgeConnect, EdgeConnectConfig
 from deployments.inpaint.spec import FAMILY
-from deployments.inpaint.strategies import InpaintPlan, plan_of
+from deployments.inpaint.strategies import InpaintPlan, bounding_box, plan_of
 from schemas.inpaint import InpaintParams
 from service.family import FamilyDeployment, GroupOutput, WarmupRequest
 from service.images import encode_png
@@ -182,7 +182,7 @@ class InpaintDeployment(FamilyDeployment):
         outputs: list[GroupOutput | None] = [None] * len(tasks)
         work = []
         for i, (task, p) in enumerate(zip(tasks, params)):
-            if not task.images["mask"].any():  # nothing to fill: the input back, flagged
+            if not task.images["mask"].any():  # nothing to fill: the input back, flagged (output.region: all of it)
                 edges = edge_connect.canny_edges(gray_of(task.images["image"]), task.images["mask"], p.sigma)
                 extras = {"empty_mask": True, "hole_pixels": 0, "hole_share": 0.0, **self._store_edges((edges * 255).astype(np.uint8))}
                 outputs[i] = GroupOutput(task.images["image"], extras)
@@ -199,7 +199,7 @@ class InpaintDeployment(FamilyDeployment):
                     **plan.extras(),
                     **self._store_edges(edge_map),
                 }
-                outputs[i] = GroupOutput(image, extras)
+                outputs[i] = GroupOutput(image, extras, tuple(bounding_box(hole).xywh()))
         return outputs  # type: ignore[return-value]
 
     def health_forward(self) -> None:

@@ -144,6 +144,13 @@ def hole_regions(hole: np.ndarray, margin: int) -> list[Box]:
     return sorted(boxes, key=lambda b: (b.top, b.left))
 
 
+def bounding_box(hole: np.ndarray) -> Box:
+    """The smallest box holding every hole pixel of a bool hole (H, W) with at least one: the pixels
+    an inpaint edit changes lie inside it (output.region returns it)."""
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    return Box(int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+
+
 def crop_plan(hole: np.ndarray, margin: int) -> InpaintPlan:
     shape = hole.shape[:2]
     regions = hole_regions(hole, margin)

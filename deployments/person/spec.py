@@ -29,7 +29,7 @@ FAMILY = FamilySpec(
             inputs_model=person.RecomposeInputs,
             prepare=person.prepare_recompose,
             image_inputs={"foreground": "RGB", "background": "RGB"},
-            fit_images=person.fit_person_images,
+            fit_images=person.fit_recompose_images,
             handler="run_recompose",
             group_key=kept_factors,
         ),
