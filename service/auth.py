@@ -18,9 +18,21 @@ Ownership (:class:`AccessIndex`)
     exist. Jobs record their owner in ``request.json``; Idempotency-Keys are scoped per key.
 
 Rate limits (:class:`RateLimiter`)
-    A token bucket per key in each ingress replica: ``rate_limit_per_s`` (or the key's own) refilled
-    continuously, ``rate_limit_burst`` deep; an empty bucket is a 429 with the Retry-After that
-    refills one token.
+    A key's ``rate_limit_per_s`` (or the key's own) and ``rate_limit_burst`` are its budget across
+    the whole service. Each of the ``ingress_replicas`` ingress replicas holds a token bucket per key
+    with its share of it: ``rate / ingress_replicas`` refilled continuously, ``burst /
+    ingress_replicas`` deep (at least one token). An empty bucket is a 429 with the Retry-After
+    that refills one token of this replica's share.
+
+    Why a share, not one shared budget (a Ray actor holding the buckets, or Redis): Serve's proxy
+    (HAProxy, or Ray's own proxy) spreads requests over the ingress replicas per request, so a key's
+    traffic reaches each replica about evenly and N shares add up to the limit. A shared store puts
+    a round trip (or a leasing protocol, whose unspent leases hold back tokens) on every request and
+    a new process to keep alive, and when it is down the replicas must fall back to a share anyway.
+    The share can only err on the strict side: the sum over replicas is never above the limit (a
+    replica that is down, or traffic skewed to one replica, admits less than the limit, never more).
+    ``ingress_replicas`` is the one setting from which both the Ingress's ``num_replicas`` and the
+    share come (service/app.py ``ingress_options``; the chart sets it for both).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependencies' annotations (Request), and
@@ -132,27 +144,32 @@ class KeyRing:
 
 
 class RateLimiter:
-    """Token buckets per key id (see the module docstring); thread-safe, in process memory."""
+    """Token buckets per key id, each this replica's share (``1 / replicas``) of the key's rate and
+    burst (see the module docstring); thread-safe, in process memory."""
 
-    def __init__(self, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, burst: int, clock: Callable[[], float] = time.monotonic, replicas: int = 1) -> None:
         self.burst = burst
+        self.replicas = max(1, replicas)
+        self.depth = max(1.0, burst / self.replicas)  # this replica's share of the burst; one token at least, or none would pass
         self.clock = clock
         self._buckets: dict[str | None, tuple[float, float]] = {}  # key id -> (tokens, time of that count)
         self._lock = threading.Lock()
 
     def take(self, key_id: str | None, rate_per_s: float) -> float:
-        """Spend one token of ``key_id``'s bucket: 0.0 when it had one, else seconds until it will."""
+        """Spend one token of ``key_id``'s bucket: 0.0 when it had one, else seconds until it will.
+        ``rate_per_s`` is the key's rate across all replicas; this bucket refills at its share."""
         if rate_per_s <= 0:
             return 0.0
+        share_per_s = rate_per_s / self.replicas
         now = self.clock()
         with self._lock:
-            tokens, then = self._buckets.get(key_id, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * rate_per_s)
+            tokens, then = self._buckets.get(key_id, (self.depth, now))
+            tokens = min(self.depth, tokens + (now - then) * share_per_s)
             if tokens >= 1.0:
                 self._buckets[key_id] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[key_id] = (tokens, now)
-            return (1.0 - tokens) / rate_per_s
+            return (1.0 - tokens) / share_per_s
 
     def check(self, principal: Principal) -> None:
         wait_s = self.take(principal.key_id, principal.rate_limit_per_s)
@@ -176,7 +193,8 @@ class _ProcessAuth:
         settings = get_settings()
         with self._lock:
             if settings is not self._settings:
-                self._settings, self.keys, self.limiter = settings, KeyRing(settings), RateLimiter(settings.rate_limit_burst)
+                self._settings, self.keys = settings, KeyRing(settings)
+                self.limiter = RateLimiter(settings.rate_limit_burst, replicas=settings.ingress_replicas)
             return settings, self.keys, self.limiter
 
 

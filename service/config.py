@@ -122,9 +122,13 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(
         default=0.0,
         ge=0,
-        description="requests per second per API key (token bucket in each ingress replica); over it: 429 + Retry-After; 0 = no limit",
+        description="requests per second per API key, for the whole service (each ingress replica: a token bucket with 1 / ingress_replicas of it); over it: 429 + Retry-After; 0 = no limit",
     )
-    rate_limit_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")
+    rate_limit_burst: int = Field(
+        default=20,
+        ge=1,
+        description="requests a key may send at once above its rate, for the whole service (1 / ingress_replicas per replica)",
+    )
     max_deadline_s: float = Field(default=600.0, gt=0, description="longest X-Request-Timeout a client may ask for")
     client_token: SecretStr = Field(
         default=SecretStr(""),
@@ -182,7 +186,11 @@ class Settings(BaseSettings):
     max_models_per_replica: int = Field(default=3, ge=1, description="@serve.multiplexed cache size per replica")
 
     # --- replicas and autoscaling (Serve num_replicas / autoscaling_config; the chart sets them per cluster) ---
-    ingress_replicas: int = Field(default=1, ge=1, description="Ingress replicas (validation, S3 I/O, dispatch)")
+    ingress_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Ingress replicas (validation, S3 I/O, dispatch); each enforces 1 / ingress_replicas of every key's rate limit",
+    )
     ingress_max_ongoing_requests: int = Field(
         default=256,
         ge=16,

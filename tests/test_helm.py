@@ -503,6 +503,19 @@ def test_service_monitor_scrapes_every_ray_pod_and_budgets_select_their_pods(ren
     assert [o["metadata"]["name"] for o in rendered["cpu-only"] if o["kind"] == "PodDisruptionBudget"] == ["collage-workers"]
 
 
+def test_each_ingress_replica_of_the_chart_enforces_its_share_of_a_keys_rate_limit(rendered):
+    """``ingress_replicas`` is both the Ingress's ``num_replicas`` and, in every pod's settings, the divisor of each
+    replica's share of a key's rate limit (service/auth.py): the shares add up to the key's limit."""
+    from service import auth
+
+    objects = rendered["autoscaling-off"]
+    settings = settings_from_configmap(only(objects, "ConfigMap"))
+    ingress = _deployments(objects)["Ingress"]
+    with mock.patch.object(auth, "get_settings", return_value=settings):
+        _, _, limiter = auth._ProcessAuth().current()
+    assert limiter.replicas == ingress["num_replicas"] == 2
+
+
 def test_helm_test_pod_waits_for_readyz_through_the_http_service(rendered):
     pod = only(rendered["cpu-only"], "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"

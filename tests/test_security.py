@@ -82,6 +82,18 @@ def test_rate_limiter_allows_a_burst_then_the_rate_and_says_when_to_retry():
     assert all(limiter.take("unlimited", 0) == 0.0 for _ in range(100))
 
 
+def test_rate_limiter_of_one_of_n_replicas_holds_its_share_of_rate_and_burst():
+    now = [0.0]
+    replicas = [RateLimiter(burst=4, clock=lambda: now[0], replicas=2) for _ in range(2)]
+    # the key's burst of 4 is two per replica; round-robin over both admits exactly the burst in all
+    admitted = sum(replica.take("k", 1.0) == 0.0 for _ in range(4) for replica in replicas)
+    assert admitted == 4
+    assert replicas[0].take("k", 1.0) == pytest.approx(2.0)  # this replica's share of 1/s is 0.5/s: a token in 2 s
+    now[0] = 10.0  # 10 s at 1/s: 10 tokens in all, but each bucket holds at most its share of the burst
+    assert sum(replica.take("k", 1.0) == 0.0 for _ in range(10) for replica in replicas) == 4
+    assert RateLimiter(burst=1, replicas=4).depth == 1.0  # a share below one token would never admit: one at least
+
+
 # ---- authentication and scopes through HTTP ----------------------------------------------------------
 def test_probes_and_metrics_are_open_and_everything_else_needs_a_key(anonymous):
     assert anonymous.get("/healthz").status_code == 200
