@@ -29,7 +29,7 @@ from typing import Any, Callable
 from starlette.concurrency import run_in_threadpool
 
 from service import metrics
-from service.errors import StorageUnavailable
+from service.errors import DeadlineExceeded, StorageUnavailable
 
 
 class StorageGate:
@@ -69,9 +69,13 @@ class StorageGate:
 
     async def run(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         """``fn(*args)`` in a worker thread, within the step's deadline (``deadline``: the request's, as
-        time.time()); StorageUnavailable (503) when the breaker is open, the deadline passes or storage fails."""
+        time.time()); StorageUnavailable (503) when the breaker is open, the step's deadline passes or storage fails;
+        DeadlineExceeded (504) when the request's own deadline had passed before the step began."""
         self.check()
-        budget_s = self.deadline_s if deadline is None else min(self.deadline_s, deadline - time.time())
+        left_s = None if deadline is None else deadline - time.time()
+        if left_s is not None and left_s <= 0:  # gone before the step began: no storage call to blame
+            raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed before the edit could run; it was not computed")
+        budget_s = self.deadline_s if left_s is None else min(self.deadline_s, left_s)
         try:
             result = await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=max(budget_s, 0.01))
         except asyncio.TimeoutError:

@@ -85,3 +85,14 @@ def test_a_step_past_its_deadline_or_the_requests_is_a_503_counted_by_the_breake
         asyncio.run(scenario())
     finally:
         released.set()
+
+
+def test_a_step_whose_request_deadline_already_passed_is_a_504_without_calling_storage():
+    from service.errors import DeadlineExceeded
+
+    gate = StorageGate(deadline_s=5.0, failures_to_open=1, open_s=30.0)
+    calls = []
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(gate.run(calls.append, "called", deadline=time.time() - 0.001))
+    assert calls == []
+    gate.check()  # storage was not at fault: the breaker stays closed

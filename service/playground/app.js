@@ -1102,8 +1102,10 @@ function buildForm() {
     }
     if (!props.length) box.append(el("p", { class: "help" }, `this op takes no ${scope}`));
   }
-  // a long op (an integer budget of 100+ steps out of 1000+) runs as a job by default
-  const long = Object.values(op.params_schema.properties || {}).some((p) => p.type === "integer" && (p.maximum || 0) >= 1000 && (p.default || 0) >= 100);
+  // a long op (a work budget, steps or samples, of 100+ out of 1000+) runs as a job by default; sizes in
+  // pixels (inpaint's crop_margin, resize_limit) have such bounds too but cost nothing by themselves
+  const budgets = /^(steps|n_samples|iterations)$/;
+  const long = Object.entries(op.params_schema.properties || {}).some(([name, p]) => budgets.test(name) && p.type === "integer" && (p.maximum || 0) >= 1000 && (p.default || 0) >= 100);
   $("as-job").checked = long;
   if (state.pose) initPose();
   renderToolbar();
