@@ -123,6 +123,18 @@ def test_an_inpaint_mask_drawn_on_the_canvas_fills_the_hole_and_keeps_the_rest(p
     drag(page, native_to_page(page, 20, 28), native_to_page(page, 40, 32))
     run_edit(page)
     assert len(_last_request(page)["inputs"].get("edges", "")) == 64
+    # the form offers the strategies of the op's schema; a crop's box is drawn over the result
+    assert {"crop", "original", "resize"} <= set(page.eval_on_selector_all("#params-strategy option", "os => os.map(o => o.textContent)"))
+    page.select_option("#params-strategy", label="crop")
+    page.fill("#params-crop_margin", "4")
+    run_edit(page)
+    response = page.evaluate("() => playground.lastResult.response")
+    assert _last_request(page)["params"]["strategy"] == "crop" and _last_request(page)["params"]["crop_margin"] == 4
+    boxes = response["extras"]["crop_boxes"]
+    assert boxes and all(w < 64 or h < 64 for _, _, w, h in boxes)  # a crop, not the whole image
+    drawn = page.eval_on_selector_all("#result-boxes .box", "bs => bs.map(b => [b.style.left, b.style.top, b.style.width, b.style.height])")
+    assert drawn == [[f"{100 * x / 64:g}%", f"{100 * y / 64:g}%", f"{100 * w / 64:g}%", f"{100 * h / 64:g}%"] for x, y, w, h in boxes]
+    assert "crop box" in page.inner_text("#result-caption")
 
 
 def test_a_collage_region_takes_the_class_picked_for_it(page, service, client):

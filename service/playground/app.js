@@ -1274,14 +1274,34 @@ function enlarge(img) {
   if (img.complete && img.naturalWidth) apply(); else img.addEventListener("load", apply, { once: true });
 }
 
+// The crop boxes of a strategy (extras.crop_boxes: [x, y, w, h] in the image's pixels) drawn over the
+// result, so the user sees which part of the photo the model computed; a result cut to its region
+// (output.region) is drawn in the region's own coordinates. Returns how many were drawn.
+function drawBoxes(response) {
+  const layer = $("result-boxes");
+  layer.replaceChildren();
+  const extras = response.extras || {};
+  const boxes = Array.isArray(extras.crop_boxes) ? extras.crop_boxes : [];
+  const width = response.width, height = response.height;
+  if (!boxes.length || !width || !height) return 0;
+  const origin = extras.region ? [extras.region.x, extras.region.y] : [0, 0];
+  for (const [x, y, w, h] of boxes) {
+    const box = el("div", { class: "box" });  // placed through the CSSOM: the page's CSP allows no inline style attribute
+    Object.assign(box.style, { left: `${(100 * (x - origin[0])) / width}%`, top: `${(100 * (y - origin[1])) / height}%`, width: `${(100 * w) / width}%`, height: `${(100 * h) / height}%` });
+    layer.append(box);
+  }
+  return boxes.length;
+}
+
 function showResult(response, request, clientMs) {
   const figure = $("result-figure"), img = $("result-image");
   enlarge(img);
   img.src = response.image_base64 ? `data:${response.content_type};base64,${response.image_base64}` : response.url;
   figure.hidden = false;
   figure.dataset.resultId = response.result_id;
+  const boxes = drawBoxes(response);
   $("result-caption").textContent = `${response.op || request.op} result ${response.result_id.slice(0, 12)}… ${response.width ? response.width + "×" + response.height : ""}` +
-    (response.cached ? " (from the cache)" : "");
+    (response.cached ? " (from the cache)" : "") + (boxes ? ` · ${boxes} crop box${boxes > 1 ? "es" : ""} (dashed): what the model ran on` : "");
   const timings = $("timings");
   timings.replaceChildren();
   const rows = [];
