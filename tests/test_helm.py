@@ -189,6 +189,28 @@ def _validate_custom(obj: dict[str, Any], schema_file: str) -> None:
     assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
 
 
+def strict_crd_schema(node: Any) -> Any:
+    """A CRD's openAPIV3Schema with every object that lists its properties closed: the API server prunes an
+    unknown field of a structural schema without a word, so a misspelled value would vanish; here it fails."""
+    if isinstance(node, list):
+        return [strict_crd_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    closed = {key: strict_crd_schema(value) for key, value in node.items()}
+    if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        closed["additionalProperties"] = False
+    return closed
+
+
+KUBERAY_CRD = json.loads((DATA / "kuberay-v1.7.0-rayservice.crd-schema.json").read_text())
+RAYSERVICE_CRD_VALIDATOR = jsonschema.Draft7Validator(strict_crd_schema(KUBERAY_CRD["openAPIV3Schema"]))
+
+
+def _validate_kuberay_crd(obj: dict[str, Any]) -> None:
+    errors = sorted(RAYSERVICE_CRD_VALIDATOR.iter_errors(obj), key=lambda e: list(e.path))
+    assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message[:300]}" for e in errors]
+
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_manifest_validates_against_its_schema(rendered, value_set):
     from ray.serve.schema import ServeDeploySchema
@@ -198,6 +220,7 @@ def test_every_manifest_validates_against_its_schema(rendered, value_set):
         kinds.add(obj["kind"])
         if obj["kind"] == "RayService":
             _validate_custom(obj, "rayservice.schema.json")
+            _validate_kuberay_crd(obj)  # the real CRD of the KubeRay release the chart targets, closed
             for group, template in pod_templates(obj).items():
                 _validate_builtin(
                     {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{group}-template"}, "template": template}
@@ -221,6 +244,9 @@ def test_the_custom_schemas_reject_what_kuberay_would(rendered):
     for broken in (typo, numeric_flag):
         with pytest.raises(AssertionError):
             _validate_custom(broken, "rayservice.schema.json")
+        with pytest.raises(AssertionError):
+            _validate_kuberay_crd(broken)
+    _validate_kuberay_crd(rayservice)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
