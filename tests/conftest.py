@@ -29,6 +29,17 @@ _S3_ENV_CLEARED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AW
 
 
 # ------------------------------------------------------------------------------ storage
+@pytest.fixture(autouse=True)
+def _settings_read_again_after_each_test():
+    """A test that patches the environment and reads Settings leaves them cached after the patch is undone,
+    and the next test (the service's fixtures among them) would read the patched ones. Autouse, so set up
+    first and torn down last: after monkeypatch has restored the environment."""
+    yield
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     """A real SeaweedFS S3 server for the whole session; os.environ points at it meanwhile."""

@@ -43,11 +43,12 @@ def test_app_backends_get_a_connection_limit_a_queue_timeout_and_a_429_rule_and_
     rule = next(i for i, line in enumerate(frontend) if line.startswith("http-request return status 429"))
     assert rule < frontend.index("use_backend http-collage if is_http-collage")  # before the request is routed
     assert frontend[rule].endswith("if is_http-collage { queue(http-collage) ge 9 }")
+    assert frontend[rule - 1] == "http-request set-var(txn.collage_request_id) uuid if is_http-collage { queue(http-collage) ge 9 }"
     defaults = sections["defaults"]
     assert "errorfile 503 /x/503.http" in defaults
     assert "errorfile 502 /tmp/haproxy-serve/RUN/500.http" in defaults  # a broken replica stays Ray's 500
     # every other line is Ray's, in Ray's order
-    added = {frontend[rule], "timeout queue 1500ms", "errorfile 503 /x/503.http"}
+    added = {frontend[rule - 1], frontend[rule], "timeout queue 1500ms", "errorfile 503 /x/503.http"}
     kept = [line.replace(" maxconn 7", "") for line in bounded.splitlines() if line.strip() not in added]
     assert kept == [line for line in RAY_CONFIG.splitlines() if line.strip() != "errorfile 503 /tmp/haproxy-serve/RUN/500.http"]
 
@@ -158,7 +159,10 @@ def test_real_haproxy_holds_the_bound_queues_the_next_and_answers_the_rest_429_t
         assert replica.held == 2  # the replica never had more than its bound
         for status, headers, body in answers[4:]:
             assert status == 429 and headers["content-type"] == "application/problem+json" and headers["retry-after"] == "1"
-            assert json.loads(body)["status"] == 429
+            problem = json.loads(body)
+            assert problem["status"] == 429 and "at capacity" in problem["detail"]
+            assert len(headers["x-request-id"]) == 36 and problem["instance"] == headers["x-request-id"]  # a uuid, one per refusal
+        assert answers[4][1]["x-request-id"] != answers[5][1]["x-request-id"]
         threads[2].join()
         threads[3].join()
         for status, headers, body in answers[2:4]:  # queued past ingress_queue_timeout_ms

@@ -37,6 +37,7 @@ from service.config import get_settings
 from service.errors import ServiceUnavailable, TooManyRequests
 
 BOUNDED_SUFFIX = ".collage-bounded.cfg"
+REQUEST_ID_MARK = "collage-request-id"  # where HAProxy writes a 429's request id into its body
 UNAVAILABLE_FILE = "collage-503.http"
 
 _SECTION = re.compile(r"^(global|defaults|frontend|backend|listen)\b\s*(\S*)")
@@ -48,16 +49,19 @@ def _haproxy_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def too_many_requests_rule(backend: str, max_queued: int) -> str:
-    """The frontend rule answering 429 while ``backend`` already queues ``max_queued`` requests."""
+def too_many_requests_rules(backend: str, max_queued: int) -> list[str]:
+    """The frontend rules answering 429 while ``backend`` already queues ``max_queued`` requests: a problem
+    whose ``instance`` and ``X-Request-ID`` are one new id, as the ingress's own problems have."""
     problem = TooManyRequests(
         f"the service is at capacity: every ingress replica holds its limit and {max_queued} requests wait for one; retry shortly"
-    ).to_problem()
-    body = json.dumps(problem, separators=(",", ":"))
-    return (
+    ).to_problem(instance=REQUEST_ID_MARK)
+    body = json.dumps(problem, separators=(",", ":")).replace("%", "%%").replace(REQUEST_ID_MARK, "%[var(txn.collage_request_id)]")
+    full = f"is_{backend} {{ queue({backend}) ge {max_queued} }}"
+    return [
+        f"    http-request set-var(txn.collage_request_id) uuid if {full}",
         f"    http-request return status 429 content-type application/problem+json hdr Retry-After 1 "
-        f"string {_haproxy_string(body)} if is_{backend} {{ queue({backend}) ge {max_queued} }}"
-    )
+        f"hdr X-Request-ID %[var(txn.collage_request_id)] lf-string {_haproxy_string(body)} if {full}",
+    ]
 
 
 def unavailable_response() -> bytes:
@@ -105,7 +109,7 @@ def bounded_config(config: str, max_conn: int, max_queued: int, queue_timeout_ms
             out.append(f"{server.group(1)}{server.group(2)} maxconn {max_conn}")
             continue
         if section and section[0] == "frontend" and line.strip().startswith("use_backend ") and not rules_placed:
-            out.extend(too_many_requests_rule(backend, max_queued) for backend in bounded)
+            out.extend(rule for backend in bounded for rule in too_many_requests_rules(backend, max_queued))
             rules_placed = True
         out.append(line)
     return "\n".join(out) + "\n"
