@@ -8,6 +8,7 @@ sees a task, resolves asset ids to S3 keys it minted itself, and stores results 
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import random
@@ -249,6 +250,18 @@ class IngressAdmissionMiddleware:
 api.add_middleware(IngressAdmissionMiddleware)
 
 
+@functools.cache
+def _declared_ops() -> frozenset[str]:
+    return frozenset(name for table in op_table().values() for name in table)
+
+
+def metric_op(op: str) -> str:
+    """The ``op`` label of the request metrics and log line: a declared op's name, else ``"other"``. The body's
+    op is the client's text until the edit is validated; as a label it would make a series of every string
+    sent (and Ray's metric export refuses non-ASCII tags)."""
+    return op if not op or op in _declared_ops() else "other"
+
+
 class RequestContextMiddleware:
     """Request id, metrics and the one access log line of every request.
 
@@ -286,7 +299,7 @@ class RequestContextMiddleware:
         finally:  # also after an unexpected error, which Starlette answered with a 500 and re-raised
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            op = (scope.get("state") or {}).get("op", "")
+            op = metric_op((scope.get("state") or {}).get("op", ""))
             metrics.REQUESTS.labels(route, op, str(status)).inc()
             metrics.REQUEST_LATENCY.labels(route, op).observe(elapsed)
             log.info(

@@ -22,6 +22,7 @@ records it (a replica's ``__init__``), once per process; it gives None where Ray
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -35,6 +36,7 @@ from prometheus_client import Counter as _PromCounter
 from prometheus_client import Gauge as _PromGauge
 from prometheus_client import Histogram as _PromHistogram
 
+log = logging.getLogger("collage.metrics")
 REGISTRY = CollectorRegistry(auto_describe=True)
 _UNSET = object()
 
@@ -53,6 +55,7 @@ class _Metric:
         extra = {"buckets": self.buckets} if self.buckets else {}
         self.local = local(name, description, self.labelnames, registry=REGISTRY, **extra)
         self._ray: Any = _UNSET
+        self.export_failed = False  # logged once
         self._children: dict[tuple[str, ...], _Child] = {}
         self._lock = threading.Lock()
 
@@ -110,9 +113,7 @@ class _Child:
         if self.parent.kind == "gauge":
             self._set_gauge(amount)
         elif amount > 0:
-            metric = self.parent.ray()
-            if metric is not None:
-                metric.inc(amount, tags=dict(self.tags))
+            self._record("inc", amount)
 
     def dec(self, amount: float = 1.0) -> None:
         self.local.dec(amount)
@@ -122,15 +123,25 @@ class _Child:
         with self._lock:
             self._value += delta
             value = self._value
-        metric = self.parent.ray()
-        if metric is not None:
-            metric.set(value, tags=dict(self.tags))
+        self._record("set", value)
 
     def observe(self, value: float) -> None:
         self.local.observe(value)
+        self._record("observe", value)
+
+    def _record(self, method: str, value: float) -> None:
+        """Into Ray's export, if there is one. A metric never fails the request that records it: Ray's
+        recorder refuses some tag values (non-ASCII ones raise in its C++ layer), and then only the
+        local registry has the sample."""
         metric = self.parent.ray()
-        if metric is not None:
-            metric.observe(value, tags=dict(self.tags))
+        if metric is None:
+            return
+        try:
+            getattr(metric, method)(value, tags=dict(self.tags))
+        except Exception:  # noqa: BLE001 - see the docstring
+            if not self.parent.export_failed:
+                self.parent.export_failed = True
+                log.warning("metric %s: Ray's export refused tags %s; recorded locally only", self.parent.name, self.tags, exc_info=True)
 
 
 class Counter(_Metric):

@@ -169,3 +169,20 @@ def test_a_full_or_saturated_ingress_answers_429_problems_before_the_app_and_pro
         assert problem["status"] == 429 and "retry" in problem["detail"]
     assert "limit of 16 requests" in json.loads(answers["full"].messages[1]["body"])["detail"]
     assert "event loop runs 2000 ms late" in json.loads(answers["saturated"].messages[1]["body"])["detail"]
+
+
+def test_request_metrics_label_only_declared_ops_and_a_refused_export_fails_no_request():
+    from service import metrics
+    from service.ingress import metric_op
+
+    assert metric_op("sample") == "sample" and metric_op("") == ""
+    assert metric_op("Òops") == "other" and metric_op("x" * 64) == "other"  # client text, before validation
+
+    class RefusingExport:  # Ray's recorder raises on a non-ASCII tag value
+        def inc(self, value, tags):
+            raise UnicodeEncodeError("ascii", "Ò", 0, 1, "ordinal not in range(128)")
+
+    counter = metrics.Counter("collage_test_refused_export", "a test counter", ["op"])
+    counter._ray = RefusingExport()
+    counter.labels("Ò").inc()  # no exception: recorded locally only
+    assert counter.local.labels("Ò")._value.get() == 1 and counter.export_failed
