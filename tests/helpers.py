@@ -1,13 +1,23 @@
-"""Image bytes for tests: valid ones and a corpus of hostile ones."""
+"""Image bytes for tests: valid ones and a corpus of hostile ones; and the CLI's own output lines, apart from Ray's."""
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
 import numpy as np
 from PIL import Image
+
+# A Ray driver left connected by an earlier test forwards its workers' output to this process's stdout and
+# stderr ("(ServeReplica:collage:Ingress pid=N) ..."), at any moment, so a captured CLI output may hold them.
+RAY_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([\w:.-]+ pid=\d+")
+
+
+def own_lines(text: str) -> str:
+    """`text` without the lines Ray forwarded from its workers."""
+    return "\n".join(line for line in text.splitlines() if not RAY_WORKER_LINE.match(line))
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -14,6 +14,7 @@ import pytest
 from service.errors import Unprocessable
 from service.jobs import JobStore, _pinned, check_webhook_url, deliver_webhook, final_state, item_seed, new_job_id, parse_manifest
 from service.webhooks import verify, webhook_id
+from tests.helpers import own_lines
 from tests.test_webhooks import ExtremeRandom
 
 
@@ -190,13 +191,14 @@ def test_cli_jobs_submit_waits_with_a_progress_bar_and_writes_results(service, t
     )
     assert main(["jobs", "submit", str(manifest), "--url", service.url, "--wait"]) == 0
     captured = capsys.readouterr()
-    status = json.loads(captured.out[captured.out.index("{") :])
+    stdout = own_lines(captured.out)
+    status = json.loads(stdout[stdout.index("{") :])
     assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 6
     assert "6/6" in captured.err and "[" + "#" * 30 + "]" in captured.err
 
     out = tmp_path / "pngs"
     assert main(["jobs", "results", status["job_id"], "--url", service.url, "--out", str(out)]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [json.loads(line) for line in own_lines(capsys.readouterr().out).splitlines()]
     assert [item["index"] for item in lines] == list(range(6))
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(6)]
 
