@@ -22,7 +22,6 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.assets import MEDIA_TYPE_MAX_LENGTH, AssetInfo, AssetUploadJSON, UploadSlot, UploadSlotRequest, is_media_type
@@ -57,7 +56,7 @@ from service.openapi import ATTACHMENT_EDIT_PATH
 from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
 from service.storage import AssetStore
-from service.storage_gate import StorageGate
+from service.storage_gate import StorageGate, in_storage_thread
 
 VERSION = "0.1.0"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -350,7 +349,7 @@ class Ingress:
     async def readyz(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
-            await run_in_threadpool(self.store.ping)  # readiness asks S3 itself, breaker or not
+            await in_storage_thread(self.store.ping)  # readiness asks S3 itself, breaker or not
             checks["storage"] = "ok"
         except ProblemError as exc:
             checks["storage"] = exc.detail

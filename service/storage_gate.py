@@ -1,6 +1,6 @@
 """How long a request waits for object storage: a deadline per storage step and a circuit breaker.
 
-Storage calls are blocking boto3 calls in worker threads. A stalled S3 (accepting connections,
+Storage calls are blocking boto3 calls in worker threads (``in_storage_thread``). A stalled S3 (accepting connections,
 answering nothing) would hold every request for botocore's read timeout times its attempts (30 s
 × 3 by default), and every new request would join them. On the request path the ingress instead
 
@@ -14,6 +14,8 @@ answering nothing) would hold every request for botocore's read timeout times it
   success closes the breaker, a failure opens it again.
 
 The thread of a step that timed out runs on until its socket times out; its outcome is dropped.
+While it runs it holds one of the ``STORAGE_THREADS``; steps queued behind a full pool time out
+the same way, and the breaker opens after the first ``storage_breaker_failures`` of them.
 Nothing is half-written by that: results and assets are single PUTs, complete or absent. Jobs do
 not use a gate: the job runner retries storage with backoff for as long as it takes.
 """
@@ -21,15 +23,41 @@ not use a gate: the job runner retries storage with backoff for as long as it ta
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import math
 import threading
 import time
 from typing import Any, Callable
 
-from starlette.concurrency import run_in_threadpool
-
 from service import metrics
 from service.errors import DeadlineExceeded, StorageUnavailable
+
+# Storage calls run on threads of their own that live as long as the process. AnyIO's worker
+# threads (starlette's run_in_threadpool) are stopped when the task that started them ends, and in a
+# Serve replica, whose loop has no root task for AnyIO to find, that is the request's task: every
+# request got a new thread and, as service.s3_fast keeps one connection per thread, a new TCP
+# connection to S3 for every HEAD and PUT (1.5 connects per edit, 1,100 sockets in TIME-WAIT after
+# 800 edits). 40 threads: AnyIO's default limit, so as many storage calls run at once as before.
+STORAGE_THREADS = 40
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _storage_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(max_workers=STORAGE_THREADS, thread_name_prefix="collage-storage")
+    return _pool
+
+
+async def in_storage_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on a storage thread, with the caller's context variables (the request's log context)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(_storage_pool(), call)
 
 
 class StorageGate:
@@ -77,7 +105,7 @@ class StorageGate:
             raise DeadlineExceeded("the request's deadline (X-Request-Timeout) passed before the edit could run; it was not computed")
         budget_s = self.deadline_s if left_s is None else min(self.deadline_s, left_s)
         try:
-            result = await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=max(budget_s, 0.01))
+            result = await asyncio.wait_for(in_storage_thread(fn, *args), timeout=max(budget_s, 0.01))
         except asyncio.TimeoutError:
             self.record(False)
             metrics.STORAGE_TIMEOUTS.inc()
@@ -95,4 +123,4 @@ class NoGate:
     """The job runner's: storage steps in a worker thread, no deadline, no breaker (jobs retry)."""
 
     async def run(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
-        return await run_in_threadpool(fn, *args)
+        return await in_storage_thread(fn, *args)
