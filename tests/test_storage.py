@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -447,12 +449,20 @@ def test_fast_path_reads_and_writes_what_boto3_does(store: AssetStore) -> None:
     assert store._fast is not None and plain._fast is None
     data = b"result image bytes"
     key = store.result_key(sha(data + uuid.uuid4().bytes))
-    with mock.patch.object(store._fast, "request", wraps=store._fast.request) as fast:
+    answers = []
+
+    def answered(*args, **kwargs):
+        answers.append(answer := real_request(*args, **kwargs))
+        return answer
+
+    real_request = store._fast.request
+    with mock.patch.object(store._fast, "request", side_effect=answered) as fast:
         assert store.put_new(key, data, "image/webp", {"owner": "shop", "kind": "image"}) is True
         assert store.put_new(key, b"other", "image/webp") is False  # the conditional PUT's 412
         assert store.head(key) == plain.head(key) and store.head(key)["content_type"] == "image/webp"
         assert store.head(store.result_key("cd" * 32)) is None
         assert [c.args[0] for c in fast.call_args_list] == ["PUT", "PUT", "HEAD", "HEAD", "HEAD"]
+    assert [status for status, _ in answers] == [200, 412, 200, 200, 404], "each answered by the fast path, none left to boto3"
     assert plain.get(key, verify=True) == data and plain.head(key)["metadata"]["owner"] == "shop"
 
 
@@ -525,3 +535,125 @@ def test_region_follows_the_sdk_resolution_and_attempts_count_the_first(monkeypa
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     assert Settings(s3_endpoint_url=url).resolved_region == "us-east-1"
+
+
+class ScriptedServer:
+    """A loopback TCP server that answers each request it reads with the next of ``answers`` (raw
+    bytes; None: close the connection without answering). Records the requests and connections."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers, self.requests, self.connections = list(answers), [], 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                data = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if b"\r\n\r\n" not in data:
+                        break
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1)) if b"content-length" in head.lower() else 0
+                    while len(data) < length:
+                        data += conn.recv(65536)
+                    self.requests.append((head.decode(), data[:length]))
+                    data = data[length:]
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        break  # close without answering
+                    conn.sendall(answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _signer(port: int):
+    from botocore.credentials import Credentials
+
+    from service.s3_fast import SignedS3
+
+    creds = Credentials("AKIDEXAMPLE", "secret")
+    return SignedS3(f"http://127.0.0.1:{port}", "collage", "us-east-1", lambda: creds.get_frozen_credentials(), 2, 2)
+
+
+def test_fast_path_keeps_one_connection_and_reads_every_answer_framing() -> None:
+    """Content-Length, chunked (with a trailer) and bodiless answers all leave the kept-alive
+    connection ready for the next request: five requests, one connection; header names come back
+    lower-case, repeated ones joined."""
+    ok = b'HTTP/1.1 200 OK\r\nETag: "e1"\r\nX-Amz-Meta-Owner: shop\r\nContent-Length: 0\r\n\r\n'
+    error = b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 11\r\n\r\n<Error/>..."
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nVary: a\r\nVary: b\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: t\r\n\r\n"
+    head = b"HTTP/1.1 404 Not Found\r\nContent-Length: 310\r\n\r\n"  # a HEAD answer has no body whatever its length says
+    server = ScriptedServer([ok, error, chunked, head, ok])
+    try:
+        signer = _signer(server.port)
+        assert signer.request("PUT", "a/b", {"content-type": "image/png"}, b"12345") == (
+            200,
+            {"etag": '"e1"', "x-amz-meta-owner": "shop", "content-length": "0"},
+        )
+        assert signer.request("PUT", "a/b", {"if-none-match": "*"}, b"x")[0] == 412
+        status, headers = signer.request("PUT", "a/c", {}, b"")
+        assert status == 200 and headers["vary"] == "a, b"
+        assert signer.request("HEAD", "a/d", {}) == (404, {"content-length": "310"})
+        assert signer.request("HEAD", "a/e", {})[0] == 200
+    finally:
+        server.close()
+    assert server.connections == 1
+    first_head, first_body = server.requests[0]
+    assert first_head.startswith("PUT /collage/a/b HTTP/1.1\r\n") and first_body == b"12345"
+    assert "\r\ncontent-length: 5" in first_head and "\r\nauthorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/" in first_head
+
+
+def test_fast_path_reconnects_once_after_a_kept_alive_connection_was_closed() -> None:
+    """The server closes an idle kept-alive connection without answering: the request is sent again on
+    a new one. A connection closed mid-answer, or ``Connection: close``, is not reused either."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    server = ScriptedServer([ok, None, ok, closing, ok])
+    try:
+        signer = _signer(server.port)
+        assert signer.request("HEAD", "k1", {})[0] == 200
+        assert signer.request("HEAD", "k2", {})[0] == 200  # its first send found the connection closed
+        assert signer.request("HEAD", "k3", {})[0] == 200  # answered with Connection: close
+        assert signer.request("HEAD", "k4", {})[0] == 200  # so this one opened a third connection
+    finally:
+        server.close()
+    assert server.connections == 3 and [h.split(" ")[1] for h, _ in server.requests] == [
+        "/collage/k1",
+        "/collage/k2",
+        "/collage/k2",
+        "/collage/k3",
+        "/collage/k4",
+    ]
+
+
+def test_fast_path_leaves_to_boto3_what_it_cannot_read() -> None:
+    """A garbled status line, a body over the limit, a connection closed mid-answer and a header value
+    that would split the request: each is None (AssetStore then repeats it through boto3), and nothing
+    is sent for the header."""
+    garbled = b"SPDY/3 200 OK\r\n\r\n"
+    huge = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 9999999\r\n\r\n"
+    cut = b"HTTP/1.1 200 OK\r\nContent-Le"
+    server = ScriptedServer([garbled, huge, cut])
+    try:
+        signer = _signer(server.port)
+        assert signer.request("HEAD", "k1", {}) is None
+        assert signer.request("PUT", "k2", {}, b"x") is None
+        assert signer.request("HEAD", "k3", {}) is None
+        assert signer.request("PUT", "k4", {"content-type": "image/png\r\nx-amz-acl: public-read"}, b"x") is None
+    finally:
+        server.close()
+    assert [h.split(" ")[1] for h, _ in server.requests] == ["/collage/k1", "/collage/k2", "/collage/k3"]
