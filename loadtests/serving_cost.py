@@ -18,7 +18,12 @@ compute per edit (the family's ``run_group`` timed as CPU in this process on one
 level's mean batch, after the served runs; the responses' wall-time ``compute_ms`` is kept beside it),
 the mean batch, and the **path cost**: service CPU per edit (proxy + ingress + family + job runner +
 Ray system; S3 and the load generator apart) minus the generator's compute. Floors have no model;
-their path cost is all of their service CPU.
+their path cost is all of their service CPU. Before the levels, the CPU of every group is read over
+a few seconds without traffic; a level's **idle share** is that background over its edits/s, and its
+**marginal path** is the path minus the idle share: what one more edit costs beyond its generator,
+the figure that multiplies with throughput (on a GPU the same background is shared by many more
+edits). A second table splits each level's p50 latency by the responses' own timings (ingress,
+storage, queue to batch start, compute, encode, and what lies outside the ingress).
 
 Before and after in one run: ``--baseline REV`` also measures the service of a git revision (a
 temporary worktree with this harness copied in), ``--variant`` this checkout under other environment
@@ -207,6 +212,18 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
     compute = [t["compute_ms"] / max(1, t["group_size"] or 1) for t in computed]  # the edit's share of its group
     generator_ms = statistics.mean(compute) if compute else 0.0
     per_edit = {group: 1e3 * seconds / n for group, seconds in spent.items()}
+    parts = {  # where a request's wall time went, p50 of each of the responses' own timings
+        part: percentile([t[field] for t in computed if t.get(field) is not None], 0.5) if computed else None
+        for part, field in (
+            ("ingress", "total_ms"),
+            ("storage", "storage_ms"),
+            ("queue", "queue_ms"),
+            ("compute", "compute_ms"),
+            ("encode", "encode_ms"),
+        )
+    }
+    if computed:
+        parts["outside_ingress"] = percentile([1e3 * t["latency_s"] - t["total_ms"] for t in computed], 0.5)
     service_ms = sum(per_edit[g] for g in SERVICE_GROUPS)
     return {
         "requests": n,
@@ -221,6 +238,7 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
         "added_ms_p50": percentile([1e3 * t["latency_s"] - c for t, c in zip(computed, compute)], 0.5) if compute else None,
         "mean_batch": statistics.mean(t["batch_size"] or 0 for t in result["timings"]) if result["timings"] else None,
         "cached": sum(t["cached"] for t in result["timings"]),
+        "latency_parts_ms": parts,
         "edits_per_call": (
             (calls_after[0] - calls_before[0]) / max(1.0, calls_after[1] - calls_before[1]) if calls_before and calls_after else None
         ),
@@ -251,6 +269,29 @@ def generator_cpu(bench: Any, asset_bytes: dict[str, bytes], assets: dict[str, s
             row["path_cpu_ms"] = row["service_cpu_ms"] - row["generator_ms"]
     finally:
         torch.set_num_threads(threads)
+
+
+# ---- what the service costs while idle ---------------------------------------------------------------
+IDLE_WINDOW_S = 5.0
+
+
+def idle_rates(apps: list[str]) -> dict[str, dict[str, float]]:
+    """CPU-ms per second each process group spends with no traffic at all, as each app's rows count
+    the groups: Serve's controller and health checks, metrics pushes, the job runner's queue poll,
+    the ingress's loop-lag watch. It does not grow with the traffic, so a level's share of it per
+    edit is this rate over its edits/s: what a faster generator (a GPU) divides by more edits."""
+    time.sleep(1.0)  # the uploads' and deploys' after-effects settle
+    before = cpu_seconds()
+    time.sleep(IDLE_WINDOW_S)
+    after = cpu_seconds()
+    return {app: {g: 1e3 * v / IDLE_WINDOW_S for g, v in grouped_cpu(before, after, app, -1).items()} for app in apps}
+
+
+def add_marginal(row: dict[str, Any], idle: dict[str, float]) -> None:
+    """The row's share of the idle background per edit, and its **marginal path**: path minus that share,
+    what each further edit costs the service's CPUs beyond its generator."""
+    row["idle_ms_per_edit"] = sum(idle[g] for g in SERVICE_GROUPS) / row["edits_per_s"]
+    row["marginal_path_ms"] = row["path_cpu_ms"] - row["idle_ms_per_edit"]
 
 
 # ---- one service per auth mode -------------------------------------------------------------------
@@ -291,6 +332,8 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                 response = client.post("/v1/assets", files={"file": (f"{name}.png", data, "image/png")})
                 response.raise_for_status()
                 assets[name] = response.json()["asset_id"]
+        idle = idle_rates([APP, *(f"floor-{floor}" for floor in serving_floor.ROUTES)])
+        mode["idle_cpu_ms_per_s"] = idle
         for bench in ops:
             mode["ops"][bench.name] = {}
             for level in levels:
@@ -306,12 +349,15 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
                     flush=True,
                 )
             generator_cpu(bench, asset_bytes, assets, mode["ops"][bench.name])
+            for row in mode["ops"][bench.name].values():
+                add_marginal(row, idle[APP])
         body = ops[0].body(0, assets)
         for floor, prefix in serving_floor.ROUTES.items():
             mode["floors"][floor] = {}
             for level in levels:
                 run_level(service.url, prefix + "/v1/edits", [body] * (2 * level), level, None, f"floor-{floor}")
                 row = run_level(service.url, prefix + "/v1/edits", [body] * requests, level, None, f"floor-{floor}")
+                add_marginal(row, idle[f"floor-{floor}"])
                 mode["floors"][floor][str(level)] = row
                 print(
                     f"auth {auth} floor {floor} c={level}: {row['edits_per_s']:.1f} req/s, service {row['service_cpu_ms']:.2f} CPU-ms",
@@ -338,7 +384,7 @@ def rows(results: dict[str, Any]):
 def markdown(results: dict[str, Any]) -> str:
     head = (
         "| variant | auth | what | c | edits/s | p50 / p99 ms | proxy | ingress | family | job runner | Ray system | "
-        "**service** | generator | **path** | S3 | load gen | added ms p50 | mean batch | edits per call |"
+        "**service** | generator | **path** | idle share | **marginal path** | S3 | load gen | added ms p50 | mean batch | edits per call |"
     )
     rounds = results.get("rounds", 1)
     lines = [
@@ -347,7 +393,7 @@ def markdown(results: dict[str, Any]) -> str:
         + f" · `{results['command']}` · CPU-ms per edit",
         "",
         head,
-        "|---|---|---|---:|---:|---:|" + "---:|" * 13,
+        "|---|---|---|---:|---:|---:|" + "---:|" * 15,
     ]
     for label, auth, what, level, r in rows(results):
         c = r["cpu_ms_per_edit"]
@@ -357,10 +403,32 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {auth} | {what} | {level} | {r['edits_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | "
             f"{c['proxy']:.2f} | {c['ingress']:.2f} | {c['family']:.2f} | {c['job_runner']:.2f} | {c['ray_system']:.2f} | "
-            f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {c['s3']:.2f} | "
+            f"**{r['service_cpu_ms']:.2f}** | {r['generator_ms']:.2f} | **{r['path_cpu_ms']:.2f}** | {_num(r.get('idle_ms_per_edit'))} | "
+            f"**{_num(r.get('marginal_path_ms'))}** | {c['s3']:.2f} | "
             f"{c['load_generator']:.2f} | {added} | {batch} | {per_call} |"
         )
+    lines += [
+        "",
+        "Where a request's time went, p50 ms of the responses' own timings (ingress = its total time in the ingress;"
+        " outside = client latency minus that: the proxy, the sockets, the client):",
+        "",
+        "| variant | auth | what | c | p50 latency | outside ingress | ingress | storage | queue to batch start | compute | encode |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, auth, what, level, r in rows(results):
+        parts = r.get("latency_parts_ms") or {}
+        if parts.get("ingress") is None:
+            continue
+        lines.append(
+            f"| {label} | {auth} | {what} | {level} | {r['p50_ms']:.1f} | {_num(parts.get('outside_ingress'), 1)} | "
+            f"{_num(parts['ingress'], 1)} | {_num(parts.get('storage'), 1)} | {_num(parts.get('queue'), 1)} | "
+            f"{_num(parts.get('compute'), 1)} | {_num(parts.get('encode'), 1)} |"
+        )
     return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -103,3 +103,38 @@ def test_inpaint_strategies_benchmark_keeps_the_outside_and_reports_each_strateg
     assert rows["crop"]["model_pixels"] < rows["original"]["model_pixels"] and len(rows["crop"]["crop_boxes"]) == 1
     assert rows["resize"]["model_pixels"] == rows["original"]["model_pixels"]  # 320 px is under resize_limit: not enlarged
     assert "| `crop` |" in (tmp_path / "inpaint-strategies.md").read_text() and (tmp_path / "inpaint-strategies.png").stat().st_size > 1000
+
+
+def test_serving_cost_report_splits_the_idle_background_from_the_marginal_path_and_the_latency():
+    from loadtests import serving_cost
+
+    idle = {group: 0.0 for group in serving_cost.GROUPS} | {"ray_system": 60.0, "ingress": 20.0, "s3": 500.0}  # CPU-ms per s
+    row = {
+        "requests": 100,
+        "concurrency": 16,
+        "edits_per_s": 100.0,
+        "p50_ms": 150.0,
+        "p99_ms": 300.0,
+        "cpu_ms_per_edit": {group: 1.0 for group in serving_cost.GROUPS},
+        "service_cpu_ms": 5.0,
+        "generator_ms": 2.0,
+        "path_cpu_ms": 3.0,
+        "added_ms_p50": None,
+        "mean_batch": 6.0,
+        "edits_per_call": 4.0,
+        "latency_parts_ms": {"ingress": 140.0, "storage": 4.5, "queue": 90.0, "compute": 6.0, "encode": 0.3, "outside_ingress": 10.0},
+    }
+    serving_cost.add_marginal(row, idle)
+    assert row["idle_ms_per_edit"] == 0.8  # (60 + 20) CPU-ms/s of the service's groups over 100 edits/s; S3 is not the service
+    assert abs(row["marginal_path_ms"] - 2.2) < 1e-9
+    floor = {**row, "latency_parts_ms": {key: None for key in row["latency_parts_ms"]}}
+    results = {
+        "device": "CPU",
+        "requests": 100,
+        "command": "python -m loadtests.serving_cost",
+        "variants": {"now": {"modes": {"on": {"ops": {"collage.sample": {"16": row}}, "floors": {"one-hop": {"16": floor}}}}}},
+    }
+    table = serving_cost.markdown(results)
+    assert "| now | on | `collage.sample` | 16 | 100.0 | 150 / 300 |" in table and "| 0.80 | **2.20** |" in table
+    assert "| now | on | `collage.sample` | 16 | 150.0 | 10.0 | 140.0 | 4.5 | 90.0 | 6.0 | 0.3 |" in table
+    assert "floor one-hop | 16 | 150.0" not in table, "a floor has no timings of its own to split"
