@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from service.config import REPO_ROOT, Settings, get_settings
 from service.families import family_names
 from service.tools import helm_values
-from service.tools.serve_config import family_deployment_name, serve_config
+from service.tools.serve_config import chart_serve_config, family_deployment_name, serve_config
 
 CHART = REPO_ROOT / "helm" / "collage"
 DATA = Path(__file__).parent / "data"
@@ -106,6 +106,60 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "podDisruptionBudget": {"protectHead": True},
         "head": {"rayStartParams": {"num-cpus": "0"}, "resources": CPU_RESOURCES, "tolerations": [GPU_TOLERATION]},
+    },
+    # Every KubeRay convention of the chart on at once: the strict CRD schema must take all of it.
+    "everything-on": {
+        "config": {"s3_endpoint_url": EXTERNAL_S3},
+        "common": {
+            "labels": {"team": "imaging"},
+            "annotations": {"example.com/owner": "imaging"},
+            "containerEnv": [{"name": "HF_HOME", "value": "/tmp/hf"}],
+            "logVolume": {"emptyDir": {"sizeLimit": "10Gi"}},
+        },
+        "serviceAccount": {"create": True, "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/collage"}},
+        "gcsFaultTolerance": {
+            "enabled": True,
+            "redisAddress": "redis.redis.svc:6379",
+            "redisPassword": {"secretName": "collage-redis", "secretKey": "redis-password"},
+            "externalStorageNamespace": "collage-prod",
+        },
+        "upgradeStrategy": {
+            "type": "NewClusterWithIncrementalUpgrade",
+            "clusterUpgradeOptions": {"gatewayClassName": "istio", "intervalSeconds": 30, "stepSizePercent": 25, "maxSurgePercent": 50},
+        },
+        "head": {
+            "rayStartParams": {"num-cpus": "0"},
+            "resources": CPU_RESOURCES,
+            "labels": {"tier": "control"},
+            "annotations": {"example.com/scrape": "false"},
+            "containerEnv": [{"name": "RAY_GRAFANA_HOST", "value": "http://grafana.monitoring.svc"}],
+            "volumes": [{"name": "ray-config", "configMap": {"name": "ray-extra"}}],
+            "volumeMounts": [{"name": "ray-config", "mountPath": "/etc/ray-extra", "readOnly": True}],
+        },
+        "workerGroups": [
+            {
+                "name": "cpu",
+                "replicas": 1,
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "gpus": 0,
+                "resources": CPU_RESOURCES,
+                "serviceAccountName": "collage-workers",
+                "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+                "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/tmp/collage"}],
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"},
+                    {
+                        "maxSkew": 2,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "collage"}},
+                    },
+                ],
+            }
+        ],
     },
 }
 
@@ -259,16 +313,39 @@ def test_ray_pods_get_the_serve_settings_of_a_local_run(rendered, value_set):
 
 
 # ---- one serve config for cluster and local runs ------------------------------------------------
+def _enabled_families(value_set: str) -> list[str]:
+    values_families = VALUE_SETS[value_set].get("families", {})
+    return [f for f in family_names() if values_families.get(f, {}).get("enabled", True)]
+
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_the_charts_serve_config_is_serve_config_of_the_pods_settings(rendered, value_set):
+def test_the_charts_serve_config_is_the_python_generators(rendered, value_set):
+    """serveConfigV2 is chart_serve_config() of the enabled families, and the serve_config() of the pods' own
+    settings less the deployment options, which Serve then takes from what build_app binds in the pods."""
     objects = rendered[value_set]
     chart_config = yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"])
+    families = _enabled_families(value_set)
+    assert chart_config == chart_serve_config(families)
+    assert "deployments" not in chart_config["applications"][0], "no second copy of the options: the code binds them"
     settings = settings_from_configmap(only(objects, "ConfigMap"))
-    families = chart_config["applications"][0]["args"]["families"]
-    values_families = VALUE_SETS[value_set].get("families", {})
-    enabled = {f for f in family_names() if values_families.get(f, {}).get("enabled", True)}
-    assert set(families.split(",")) == enabled
-    assert chart_config == serve_config(settings, families)
+    assert chart_config == serve_config(settings, families, deployment_options=False)
+
+
+def test_the_generated_chart_files_are_current(capsys):
+    """files/serve-config.json and values.schema.json are what service.tools.helm_values writes."""
+    assert helm_values.main(["--check"]) == 0, capsys.readouterr().err
+    committed = json.loads(helm_values.SERVE_CONFIG_FILE.read_text())
+    assert committed == chart_serve_config(), "run `python -m service.tools.helm_values --write`"
+    assert committed["applications"][0]["args"]["families"] == ",".join(family_names())
+
+
+def test_the_check_names_a_stale_generated_file(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "serve-config.json"
+    stale.write_text(json.dumps({"applications": []}))
+    monkeypatch.setattr(helm_values, "SERVE_CONFIG_FILE", stale)
+    monkeypatch.setattr(helm_values, "REPO_ROOT", tmp_path.parent)
+    assert helm_values.main(["--check"]) == 1
+    assert "serve-config.json is not current" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value_set", ["gpu", "autoscaling-off"])
@@ -296,33 +373,6 @@ def test_serve_config_has_the_options_build_app_binds(rendered, value_set):
             if option == "logging_config":  # Serve fills the fields the config leaves out with its defaults, in both paths
                 got = {k: got[k] for k in value}
             assert got == value, (deployment["name"], option)
-
-
-def test_the_settings_the_chart_requires_are_exactly_those_the_serve_config_reads():
-    """Change each chart setting alone: those that change the serve config are SERVE_CONFIG_SETTINGS, no more, no less."""
-
-    def changed(name: str, value: Any) -> Any:
-        if isinstance(value, bool):
-            return not value
-        if isinstance(value, (int, float)):
-            return value + 1
-        if value is None:
-            return 10.0 if "requests" in name else "http://s3.example"
-        if isinstance(value, dict):  # model_pixel_budgets: a budget for a real op, the smallest allowed
-            from service.families import op_table
-
-            family, ops = next(iter(op_table().items()))
-            return {**value, f"{family}.{next(iter(ops))}": 64 * 64}
-        return {"accel_precision": "bf16", "auth": "disabled"}.get(name, value + "-x")
-
-    readers = set()
-    for autoscaling in (True, False):
-        base = Settings(autoscaling_enabled=autoscaling)
-        for name in helm_values.chart_settings():
-            other = base.model_copy(update={name: changed(name, getattr(base, name))})
-            if serve_config(Settings(**other.model_dump()), None) != serve_config(base, None):
-                readers.add(name)
-    assert readers == set(helm_values.SERVE_CONFIG_SETTINGS)
 
 
 def test_family_overrides_are_checked_like_the_chart_checks_them():
@@ -368,8 +418,12 @@ def test_cli_serve_config_writes_the_serve_config_of_the_environment(tmp_path, m
 
 # ---- what each value set must produce ------------------------------------------------------------
 def _deployments(objects) -> dict[str, dict[str, Any]]:
+    """The deployment options build_app binds in the chart's pods: serve_config() of their settings
+    (test_serve_config_has_the_options_build_app_binds checks the two agree)."""
     config = yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"])
-    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+    application = config["applications"][0]
+    settings = settings_from_configmap(only(objects, "ConfigMap"))
+    return {d["name"]: d for d in serve_config(settings, application["args"]["families"])["applications"][0]["deployments"]}
 
 
 def test_gpu_values_reach_the_worker_pods_and_the_family_replicas(rendered):
@@ -433,7 +487,7 @@ def test_autoscaling_on_scales_replicas_and_pods(rendered):
     assert config.policy.get_policy().__name__ == edits_autoscaling_policy.__name__
     cluster = only(rendered["cpu-only"], "RayService")["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
-    assert cluster["autoscalerOptions"] == {"idleTimeoutSeconds": 60, "upscalingMode": "Default"}
+    assert cluster["autoscalerOptions"] == {"idleTimeoutSeconds": 60, "upscalingMode": "Default", "securityContext": RESTRICTED_CONTAINER}
     assert (cluster["workerGroupSpecs"][0]["minReplicas"], cluster["workerGroupSpecs"][0]["maxReplicas"]) == (1, 4)
 
 
@@ -550,6 +604,133 @@ def test_helm_test_pod_waits_for_readyz_through_the_http_service(rendered):
     assert '"$COLLAGE_URL/healthz"' in container["args"][0] and '"$COLLAGE_URL/readyz"' in container["args"][0]
 
 
+# ---- KubeRay's conventions for the Ray pods -----------------------------------------------------
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_ray_pod_keeps_its_logs_on_a_volume_at_tmp_ray(rendered, value_set):
+    for group, template in pod_templates(only(rendered[value_set], "RayService")).items():
+        spec = template["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["/tmp/ray"] == "ray-logs", group  # KubeRay's own name: its autoscaler sidecar mounts the same one
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes["ray-logs"], group
+        assert set(mounts.values()) <= set(volumes), group
+
+
+def test_the_log_volume_source_is_configurable(rendered):
+    for template in pod_templates(only(rendered["everything-on"], "RayService")).values():
+        assert {"name": "ray-logs", "emptyDir": {"sizeLimit": "10Gi"}} in template["spec"]["volumes"]
+
+
+def test_ray_pods_run_restricted_by_default(rendered):
+    """The image's user (Dockerfile USER 1000) is the pods' user, so runAsNonRoot holds; nothing privileged."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    image_user = re.findall(r"^USER (\S+)", dockerfile, re.M)[-1]
+    assert image_user == str(RESTRICTED_POD["runAsUser"])
+    assert re.search(rf"useradd --uid {image_user}\b", dockerfile)
+    rayservice = only(rendered["cpu-only"], "RayService")
+    for group, template in pod_templates(rayservice).items():
+        assert template["spec"]["securityContext"] == RESTRICTED_POD, group
+        assert template["spec"]["containers"][0]["securityContext"] == RESTRICTED_CONTAINER, group
+        assert "serviceAccountName" not in template["spec"], "no account set: the namespace's default"
+    assert rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"] == RESTRICTED_CONTAINER
+    job = only(rendered["cpu-only"], "Job")["spec"]["template"]["spec"]
+    assert job["securityContext"] == RESTRICTED_POD and job["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+
+
+def test_a_groups_own_security_context_replaces_the_common_one(rendered):
+    templates = pod_templates(only(rendered["everything-on"], "RayService"))
+    worker = templates["cpu"]["spec"]
+    assert worker["securityContext"] == {"runAsNonRoot": True, "runAsUser": 2000, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert worker["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert templates["head"]["spec"]["securityContext"] == RESTRICTED_POD
+
+
+def test_service_account_is_created_or_named(rendered, chart):
+    objects = rendered["everything-on"]
+    account = only(objects, "ServiceAccount")
+    assert account["metadata"]["name"] == "collage"
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/collage"}
+    templates = pod_templates(only(objects, "RayService"))
+    assert templates["head"]["spec"]["serviceAccountName"] == "collage"
+    assert templates["cpu"]["spec"]["serviceAccountName"] == "collage-workers", "a group's own account wins"
+    assert only(objects, "Job")["spec"]["template"]["spec"]["serviceAccountName"] == "collage"
+    existing = render(chart, _with(serviceAccount={"create": False, "name": "ray-pods"}))
+    assert not [o for o in existing if o["kind"] == "ServiceAccount"]
+    assert {t["spec"]["serviceAccountName"] for t in pod_templates(only(existing, "RayService")).values()} == {"ray-pods"}
+    assert not [o for o in rendered["cpu-only"] if o["kind"] == "ServiceAccount"]
+
+
+def test_pod_labels_annotations_and_env_add_to_the_charts(rendered):
+    rayservice = only(rendered["everything-on"], "RayService")
+    templates = pod_templates(rayservice)
+    head, worker = templates["head"], templates["cpu"]
+    assert head["metadata"]["labels"] | {"team": "imaging", "tier": "control"} == head["metadata"]["labels"]
+    assert worker["metadata"]["labels"]["team"] == "imaging" and "tier" not in worker["metadata"]["labels"]
+    assert worker["metadata"]["labels"]["app.kubernetes.io/component"] == "ray-worker", "selector labels stay the chart's"
+    assert head["metadata"]["annotations"]["example.com/owner"] == "imaging"
+    assert head["metadata"]["annotations"]["example.com/scrape"] == "false"
+    assert "checksum/settings" in worker["metadata"]["annotations"]
+    assert head["spec"]["containers"][0]["env"] == [
+        {"name": "HF_HOME", "value": "/tmp/hf"},
+        {"name": "RAY_GRAFANA_HOST", "value": "http://grafana.monitoring.svc"},
+    ]
+    assert worker["spec"]["containers"][0]["env"] == [{"name": "HF_HOME", "value": "/tmp/hf"}]
+    assert {"name": "ray-config", "mountPath": "/etc/ray-extra", "readOnly": True} in head["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "scratch", "mountPath": "/tmp/collage"} in worker["spec"]["containers"][0]["volumeMounts"]
+    assert "env" not in pod_templates(only(rendered["cpu-only"], "RayService"))["head"]["spec"]["containers"][0]
+
+
+def test_topology_spread_counts_the_groups_own_pods_unless_told_otherwise(rendered):
+    default_group = pod_templates(only(rendered["cpu-only"], "RayService"))["cpu"]
+    [spread] = default_group["spec"]["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"], spread["maxSkew"]) == ("kubernetes.io/hostname", "ScheduleAnyway", 1)
+    own = spread["labelSelector"]["matchLabels"]
+    assert own.pop("ray.io/group") == "cpu"  # the label KubeRay puts on every pod of the group
+    assert set(own.items()) <= set(default_group["metadata"]["labels"].items())
+    zone, host = pod_templates(only(rendered["everything-on"], "RayService"))["cpu"]["spec"]["topologySpreadConstraints"]
+    assert zone["topologyKey"] == "topology.kubernetes.io/zone" and zone["labelSelector"]["matchLabels"]["ray.io/group"] == "cpu"
+    assert host["labelSelector"] == {"matchLabels": {"app.kubernetes.io/name": "collage"}}
+
+
+def test_gcs_fault_tolerance_is_off_by_default_and_uses_the_external_redis(rendered):
+    assert "gcsFaultToleranceOptions" not in only(rendered["cpu-only"], "RayService")["spec"]["rayClusterConfig"]
+    options = only(rendered["everything-on"], "RayService")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options == {
+        "redisAddress": "redis.redis.svc:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "collage-redis", "key": "redis-password"}}},
+        "externalStorageNamespace": "collage-prod",
+    }
+
+
+def test_gcs_fault_tolerance_without_a_password(chart):
+    values = _with(gcsFaultTolerance={"enabled": True, "redisAddress": "redis://redis:6379"})
+    rayservice = only(render(chart, values), "RayService")
+    _validate_kuberay_crd(rayservice)
+    assert rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"] == {"redisAddress": "redis://redis:6379"}
+
+
+def test_upgrade_strategy(rendered, chart):
+    assert only(rendered["cpu-only"], "RayService")["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    incremental = only(rendered["everything-on"], "RayService")["spec"]["upgradeStrategy"]
+    assert incremental == {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "clusterUpgradeOptions": {"gatewayClassName": "istio", "intervalSeconds": 30, "stepSizePercent": 25, "maxSurgePercent": 50},
+    }
+    none = only(render(chart, _with(upgradeStrategy={"type": "None"})), "RayService")
+    _validate_kuberay_crd(none)
+    assert none["spec"]["upgradeStrategy"] == {"type": "None"}
+
+
 # ---- bad values fail at render time -------------------------------------------------------------
 BASE = VALUE_SETS["cpu-only"]
 
@@ -607,6 +788,52 @@ BAD_VALUES = [
         r"enable at least one family",
         False,
         id="no family",
+    ),
+    pytest.param(_with(gcsFaultTolerance={"enabled": True}), r"redisAddress", False, id="fault tolerance without redis"),
+    pytest.param(
+        _with(gcsFaultTolerance={"enabled": True, "redisAddress": "redis.svc"}), r"redisAddress", False, id="redis address without port"
+    ),
+    pytest.param(_with(gcsFaultTolerance={"enabled": True, "redis": "r:6379"}), r"redis", False, id="misspelled fault tolerance value"),
+    pytest.param(_with(upgradeStrategy={"type": "Rolling"}), r"upgradeStrategy", False, id="unknown upgrade strategy"),
+    pytest.param(
+        _with(upgradeStrategy={"type": "NewClusterWithIncrementalUpgrade"}),
+        r"clusterUpgradeOptions",
+        False,
+        id="incremental upgrade without its options",
+    ),
+    pytest.param(
+        _with(
+            upgradeStrategy={
+                "type": "NewCluster",
+                "clusterUpgradeOptions": {"gatewayClassName": "g", "intervalSeconds": 1, "stepSizePercent": 5},
+            }
+        ),
+        r"upgradeStrategy",
+        False,
+        id="incremental options without incremental upgrade",
+    ),
+    pytest.param(_with(head__volumeMounts=[{"name": "x"}]), r"mountPath", False, id="volume mount without a path"),
+    pytest.param(_with(head__containerEnv=[{"value": "1"}]), r"name", False, id="env entry without a name"),
+    pytest.param(_with(common__logVolume={"name": "logs", "emptyDir": {}}), r"logVolume", False, id="log volume names itself"),
+    pytest.param(_with(common__labels={"tier": 1}), r"labels", False, id="numeric pod label"),
+    pytest.param(_with(serviceAccount={"create": True, "name": "Ray_Pods"}), r"serviceAccount", False, id="account name not DNS"),
+    pytest.param(
+        _with(
+            workerGroups=[
+                {
+                    "name": "cpu",
+                    "replicas": 1,
+                    "minReplicas": 1,
+                    "maxReplicas": 2,
+                    "gpus": 0,
+                    "resources": CPU_RESOURCES,
+                    "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}],
+                }
+            ]
+        ),
+        r"topologyKey",
+        False,
+        id="spread without a topology key",
     ),
 ]
 

@@ -1,11 +1,14 @@
-"""The settings side of the Helm chart's values: which settings a cluster sets, and their JSON schema.
+"""The chart's generated files: the settings side of its values (which settings a cluster sets, and
+their JSON schema) and the Serve config its RayService carries.
 
 The chart's ``config`` values are ``Settings`` fields by name (each becomes ``COLLAGE_<NAME>`` in the
 pods' ConfigMap) and its ``families`` values are per-family ``FamilyScaling`` options plus
 ``enabled``. Their part of ``helm/collage/values.schema.json`` is generated here from the pydantic
 models, so a setting the service does not have, or a value it would reject, fails ``helm install``
-at render time instead of in a crash-looping pod. tests/test_helm.py checks the committed schema
-against this module; ``python -m service.tools.helm_values --write`` regenerates it.
+at render time instead of in a crash-looping pod. ``helm/collage/files/serve-config.json`` is
+``service.tools.serve_config.chart_serve_config()`` of every family; the chart reads it and keeps the
+enabled ones. tests/test_helm.py checks both committed files against this module (``--check`` does
+too); ``python -m service.tools.helm_values --write`` regenerates them.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from pydantic import SecretStr
 
 from service.config import REPO_ROOT, ApiKeyEntry, FamilyScaling, Settings
 from service.families import family_names
+from service.tools.serve_config import chart_serve_config
 
 CHART_DIR = REPO_ROOT / "helm" / "collage"
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
+SERVE_CONFIG_FILE = CHART_DIR / "files" / "serve-config.json"
 
 # Settings a cluster does not take from `config`: local-process state (embedded S3, the local Ray,
 # the checkpoints shipped in the image), the HTTP bind address and port the chart fixes for KubeRay
 # (the Serve proxy must listen on 0.0.0.0:8000), family_overrides, which `families` carries, and
-# api_keys, which the Secret carries (`secrets.apiKeys`).
+# api_keys, which the Secret carries (`secrets.apiKeys`). No setting is required: a setting left out
+# (or set to null, which Helm drops) is the Settings default in the pods, as in a local run.
 NOT_CHART_SETTINGS = frozenset(
     {
         "data_dir",
@@ -40,29 +46,6 @@ NOT_CHART_SETTINGS = frozenset(
         "family_overrides",
         "api_keys",
     }
-)
-
-# The settings the chart's serveConfigV2 template reads. `config` must carry those that have a value
-# (Helm drops null values, and the template reads a missing nullable one as unset, as Settings does).
-SERVE_CONFIG_SETTINGS = (
-    "batch_max_size",
-    "batch_wait_timeout_s",
-    "family_max_ongoing_requests",
-    "max_queued_requests",
-    "family_num_cpus",
-    "family_num_gpus",
-    "family_replicas",
-    "ingress_replicas",
-    "ingress_max_ongoing_requests",
-    "jobs_num_cpus",
-    "jobs_runner_replicas",
-    "autoscaling_enabled",
-    "autoscaling_min_replicas",
-    "autoscaling_max_replicas",
-    "autoscaling_target_ongoing_requests",
-    "autoscaling_upscale_delay_s",
-    "autoscaling_downscale_delay_s",
-    "serve_access_log",
 )
 
 
@@ -86,7 +69,6 @@ def config_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Service settings (service/config.py), each passed to the pods as COLLAGE_<NAME>",
         "additionalProperties": False,
-        "required": [name for name in SERVE_CONFIG_SETTINGS if Settings.model_fields[name].default is not None],
         "properties": {name: _annotation_free(properties[name]) for name in chart_settings()},
     }
 
@@ -120,15 +102,32 @@ def values_schema(path: Path = VALUES_SCHEMA) -> dict[str, Any]:
     return schema
 
 
+def generated_files() -> dict[Path, str]:
+    """Each generated chart file and the text it must have."""
+    return {
+        VALUES_SCHEMA: json.dumps(values_schema(), indent=2) + "\n",
+        SERVE_CONFIG_FILE: json.dumps(chart_serve_config(), indent=2) + "\n",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"rewrite {VALUES_SCHEMA.relative_to(REPO_ROOT)}")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="rewrite the generated files of helm/collage")
+    action.add_argument("--check", action="store_true", help="exit 1 if a generated file of helm/collage is not current")
     args = parser.parse_args(argv)
-    text = json.dumps(values_schema(), indent=2) + "\n"
+    files = generated_files()
     if args.write:
-        VALUES_SCHEMA.write_text(text)
-    else:
-        sys.stdout.write(text)
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return 0
+    if args.check:
+        stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
+        for path in stale:
+            print(f"{path.relative_to(REPO_ROOT)} is not current: run python -m service.tools.helm_values --write", file=sys.stderr)
+        return 1 if stale else 0
+    sys.stdout.write(files[VALUES_SCHEMA])
     return 0
 
 

@@ -40,9 +40,29 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 http://{{ include "collage.fullname" . }}-seaweedfs.{{ .Release.Namespace }}.svc:8333
 {{- end -}}
 
+{{- define "collage.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "collage.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Serve config generated from service/tools/serve_config.py (chart_serve_config), as JSON text.
+*/}}
+{{- define "collage.generatedServeConfig" -}}
+{{- $text := .Files.Get "files/serve-config.json" -}}
+{{- if not $text -}}
+{{- fail "files/serve-config.json is missing from the chart: run python -m service.tools.helm_values --write" -}}
+{{- end -}}
+{{- $text -}}
+{{- end -}}
+
 {{/*
 The settings the pods get, as JSON: `config`, the S3 endpoint of the bundled SeaweedFS when it is on,
-and the HTTP address the Serve proxy must use under KubeRay (its probes and Service expect 0.0.0.0:8000).
+and the HTTP address the Serve proxy must use under KubeRay (its probes and Service expect 0.0.0.0:8000;
+the generated Serve config names it).
 */}}
 {{- define "collage.settings" -}}
 {{- $config := deepCopy .Values.config -}}
@@ -54,8 +74,9 @@ and the HTTP address the Serve proxy must use under KubeRay (its probes and Serv
 {{- else if not $config.s3_endpoint_url -}}
 {{- fail "set config.s3_endpoint_url (for AWS: https://s3.<region>.amazonaws.com) or seaweedfs.enabled=true; without an endpoint the service would look for an embedded S3 server" -}}
 {{- end -}}
-{{- $_ := set $config "http_host" "0.0.0.0" -}}
-{{- $_ := set $config "http_port" 8000 -}}
+{{- $http := (include "collage.generatedServeConfig" . | fromJson).http_options -}}
+{{- $_ := set $config "http_host" $http.host -}}
+{{- $_ := set $config "http_port" $http.port -}}
 {{- $overrides := dict -}}
 {{- range $family, $options := .Values.families -}}
 {{- $set := dict -}}
@@ -63,6 +84,11 @@ and the HTTP address the Serve proxy must use under KubeRay (its probes and Serv
 {{- if not (kindIs "invalid" $value) -}}
 {{- $_ := set $set $key $value -}}
 {{- end -}}
+{{- end -}}
+{{- $min := hasKey $set "min_replicas" | ternary $set.min_replicas $config.autoscaling_min_replicas -}}
+{{- $max := hasKey $set "max_replicas" | ternary $set.max_replicas $config.autoscaling_max_replicas -}}
+{{- if and (not (kindIs "invalid" $min)) (not (kindIs "invalid" $max)) (gt (float64 $min) (float64 $max)) -}}
+{{- fail (printf "families.%s: min_replicas %v is above max_replicas %v" $family $min $max) -}}
 {{- end -}}
 {{- if $set -}}
 {{- $_ := set $overrides $family $set -}}
@@ -93,105 +119,113 @@ and the HTTP address the Serve proxy must use under KubeRay (its probes and Serv
 {{- end -}}
 
 {{/*
-The Serve config of the application (serveConfigV2), in the format of `serve build`. It mirrors
-service/tools/serve_config.py: family_options, job_runner_options and ingress_options of service/app.py,
-applied to the settings above. tests/test_helm.py renders it for several value sets and compares it
-with serve_config() of the settings in the rendered ConfigMap, so the two cannot drift apart.
+The Serve config of the application (serveConfigV2): the generated file (the one source, in Python)
+with the enabled families. It sets no deployment options: Serve keeps those build_app binds in the
+pods from the settings above (service/app.py), so no template computes them a second time.
 */}}
 {{- define "collage.serveConfig" -}}
-{{- $c := .Values.config -}}
-{{- $deploymentNames := dict "style" "StyleDeployment" "collage" "CollageDeployment" "inpaint" "InpaintDeployment" "warp" "WarpDeployment" "ingan" "InganDeployment" "person" "PersonDeployment" -}}
-{{- $families := splitList "," (include "collage.enabledFamilies" .) -}}
-{{- $deployments := list -}}
-{{- range $name, $options := .Values.families -}}
-{{- $d := dict "num_cpus" $c.family_num_cpus "num_gpus" $c.family_num_gpus "replicas" $c.family_replicas "min_replicas" $c.autoscaling_min_replicas "max_replicas" $c.autoscaling_max_replicas -}}
-{{- range $key, $value := omit $options "enabled" -}}
-{{- if not (kindIs "invalid" $value) -}}
-{{- $_ := set $d $key $value -}}
+{{- $config := include "collage.generatedServeConfig" . | fromJson -}}
+{{- $generated := splitList "," (first $config.applications).args.families -}}
+{{- $enabled := splitList "," (include "collage.enabledFamilies" .) -}}
+{{- range $enabled -}}
+{{- if not (has . $generated) -}}
+{{- fail (printf "family %q is not in the chart's files/serve-config.json: run python -m service.tools.helm_values --write" .) -}}
 {{- end -}}
 {{- end -}}
-{{- if gt (float64 $d.min_replicas) (float64 $d.max_replicas) -}}
-{{- fail (printf "families.%s: min_replicas %v is above max_replicas %v" $name $d.min_replicas $d.max_replicas) -}}
+{{- $_ := set (first $config.applications).args "families" (join "," $enabled) -}}
+{{- toYaml $config -}}
 {{- end -}}
-{{- if $options.enabled -}}
-{{- if not (hasKey $deploymentNames $name) -}}
-{{- fail (printf "family %q has no deployment name in the chart's collage.serveConfig helper" $name) -}}
-{{- end -}}
-{{- $actor := dict "num_cpus" $d.num_cpus -}}
-{{- if gt (float64 $d.num_gpus) 0.0 -}}
-{{- $_ := set $actor "num_gpus" $d.num_gpus -}}
-{{- end -}}
-{{- $deployment := dict
-  "name" (get $deploymentNames $name)
-  "user_config" (dict "max_batch_size" $c.batch_max_size "batch_wait_timeout_s" $c.batch_wait_timeout_s)
-  "max_ongoing_requests" (max (int64 $c.family_max_ongoing_requests) (mul 2 (int64 $c.batch_max_size)))
-  "max_queued_requests" $c.max_queued_requests
-  "ray_actor_options" $actor
-  "logging_config" (dict "enable_access_log" $c.serve_access_log) -}}
-{{- if $c.autoscaling_enabled -}}
-{{- $target := $c.autoscaling_target_ongoing_requests | default (mul 2 (int64 $c.batch_max_size)) -}}
-{{- $_ := set $deployment "autoscaling_config" (dict
-  "min_replicas" $d.min_replicas
-  "max_replicas" $d.max_replicas
-  "target_ongoing_requests" $target
-  "upscale_delay_s" $c.autoscaling_upscale_delay_s
-  "downscale_delay_s" $c.autoscaling_downscale_delay_s
-  "policy" (dict "policy_function" "service.autoscaling:edits_autoscaling_policy")) -}}
-{{- else -}}
-{{- $_ := set $deployment "num_replicas" $d.replicas -}}
-{{- end -}}
-{{- $deployments = append $deployments $deployment -}}
-{{- end -}}
-{{- end -}}
-{{- $logging := dict "enable_access_log" $c.serve_access_log -}}
-{{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" $c.jobs_runner_replicas "ray_actor_options" (dict "num_cpus" $c.jobs_num_cpus) "logging_config" $logging) -}}
-{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas "max_ongoing_requests" (add 64 (mul 2 (int64 $c.ingress_max_ongoing_requests))) "logging_config" $logging) -}}
-{{- $application := dict
-  "name" "collage"
-  "route_prefix" "/"
-  "import_path" "service.app:build_app"
-  "args" (dict "families" (join "," $families))
-  "deployments" $deployments -}}
-{{- toYaml (dict "proxy_location" "EveryNode" "http_options" (dict "host" "0.0.0.0" "port" 8000) "applications" (list $application)) -}}
+
+{{/* A pod's security context, or the container's: the group's own when it sets one, else common's. */}}
+{{- define "collage.securityContext" -}}
+{{- $own := hasKey .group .key | ternary (get .group .key) nil -}}
+{{- toYaml (kindIs "map" $own | ternary $own (get .common .key)) -}}
 {{- end -}}
 
 {{/*
-The Ray container of a pod template. KubeRay injects its own liveness and readiness probes (raylet
-and GCS health; on workers also the local Serve proxy's /-/healthz) and manages which pods the
-HTTP Service selects, so none are set here: see docs/operations.md, "Running on Kubernetes", for /healthz
-and /readyz.
+The pod template of a Ray group (the head, or a worker group). Its Ray container comes first, as
+KubeRay expects. KubeRay injects its own liveness and readiness probes (raylet and GCS health; on
+workers also the local Serve proxy's /-/healthz) and manages which pods the HTTP Service selects, so
+none are set here: see docs/operations.md, "Running on Kubernetes", for /healthz and /readyz. The
+log volume is named ray-logs, KubeRay's own name for it: the autoscaler sidecar KubeRay adds to the
+head mounts the same volume instead of a second one.
 */}}
-{{- define "collage.rayContainer" -}}
+{{- define "collage.rayPodTemplate" -}}
 {{- $ := .root -}}
-name: {{ .name }}
-image: {{ include "collage.image" $ }}
-imagePullPolicy: {{ $.Values.image.pullPolicy }}
-envFrom:
-  - configMapRef:
-      name: {{ include "collage.fullname" $ }}-settings
-  - secretRef:
-      name: {{ include "collage.secretName" $ }}
-ports:
-  {{- toYaml .ports | nindent 2 }}
-resources:
-  {{- toYaml .resources | nindent 2 }}
+{{- $group := .group -}}
+{{- $common := $.Values.common -}}
+{{- $selector := merge (include "collage.selectorLabels" $ | fromYaml) (dict "app.kubernetes.io/component" .component) -}}
+{{- $labels := merge (deepCopy $selector) (deepCopy ($group.labels | default dict)) (deepCopy ($common.labels | default dict)) -}}
+{{- $annotations := merge (deepCopy .annotations) (deepCopy ($group.annotations | default dict)) (deepCopy ($common.annotations | default dict)) -}}
+{{- $env := concat ($common.containerEnv | default list) ($group.containerEnv | default list) -}}
+{{- $volumes := prepend ($group.volumes | default list) (merge (dict "name" "ray-logs") (deepCopy $common.logVolume)) -}}
+{{- $mounts := prepend ($group.volumeMounts | default list) (dict "name" "ray-logs" "mountPath" "/tmp/ray") -}}
+{{- $podSecurity := include "collage.securityContext" (dict "group" $group "common" $common "key" "podSecurityContext") | fromYaml -}}
+{{- $security := include "collage.securityContext" (dict "group" $group "common" $common "key" "securityContext") | fromYaml -}}
+{{- $account := $group.serviceAccountName | default (include "collage.serviceAccountName" $) -}}
+{{- /* KubeRay labels each pod with its group (ray.io/group; the head's is headgroup): a spread
+       entry without a selector counts the group's own pods. */ -}}
+{{- $ownPods := dict "matchLabels" (merge (dict "ray.io/group" .groupName) $selector) -}}
+{{- $spread := list -}}
+{{- range $group.topologySpreadConstraints -}}
+{{- $spread = append $spread (hasKey . "labelSelector" | ternary . (merge (dict "labelSelector" $ownPods) .)) -}}
 {{- end -}}
-
-{{- define "collage.podSpecExtras" -}}
-{{- with .values.nodeSelector }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .values.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .values.affinity }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .root.Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+metadata:
+  labels:
+    {{- toYaml $labels | nindent 4 }}
+  annotations:
+    {{- toYaml $annotations | nindent 4 }}
+spec:
+  {{- with $account }}
+  serviceAccountName: {{ . }}
+  {{- end }}
+  {{- with $podSecurity }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ .name }}
+      image: {{ include "collage.image" $ }}
+      imagePullPolicy: {{ $.Values.image.pullPolicy }}
+      envFrom:
+        - configMapRef:
+            name: {{ include "collage.fullname" $ }}-settings
+        - secretRef:
+            name: {{ include "collage.secretName" $ }}
+      {{- with $env }}
+      env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        {{- toYaml .ports | nindent 8 }}
+      resources:
+        {{- toYaml .resources | nindent 8 }}
+      {{- with $security }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        {{- toYaml $mounts | nindent 8 }}
+  volumes:
+    {{- toYaml $volumes | nindent 4 }}
+  {{- with $spread }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
