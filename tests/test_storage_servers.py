@@ -103,7 +103,7 @@ def test_requests_use_the_configured_addressing_style(store: AssetStore, server_
 def test_put_get_head_round_trip(store: AssetStore) -> None:
     data = b"\x89PNG fake image bytes" * 40 + uuid.uuid4().bytes
     key = store.asset_key(sha(data))
-    with _fast_requests(store) as fast:
+    with _FastAnswers(store) as fast:
         assert store.put(key, data, content_type="image/png", metadata={"width": "64", "source": "upload"}) == sha(data)
         info = store.head(key)
     assert fast.answers == ([200, 200] if store._fast else [])  # the fast path answered both itself
@@ -230,14 +230,14 @@ def test_metadata_is_lost_when_rclone_restarts(tmp_path: Path) -> None:
         server.stop()
 
 
-class _fast_requests:
+class _FastAnswers:
     """Records the status of each request the fast path answered itself (a None answer went to boto3)."""
 
     def __init__(self, store: AssetStore) -> None:
         self.store = store
         self.answers: list[int | None] = []
 
-    def __enter__(self) -> "_fast_requests":
+    def __enter__(self) -> "_FastAnswers":
         if self.store._fast is None:
             self._patch = None
             return self
