@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="region used for request signing; unset: the AWS SDKs' own resolution "
         "(AWS_REGION, AWS_DEFAULT_REGION, the profile's config file), else us-east-1",
     )
+    s3_addressing_style: Literal["path", "virtual", "auto"] | None = Field(
+        default=None,
+        description="S3 addressing: path (endpoint/bucket/key), virtual (bucket.endpoint/key) or auto (the SDK picks); "
+        "unset: the profile's s3.addressing_style in the AWS config file, else auto, which botocore "
+        "resolves to path for an endpoint given by URL and to virtual-hosted on AWS",
+    )
     s3_max_attempts: int = Field(
         default=3, ge=1, description="attempts per S3 call, the first included (botocore 'standard' retries, total_max_attempts)"
     )
@@ -412,6 +418,23 @@ class Settings(BaseSettings):
         import boto3.session
 
         return boto3.session.Session().region_name or "us-east-1"
+
+    @property
+    def resolved_addressing_style(self) -> str:
+        """``s3_addressing_style``, else the ``s3.addressing_style`` of the profile's AWS config file (as the SDKs
+        read it: ``AWS_CONFIG_FILE``, ``AWS_PROFILE``), else ``auto``. The one place the style is decided: the
+        boto3 clients, their presigned URLs and the fast path (service/s3_fast.py) all follow it."""
+        if self.s3_addressing_style:
+            return self.s3_addressing_style
+        import botocore.session
+
+        section = botocore.session.get_session().get_scoped_config().get("s3") or {}
+        style = section.get("addressing_style") if isinstance(section, dict) else None
+        if style is None:
+            return "auto"
+        if style not in ("path", "virtual", "auto"):
+            raise ValueError(f"the AWS config file's s3.addressing_style is {style!r}: use path, virtual or auto")
+        return style
 
     @property
     def resolved_endpoint_url(self) -> str | None:

@@ -14,8 +14,12 @@ Only the outcomes the caller expects are answered here: HEAD 200/404, PUT 200 an
 conditional PUT, 412. Anything else (an error status, a redirect, a dropped connection, a timeout)
 returns None and :class:`~service.storage.AssetStore` repeats the request through boto3, whose
 retries, error translation and checksum fallback then apply unchanged. Used for endpoints given by
-URL (path-style addressing, as the boto3 client here is configured); ``s3_fast_path=false`` turns
-it off.
+URL; ``s3_fast_path=false`` turns it off.
+
+Addressing: the signer is given the URL under which the bucket's objects live, as the boto3 client
+of the same store builds it (``http://host/bucket`` path-style, ``http://bucket.host`` virtual-hosted;
+:meth:`~service.storage.AssetStore` reads it off a presigned URL of that client), so the fast path
+follows whatever style ``Settings.resolved_addressing_style`` chose and never decides one itself.
 """
 
 from __future__ import annotations
@@ -43,15 +47,18 @@ class SignedS3:
     """SigV4-signed requests to one bucket of one endpoint; thread-safe (a connection per thread)."""
 
     def __init__(
-        self, endpoint_url: str, bucket: str, region: str, credentials: Callable[[], Any], connect_timeout_s: float, read_timeout_s: float
+        self, objects_url: str, region: str, credentials: Callable[[], Any], connect_timeout_s: float, read_timeout_s: float
     ) -> None:
-        parts = urllib.parse.urlsplit(endpoint_url)
+        """``objects_url``: the URL an object key is appended to (after a ``/``), bucket included in its host
+        (virtual-hosted style) or in its path (path style)."""
+        parts = urllib.parse.urlsplit(objects_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"not a bucket URL for signed requests: {objects_url!r}")
         self.secure = parts.scheme == "https"
-        self.host = parts.hostname or ""
+        self.host = parts.hostname
         self.port = parts.port or (443 if self.secure else 80)
         self.host_header = parts.netloc
-        self.base_path = parts.path.rstrip("/")
-        self.bucket = bucket
+        self.base_path = parts.path.rstrip("/")  # already escaped, as the SDK sent it
         self.region = region
         self.credentials = credentials  # -> botocore frozen credentials (access_key, secret_key, token)
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
@@ -103,9 +110,7 @@ class SignedS3:
         return all_headers
 
     def path(self, key: str) -> str:
-        return (
-            self.base_path + "/" + urllib.parse.quote(self.bucket, safe=_UNRESERVED) + "/" + urllib.parse.quote(key, safe=_UNRESERVED + "/")
-        )
+        return self.base_path + "/" + urllib.parse.quote(key, safe=_UNRESERVED + "/")
 
     # ---- requests -------------------------------------------------------------------------------
     def request(

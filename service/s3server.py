@@ -350,6 +350,9 @@ class EmbeddedS3:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={self.data_dir / self.IDENTITIES_FILE}",
+            # Virtual-hosted style too, for a client configured so (s3_addressing_style=virtual, endpoint
+            # http://localhost:PORT): Host bucket.localhost[:port] names the bucket; path style still works.
+            "-s3.domainName=localhost",
         ]
 
     # ------------------------------------------------------------------ lifecycle

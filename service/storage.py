@@ -9,6 +9,14 @@ Keys
     through ``store.key(rel)``. Keys are minted by the server, never taken from clients; every
     segment is validated (no empty, ``.`` or ``..`` segments, no backslashes or control chars).
 
+Addressing
+    ``Settings.resolved_addressing_style`` decides it, once per store: ``s3_addressing_style``, else the
+    profile's ``s3.addressing_style`` in the AWS config file, else ``auto``. Every boto3 client of the
+    store is configured with it, so presigned URLs have the same form as the store's own requests, and
+    the fast path (service/s3_fast.py) takes its bucket URL from that client. ``auto`` is botocore's
+    rule: path style for an endpoint given by URL (what Collage always used: self-hosted servers answer
+    it without wildcard DNS or a configured domain) and virtual-hosted style on AWS itself.
+
 Integrity
     ``put`` always records our own hex SHA-256 of the bytes in the object metadata
     (``x-amz-meta-sha256``), and ``get(key, verify=True)`` checks it (``IntegrityError`` on a
@@ -85,6 +93,13 @@ def _hex_to_b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
+def _metadata(response: dict[str, Any]) -> dict[str, str]:
+    """A response's user metadata by lowercase name. The names are HTTP header names, so any case is the same
+    name; Collage writes them lowercase, and botocore keeps the case the server sent: rclone's serve s3
+    answers ``X-Amz-Meta-Sha256`` (Go's canonical header form), which botocore hands back as ``Sha256``."""
+    return {str(name).lower(): value for name, value in (response.get("Metadata") or {}).items()}
+
+
 def _unavailable(what: str = "") -> StorageUnavailable:
     suffix = f" ({what})" if what else ""
     return StorageUnavailable(f"object storage is unreachable{suffix}; retry later", retry_after_s=_RETRY_AFTER_S)
@@ -99,17 +114,18 @@ class AssetStore:
         self.prefix = self._normalise_prefix(settings.s3_prefix)
         self.endpoint_url = settings.resolved_endpoint_url
         self.region = settings.resolved_region  # resolved once: unset, it reads the environment and AWS config files
+        self.addressing_style = settings.resolved_addressing_style  # likewise; every client and the fast path follow it
         self._session = boto3.session.Session()
         self._client = client or self._make_client(
             max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_s, read_timeout=settings.s3_read_timeout_s
         )
         self._fast = None  # service.s3_fast.SignedS3 for the hot path's HEAD and PUT, where it applies
-        if settings.s3_fast_path and self.endpoint_url and client is None:
+        objects_url = self._objects_url() if settings.s3_fast_path and self.endpoint_url and client is None else None
+        if objects_url is not None:
             from service.s3_fast import SignedS3
 
             self._fast = SignedS3(
-                self.endpoint_url,
-                self.bucket,
+                objects_url,
                 self.region,
                 lambda: self._session.get_credentials().get_frozen_credentials(),
                 settings.s3_connect_timeout_s,
@@ -130,7 +146,7 @@ class AssetStore:
         config = Config(
             region_name=self.region,
             signature_version="s3v4",
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": self.addressing_style},
             # total_max_attempts counts the first attempt; botocore's max_attempts counts retries only
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
@@ -139,6 +155,19 @@ class AssetStore:
             **extra,
         )
         return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
+
+    def _objects_url(self) -> str | None:
+        """The URL the boto3 client puts an object key after (bucket in the host or in the path, as its
+        addressing style makes it), read off a presigned URL of a probe key: no request is sent, and the
+        fast path addresses objects exactly as botocore does, whatever it made of ``auto``. None where no
+        URL can be made (no credentials): every request then goes through boto3, which says why."""
+        probe = "collage-addressing-probe"
+        try:
+            url = self._client.generate_presigned_url("head_object", Params={"Bucket": self.bucket, "Key": probe}, ExpiresIn=60)
+        except BotoCoreError:
+            return None
+        base, found, _ = url.partition("?")[0].rpartition("/" + probe)
+        return base if found else None
 
     @property
     def client(self) -> Any:
@@ -527,7 +556,7 @@ class AssetStore:
         except Exception as exc:  # noqa: BLE001 - everything from botocore/urllib3 is translated
             raise self._translate(exc, key, "get") from exc
         if verify:
-            expected = (resp.get("Metadata") or {}).get("sha256")
+            expected = _metadata(resp).get("sha256")
             if not expected:
                 raise IntegrityError(f"{self._describe(key)} has no recorded sha256 to verify against")
             actual = sha256_hex(data)
@@ -560,7 +589,7 @@ class AssetStore:
         return {
             "size": int(resp.get("ContentLength", 0)),
             "content_type": resp.get("ContentType"),
-            "metadata": dict(resp.get("Metadata") or {}),
+            "metadata": _metadata(resp),
             "etag": (resp.get("ETag") or "").strip('"'),
             "last_modified": resp.get("LastModified"),
             "checksum_sha256": resp.get("ChecksumSHA256"),

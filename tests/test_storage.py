@@ -23,6 +23,7 @@ from service.config import Settings, get_settings
 from service.errors import BadRequest, IntegrityError, NotFound, StorageUnavailable
 from service.s3server import EmbeddedS3, find_weed
 from service.storage import AssetStore
+from tests.conftest import TEST_BUCKET
 
 
 def sha(data: bytes) -> str:
@@ -409,8 +410,10 @@ def test_flexible_checksum_fallback_is_detected_once() -> None:
 
 
 # ------------------------------------------------------------------------------ the signed fast path
-def test_fast_path_signs_exactly_as_botocore() -> None:
-    """The same request, time and credentials: the SigV4 Authorization of service.s3_fast equals botocore's."""
+@pytest.mark.parametrize("objects_url", ["http://127.0.0.1:8333/collage", "https://collage.s3.example.test"], ids=["path", "virtual"])
+def test_fast_path_signs_exactly_as_botocore(objects_url: str) -> None:
+    """The same request, time and credentials: the SigV4 Authorization of service.s3_fast equals botocore's,
+    for a bucket in the path and for a bucket in the host name."""
     import datetime as dt
     from unittest import mock
 
@@ -421,7 +424,7 @@ def test_fast_path_signs_exactly_as_botocore() -> None:
     from service.s3_fast import SignedS3
 
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token="session-token")
-    signer = SignedS3("http://127.0.0.1:8333", "collage", "eu-west-1", lambda: creds.get_frozen_credentials(), 1, 1)
+    signer = SignedS3(objects_url, "eu-west-1", lambda: creds.get_frozen_credentials(), 1, 1)
     now = dt.datetime(2026, 12, 6, 22, 30, 5, tzinfo=dt.timezone.utc)
     body = b"\x89PNG bytes"
     payload = hashlib.sha256(body).hexdigest()
@@ -435,7 +438,8 @@ def test_fast_path_signs_exactly_as_botocore() -> None:
     path = signer.path("results/ab cd/é+x")  # spaces, a non-ASCII letter and a plus: escaped as S3 wants
     ours = signer.signed_headers("PUT", path, headers, payload, now=now)
 
-    request = AWSRequest(method="PUT", url="http://127.0.0.1:8333" + path, data=body, headers={**headers, "x-amz-content-sha256": payload})
+    origin = objects_url.removesuffix("/collage")
+    request = AWSRequest(method="PUT", url=origin + path, data=body, headers={**headers, "x-amz-content-sha256": payload})
     with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
         S3SigV4Auth(creds, "s3", "eu-west-1").add_auth(request)
     assert ours["authorization"] == request.headers["Authorization"]
@@ -586,7 +590,7 @@ def _signer(port: int):
     from service.s3_fast import SignedS3
 
     creds = Credentials("AKIDEXAMPLE", "secret")
-    return SignedS3(f"http://127.0.0.1:{port}", "collage", "us-east-1", lambda: creds.get_frozen_credentials(), 2, 2)
+    return SignedS3(f"http://127.0.0.1:{port}/collage", "us-east-1", lambda: creds.get_frozen_credentials(), 2, 2)
 
 
 def test_fast_path_keeps_one_connection_and_reads_every_answer_framing() -> None:
@@ -657,3 +661,97 @@ def test_fast_path_leaves_to_boto3_what_it_cannot_read() -> None:
     finally:
         server.close()
     assert [h.split(" ")[1] for h, _ in server.requests] == ["/collage/k1", "/collage/k2", "/collage/k3"]
+
+
+def test_addressing_style_follows_the_setting_then_the_aws_config_file(monkeypatch, tmp_path) -> None:
+    """s3_addressing_style, else the profile's s3.addressing_style, else auto (botocore: path for an endpoint
+    given by URL). The boto3 client, its presigned URLs and the fast path's bucket URL agree. No request is sent."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    url = "http://s3.example.test:9000"
+
+    def store(**fields) -> AssetStore:
+        return AssetStore(Settings(s3_endpoint_url=url, s3_bucket="collage-test", s3_region="eu-west-1", **fields))
+
+    default = store()
+    assert default.addressing_style == "auto" and default.client.meta.config.s3 == {"addressing_style": "auto"}
+    assert default.presign_get(default.key("a")).startswith(f"{url}/collage-test/a?")
+    assert (default._fast.host_header, default._fast.base_path) == ("s3.example.test:9000", "/collage-test")
+
+    config = tmp_path / "config"
+    config.write_text("[default]\ns3 =\n    addressing_style = virtual\n[profile other]\ns3 =\n    addressing_style = path\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    virtual = store()
+    assert virtual.addressing_style == "virtual"
+    assert virtual.presign_get(virtual.key("a")).startswith("http://collage-test.s3.example.test:9000/a?")
+    assert (virtual._fast.host_header, virtual._fast.base_path) == ("collage-test.s3.example.test:9000", "")
+    assert virtual._fast.path("a/b c") == "/a/b%20c"
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    assert store().addressing_style == "path"
+    assert store(s3_addressing_style="virtual").addressing_style == "virtual"  # the setting wins over the file
+
+    config.write_text("[default]\ns3 =\n    addressing_style = sideways\n")
+    monkeypatch.delenv("AWS_PROFILE")
+    with pytest.raises(ValueError, match="s3.addressing_style is 'sideways': use path, virtual or auto"):
+        store()
+    with pytest.raises(ValueError):
+        Settings(s3_addressing_style="sideways")
+
+
+def test_metadata_names_are_read_case_insensitively(store: AssetStore) -> None:
+    """Some servers answer x-amz-meta-* in another case (rclone: X-Amz-Meta-Sha256); the names are the same."""
+    data = b"metadata in capitals"
+    key = store.key("capitals")
+    store.put(key, data)
+    real = store.client.get_object
+
+    def capitalised(**kwargs):
+        answer = real(**kwargs)
+        answer["Metadata"] = {name.capitalize(): value for name, value in answer["Metadata"].items()}
+        return answer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store.client, "get_object", capitalised)
+        assert store.get(key, verify=True) == data
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "boto3"])
+def test_virtual_hosted_style_against_seaweedfs(s3_server: EmbeddedS3, fast_path: bool) -> None:
+    """SeaweedFS (started with -s3.domainName=localhost) serves bucket.localhost:PORT too: the store's own
+    requests, the fast path's signed HEAD and conditional PUT, and its presigned URLs all go out virtual-hosted."""
+    from unittest import mock
+
+    from tests.rclone_s3 import localhost_subdomains_resolve
+
+    settings = Settings(
+        s3_endpoint_url=f"http://localhost:{s3_server.port}",
+        s3_bucket=TEST_BUCKET,
+        s3_prefix=f"v-{uuid.uuid4().hex}/",
+        s3_addressing_style="virtual",
+        s3_fast_path=fast_path,
+    )
+    with localhost_subdomains_resolve():
+        store = AssetStore(settings)
+        sent: list[str] = []
+        store.client.meta.events.register("before-send.s3", lambda request, **kw: sent.append(httpx.URL(request.url).host))
+        data = b"virtually hosted " + uuid.uuid4().bytes
+        key = store.result_key(sha(data))
+        assert store.put_new(key, data, "image/png", {"owner": "shop"}) is True
+        assert store.put_new(key, b"other", "image/png") is False  # SeaweedFS evaluates If-None-Match here too
+        assert store.head(key)["metadata"] == {"owner": "shop", "sha256": sha(data)}
+        assert store.get(key, verify=True) == data
+        assert store.list_keys("results/") == [store.relative(key)]
+        if fast_path:
+            assert store._fast.host_header == f"{TEST_BUCKET}.localhost:{s3_server.port}"
+            assert store._fast.request("HEAD", key, {})[0] == 200  # signed for bucket.localhost and accepted
+            with mock.patch.object(store._fast, "request", wraps=store._fast.request) as fast:
+                assert store.put_new(key, b"other", "image/png") is False and store.head(key)["size"] == len(data)
+            assert [c.args[0] for c in fast.call_args_list] == ["PUT", "HEAD"]
+        upload = store.presign_put(store.asset_key(sha(data)), "image/png", expires_s=60, sha256=sha(data))
+        assert httpx.URL(upload).host == f"{TEST_BUCKET}.localhost"
+        headers = store.presigned_put_headers("image/png", sha256=sha(data))
+        assert httpx.put(upload, content=data, headers=headers).status_code == 200
+        assert httpx.get(store.presign_get(store.asset_key(sha(data)), expires_s=60)).content == data
+    assert sent and set(sent) == {f"{TEST_BUCKET}.localhost"}  # every boto3 request, none path-style
