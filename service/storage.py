@@ -508,18 +508,23 @@ class AssetStore:
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag (as S3 sends it, quoted: the form ``If-Match`` takes), or None if missing."""
         try:
-            answer = self._client.get_object(Bucket=self.bucket, Key=key)
+            data, answer = self._read_object(key)
+        except NotFound:
+            return None
+        return data, str(answer.get("ETag") or "")
+
+    def _read_object(self, key: str, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
+        """GetObject of ``key`` (extra arguments: ``kwargs``): its bytes, read whole, and the answer; errors translated."""
+        try:
+            answer = self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
             body = answer["Body"]
             try:
                 data = body.read()
             finally:
                 body.close()
         except Exception as exc:  # noqa: BLE001 - everything from botocore/urllib3 is translated
-            translated = self._translate(exc, key, "get")
-            if isinstance(translated, NotFound):
-                return None
-            raise translated from exc
-        return data, str(answer.get("ETag") or "")
+            raise self._translate(exc, key, "get") from exc
+        return data, answer
 
     def delete_if_match(self, key: str, etag: str) -> bool:
         """Delete ``key`` only while it still has ``etag``: True when deleted (or already gone), False
@@ -543,18 +548,8 @@ class AssetStore:
 
     def get(self, key: str, verify: bool = False) -> bytes:
         """The object's bytes. ``verify`` checks them against the recorded metadata ``sha256``."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if _CHECKSUM_SUPPORT.get(self._checksum_key) is not False:
-            kwargs["ChecksumMode"] = "ENABLED"
-        try:
-            resp = self._client.get_object(**kwargs)
-            body = resp["Body"]
-            try:
-                data = body.read()
-            finally:
-                body.close()
-        except Exception as exc:  # noqa: BLE001 - everything from botocore/urllib3 is translated
-            raise self._translate(exc, key, "get") from exc
+        checksums = _CHECKSUM_SUPPORT.get(self._checksum_key) is not False
+        data, resp = self._read_object(key, **({"ChecksumMode": "ENABLED"} if checksums else {}))
         if verify:
             expected = _metadata(resp).get("sha256")
             if not expected:
