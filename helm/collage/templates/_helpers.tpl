@@ -121,6 +121,9 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 {{- if gt (float64 $d.num_gpus) 0.0 -}}
 {{- $_ := set $actor "num_gpus" $d.num_gpus -}}
 {{- end -}}
+{{- if $c.family_resources -}}
+{{- $_ := set $actor "resources" $c.family_resources -}}
+{{- end -}}
 {{- $deployment := dict
   "name" (get $deploymentNames $name)
   "user_config" (dict "max_batch_size" $c.batch_max_size "batch_wait_timeout_s" $c.batch_wait_timeout_s)
@@ -144,8 +147,16 @@ with serve_config() of the settings in the rendered ConfigMap, so the two cannot
 {{- end -}}
 {{- end -}}
 {{- $logging := dict "enable_access_log" $c.serve_access_log -}}
-{{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" $c.jobs_runner_replicas "ray_actor_options" (dict "num_cpus" $c.jobs_num_cpus) "logging_config" $logging) -}}
-{{- $deployments = append $deployments (dict "name" "Ingress" "num_replicas" $c.ingress_replicas "max_ongoing_requests" (add 64 (mul 2 (int64 $c.ingress_max_ongoing_requests))) "logging_config" $logging) -}}
+{{- $runnerActor := dict "num_cpus" $c.jobs_num_cpus -}}
+{{- if $c.jobs_resources -}}
+{{- $_ := set $runnerActor "resources" $c.jobs_resources -}}
+{{- end -}}
+{{- $deployments = append $deployments (dict "name" "JobRunner" "num_replicas" $c.jobs_runner_replicas "ray_actor_options" $runnerActor "logging_config" $logging) -}}
+{{- $ingress := dict "name" "Ingress" "num_replicas" $c.ingress_replicas "max_ongoing_requests" (add 64 (mul 2 (int64 $c.ingress_max_ongoing_requests))) "logging_config" $logging -}}
+{{- if $c.ingress_resources -}}
+{{- $_ := set $ingress "ray_actor_options" (dict "resources" $c.ingress_resources) -}}
+{{- end -}}
+{{- $deployments = append $deployments $ingress -}}
 {{- $application := dict
   "name" "collage"
   "route_prefix" "/"
