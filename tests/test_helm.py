@@ -443,6 +443,14 @@ def test_placement_values_reach_the_replicas_and_the_worker_groups_offer_them(re
     assert "ray_actor_options" not in _deployments(rendered["cpu-only"])["Ingress"], "without placement values: no key at all"
 
 
+def test_placement_settings_refuse_rays_own_resources():
+    """CPU and GPU are num_cpus / num_gpus: Ray refuses them among custom resources, so the settings refuse them first."""
+    for name in ("family_resources", "ingress_resources", "jobs_resources"):
+        with pytest.raises(ValidationError, match="Ray's own resources"):
+            Settings(**{name: {"GPU": 1}})
+    assert Settings(family_resources={"collage_family": 0.5}).family_resources == {"collage_family": 0.5}
+
+
 def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
     objects = rendered["autoscaling-off"]
     deployments = _deployments(objects)

@@ -103,3 +103,26 @@ def test_inpaint_strategies_benchmark_keeps_the_outside_and_reports_each_strateg
     assert rows["crop"]["model_pixels"] < rows["original"]["model_pixels"] and len(rows["crop"]["crop_boxes"]) == 1
     assert rows["resize"]["model_pixels"] == rows["original"]["model_pixels"]  # 320 px is under resize_limit: not enlarged
     assert "| `crop` |" in (tmp_path / "inpaint-strategies.md").read_text() and (tmp_path / "inpaint-strategies.png").stat().st_size > 1000
+
+
+def test_scaling_measures_each_concurrency_and_reports_the_curve(service, tmp_path):
+    """The load part of loadtests.scaling against the session's service (its cluster part, LocalCluster, is what
+    tests/test_multinode.py runs), then its table and chart from those figures."""
+    from loadtests import scaling
+
+    collage_sample = next(b for b in bench.BENCH_OPS if b.name == "collage.sample")
+    figures = scaling.measure_levels(service.url, collage_sample, {}, [1, 2], requests=4, base=8_000_000)
+    assert set(figures) == {"1", "2"} and all(f["images_per_s"] > 0 and f["cached"] == 0 for f in figures.values())
+    results = {
+        "device": "test",
+        "op": "collage.sample",
+        "requests": 4,
+        "concurrency": [1, 2],
+        "command": "python -m loadtests.scaling",
+        "runs": {"1": {"nodes": 1, "served": figures}, "2": {"nodes": 2, "served": figures}},
+    }
+    table = scaling.markdown(results)
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()] == ["1", "2"]
+    scaling.chart(results, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert scaling.cluster_env("collage", 4)["COLLAGE_FAMILY_OVERRIDES"] == '{"collage": {"replicas": 4}}'
