@@ -119,10 +119,14 @@ def test_scaling_measures_each_concurrency_and_reports_the_curve(service, tmp_pa
         "requests": 4,
         "concurrency": [1, 2],
         "command": "python -m loadtests.scaling",
-        "runs": {"1": {"nodes": 1, "served": figures}, "2": {"nodes": 2, "served": figures}},
+        "variants": {
+            variant: {"1": {"nodes": 1, "serving": 1, "served": figures}, "2": {"nodes": 2, "serving": 2, "served": figures}}
+            for variant in scaling.VARIANTS
+        },
     }
     table = scaling.markdown(results)
-    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()] == ["1", "2"]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in scaling.VARIANTS]
+    assert [(v.strip(), n.strip()) for v, n in rows] == [(v, n) for v in scaling.VARIANTS for n in ("1", "2")]
     scaling.chart(results, tmp_path / "scaling.png")
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert scaling.cluster_env("collage", 4)["COLLAGE_FAMILY_OVERRIDES"] == '{"collage": {"replicas": 4}}'
