@@ -44,8 +44,8 @@ class MultiNode:
     def __init__(self, driver: ClusterDriver, metrics_ports: list[int]) -> None:
         self.driver, self.url, self.metrics_ports = driver, driver.url, metrics_ports
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+    def client(self, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
 
     def replicas(self, deployment: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self.driver.replicas() if deployment is None or r["deployment"] == deployment]
