@@ -47,6 +47,8 @@ def cluster_env(family: str, replicas: int) -> dict[str, str]:
     """The settings of a run with ``replicas`` replicas of ``family``, placed as described above."""
     return {
         "COLLAGE_AUTOSCALING_ENABLED": "false",
+        # throughput at a fixed concurrency: admission's 1 s bound on the expected wait would refuse edits to one replica
+        "COLLAGE_MAX_QUEUE_WAIT_S": "60",
         "COLLAGE_FAMILY_OVERRIDES": json.dumps({family: {"replicas": replicas}}),
         "COLLAGE_FAMILY_RESOURCES": json.dumps({FAMILY_RESOURCE: 1}),
         "COLLAGE_INGRESS_RESOURCES": json.dumps({"collage_ingress": 1}),
