@@ -27,7 +27,7 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
 
     Each family replica reserves ``family_num_cpus`` (default 0.25) so that every family fits a
     2-CPU local Ray next to the ingress; ``family_num_gpus`` (fractional: families share a GPU) puts
-    replicas on GPU workers. ``family_overrides`` changes resources and replica counts per family
+    replicas on GPU workers, and ``family_resources`` (custom Ray resources) on the nodes that offer them. ``family_overrides`` changes resources and replica counts per family
     (the Helm chart's ``families`` values). With autoscaling on, the autoscaler aims at two full
     batches in flight per replica unless ``autoscaling_target_ongoing_requests`` says otherwise.
 
@@ -39,7 +39,11 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
         "user_config": {"max_batch_size": settings.batch_max_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
         "max_ongoing_requests": max(settings.family_max_ongoing_requests, 2 * settings.batch_max_size),
         "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": {"num_cpus": scaling.num_cpus, **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {})},
+        "ray_actor_options": {
+            "num_cpus": scaling.num_cpus,
+            **({"num_gpus": scaling.num_gpus} if scaling.num_gpus else {}),
+            **placement(settings.family_resources),
+        },
         **logging_options(settings),
     }
     if settings.autoscaling_enabled:
@@ -56,6 +60,12 @@ def family_options(settings: Settings, family: str | None = None) -> dict[str, A
     return options
 
 
+def placement(resources: dict[str, float]) -> dict[str, Any]:
+    """The ``ray_actor_options`` part that keeps a deployment's replicas on nodes offering these custom resources
+    (none: no constraint, and no key, so configs without placement stay as they were)."""
+    return {"resources": dict(resources)} if resources else {}
+
+
 def logging_options(settings: Settings) -> dict[str, Any]:
     """Every deployment's Serve logging: Ray's access log line per request only when asked
     (``serve_access_log``). The ingress logs each request once, with its id, route, op and status;
@@ -68,7 +78,7 @@ def job_runner_options(settings: Settings) -> dict[str, Any]:
     """``jobs_runner_replicas`` runners; they share the queue through per-job leases (service/job_lease.py)."""
     return {
         "num_replicas": settings.jobs_runner_replicas,
-        "ray_actor_options": {"num_cpus": settings.jobs_num_cpus},
+        "ray_actor_options": {"num_cpus": settings.jobs_num_cpus, **placement(settings.jobs_resources)},
         **logging_options(settings),
     }
 
@@ -80,6 +90,8 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
     return {
         "num_replicas": settings.ingress_replicas,
         "max_ongoing_requests": 2 * settings.ingress_max_ongoing_requests + 64,
+        # Serve's default of 1 CPU per replica stays; only the custom resources are added
+        **({"ray_actor_options": placement(settings.ingress_resources)} if settings.ingress_resources else {}),
         **logging_options(settings),
     }
 

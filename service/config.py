@@ -10,7 +10,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,11 @@ class FamilyScaling(BaseModel):
 
 
 API_SCOPES = ("edit", "jobs", "admin")
+
+# Ray resources a node offers by itself (``num_cpus``, ``num_gpus`` and memory options set them): not custom ones.
+RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+# Custom Ray resources a replica reserves, by name (``ray start --resources``, a worker group's rayStartParams.resources)
+RayResources = dict[str, Annotated[float, Field(gt=0)]]
 
 
 class ApiKeyEntry(BaseModel):
@@ -154,6 +159,24 @@ class Settings(BaseSettings):
         ge=0,
         le=8,
         description="GPUs reserved per family replica; a fraction shares one GPU (0.25: four family replicas on one GPU); 0 = CPU only",
+    )
+    # Placement: custom Ray resources each replica reserves. A replica then runs only on Ray nodes that offer them
+    # (``ray start --resources``; the chart's worker groups: rayStartParams.resources), as family_num_gpus keeps
+    # family replicas on GPU nodes; a node's amount bounds how many such replicas it takes (tests/test_multinode.py).
+    family_resources: RayResources = Field(
+        default_factory=dict,
+        description='custom Ray resources each family replica reserves, as JSON ({"collage_family": 1}): family replicas '
+        "run only on Ray nodes that offer them (a worker group's rayStartParams.resources); empty = any node",
+    )
+    ingress_resources: RayResources = Field(
+        default_factory=dict,
+        description='custom Ray resources each ingress replica reserves, as JSON ({"collage_ingress": 1}): the ingress runs '
+        "only on Ray nodes that offer them; empty = any node with a CPU free",
+    )
+    jobs_resources: RayResources = Field(
+        default_factory=dict,
+        description="custom Ray resources each job runner replica reserves, as JSON: the runners run only on Ray nodes "
+        "that offer them; empty = any node",
     )
     batch_max_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size per family replica")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=5, description="@serve.batch wait for a batch to fill")
@@ -374,6 +397,10 @@ class Settings(BaseSettings):
             low = {op: budget for op, budget in self.model_pixel_budgets.items() if budget < 64 * 64}
             if low:
                 raise ValueError(f"model_pixel_budgets: budgets below {64 * 64} pixels {low}")
+        for name in ("family_resources", "ingress_resources", "jobs_resources"):
+            builtin = sorted(set(getattr(self, name)) & RAY_BUILTIN_RESOURCES)
+            if builtin:  # Ray refuses them in `resources`: num_cpus / num_gpus say those
+                raise ValueError(f"{name}: {builtin} are Ray's own resources, not custom ones (family_num_cpus/num_gpus set them)")
         ids = [key.id for key in self.api_keys]
         hashes = [key.sha256 for key in self.api_keys]
         if len(set(ids)) != len(ids) or len(set(hashes)) != len(hashes):

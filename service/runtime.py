@@ -185,11 +185,14 @@ class LocalService:
         return settings
 
     def start(self, ready_timeout_s: float = 300) -> "LocalService":
-        import ray
-        from ray import serve
+        settings = self.prepare()
+        self.start_ray(settings)
+        self.deploy(settings)
+        self.wait_ready(ready_timeout_s)
+        return self
 
-        from service.app import build_app
-
+    def prepare(self) -> Settings:
+        """The environment every Ray process of the run inherits, then the storage: the settings of the run."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # Serve gives a new HTTP proxy 5 s to report ready and kills it after three misses; on a busy
@@ -202,7 +205,12 @@ class LocalService:
         }.items():  # before ray.init: the proxy and controller inherit them too
             os.environ.setdefault(name, value)
         disable_auth_for_local_run()
-        settings = self.start_storage()
+        return self.start_storage()
+
+    def start_ray(self, settings: Settings) -> None:
+        """A Ray of this run's own on this machine, one node (unless this process is connected to one already)."""
+        import ray
+
         if not ray.is_initialized():
             reap_orphaned_haproxy()
             # "local": always a new Ray of our own, never a cluster some other driver left running
@@ -219,10 +227,14 @@ class LocalService:
             with local_serve_ports() as ports:
                 kwargs.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(ports)
                 ray.init(**kwargs)
-        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+
+    def deploy(self, settings: Settings, proxy_location: str = "EveryNode") -> None:
+        from ray import serve
+
+        from service.app import build_app
+
+        serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location=proxy_location)
         serve.run(build_app({"families": self.families} if self.families else None), name=APP_NAME, route_prefix="/")
-        self.wait_ready(ready_timeout_s)
-        return self
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -269,3 +281,79 @@ class LocalService:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LocalCluster(LocalService):
+    """The service on a Ray cluster of several nodes on this one machine (``ray.cluster_utils.Cluster``): a head
+    and worker nodes, each with the CPUs and custom resources given, as a chart's head and worker groups offer them
+    (the ``*_resources`` settings then place the deployments). For the multi-node tests and loadtests/scaling.py.
+
+    Every node shares this machine's IP, so only the head runs Serve's HTTP proxy (HAProxy): a proxy per node, as
+    on Kubernetes, would bind one port several times. ``add_worker`` and ``remove_worker`` change the cluster while
+    it serves."""
+
+    def __init__(
+        self, head: dict[str, Any], workers: list[dict[str, Any]], families: str | None = None, system_config: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(families)
+        self.head_args, self.worker_args = dict(head), [dict(w) for w in workers]
+        self.system_config = system_config or {}
+        self.cluster: Any = None
+        self.workers: list[Any] = []  # ray._private.node.Node of each live worker node, in the order added
+
+    def start(self, ready_timeout_s: float = 300) -> "LocalCluster":
+        settings = self.prepare()
+        self.start_ray(settings)
+        self.deploy(settings, proxy_location="HeadOnly")
+        self.wait_ready(ready_timeout_s)
+        return self
+
+    def start_ray(self, settings: Settings) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        reap_orphaned_haproxy()
+        with local_serve_ports() as ports:  # in os.environ while the nodes start: their processes inherit them
+            self.cluster = Cluster(
+                initialize_head=True,
+                head_node_args={"include_dashboard": False, "_system_config": self.system_config, **self.head_args},
+                shutdown_at_exit=True,
+            )
+            for args in self.worker_args:
+                self.add_worker(**args)
+            self.cluster.wait_for_nodes()
+            ray.init(address=self.cluster.address, runtime_env={"env_vars": {**_propagated_env(), **ports}}, configure_logging=False)
+
+    def add_worker(self, **args: Any) -> Any:
+        node = self.cluster.add_node(include_dashboard=False, **args)
+        self.workers.append(node)
+        return node
+
+    def remove_worker(self, node: Any, graceful: bool = False) -> None:
+        """The node's raylet and every worker process on it killed (``graceful=False``: as a crashed machine);
+        GCS finds it dead by its missed health checks (``system_config``) and Serve replaces its replicas."""
+        self.cluster.remove_node(node, allow_graceful=graceful)
+        self.workers.remove(node)
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every live Serve replica of the app: its deployment, replica id, node id and pid, from GCS's actor table
+        (no dashboard needed). Serve names a replica's actor ``SERVE_REPLICA::<app>#<deployment>#<replica id>``."""
+        import ray
+
+        prefix = f"SERVE_REPLICA::{APP_NAME}#"
+        replicas = []
+        for actor in ray._private.state.actors().values():
+            name = actor.get("Name") or ""
+            if actor.get("State") == "ALIVE" and name.startswith(prefix):
+                deployment, replica = name[len(prefix) :].split("#", 1)
+                replicas.append({"deployment": deployment, "replica": replica, "node_id": actor["Address"]["NodeID"], "pid": actor["Pid"]})
+        return sorted(replicas, key=lambda r: (r["deployment"], r["replica"]))
+
+    def stop(self, keep_ray: bool = False) -> None:
+        try:
+            super().stop()
+        finally:
+            if self.cluster is not None:
+                self.cluster.shutdown()
+                self.cluster = None
+                self.workers = []

@@ -96,6 +96,36 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
         "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
     },
+    # The chart's placement by custom Ray resources (tests/test_multinode.py runs it on a local multi-node Ray):
+    # family replicas only on the family group, the ingress and the job runner only on the cpu group.
+    "placement": {
+        "config": {
+            "s3_endpoint_url": EXTERNAL_S3,
+            "family_resources": {"collage_family": 1},
+            "ingress_resources": {"collage_ingress": 1},
+            "jobs_resources": {"collage_jobs": 0.5},
+        },
+        "workerGroups": [
+            {
+                "name": "cpu",
+                "replicas": 1,
+                "minReplicas": 1,
+                "maxReplicas": 2,
+                "gpus": 0,
+                "resources": CPU_RESOURCES,
+                "rayStartParams": {"resources": '"{\\"collage_ingress\\": 4, \\"collage_jobs\\": 4}"'},
+            },
+            {
+                "name": "family",
+                "replicas": 2,
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "gpus": 0,
+                "resources": CPU_RESOURCES,
+                "rayStartParams": {"resources": '"{\\"collage_family\\": 16}"'},
+            },
+        ],
+    },
     "seaweedfs": {
         "seaweedfs": {"enabled": True},
         "secrets": {"webhookSecret": "hmac-key", "apiKeys": [API_KEY]},
@@ -453,6 +483,28 @@ def test_gpu_values_reach_the_worker_pods_and_the_family_replicas(rendered):
     }
 
 
+def test_placement_values_reach_the_replicas_and_the_worker_groups_offer_them(rendered):
+    """Custom Ray resources (family_resources, ingress_resources, jobs_resources) become each deployment's
+    ray_actor_options.resources; the worker groups offer them through `ray start --resources`."""
+    objects = rendered["placement"]
+    deployments = _deployments(objects)
+    for family in family_names():
+        assert deployments[family_deployment_name(family)]["ray_actor_options"] == {"num_cpus": 1, "resources": {"collage_family": 1}}
+    assert deployments["Ingress"]["ray_actor_options"] == {"resources": {"collage_ingress": 1}}, "Serve's 1 CPU default stays"
+    assert deployments["JobRunner"]["ray_actor_options"] == {"num_cpus": 0.1, "resources": {"collage_jobs": 0.5}}
+    groups = {group["groupName"]: group for group in only(objects, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert json.loads(json.loads(groups["family"]["rayStartParams"]["resources"])) == {"collage_family": 16}
+    assert "ray_actor_options" not in _deployments(rendered["cpu-only"])["Ingress"], "without placement values: no key at all"
+
+
+def test_placement_settings_refuse_rays_own_resources():
+    """CPU and GPU are num_cpus / num_gpus: Ray refuses them among custom resources, so the settings refuse them first."""
+    for name in ("family_resources", "ingress_resources", "jobs_resources"):
+        with pytest.raises(ValidationError, match="Ray's own resources"):
+            Settings(**{name: {"GPU": 1}})
+    assert Settings(family_resources={"collage_family": 0.5}).family_resources == {"collage_family": 0.5}
+
+
 def test_autoscaling_off_pins_family_replicas_and_worker_pods(rendered):
     objects = rendered["autoscaling-off"]
     deployments = _deployments(objects)
@@ -751,6 +803,7 @@ BAD_VALUES = [
     pytest.param(_with(config__accel_precision="fp8"), r"/config/accel_precision", True, id="unknown precision"),
     pytest.param(_with(config__family_num_gpus=-0.5), r"/config/family_num_gpus", True, id="negative gpus"),
     pytest.param(_with(config__batch_max_size="eight"), r"/config/batch_max_size", True, id="batch size not a number"),
+    pytest.param(_with(config__family_resources={"collage_family": 0}), r"/config/family_resources", True, id="zero resource"),
     pytest.param(_with(config__max_batch_size=8), r"max_batch_size", False, id="not a setting"),
     pytest.param(_with(config__webhook_secret="s"), r"webhook_secret", False, id="secret in config"),
     pytest.param(_with(families__dream={"enabled": True}), r"dream", False, id="unknown family"),

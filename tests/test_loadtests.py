@@ -138,3 +138,30 @@ def test_serving_cost_report_splits_the_idle_background_from_the_marginal_path_a
     assert "| now | on | `collage.sample` | 16 | 100.0 | 150 / 300 |" in table and "| 0.80 | **2.20** |" in table
     assert "| now | on | `collage.sample` | 16 | 150.0 | 10.0 | 140.0 | 4.5 | 90.0 | 6.0 | 0.3 |" in table
     assert "floor one-hop | 16 | 150.0" not in table, "a floor has no timings of its own to split"
+
+
+def test_scaling_measures_each_concurrency_and_reports_the_curve(service, tmp_path):
+    """The load part of loadtests.scaling against the session's service (its cluster part, LocalCluster, is what
+    tests/test_multinode.py runs), then its table and chart from those figures."""
+    from loadtests import scaling
+
+    collage_sample = next(b for b in bench.BENCH_OPS if b.name == "collage.sample")
+    figures = scaling.measure_levels(service.url, collage_sample, {}, [1, 2], requests=4, base=8_000_000)
+    assert set(figures) == {"1", "2"} and all(f["images_per_s"] > 0 and f["cached"] == 0 for f in figures.values())
+    results = {
+        "device": "test",
+        "op": "collage.sample",
+        "requests": 4,
+        "concurrency": [1, 2],
+        "command": "python -m loadtests.scaling",
+        "variants": {
+            variant: {"1": {"nodes": 1, "serving": 1, "served": figures}, "2": {"nodes": 2, "serving": 2, "served": figures}}
+            for variant in scaling.VARIANTS
+        },
+    }
+    table = scaling.markdown(results)
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in scaling.VARIANTS]
+    assert [(v.strip(), n.strip()) for v, n in rows] == [(v, n) for v in scaling.VARIANTS for n in ("1", "2")]
+    scaling.chart(results, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert scaling.cluster_env("collage", 4)["COLLAGE_FAMILY_OVERRIDES"] == '{"collage": {"replicas": 4}}'
