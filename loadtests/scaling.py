@@ -156,6 +156,21 @@ def served_by_replica(service: Any, deployment: str) -> dict[str, float]:
     return counts
 
 
+def settled_counts(service: Any, deployment: str, export_s: float = 12.0, timeout_s: float = 60.0) -> dict[str, float]:
+    """``served_by_replica`` once every replica's counter has been exported after the load: Ray's metrics
+    agents export on an interval (up to about 10 s), so a reading taken sooner can miss a replica
+    that served (a short, fast run then counted 0 of 4). Waits at least ``export_s``, then until two
+    readings 2 s apart agree."""
+    started, previous = time.monotonic(), None
+    while True:
+        time.sleep(2)
+        reading = served_by_replica(service, deployment)
+        elapsed = time.monotonic() - started
+        if (elapsed >= export_s and reading == previous) or elapsed >= timeout_s:
+            return reading
+        previous = reading
+
+
 def measure_variant(bench: Any, variant: str, counts: list[int], levels: list[int], requests: int, worker_cpus: float) -> dict[str, Any]:
     """A cluster with a worker node per replica of the largest count; the app redeployed with each count."""
     from service.app import load_family
@@ -180,10 +195,9 @@ def measure_variant(bench: Any, variant: str, counts: list[int], levels: list[in
             get_settings.cache_clear()
             service.deploy(get_settings(), proxy_location="HeadOnly")  # the same app with `count` replicas
             placed = wait_for_replicas(service, deployment, count)
-            before = served_by_replica(service, deployment)
+            before = settled_counts(service, deployment)  # a replica kept from the last count may not have exported yet
             served_figures = measure_levels(service.url, bench, assets, levels, requests, base)
-            time.sleep(6)  # Ray exports metrics on an interval
-            after = served_by_replica(service, deployment)
+            after = settled_counts(service, deployment)
             serving = sum(1 for r in placed if after.get(r["replica"], 0) - before.get(r["replica"], 0) > 0)
             runs[str(count)] = {"nodes": len({r["node_id"] for r in placed}), "serving": serving, "served": served_figures}
             base += 10_000
