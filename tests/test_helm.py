@@ -41,6 +41,13 @@ API_KEY = {"id": "shop", "sha256": "ab" * 32, "scopes": ["edit", "jobs"]}
 
 EXTERNAL_S3 = "https://s3.eu-west-1.amazonaws.com"
 CPU_RESOURCES = {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}}
+
+
+def cpu_group(**fields: Any) -> dict[str, Any]:
+    """The value sets' CPU worker group (1 pod, up to 2), with ``fields`` added or replaced."""
+    return {"name": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES, **fields}
+
+
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -60,7 +67,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "inpaint": {"enabled": True, "num_gpus": 0, "num_cpus": 2},
         },
         "workerGroups": [
-            {"name": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES},
+            cpu_group(),
             {
                 "name": "gpu",
                 "replicas": 0,
@@ -94,7 +101,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "jobs_runner_replicas": 3,
         },
         "families": {"style": {"enabled": True, "replicas": 3}, "collage": {"enabled": False}},
-        "workerGroups": [{"name": "cpu", "replicas": 3, "minReplicas": 1, "maxReplicas": 6, "gpus": 0, "resources": CPU_RESOURCES}],
+        "workerGroups": [cpu_group(replicas=3, maxReplicas=6)],
     },
     # The chart's placement by custom Ray resources (tests/test_multinode.py runs it on a local multi-node Ray):
     # family replicas only on the family group, the ingress and the job runner only on the cpu group.
@@ -106,15 +113,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "jobs_resources": {"collage_jobs": 0.5},
         },
         "workerGroups": [
-            {
-                "name": "cpu",
-                "replicas": 1,
-                "minReplicas": 1,
-                "maxReplicas": 2,
-                "gpus": 0,
-                "resources": CPU_RESOURCES,
-                "rayStartParams": {"resources": '"{\\"collage_ingress\\": 4, \\"collage_jobs\\": 4}"'},
-            },
+            cpu_group(rayStartParams={"resources": '"{\\"collage_ingress\\": 4, \\"collage_jobs\\": 4}"'}),
             {
                 "name": "family",
                 "replicas": 2,
@@ -816,10 +815,7 @@ BAD_VALUES = [
     ),
     pytest.param(_with(head__rayStartParams={"num-cpus": 0}), r"num-cpus", False, id="ray start flag not a string"),
     pytest.param(
-        _with(workerGroups=[{"name": "cpu", "replicas": 1, "minReplicas": 3, "maxReplicas": 2, "gpus": 0, "resources": CPU_RESOURCES}]),
-        r"minReplicas 3 is above maxReplicas 2",
-        False,
-        id="worker group min above max",
+        _with(workerGroups=[cpu_group(minReplicas=3)]), r"minReplicas 3 is above maxReplicas 2", False, id="worker group min above max"
     ),
     pytest.param(
         _with(workerGroups=[{"name": "gpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2, "gpus": 0.5, "resources": CPU_RESOURCES}]),
@@ -871,19 +867,7 @@ BAD_VALUES = [
     pytest.param(_with(common__labels={"tier": 1}), r"labels", False, id="numeric pod label"),
     pytest.param(_with(serviceAccount={"create": True, "name": "Ray_Pods"}), r"serviceAccount", False, id="account name not DNS"),
     pytest.param(
-        _with(
-            workerGroups=[
-                {
-                    "name": "cpu",
-                    "replicas": 1,
-                    "minReplicas": 1,
-                    "maxReplicas": 2,
-                    "gpus": 0,
-                    "resources": CPU_RESOURCES,
-                    "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}],
-                }
-            ]
-        ),
+        _with(workerGroups=[cpu_group(topologySpreadConstraints=[{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}])]),
         r"topologyKey",
         False,
         id="spread without a topology key",
