@@ -193,7 +193,7 @@ def measure_variant(bench: Any, variant: str, counts: list[int], levels: list[in
         for count in counts:
             os.environ.update(cluster_env(bench.family, count))
             get_settings.cache_clear()
-            service.deploy(get_settings(), proxy_location="HeadOnly")  # the same app with `count` replicas
+            service.deploy(get_settings())  # the same app with `count` replicas
             placed = wait_for_replicas(service, deployment, count)
             before = settled_counts(service, deployment)  # a replica kept from the last count may not have exported yet
             served_figures = measure_levels(service.url, bench, assets, levels, requests, base)

@@ -146,6 +146,8 @@ def _propagated_env() -> dict[str, str]:
 class LocalService:
     """Embedded S3 (if needed) + local Ray + the Serve application, as one object with start/stop."""
 
+    proxy_location = "EveryNode"  # Serve's HTTP proxy on every node: one node here
+
     def __init__(self, families: str | None = None, ray_init_kwargs: dict[str, Any] | None = None) -> None:
         self.families = families
         self.ray_init_kwargs = ray_init_kwargs or {}
@@ -228,12 +230,12 @@ class LocalService:
                 kwargs.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(ports)
                 ray.init(**kwargs)
 
-    def deploy(self, settings: Settings, proxy_location: str = "EveryNode") -> None:
+    def deploy(self, settings: Settings) -> None:
         from ray import serve
 
         from service.app import build_app
 
-        serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location=proxy_location)
+        serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location=self.proxy_location)
         serve.run(build_app({"families": self.families} if self.families else None), name=APP_NAME, route_prefix="/")
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -301,12 +303,7 @@ class LocalCluster(LocalService):
         self.cluster: Any = None
         self.workers: list[Any] = []  # ray._private.node.Node of each live worker node, in the order added
 
-    def start(self, ready_timeout_s: float = 300) -> "LocalCluster":
-        settings = self.prepare()
-        self.start_ray(settings)
-        self.deploy(settings, proxy_location="HeadOnly")
-        self.wait_ready(ready_timeout_s)
-        return self
+    proxy_location = "HeadOnly"  # the nodes share one IP: one proxy, on the head
 
     def start_ray(self, settings: Settings) -> None:
         import ray
