@@ -10,7 +10,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Iterator, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +42,7 @@ API_SCOPES = ("edit", "jobs", "admin")
 RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 # Custom Ray resources a replica reserves, by name (``ray start --resources``, a worker group's rayStartParams.resources)
 RayResources = dict[str, Annotated[float, Field(gt=0)]]
+AddressingStyle = Literal["path", "virtual", "auto"]  # S3 addressing, as botocore's s3.addressing_style takes it
 
 
 class ApiKeyEntry(BaseModel):
@@ -71,7 +72,7 @@ class Settings(BaseSettings):
         description="region used for request signing; unset: the AWS SDKs' own resolution "
         "(AWS_REGION, AWS_DEFAULT_REGION, the profile's config file), else us-east-1",
     )
-    s3_addressing_style: Literal["path", "virtual", "auto"] | None = Field(
+    s3_addressing_style: AddressingStyle | None = Field(
         default=None,
         description="S3 addressing: path (endpoint/bucket/key), virtual (bucket.endpoint/key) or auto (the SDK picks); "
         "unset: the profile's s3.addressing_style in the AWS config file, else auto, which botocore "
@@ -459,7 +460,7 @@ class Settings(BaseSettings):
         style = section.get("addressing_style") if isinstance(section, dict) else None
         if style is None:
             return "auto"
-        if style not in ("path", "virtual", "auto"):
+        if style not in get_args(AddressingStyle):
             raise ValueError(f"the AWS config file's s3.addressing_style is {style!r}: use path, virtual or auto")
         return style
 
