@@ -24,15 +24,16 @@ class Limits:
     ``Settings.limits()``, so the API contract imports nothing of the service."""
 
     max_image_pixels: int  # largest image (w*h) decoded or returned
-    ingan_max_output_pixels: int  # largest image an ingan retarget returns (a whole strip), below max_image_pixels too
     # Pixels an op's generators may run on for one edit (the op's check_pixel_budget): the default,
     # and per-op exceptions keyed "<family>.<op>"
     max_model_pixels: int = 2048 * 2048
     model_pixel_budgets: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
-    def model_pixel_budget(self, family: str, op: str) -> int:
-        """The pixel budget of one edit of ``family``'s ``op``."""
-        return self.model_pixel_budgets.get(f"{family}.{op}", self.max_model_pixels)
+    def model_pixel_budget(self, family: str, op: str, declared: int | None = None) -> int:
+        """The pixel budget of one edit of ``family``'s ``op``: the settings' entry for the op, else
+        the budget the op declares (``OpSpec.pixel_budget``), else ``max_model_pixels``."""
+        fallback = self.max_model_pixels if declared is None else declared
+        return self.model_pixel_budgets.get(f"{family}.{op}", fallback)
 
 
 class StrictModel(BaseModel):

@@ -59,24 +59,39 @@ def snap_side(requested: int, multiple: int) -> int:
     return max(multiple, int(math.floor(requested / multiple + 0.5)) * multiple)
 
 
-def max_output_pixels(limits: Limits) -> int:
-    """The largest image retarget returns (a whole strip): the platform's max_image_pixels, bounded by
-    ingan_max_output_pixels (the generator's features take ~100x an image's bytes)."""
-    return min(limits.max_image_pixels, limits.ingan_max_output_pixels)
+# What one retarget may produce (a whole strip) where settings name no budget: the generator's
+# features take about 100x an image's bytes, so 1024x1024 is ~1.3 GB of activations on a replica.
+RETARGET_PIXEL_BUDGET = 1024 * 1024
+
+
+def strip_size(targets: list[list[Any]]) -> tuple[int, int]:
+    """(height, width) of the strip the snapped ``targets`` come back as, side by side."""
+    return max(t[0] for t in targets), sum(t[1] for t in targets) + STRIP_GAP * (len(targets) - 1)
 
 
 def prepare_retarget(inputs: RetargetInputs, params: RetargetParams, manifest: dict[str, Any], draw_seed, limits: Limits) -> dict[str, Any]:
     multiple = int(manifest.get("size_multiple") or 1)
     targets = [[snap_side(o.height, multiple), snap_side(o.width, multiple), o.top_left, o.top_right] for o in params.outputs]
-    height = max(t[0] for t in targets)
-    width = sum(t[1] for t in targets) + STRIP_GAP * (len(targets) - 1)
-    limit = max_output_pixels(limits)
-    if height * width > limit:
+    height, width = strip_size(targets)
+    if height * width > limits.max_image_pixels:
         raise ValueError(
             f"the output would be {width}x{height} = {height * width:,} px (sides snapped to multiples of {multiple}), "
-            f"above the {limit:,} px this service returns; ask for smaller or fewer outputs"
+            f"above the {limits.max_image_pixels:,} px this service returns; ask for smaller or fewer outputs"
         )
     return {"targets": targets}
+
+
+def check_retarget_budget(inputs: dict[str, Any], images: dict[str, Any], params: RetargetParams, budget: int) -> None:
+    """The op's ``check_pixel_budget``: every output pixel is a generator pixel (one forward pass per
+    output), so the strip of the canonical ``inputs`` (snapped sides) must fit ``budget``."""
+    height, width = strip_size(inputs["targets"])
+    if height * width > budget:
+        sides = ", ".join(f"{t[1]}x{t[0]}" for t in inputs["targets"])
+        raise ValueError(
+            f"the outputs ({sides}, a {width}x{height} strip) run the generator on {height * width:,} pixels, "
+            f"above this service's budget of {budget:,} pixels per edit of this op (setting model_pixel_budgets "
+            f'"ingan.retarget"); ask for smaller or fewer outputs'
+        )
 
 
 class FitJob(StrictModel):

@@ -62,11 +62,15 @@ class OpSpec:
     # A hook that moves a photo into the model's frame (crops, scales, pads it) returns FittedImages,
     # whose extras (what it did) the family replica merges into the result's extras.
     fit_images: Callable[[dict[str, Any], Any, dict[str, Any]], "dict[str, Any] | FittedImages"] | None = None
-    # (fitted images, params, the op's pixel budget) -> None; raises ValueError naming the budget and
-    # a setting of the request that would fit when the op's generators would run on more pixels
-    # (Limits.model_pixel_budget: settings max_model_pixels, model_pixel_budgets). The platform
-    # checks it before dispatching, so one huge request cannot hold a replica or run it out of memory.
-    check_pixel_budget: Callable[[dict[str, Any], Any, int], None] | None = None
+    # (canonical inputs, fitted images, params, the op's pixel budget) -> None; raises ValueError
+    # naming the budget and a setting of the request that would fit when the op's generators would
+    # run on more pixels (Limits.model_pixel_budget: settings model_pixel_budgets, else pixel_budget
+    # below, else max_model_pixels). The platform checks it before dispatching (a 413), so one huge
+    # request cannot hold a replica or run it out of memory.
+    check_pixel_budget: Callable[[dict[str, Any], dict[str, Any], Any, int], None] | None = None
+    # the op's own budget where settings name none, for generators whose memory per pixel is far
+    # above the others' (None: max_model_pixels)
+    pixel_budget: int | None = None
     # input fields holding a latent reference (or a list of them) whose {"projection": result_id}
     # the ingress resolves to the fitted latent that a fitting edit (an op with latent_keys) stored;
     # "" = the inputs themselves

@@ -135,7 +135,7 @@ def build_task(
         fitted = FittedImages.of(spec.fit_images(images, params_model, manifest))
         images, fit_extras = fitted.images, fitted.extras
     if spec.check_pixel_budget is not None:
-        spec.check_pixel_budget(images, params_model, limits.model_pixel_budget(manifest["family"], op))
+        spec.check_pixel_budget(canonical, images, params_model, limits.model_pixel_budget(manifest["family"], op, spec.pixel_budget))
     return EditTask(model, op, params_model.model_dump(mode="json"), canonical, images, time.time(), background, fit_extras=fit_extras)
 
 
@@ -417,9 +417,9 @@ class EditPipeline:
                 raise Unprocessable(str(exc)) from None
             images, fit_extras = fitted.images, fitted.extras
         if spec.check_pixel_budget is not None:
-            budget = self.settings.limits().model_pixel_budget(family, body.op)
+            budget = self.settings.limits().model_pixel_budget(family, body.op, spec.pixel_budget)
             try:
-                spec.check_pixel_budget(images, params, budget)
+                spec.check_pixel_budget(canonical_inputs, images, params, budget)
             except ValueError as exc:  # before dispatch: an edit over budget never reaches a replica
                 raise PayloadTooLarge(str(exc), budget_pixels=budget) from None
         task_inputs = canonical_inputs

@@ -75,6 +75,7 @@ def _free_port() -> int:
 TEST_MAX_BODY_BYTES = 2 * 1024 * 1024
 TEST_MAX_IMAGE_PIXELS = 1024 * 1024
 TEST_INPAINT_PIXEL_BUDGET = 512 * 512  # per-op budget (model_pixel_budgets): a 1 MP photo is over it whole
+TEST_RETARGET_PIXEL_BUDGET = 256 * 256  # below TEST_MAX_IMAGE_PIXELS, so an output can be returnable yet over it
 
 # The test service requires API keys. ``client`` (and, through COLLAGE_CLIENT_TOKEN, the CLI, demo and
 # load tests) use the admin key; tests/test_security.py uses the others.
@@ -124,7 +125,9 @@ def service(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory):
         "COLLAGE_RAY_METRICS_PORT": str(_free_port()),
         "COLLAGE_MAX_BODY_BYTES": str(TEST_MAX_BODY_BYTES),
         "COLLAGE_MAX_IMAGE_PIXELS": str(TEST_MAX_IMAGE_PIXELS),
-        "COLLAGE_MODEL_PIXEL_BUDGETS": json.dumps({"inpaint.inpaint": TEST_INPAINT_PIXEL_BUDGET}),
+        "COLLAGE_MODEL_PIXEL_BUDGETS": json.dumps(
+            {"inpaint.inpaint": TEST_INPAINT_PIXEL_BUDGET, "ingan.retarget": TEST_RETARGET_PIXEL_BUDGET}
+        ),
         "COLLAGE_BATCH_MAX_SIZE": "8",
         "COLLAGE_BATCH_WAIT_TIMEOUT_S": "0.2",
         "COLLAGE_DATA_DIR": str(tmp_path_factory.mktemp("data")),

@@ -145,24 +145,38 @@ def test_strip_places_outputs_left_to_right():
     assert (canvas[4:, offsets[1] :] == 255).all()  # below the shorter image: white
 
 
-LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)  # the settings' defaults
+LIMITS = Limits(max_image_pixels=4096 * 4096)  # the settings' default
 
 
 def test_prepare_retarget_snaps_and_bounds_the_output():
     manifest = {"size_multiple": 8}
     params = RetargetParams.model_validate({"outputs": [{"height": 30, "width": 50}, {"height": 3, "width": 64, "top_left": 0.1}]})
     assert prepare_retarget(RetargetInputs(), params, manifest, lambda: 0, LIMITS) == {"targets": [[32, 48, 0.0, 0.0], [8, 64, 0.1, 0.0]]}
-    huge = RetargetParams.model_validate({"outputs": [{"height": 4096, "width": 4096}]})
-    with pytest.raises(ValueError, match="above the"):
+    huge = RetargetParams.model_validate({"outputs": [{"height": 8192, "width": 4096}]})
+    with pytest.raises(ValueError, match="above the 16,777,216 px this service returns"):
         prepare_retarget(RetargetInputs(), huge, manifest, lambda: 0, LIMITS)
     square = RetargetParams.model_validate({"outputs": [{"height": 64, "width": 64}]})  # 4096 px
-    assert prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, Limits(4096, 4096)) == {"targets": [[64, 64, 0.0, 0.0]]}
-    for limits in (Limits(4095, 4096), Limits(4096, 4095)):  # the smaller of the two bounds it
-        with pytest.raises(ValueError, match="above the 4,095 px"):
-            prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, limits)
+    assert prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, Limits(4096)) == {"targets": [[64, 64, 0.0, 0.0]]}
+    with pytest.raises(ValueError, match="above the 4,095 px"):
+        prepare_retarget(RetargetInputs(), square, manifest, lambda: 0, Limits(4095))
     for bad in ({"height": 0, "width": 8}, {"height": -8, "width": 8}, {"height": 8, "width": 8, "top_left": 0.5, "top_right": -0.5}):
         with pytest.raises(ValueError):
             RetargetParams.model_validate({"outputs": [bad]})
+
+
+def test_retarget_budget_counts_the_whole_strip_of_snapped_outputs():
+    from deployments.ingan.spec import FAMILY
+    from schemas.ingan import RETARGET_PIXEL_BUDGET, check_retarget_budget
+
+    spec = FAMILY.ops["retarget"]
+    assert spec.check_pixel_budget is check_retarget_budget and spec.pixel_budget == RETARGET_PIXEL_BUDGET
+    manifest = {"size_multiple": 8}
+    two = RetargetParams.model_validate({"outputs": [{"height": 64, "width": 60}, {"height": 30, "width": 64}]})
+    inputs = prepare_retarget(RetargetInputs(), two, manifest, lambda: 0, LIMITS)  # 64x64 and 32x64, a 4 px gap
+    strip = 64 * (64 + 4 + 64)
+    check_retarget_budget(inputs, {}, two, strip)
+    with pytest.raises(ValueError, match=f"64x64, 64x32, a 132x64 strip.*{strip:,} pixels.*budget of {strip - 1:,}"):
+        check_retarget_budget(inputs, {}, two, strip - 1)
 
 
 def test_fit_job_default_model_name():

@@ -171,29 +171,32 @@ def test_over_budget_names_the_budget_and_what_fits():
     hole = _hole((2000, 3000), (900, 1400, 40, 30))
     images = {"image": np.zeros((2000, 3000, 3), np.uint8), "mask": hole}
     with pytest.raises(ValueError) as raised:
-        strategies.check_pixel_budget(images, InpaintParams(strategy="original"), 1_000_000)
+        strategies.check_pixel_budget({}, images, InpaintParams(strategy="original"), 1_000_000)
     message = str(raised.value)
     assert (
         "1000000" in message and "max_model_pixels" in message and "strategy 'crop'" in message and "'resize' with resize_limit" in message
     )
-    strategies.check_pixel_budget(images, InpaintParams(strategy="crop"), 1_000_000)  # the crop fits
+    strategies.check_pixel_budget({}, images, InpaintParams(strategy="crop"), 1_000_000)  # the crop fits
     limit = int(message.split("resize_limit <= ")[1].split()[0])
     assert (
         strategies.resize_plan((2000, 3000), limit).model_pixels <= 1_000_000 < strategies.resize_plan((2000, 3000), limit + 8).model_pixels
     )
-    strategies.check_pixel_budget(images, InpaintParams(strategy="resize", resize_limit=limit), 1_000_000)
+    strategies.check_pixel_budget({}, images, InpaintParams(strategy="resize", resize_limit=limit), 1_000_000)
     with pytest.raises(ValueError, match="smaller params.crop_margin"):
-        strategies.check_pixel_budget(images, InpaintParams(strategy="crop", crop_margin=600), 1_000_000)
-    strategies.check_pixel_budget({**images, "mask": np.zeros_like(hole)}, InpaintParams(strategy="original"), 64)  # no hole: no run
+        strategies.check_pixel_budget({}, images, InpaintParams(strategy="crop", crop_margin=600), 1_000_000)
+    strategies.check_pixel_budget({}, {**images, "mask": np.zeros_like(hole)}, InpaintParams(strategy="original"), 64)  # no hole: no run
 
 
 def test_pixel_budgets_are_settings_per_op():
     from service.config import Settings
 
-    assert Limits(1, 1).model_pixel_budget("inpaint", "inpaint") == 2048 * 2048
-    settings = Settings(max_model_pixels=10_000, model_pixel_budgets={"inpaint.inpaint": 20_000})
+    assert Limits(1).model_pixel_budget("inpaint", "inpaint") == 2048 * 2048
+    settings = Settings(max_model_pixels=10_000, model_pixel_budgets={"inpaint.inpaint": 20_000, "ingan.retarget": 30_000})
     assert settings.limits().model_pixel_budget("inpaint", "inpaint") == 20_000
     assert settings.limits().model_pixel_budget("style", "project") == 10_000
+    # an op's declared budget stands in for max_model_pixels, and the op's setting for both
+    assert settings.limits().model_pixel_budget("ingan", "retarget", 50_000) == 30_000
+    assert settings.limits().model_pixel_budget("style", "project", 50_000) == 50_000
     with pytest.raises(ValueError, match="known families"):
         Settings(model_pixel_budgets={"paint.inpaint": 20_000})
     from service.app import check_pixel_budgets

@@ -198,7 +198,7 @@ def _points() -> list:
 
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
-LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)  # the settings' defaults
+LIMITS = Limits(max_image_pixels=4096 * 4096)  # the settings' default
 
 
 def test_recompose_resolves_keypoints_from_examples_and_the_pose_from_its_source():
@@ -270,9 +270,9 @@ def test_interpolate_strips_are_bounded_by_the_limits_the_caller_passes():
     manifest = _manifest({A: {"keypoints": _points()}, B: {"keypoints": _points()}})
     inputs, params = schema.InterpolateInputs(start=A, end=B), schema.InterpolateParams(factor="pose", steps=4)
     strip = HEIGHT * (4 * WIDTH + 3 * STRIP_GAP)
-    assert schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip, 1))["start"] == A
+    assert schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip))["start"] == A
     with pytest.raises(ValueError, match="above the service's max_image_pixels"):
-        schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip - 1, 1))
+        schema.prepare_interpolate(inputs, params, manifest, lambda: 0, Limits(strip - 1))
 
 
 # A model small enough to train a step in a test: the sizes both trainer calls below share

@@ -12,7 +12,7 @@ from schemas.ops import FittedImages
 from schemas.photo_fit import plan_fit, to_model_frame
 
 PHOTO_W, PHOTO_H = 120, 80  # landscape, 3:2: every fit mode does something different to it
-LIMITS = Limits(max_image_pixels=4096 * 4096, ingan_max_output_pixels=1024 * 1024)
+LIMITS = Limits(max_image_pixels=4096 * 4096)
 
 
 def _photo_with_marker(x: int, y: int, width: int = PHOTO_W, height: int = PHOTO_H) -> np.ndarray:

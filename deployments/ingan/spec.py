@@ -29,6 +29,8 @@ FAMILY = FamilySpec(
             params_model=ingan.RetargetParams,
             inputs_model=ingan.RetargetInputs,
             prepare=ingan.prepare_retarget,
+            check_pixel_budget=ingan.check_retarget_budget,
+            pixel_budget=ingan.RETARGET_PIXEL_BUDGET,
             handler="run_retarget",
             group_key=same_targets,
         )

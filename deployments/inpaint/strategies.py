@@ -201,9 +201,10 @@ def largest_resize_limit(shape: tuple[int, int], budget: int) -> int:
     return max(0, limit)
 
 
-def check_pixel_budget(images: dict[str, Any], params: Any, budget: int) -> None:
+def check_pixel_budget(inputs: dict[str, Any], images: dict[str, Any], params: Any, budget: int) -> None:
     """Raise ValueError naming the budget and what would fit when the edit's plan runs the
-    generators on more than ``budget`` pixels (the op's ``check_pixel_budget``)."""
+    generators on more than ``budget`` pixels (the op's ``check_pixel_budget``; ``inputs`` unused:
+    the plan is the fitted mask's)."""
     if not images["mask"].any():
         return  # an empty mask runs no generator
     plan = plan_of(images, params)
