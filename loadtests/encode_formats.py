@@ -4,7 +4,9 @@
 
 Encodes a photograph (scikit-image's astronaut) resized to each side with ``service.images.encode_image``,
 the function a family replica encodes results with, in one thread: PNG at compression levels 0, 1
-(the default), 6 and 9, WebP and JPEG at quality 75, 90 (the default) and 95. Prints the median encode
+(the default), 6 and 9, WebP and JPEG at quality 75, 90 (the default) and 95; and, for comparison in
+the same run, Pillow's own PNG writer at levels 1 and 6 (what the service used before its own
+writer, ``service.images.encode_png``). Prints the median encode
 time of ``--repeats`` runs, the size, and the PSNR of the decoded image against the original
 (lossless: inf). Writes ``encode.json``, ``encode.md`` and ``encode.png`` to --out.
 """
@@ -26,6 +28,8 @@ VARIANTS = [
     ("png", {"png_compress_level": 1}),
     ("png", {"png_compress_level": 6}),
     ("png", {"png_compress_level": 9}),
+    ("pillow-png", {"png_compress_level": 1}),
+    ("pillow-png", {"png_compress_level": 6}),
     ("webp", {"quality": 75}),
     ("webp", {"quality": 90}),
     ("webp", {"quality": 95}),
@@ -36,7 +40,18 @@ VARIANTS = [
 
 
 def label(fmt: str, options: dict[str, int]) -> str:
+    if fmt == "pillow-png":
+        return f"png level {options['png_compress_level']}, Pillow's writer (before)"
     return f"png level {options['png_compress_level']}" if fmt == "png" else f"{fmt} q{options['quality']}"
+
+
+def pillow_png(image: np.ndarray, png_compress_level: int) -> bytes:
+    """Pillow's PNG writer, which tries every filter on every row (the service's encoder until 2026-12)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=png_compress_level)
+    return buffer.getvalue()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,22 +59,26 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def encode_variant(image: np.ndarray, fmt: str, options: dict[str, int]) -> bytes:
+    from service.images import encode_image
+
+    return pillow_png(image, **options) if fmt == "pillow-png" else encode_image(image, fmt, **options)
+
+
 def measure(sizes: list[int], repeats: int) -> dict[str, Any]:
     from PIL import Image
     from skimage import data
-
-    from service.images import encode_image
 
     photo = Image.fromarray(data.astronaut())
     results: dict[str, Any] = {}
     for side in sizes:
         image = np.asarray(photo.resize((side, side), Image.BICUBIC))
         for fmt, options in VARIANTS:
-            encoded = encode_image(image, fmt, **options)
+            encoded = encode_variant(image, fmt, options)
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                encode_image(image, fmt, **options)
+                encode_variant(image, fmt, options)
                 times.append(time.perf_counter() - started)
             decoded = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
             results.setdefault(str(side), {})[label(fmt, options)] = {

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         default=1,
         ge=0,
         le=9,
-        description="zlib level of result PNGs: 1 is ~3x faster to encode than 6 for ~10 % larger files (docs/api.md, Output formats)",
+        description="zlib level of result PNGs: 1 is 4-6x faster to encode than 6 for 4-10 % larger files (docs/api.md, Output formats)",
     )
     edit_timeout_s: float = Field(default=120.0, gt=0, description="how long the ingress waits for a family")
     storage_deadline_s: float = Field(
