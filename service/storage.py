@@ -648,6 +648,11 @@ class AssetStore:
         if filename:
             safe = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:200] or "download"
             params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
+        if self._fast is not None:
+            overrides = {"response-content-disposition": params["ResponseContentDisposition"]} if filename else None
+            url = self._fast.presigned_get(key, self._expires(expires_s), overrides)
+            if url is not None:
+                return url
         try:
             return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=self._expires(expires_s))
         except BotoCoreError as exc:

@@ -446,6 +446,64 @@ def test_fast_path_signs_exactly_as_botocore(objects_url: str) -> None:
     assert ours["x-amz-security-token"] == "session-token" and ours["x-amz-date"] == "20261206T223005Z"
 
 
+@pytest.mark.parametrize(
+    "endpoint, style, objects_url",
+    [
+        ("http://127.0.0.1:8333", "path", "http://127.0.0.1:8333/collage"),
+        ("https://s3.example.test", "virtual", "https://collage.s3.example.test"),
+    ],
+    ids=["path", "virtual"],
+)
+@pytest.mark.parametrize("disposition", [None, 'attachment; filename="my result (1).png"'])
+def test_fast_presigned_get_is_botocores_url(endpoint: str, style: str, objects_url: str, disposition: str | None) -> None:
+    """Same key, time, lifetime and credentials: service.s3_fast's presigned GET has botocore's signature
+    and the same query, so whatever accepts boto3's URLs accepts these."""
+    import datetime as dt
+    import urllib.parse
+    from unittest import mock
+
+    import boto3
+    from botocore.config import Config
+
+    from service.s3_fast import SignedS3
+
+    creds = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+    client = boto3.session.Session(**creds, aws_session_token="session/token+=").client(
+        "s3", endpoint_url=endpoint, region_name="eu-west-1", config=Config(signature_version="s3v4", s3={"addressing_style": style})
+    )
+    signer = SignedS3(objects_url, "eu-west-1", lambda: client._get_credentials().get_frozen_credentials(), 1, 1)
+    now = dt.datetime(2026, 12, 6, 22, 30, 5, tzinfo=dt.timezone.utc)
+    key = "results/ab cd/é+x.png"  # a space, a non-ASCII letter and a plus
+    params = {"Bucket": "collage", "Key": key}
+    if disposition:
+        params["ResponseContentDisposition"] = disposition
+    with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
+        theirs = client.generate_presigned_url("get_object", Params=params, ExpiresIn=900)
+    ours = signer.presigned_get(key, 900, {"response-content-disposition": disposition} if disposition else None, now=now)
+
+    def parts(url: str) -> tuple:
+        split = urllib.parse.urlsplit(url)
+        return split.scheme, split.netloc, split.path, sorted(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+
+    assert parts(ours) == parts(theirs)
+    assert dict(parts(ours)[3])["X-Amz-Security-Token"] == "session/token+="
+
+
+def test_presigned_gets_come_from_the_fast_signer_and_the_server_takes_them(store: AssetStore) -> None:
+    from unittest import mock
+
+    key = store.key("fast-presigned " + uuid.uuid4().hex[:8])
+    store.put(key, b"presigned bytes")
+    with mock.patch.object(store._client, "generate_presigned_url", side_effect=AssertionError("botocore presigned")):
+        url = store.presign_get(key)
+        named = store.presign_get(key, filename='result "1".png')
+    assert httpx.get(url).content == b"presigned bytes"
+    answer = httpx.get(named)
+    assert answer.status_code == 200 and answer.headers["content-disposition"] == 'attachment; filename="result _1_.png"'
+    tampered = url.replace("X-Amz-Expires=", "X-Amz-Expires=1")
+    assert httpx.get(tampered).status_code == 403
+
+
 def test_fast_path_reads_and_writes_what_boto3_does(store: AssetStore) -> None:
     from unittest import mock
 
