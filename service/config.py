@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         "ingress holds a new edit for others to share its call to the family (up to batch_max_size "
         "per call, service/coalesce.py); 0 = one call per edit",
     )
+    speculative_dispatch: bool = Field(
+        default=True,
+        description="while an edit is its family's only one in flight at this ingress and its op reads no "
+        "stored inputs, send it to the family at once and look up the cache meanwhile (a hit cancels "
+        "the call or drops its output): a miss then waits for no lookup round trip",
+    )
     family_max_ongoing_requests: int = Field(
         default=64,
         ge=1,

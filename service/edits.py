@@ -171,6 +171,8 @@ class _PreparedEdit:
     result_key: str
     seed: int | None
     storage_s: float
+    # True: the cache lookup was left for later, to run beside the dispatch (EditPipeline._compute_or_find)
+    lookup_deferred: bool = False
 
 
 # The encoding of results whose ids leave ``encoding`` out: those of requests made before output
@@ -268,7 +270,11 @@ class EditPipeline:
             if admission is not None:
                 admission.admit()  # 429 at once when this edit would wait longer than max_queue_wait_s
                 admitted = True
-            prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed, deadline=deadline)
+            # Speculate (look up the cache while the family computes) only while this edit is the
+            # family's only one here: an idle family's compute costs no other edit anything, and a busy
+            # family's queue is where a hit's wasted compute would hurt.
+            speculate = self.settings.speculative_dispatch and admission is not None and admission.in_flight <= 1
+            prepared = await self.gate.run(self._prepare, body, draw_seed, want_image, principal, random_seed, speculate, deadline=deadline)
             if isinstance(prepared, EditResult):  # from the cache
                 prepared.timings.total_ms = 1e3 * (time.perf_counter() - started)
                 return prepared
@@ -288,7 +294,14 @@ class EditPipeline:
                 encoding=body.output.encoding(),
                 fit_extras=prepared.fit_extras,
             )
-            output = await self.dispatch(prepared.family, prepared.handle, task)
+            if prepared.lookup_deferred:
+                found = await self._compute_or_find(prepared, task, want_image, principal, deadline)
+                if isinstance(found, EditResult):
+                    found.timings.total_ms = 1e3 * (time.perf_counter() - started)
+                    return found
+                output = found
+            else:
+                output = await self.dispatch(prepared.family, prepared.handle, task)
             computed = True
         finally:
             if admitted:
@@ -321,6 +334,38 @@ class EditPipeline:
             output.sync_idle_s,
         )
 
+    async def _compute_or_find(
+        self, prepared: "_PreparedEdit", task: EditTask, want_image: bool, principal: Principal, deadline: float | None
+    ) -> "EditOutput | EditResult":
+        """The deferred cache lookup beside the dispatch: the stored result when there is one (the
+        dispatched call is then cancelled, or its output dropped if it already ran), else the
+        family's output. A miss saves the lookup's round trip; on real S3 that is 10-30 ms."""
+        computing = asyncio.ensure_future(self.dispatch(prepared.family, prepared.handle, task))
+        # its outcome is read below, or dropped on a hit: say so, or asyncio logs it as never retrieved
+        computing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            t = time.perf_counter()
+            cached = await self.gate.run(
+                self._cached_result,
+                prepared.result_id,
+                prepared.result_key,
+                prepared.manifest,
+                prepared.seed,
+                want_image,
+                principal,
+                deadline=deadline,
+            )
+            prepared.storage_s += time.perf_counter() - t
+        except BaseException:
+            computing.cancel()
+            raise
+        if cached is not None:
+            computing.cancel()
+            cached.timings.storage_ms = 1e3 * prepared.storage_s
+            return cached
+        metrics.CACHE.labels("miss").inc()
+        return await computing
+
     def _admission_for(self, family: str | None) -> EditAdmission | None:
         """The admission of ``family``'s synchronous edits at this replica (None for an unknown family)."""
         if family is None:
@@ -341,9 +386,17 @@ class EditPipeline:
         return found
 
     def _prepare(
-        self, body: EditRequest, draw_seed: Callable[[], int], want_image: bool, principal: Principal, random_seed: bool
+        self,
+        body: EditRequest,
+        draw_seed: Callable[[], int],
+        want_image: bool,
+        principal: Principal,
+        random_seed: bool,
+        speculate: bool = False,
     ) -> "_PreparedEdit | EditResult":
-        """Everything before the family, in one worker thread: the cached result, or the task's parts."""
+        """Everything before the family, in one worker thread: the cached result, or the task's parts.
+        ``speculate``: an op without stored inputs leaves its cache lookup to the caller
+        (``lookup_deferred``), to run beside the dispatch."""
         storage_s = 0.0
         t = time.perf_counter()
         manifest = self.registry.get_manifest(body.model)
@@ -397,14 +450,19 @@ class EditPipeline:
         result_key = self.store.result_key(result_id)
         seed = canonical_inputs.get("seed")
 
-        if not (random_seed and seed_drawn):
+        look_up = not (random_seed and seed_drawn)
+        # An op that reads no stored inputs has nothing more to fetch before its family: its lookup can
+        # run while the family already computes (run decides whether the family is idle enough)
+        lookup_deferred = look_up and speculate and not spec.image_inputs and not spec.latent_inputs
+        if look_up and not lookup_deferred:
             t = time.perf_counter()
             cached = self._cached_result(result_id, result_key, manifest, seed, want_image, principal)
             storage_s += time.perf_counter() - t
             if cached is not None:
                 cached.timings.storage_ms = 1e3 * storage_s
                 return cached
-        metrics.CACHE.labels("miss").inc()
+        if not lookup_deferred:
+            metrics.CACHE.labels("miss").inc()
 
         t = time.perf_counter()
         images = self._load_image_inputs(spec.image_inputs, canonical_inputs, found)
@@ -428,7 +486,19 @@ class EditPipeline:
             task_inputs = self._resolve_projections(body.model, family, spec.latent_inputs, canonical_inputs, found)
             storage_s += time.perf_counter() - t
         return _PreparedEdit(
-            family, spec, handle, manifest, params_json, task_inputs, images, fit_extras, result_id, result_key, seed, storage_s
+            family,
+            spec,
+            handle,
+            manifest,
+            params_json,
+            task_inputs,
+            images,
+            fit_extras,
+            result_id,
+            result_key,
+            seed,
+            storage_s,
+            lookup_deferred,
         )
 
     def _cached_result(

@@ -12,6 +12,7 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -291,3 +292,84 @@ def test_a_projection_resolves_to_the_latent_keys_its_fitting_op_declares(monkey
     )
     with pytest.raises(Unprocessable, match=r"inputs.base.projection edited is not the result_id of a finished 'fit' edit"):
         pipeline._resolve_projections(MODEL, spec.name, ("base",), {"base": {"projection": "edited"}})
+
+
+# ---- speculative dispatch: the cache lookup beside the family's compute ---------------------------
+class KnownFamilyRegistry(FakeRegistry):
+    def cached_family(self, name: str):
+        return self.manifest["family"]  # the manifest is cached: admission (and speculation) from the start
+
+
+class OrderedStore(FakeStore):
+    """HEADs of results that wait until the family has the edit (when asked to), and say whether it is stored."""
+
+    def __init__(self, stored: bool, wait_for: "threading.Event | None") -> None:
+        super().__init__()
+        self.stored, self.wait_for, self.events = stored, wait_for, []
+
+    def head(self, key: str):
+        if self.wait_for is not None:
+            assert self.wait_for.wait(5), "the lookup ran before the edit reached the family"
+        self.events.append("head")
+        return {"metadata": {"width": "1", "height": "1"}, "content_type": "image/png"} if self.stored else None
+
+
+def _speculation(monkeypatch, stored: bool, wait: bool, busy: bool = False):
+    spec = _pipeline_family(monkeypatch, _op("plain"))
+    registry = KnownFamilyRegistry({"name": MODEL, "family": spec.name, "ops": list(spec.ops)})
+    reached = threading.Event()
+    store = OrderedStore(stored, reached if wait else None)
+    pipeline = edits_module.EditPipeline(Settings(), store, registry, {spec.name: object()})
+    if busy:
+        pipeline._admission_for(spec.name).in_flight = 1  # another synchronous edit of the family in flight here
+    outcome = {}
+
+    async def dispatch(family, handle, task):
+        store.events.append("dispatch")
+        reached.set()
+        try:
+            await asyncio.sleep(0 if not stored else 30)  # a hit's compute is still running when the lookup answers
+        except asyncio.CancelledError:
+            outcome["cancelled"] = True
+            raise
+        return EditOutput(b"png", "image/png", 1, 1, {}, 0.0, 1.0, 0.0, 1, 1)
+
+    monkeypatch.setattr(pipeline, "dispatch", dispatch)
+    monkeypatch.setattr(pipeline, "_store_result", lambda *args: store.events.append("store") or 0.0)
+
+    async def run():
+        result = await pipeline.run(EditRequest(model=MODEL, op="plain"), lambda: 0)
+        await asyncio.sleep(0.05)  # let a cancelled dispatch see its cancellation
+        return result
+
+    return asyncio.run(run()), store.events, outcome
+
+
+def test_an_idle_familys_miss_computes_while_the_cache_is_looked_up(monkeypatch):
+    result, events, _ = _speculation(monkeypatch, stored=False, wait=True)
+    assert events == ["dispatch", "head", "store"], "the HEAD answered only once the family had the edit"
+    assert result.cached is False and result.timings.compute_ms == 1.0
+
+
+def test_an_idle_familys_hit_cancels_the_compute_and_returns_the_stored_result(monkeypatch):
+    result, events, outcome = _speculation(monkeypatch, stored=True, wait=True)
+    assert result.cached is True and events == ["dispatch", "head"], "nothing stored"
+    assert outcome == {"cancelled": True}
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_a_busy_family_looks_up_first_and_computes_only_a_miss(monkeypatch, stored):
+    result, events, outcome = _speculation(monkeypatch, stored=stored, wait=False, busy=True)
+    assert result.cached is stored
+    assert events == (["head"] if stored else ["head", "dispatch", "store"]) and outcome == {}
+
+
+def test_speculation_is_a_setting_and_only_for_ops_without_stored_inputs(monkeypatch):
+    spec = _pipeline_family(monkeypatch, _op("plain"), _op("projected", latent_inputs=("",)))
+    pipeline, _ = _pipeline(spec)
+    request = EditRequest(model=MODEL, op="plain")
+    assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=True).lookup_deferred is True
+    assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=False).lookup_deferred is False
+    projected = pipeline._prepare(EditRequest(model=MODEL, op="projected"), lambda: 0, False, EDITOR, False, speculate=True)
+    assert projected.lookup_deferred is False
+    assert Settings(speculative_dispatch=False).speculative_dispatch is False
