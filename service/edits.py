@@ -452,8 +452,9 @@ class EditPipeline:
 
         look_up = not (random_seed and seed_drawn)
         # An op that reads no stored inputs has nothing more to fetch before its family: its lookup can
-        # run while the family already computes (run decides whether the family is idle enough)
-        lookup_deferred = look_up and speculate and not spec.image_inputs and not spec.latent_inputs
+        # run while the family already computes (run decides whether the family is idle enough). Not an
+        # op that changes what the platform caches (a catalog build): on a hit it must not run at all.
+        lookup_deferred = look_up and speculate and not (spec.image_inputs or spec.latent_inputs or spec.invalidates)
         if look_up and not lookup_deferred:
             t = time.perf_counter()
             cached = self._cached_result(result_id, result_key, manifest, seed, want_image, principal)

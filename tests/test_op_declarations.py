@@ -364,12 +364,14 @@ def test_a_busy_family_looks_up_first_and_computes_only_a_miss(monkeypatch, stor
     assert events == (["head"] if stored else ["head", "dispatch", "store"]) and outcome == {}
 
 
-def test_speculation_is_a_setting_and_only_for_ops_without_stored_inputs(monkeypatch):
-    spec = _pipeline_family(monkeypatch, _op("plain"), _op("projected", latent_inputs=("",)))
+def test_speculation_is_a_setting_and_only_for_ops_without_stored_inputs_or_side_effects(monkeypatch):
+    spec = _pipeline_family(monkeypatch, _op("plain"), _op("projected", latent_inputs=("",)), _op("rewrites", invalidates=("model",)))
     pipeline, _ = _pipeline(spec)
     request = EditRequest(model=MODEL, op="plain")
     assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=True).lookup_deferred is True
     assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=False).lookup_deferred is False
     projected = pipeline._prepare(EditRequest(model=MODEL, op="projected"), lambda: 0, False, EDITOR, False, speculate=True)
     assert projected.lookup_deferred is False
+    rewrites = pipeline._prepare(EditRequest(model=MODEL, op="rewrites"), lambda: 0, False, EDITOR, False, speculate=True)
+    assert rewrites.lookup_deferred is False, "an op that changes the model's manifest never runs on a hit"
     assert Settings(speculative_dispatch=False).speculative_dispatch is False
