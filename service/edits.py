@@ -422,6 +422,7 @@ class EditPipeline:
         params = validate(spec.params_model, spec.params_with_defaults(body.params, manifest), "params")
         inputs = validate(spec.inputs_model, body.inputs, "inputs")
         seed_drawn = False
+        limits = self.settings.limits()  # for prepare's size checks and the pixel budget below
 
         def draw() -> int:
             nonlocal seed_drawn
@@ -429,7 +430,7 @@ class EditPipeline:
             return draw_seed()
 
         try:
-            canonical_inputs = spec.prepare(inputs, params, manifest, draw, self.settings.limits())
+            canonical_inputs = spec.prepare(inputs, params, manifest, draw, limits)
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
         t = time.perf_counter()
@@ -476,7 +477,7 @@ class EditPipeline:
                 raise Unprocessable(str(exc)) from None
             images, fit_extras = fitted.images, fitted.extras
         if spec.check_pixel_budget is not None:
-            budget = self.settings.limits().model_pixel_budget(family, body.op, spec.pixel_budget)
+            budget = limits.model_pixel_budget(family, body.op, spec.pixel_budget)
             try:
                 spec.check_pixel_budget(canonical_inputs, images, params, budget)
             except ValueError as exc:  # before dispatch: an edit over budget never reaches a replica

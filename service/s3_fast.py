@@ -88,22 +88,30 @@ class SignedS3:
             self._keys = {(secret, date): key}  # one day's key is all that is ever needed
         return key
 
+    def _scope(self, stamp: str) -> str:
+        """The credential scope of a request made at ``stamp`` (YYYYMMDDTHHMMSSZ)."""
+        return f"{stamp[:8]}/{self.region}/s3/aws4_request"
+
+    def _signature(self, secret: str, stamp: str, canonical_request: str) -> str:
+        """The hex SigV4 signature of a canonical request made at ``stamp``: the string to sign and its
+        HMAC under the day's key, shared by signed headers and presigned URLs."""
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{self._scope(stamp)}\n{digest}"
+        return hmac.new(self._signing_key(secret, stamp[:8]), to_sign.encode(), hashlib.sha256).hexdigest()
+
     def signed_headers(
         self, method: str, path: str, headers: dict[str, str], payload_sha256: str, now: dt.datetime | None = None
     ) -> dict[str, str]:
         """``headers`` plus host, x-amz-date, x-amz-content-sha256, the session token and Authorization."""
         creds = self.credentials()
         stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-        date = stamp[:8]
         all_headers = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}
         all_headers.update({"host": self.host_header, "x-amz-date": stamp, "x-amz-content-sha256": payload_sha256})
         if getattr(creds, "token", None):
             all_headers["x-amz-security-token"] = creds.token
         names = sorted(all_headers)
         canonical = "\n".join([method, path, "", *(f"{n}:{all_headers[n]}" for n in names), "", ";".join(names), payload_sha256])
-        scope = f"{date}/{self.region}/s3/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(creds.secret_key, date), to_sign.encode(), hashlib.sha256).hexdigest()
+        scope, signature = self._scope(stamp), self._signature(creds.secret_key, stamp, canonical)
         all_headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
         )
@@ -124,8 +132,7 @@ class SignedS3:
         except AttributeError:
             return None
         stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-        date = stamp[:8]
-        scope = f"{date}/{self.region}/s3/aws4_request"
+        scope = self._scope(stamp)
         params = {
             **(query or {}),
             "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
@@ -143,8 +150,7 @@ class SignedS3:
         )
         path = self.path(key)
         canonical = f"GET\n{path}\n{canonical_query}\nhost:{self.host_header}\n\nhost\nUNSIGNED-PAYLOAD"
-        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(secret_key, date), to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = self._signature(secret_key, stamp, canonical)
         scheme = "https" if self.secure else "http"
         return f"{scheme}://{self.host_header}{path}?{canonical_query}&X-Amz-Signature={signature}"
 
