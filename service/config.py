@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     )
     speculative_dispatch: bool = Field(
         default=True,
-        description="while an edit is its family's only one in flight at this ingress and its op reads no "
-        "stored inputs and changes no cached state, send it to the family at once and look up the cache meanwhile (a hit cancels "
+        description="while an edit is its family's only one in flight at this ingress, reads nothing stored "
+        "(no asset, no projection) and its op changes no cached state, send it to the family at once and look up the cache meanwhile (a hit cancels "
         "the call or drops its output): a miss then waits for no lookup round trip",
     )
     family_max_ongoing_requests: int = Field(

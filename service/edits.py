@@ -395,7 +395,7 @@ class EditPipeline:
         speculate: bool = False,
     ) -> "_PreparedEdit | EditResult":
         """Everything before the family, in one worker thread: the cached result, or the task's parts.
-        ``speculate``: an op without stored inputs leaves its cache lookup to the caller
+        ``speculate``: an edit that reads nothing stored leaves its cache lookup to the caller
         (``lookup_deferred``), to run beside the dispatch."""
         storage_s = 0.0
         t = time.perf_counter()
@@ -452,10 +452,13 @@ class EditPipeline:
         seed = canonical_inputs.get("seed")
 
         look_up = not (random_seed and seed_drawn)
-        # An op that reads no stored inputs has nothing more to fetch before its family: its lookup can
-        # run while the family already computes (run decides whether the family is idle enough). Not an
-        # op that changes what the platform caches (a catalog build): on a hit it must not run at all.
-        lookup_deferred = look_up and speculate and not (spec.image_inputs or spec.latent_inputs or spec.invalidates)
+        # An edit that reads nothing stored (no image asset, no projection: a sample from a seed or a
+        # latent, even of an op that could take a projection) has nothing more to fetch before its family:
+        # its lookup can run while the family already computes (run decides whether the family is idle
+        # enough). Not an op that changes what the platform caches (a catalog build): on a hit it must
+        # not run at all.
+        reads_stored = bool(referenced_ids(spec, canonical_inputs))
+        lookup_deferred = look_up and speculate and not spec.invalidates and not reads_stored
         if look_up and not lookup_deferred:
             t = time.perf_counter()
             cached = self._cached_result(result_id, result_key, manifest, seed, want_image, principal)

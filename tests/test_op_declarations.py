@@ -220,13 +220,15 @@ def _pipeline_family(monkeypatch, *ops: OpSpec) -> FamilySpec:
 
 def _op(name: str, **declared) -> OpSpec:
     return OpSpec(
-        name=name,
-        description="",
-        params_model=ScaleParams,
-        inputs_model=StrictModel,
-        prepare=lambda inputs, params, manifest, draw, limits: {},
-        handler="run_" + name,
-        **declared,
+        **{
+            "name": name,
+            "description": "",
+            "params_model": ScaleParams,
+            "inputs_model": StrictModel,
+            "prepare": lambda inputs, params, manifest, draw, limits: {},
+            "handler": "run_" + name,
+            **declared,
+        }
     )
 
 
@@ -364,14 +366,27 @@ def test_a_busy_family_looks_up_first_and_computes_only_a_miss(monkeypatch, stor
     assert events == (["head"] if stored else ["head", "dispatch", "store"]) and outcome == {}
 
 
-def test_speculation_is_a_setting_and_only_for_ops_without_stored_inputs_or_side_effects(monkeypatch):
-    spec = _pipeline_family(monkeypatch, _op("plain"), _op("projected", latent_inputs=("",)), _op("rewrites", invalidates=("model",)))
+def test_speculation_is_a_setting_and_only_for_edits_without_stored_inputs_or_side_effects(monkeypatch):
+    class LatentInputs(StrictModel):  # a seed, or a projection (the result id of a fitting edit)
+        seed: int | None = None
+        projection: str | None = None
+
+    projected_op = _op(
+        "projected", latent_inputs=("",), inputs_model=LatentInputs, prepare=lambda inputs, *args: inputs.model_dump(exclude_none=True)
+    )
+    spec = _pipeline_family(monkeypatch, _op("plain"), projected_op, _op("rewrites", invalidates=("model",)))
     pipeline, _ = _pipeline(spec)
     request = EditRequest(model=MODEL, op="plain")
     assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=True).lookup_deferred is True
     assert pipeline._prepare(request, lambda: 0, False, EDITOR, False, speculate=False).lookup_deferred is False
-    projected = pipeline._prepare(EditRequest(model=MODEL, op="projected"), lambda: 0, False, EDITOR, False, speculate=True)
-    assert projected.lookup_deferred is False
+    # an op that can take a projection speculates when this edit names none: it reads nothing stored
+    from_seed = pipeline._prepare(EditRequest(model=MODEL, op="projected", inputs={"seed": 3}), lambda: 0, False, EDITOR, False, True)
+    assert from_seed.lookup_deferred is True
+    projection = {"projection": "fitted"}
+    monkeypatch.setattr(pipeline, "_check_access", lambda principal, ids: {})  # readable
+    monkeypatch.setattr(pipeline, "_resolve_projections", lambda *args: {"seed": 3, **projection})
+    projected = pipeline._prepare(EditRequest(model=MODEL, op="projected", inputs=projection), lambda: 0, False, EDITOR, False, True)
+    assert projected.lookup_deferred is False, "an edit that reads a stored projection looks up first"
     rewrites = pipeline._prepare(EditRequest(model=MODEL, op="rewrites"), lambda: 0, False, EDITOR, False, speculate=True)
     assert rewrites.lookup_deferred is False, "an op that changes the model's manifest never runs on a hit"
     assert Settings(speculative_dispatch=False).speculative_dispatch is False
