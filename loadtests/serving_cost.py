@@ -23,7 +23,8 @@ a few seconds without traffic; a level's **idle share** is that background over 
 **marginal path** is the path minus the idle share: what one more edit costs beyond its generator,
 the figure that multiplies with throughput (on a GPU the same background is shared by many more
 edits). A second table splits each level's p50 latency by the responses' own timings (ingress,
-storage, queue to batch start, compute, encode, and what lies outside the ingress).
+storage, the Ray hop to the family replica and back, queue to batch start, compute, encode, and what lies
+outside the ingress).
 
 Before and after in one run: ``--baseline REV`` also measures the service of a git revision (a
 temporary worktree with this harness copied in), ``--variant`` this checkout under other environment
@@ -73,7 +74,7 @@ def classify(process: psutil.Process, app: str, driver_pid: int, generator_pid: 
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
     title = (cmdline or name).strip()  # Ray pads its workers' process titles with spaces
-    if name == "weed" or "/weed " in cmdline:
+    if name == "weed" or "/weed " in cmdline or "loadtests.s3_delay" in cmdline:  # the relay stands in for S3's network
         return "s3"
     if name == "haproxy" or title.startswith(("ray::ProxyActor", "ray::HAProxyManager")):  # Ray's Python proxy, or its HAProxy
         return "proxy"
@@ -217,6 +218,7 @@ def run_level(url: str, path: str, bodies: list[dict], concurrency: int, token: 
         for part, field in (
             ("ingress", "total_ms"),
             ("storage", "storage_ms"),
+            ("transit", "transit_ms"),
             ("queue", "queue_ms"),
             ("compute", "compute_ms"),
             ("encode", "encode_ms"),
@@ -295,6 +297,45 @@ def add_marginal(row: dict[str, Any], idle: dict[str, float]) -> None:
 
 
 # ---- one service per auth mode -------------------------------------------------------------------
+class RemoteS3:
+    """The service's SeaweedFS behind :mod:`loadtests.s3_delay`: every storage round trip takes ``rtt_ms`` more.
+    ``start`` points this process's environment (which the service inherits) at the relay."""
+
+    def __init__(self, rtt_ms: float) -> None:
+        self.rtt_ms = rtt_ms
+        self.s3: Any = None
+        self.relay: subprocess.Popen | None = None
+
+    def start(self) -> "RemoteS3":
+        from urllib.parse import urlsplit
+
+        from service.config import get_settings
+        from service.s3server import EmbeddedS3
+
+        get_settings.cache_clear()
+        self.s3 = EmbeddedS3(Path(get_settings().data_dir) / "s3").start()  # where a plain run keeps its SeaweedFS
+        target = urlsplit(self.s3.endpoint_url)
+        self.relay = subprocess.Popen(
+            [sys.executable, "-m", "loadtests.s3_delay", "--target", f"{target.hostname}:{target.port}", "--rtt-ms", str(self.rtt_ms)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = self.relay.stdout.readline().split()
+        if ready[:1] != ["ready"]:
+            raise RuntimeError("the S3 delay relay did not start")
+        os.environ.update({**self.s3.env(), "COLLAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{ready[1]}"})
+        get_settings.cache_clear()
+        return self
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stdin.close()  # its signal to stop
+            self.relay.wait(timeout=30)
+        if self.s3 is not None:
+            self.s3.stop()
+
+
 def start_service(auth: str, families: str) -> tuple[Any, str | None]:
     """A LocalService with auth ``on`` (one key with every scope; its token returned) or ``off``."""
     from service.auth import key_entry, new_token
@@ -315,14 +356,20 @@ def start_service(auth: str, families: str) -> tuple[Any, str | None]:
     return LocalService(families=families).start(), token
 
 
-def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: int) -> dict[str, Any]:
+def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: int, s3_rtt_ms: float = 0.0) -> dict[str, Any]:
     import httpx
 
     from loadtests import serving_floor
     from loadtests.bench import bench_assets
     from service.auth import client_headers
 
-    service, token = start_service(auth, ",".join(sorted({b.family for b in ops})))
+    remote_s3 = RemoteS3(s3_rtt_ms).start() if s3_rtt_ms else None
+    try:
+        service, token = start_service(auth, ",".join(sorted({b.family for b in ops})))
+    except BaseException:
+        if remote_s3 is not None:
+            remote_s3.stop()
+        raise
     mode: dict[str, Any] = {"ops": {}, "floors": {}}
     try:
         serving_floor.deploy()
@@ -367,6 +414,8 @@ def measure_mode(auth: str, ops: list, levels: list[int], requests: int, base: i
         serving_floor.delete()
     finally:
         service.stop()
+        if remote_s3 is not None:
+            remote_s3.stop()
     return mode
 
 
@@ -390,6 +439,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"device: {results['device']} · {results['requests']} requests per level"
         + (f" · median of {rounds} interleaved rounds" if rounds > 1 else "")
+        + (f" · S3 {results['s3_rtt_ms']:g} ms away (loadtests/s3_delay.py)" if results.get("s3_rtt_ms") else "")
         + f" · `{results['command']}` · CPU-ms per edit",
         "",
         head,
@@ -410,10 +460,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Where a request's time went, p50 ms of the responses' own timings (ingress = its total time in the ingress;"
-        " outside = client latency minus that: the proxy, the sockets, the client):",
+        " outside = client latency minus that: the proxy, the sockets, the client; Ray hop = the call between the"
+        " ingress and the family replica, both ways, part of the ingress time; queue to batch start includes its way there):",
         "",
-        "| variant | auth | what | c | p50 latency | outside ingress | ingress | storage | queue to batch start | compute | encode |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | auth | what | c | p50 latency | outside ingress | ingress | storage | Ray hop | queue to batch start | compute | encode |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, auth, what, level, r in rows(results):
         parts = r.get("latency_parts_ms") or {}
@@ -421,7 +472,7 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {label} | {auth} | {what} | {level} | {r['p50_ms']:.1f} | {_num(parts.get('outside_ingress'), 1)} | "
-            f"{_num(parts['ingress'], 1)} | {_num(parts.get('storage'), 1)} | {_num(parts.get('queue'), 1)} | "
+            f"{_num(parts['ingress'], 1)} | {_num(parts.get('storage'), 1)} | {_num(parts.get('transit'), 1)} | {_num(parts.get('queue'), 1)} | "
             f"{_num(parts.get('compute'), 1)} | {_num(parts.get('encode'), 1)} |"
         )
     return "\n".join(lines)
@@ -493,14 +544,16 @@ def checkout(rev: str) -> Path:
 
     where = Path(tempfile.mkdtemp(prefix="serving-cost-")) / "tree"
     subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "--quiet", str(where), rev], check=True)
-    for name in ("serving_cost.py", "serving_floor.py"):
+    for name in ("serving_cost.py", "serving_floor.py", "s3_delay.py"):
         shutil.copy(REPO_ROOT / "loadtests" / name, where / "loadtests" / name)
     return where
 
 
 def measure_in_child(variant: Variant, tree: Path | None, auth: str, args: argparse.Namespace, base: int) -> dict[str, Any]:
     """``measure_mode`` in a child process (its own Ray and SeaweedFS), in ``tree`` when given."""
-    spec = json.dumps({"auth": auth, "ops": args.ops, "levels": args.concurrency, "requests": args.requests, "base": base})
+    spec = json.dumps(
+        {"auth": auth, "ops": args.ops, "levels": args.concurrency, "requests": args.requests, "base": base, "s3_rtt_ms": args.s3_rtt_ms}
+    )
     env = {**os.environ, **variant.env, "RAY_USAGE_STATS_ENABLED": "0"}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
@@ -518,7 +571,8 @@ def measure_mode_main(spec_json: str) -> int:
 
     spec = json.loads(spec_json)
     ops = [b for b in BENCH_OPS if b.name in spec["ops"].split(",")]
-    mode = measure_mode(spec["auth"], ops, [int(c) for c in spec["levels"].split(",")], spec["requests"], spec["base"])
+    levels = [int(c) for c in spec["levels"].split(",")]
+    mode = measure_mode(spec["auth"], ops, levels, spec["requests"], spec["base"], spec.get("s3_rtt_ms", 0.0))
     print(json.dumps(mode), flush=True)
     return 0
 
@@ -539,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="measure every variant this many times, interleaved; "
         "the tables show each figure's median (a shared 2-core VM drifts by tens of percent)",
+    )
+    parser.add_argument(
+        "--s3-rtt-ms",
+        type=float,
+        default=0.0,
+        help="put SeaweedFS this many ms of round trip away (loadtests/s3_delay.py), as a remote S3 is; 0: on loopback",
     )
     parser.add_argument("--out", default="bench-out/serving-cost")
     parser.add_argument("--allow-busy", action="store_true", help="measure even while other Ray/SeaweedFS processes run")
@@ -567,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"CPU {platform.machine()} ({os.cpu_count()} cores)",
         "requests": args.requests,
         "rounds": args.rounds,
+        "s3_rtt_ms": args.s3_rtt_ms,
         "command": "python -m loadtests.serving_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
         "variants": {v.label: {"env": v.env, "rev": v.rev, "modes": {}} for v in variants},
     }

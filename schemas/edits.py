@@ -60,6 +60,11 @@ class Timings(BaseModel):
     compute_ms: float | None = Field(default=None, description="generator time of the group this edit ran in")
     encode_ms: float | None = Field(default=None, description="image encoding time (output.format)")
     storage_ms: float | None = Field(default=None, description="S3 time: cache lookup, input fetch, result write")
+    transit_ms: float | None = Field(
+        default=None,
+        description="time on the way between the ingress and the family replica, both ways (the Ray call: routing, "
+        "serialisation, delivery; from dispatch, so a wait to share a call counts); wall clocks of two processes",
+    )
     batch_size: int | None = Field(default=None, description="number of edits in the dynamic batch it rode in")
     group_size: int | None = Field(default=None, description="edits of the same (model, op, shape) run as one tensor batch")
 

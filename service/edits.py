@@ -302,6 +302,7 @@ class EditPipeline:
                 output = found
             else:
                 output = await self.dispatch(prepared.family, prepared.handle, task)
+            delivered_at = time.time()
             computed = True
         finally:
             if admitted:
@@ -328,6 +329,7 @@ class EditPipeline:
                 compute_ms=output.compute_ms,
                 encode_ms=output.encode_ms,
                 storage_ms=1e3 * (prepared.storage_s + store_s),
+                transit_ms=output.transit_ms(task.submitted_at, delivered_at),
                 batch_size=output.batch_size,
                 group_size=output.group_size,
             ),

@@ -387,12 +387,18 @@ class FamilyDeployment(abc.ABC):
         """Edits the ingress sent together as one call (service/coalesce.py): each joins the batch
         queue as a call of its own would; one result or exception per task, in order, so one
         task's failure is not its neighbours'. All tasks of a call share ``background``."""
+        received_at = time.time()
         background = tasks[0].background
         self.edits_in += len(tasks)
         try:
-            return await self._run_tasks(tasks, background)
+            results = await self._run_tasks(tasks, background)
         finally:
             self.edits_in -= len(tasks)
+        answered_at = time.time()
+        for result in results:
+            if isinstance(result, EditOutput):  # the ingress tells the Ray call's transit from the time spent here
+                result.received_at, result.answered_at = received_at, answered_at
+        return results
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's custom autoscaling metric: edits in this replica (service/autoscaling.py scales on it)."""

@@ -44,3 +44,13 @@ class EditOutput:
     batch_size: int  # edits in the dynamic batch
     group_size: int  # edits in the (model, op, shape) group run as one tensor batch
     sync_idle_s: float | None = None  # seconds since the replica last had a synchronous edit in it (0 = has one now)
+    received_at: float | None = None  # time.time() when the replica got the call that carried this task
+    answered_at: float | None = None  # time.time() when the replica answered that call
+
+    def transit_ms(self, dispatched_at: float, delivered_at: float) -> float | None:
+        """The Ray call's share of the time from the task's dispatch to its output's delivery in the ingress
+        (time.time() both): all of it but the replica's own. Two processes' clocks: on two nodes their
+        offset adds in (clamped at 0)."""
+        if self.received_at is None or self.answered_at is None:
+            return None
+        return 1e3 * max(0.0, (self.received_at - dispatched_at) + (delivered_at - self.answered_at))

@@ -158,7 +158,8 @@ def test_repeated_edit_is_a_cache_hit_and_result_is_an_asset(client):
     second = client.post("/v1/edits", json=body).json()
     assert first["cached"] is False and second["cached"] is True
     assert first["result_id"] == second["result_id"]
-    assert second["timings"]["compute_ms"] is None
+    assert second["timings"]["compute_ms"] is None and second["timings"]["transit_ms"] is None
+    assert 0 < first["timings"]["transit_ms"] < first["timings"]["total_ms"], "the Ray call's share of the computed edit"
     assert httpx.get(first["url"]).content == httpx.get(second["url"]).content
     assert client.get(f"/v1/assets/{first['result_id']}").json()["width"] == 64
     # an equivalent request spelled differently (default param written out) is the same result

@@ -312,6 +312,7 @@ def test_a_call_of_several_edits_runs_them_as_one_batch_when_idle_and_queues_eac
         assert queued == [] and family.groups == [("a", "sample", [1, 2])], "idle replica: the call is one batch at once"
         assert [type(r).__name__ for r in idle] == ["EditOutput", "EditOutput", "Unprocessable"], "failures stay per task"
         assert [r.batch_size for r in idle[:2]] == [3, 3] and idle[0].sync_idle_s is not None
+        assert all(r.received_at <= r.answered_at for r in idle[:2]), "each output says when its call came and went"
         family.gate.interactive_in += 1  # another edit is in the replica
         busy = await family.run_tasks([task(4, "a", "sample", 8), task(5, "a", "sample", 8)])
         family.gate.interactive_in -= 1
@@ -424,3 +425,10 @@ def test_reconfigure_compiles_every_bucket_of_every_family_model_before_traffic(
     family.warmup_seconds.clear()
     asyncio.run(family.reconfigure({"max_batch_size": 2}))
     assert family.groups == [], "empty: compile on first use"
+
+
+def test_an_outputs_transit_is_the_time_from_dispatch_to_delivery_outside_the_replica():
+    output = EditOutput(b"png", "image/png", 1, 1, {}, 0.0, 1.0, 0.0, 1, 1, received_at=100.002, answered_at=100.010)
+    assert abs(output.transit_ms(dispatched_at=100.000, delivered_at=100.013) - 5.0) < 1e-6  # 2 ms there, 3 ms back
+    assert output.transit_ms(dispatched_at=100.005, delivered_at=100.010) == 0.0, "another node's clock ahead: clamped"
+    assert EditOutput(b"png", "image/png", 1, 1, {}, 0.0, 1.0, 0.0, 1, 1).transit_ms(0.0, 1.0) is None

@@ -122,7 +122,15 @@ def test_serving_cost_report_splits_the_idle_background_from_the_marginal_path_a
         "added_ms_p50": None,
         "mean_batch": 6.0,
         "edits_per_call": 4.0,
-        "latency_parts_ms": {"ingress": 140.0, "storage": 4.5, "queue": 90.0, "compute": 6.0, "encode": 0.3, "outside_ingress": 10.0},
+        "latency_parts_ms": {
+            "ingress": 140.0,
+            "storage": 4.5,
+            "transit": 3.5,
+            "queue": 90.0,
+            "compute": 6.0,
+            "encode": 0.3,
+            "outside_ingress": 10.0,
+        },
     }
     serving_cost.add_marginal(row, idle)
     assert row["idle_ms_per_edit"] == 0.8  # (60 + 20) CPU-ms/s of the service's groups over 100 edits/s; S3 is not the service
@@ -136,7 +144,7 @@ def test_serving_cost_report_splits_the_idle_background_from_the_marginal_path_a
     }
     table = serving_cost.markdown(results)
     assert "| now | on | `collage.sample` | 16 | 100.0 | 150 / 300 |" in table and "| 0.80 | **2.20** |" in table
-    assert "| now | on | `collage.sample` | 16 | 150.0 | 10.0 | 140.0 | 4.5 | 90.0 | 6.0 | 0.3 |" in table
+    assert "| now | on | `collage.sample` | 16 | 150.0 | 10.0 | 140.0 | 4.5 | 3.5 | 90.0 | 6.0 | 0.3 |" in table
     assert "floor one-hop | 16 | 150.0" not in table, "a floor has no timings of its own to split"
 
 
@@ -165,3 +173,36 @@ def test_scaling_measures_each_concurrency_and_reports_the_curve(service, tmp_pa
     scaling.chart(results, tmp_path / "scaling.png")
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert scaling.cluster_env("collage", 4)["COLLAGE_FAMILY_OVERRIDES"] == '{"collage": {"replicas": 4}}'
+
+
+def test_the_s3_delay_relay_holds_each_exchange_a_round_trip_and_keeps_bytes_in_order():
+    import asyncio
+    import time
+
+    from loadtests import s3_delay
+
+    async def scenario():
+        async def echo(reader, writer):
+            while data := await reader.read(1024):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        target = await asyncio.start_server(echo, "127.0.0.1", 0)
+        relay = await s3_delay.serve("127.0.0.1", target.sockets[0].getsockname()[1], rtt_s=0.08)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.sockets[0].getsockname()[1])
+        started = time.monotonic()
+        writer.write(b"HEAD /bucket/key ")
+        writer.write(b"HTTP/1.1\r\n\r\n")  # a second chunk right behind the first: still one round trip, in order
+        answer = b""
+        while len(answer) < 29:
+            answer += await reader.read(1024)
+        elapsed = time.monotonic() - started
+        writer.close()
+        relay.close()
+        target.close()
+        return answer, elapsed
+
+    answer, elapsed = asyncio.run(scenario())
+    assert answer == b"HEAD /bucket/key HTTP/1.1\r\n\r\n"
+    assert elapsed >= 0.08, "half the round trip each way"
