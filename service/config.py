@@ -380,7 +380,9 @@ class Settings(BaseSettings):
         "other non-public addresses (SSRF guard off; tests and single-host setups)",
     )
 
-    log_level: str = Field(default="INFO", description="root log level")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="level of every collage log of every process (WARNING drops the ingress's line per request)"
+    )
     serve_access_log: bool = Field(
         default=False,
         description="Ray Serve's own access log line per request in every replica; "

@@ -32,7 +32,7 @@ from service.config import get_settings
 from service.errors import DeadlineExceeded, ModelBroken, ProblemError, Unprocessable
 from service.families import get_op, op_table
 from service.images import encode_image
-from service.logs import get_logger
+from service.logs import get_logger, set_level
 from service.registry import ModelRegistry
 from service.storage import AssetStore
 from service.tasks import EditOutput, EditTask
@@ -211,7 +211,8 @@ class FamilyDeployment(abc.ABC):
         self.gate = PriorityGate(max(1, DEFAULT_BATCH["max_batch_size"] // 2), self.settings.jobs_max_yield_s)
         self.batch_buckets = batch_buckets(DEFAULT_BATCH["max_batch_size"])
         self.warmup_seconds: dict[str, float] = {}  # "model/op/bucket" -> seconds of its first (compiling) run
-        self.log = get_logger(f"collage.family.{self.family}", self.settings.log_level)
+        set_level(self.settings.log_level)
+        self.log = get_logger(f"collage.family.{self.family}")
         self.bucketed_ops = self.declared_bucketed_ops()
         self._batch_hist = metrics.family_batch_size()  # None if Ray cannot create it
 

@@ -51,7 +51,7 @@ from service.families import model_attachments, op_table
 from service.images import decode_image, inspect_image
 from service.jobs import JobStore, check_webhook_url, is_terminal, new_job_id, parse_manifest, utcnow
 from service.json_body import JSONBodyRoute, parse_json
-from service.logs import get_logger, request_id_var
+from service.logs import get_logger, request_id_var, set_level
 from service.openapi import ATTACHMENT_EDIT_PATH
 from service.openapi import install as install_openapi
 from service.registry import ModelRegistry
@@ -327,6 +327,7 @@ MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 class Ingress:
     def __init__(self, families: dict[str, Any], job_runner: Any = None) -> None:
         self.settings = get_settings()
+        set_level(self.settings.log_level)
         self.store = AssetStore(self.settings)
         self.registry = ModelRegistry(self.store)
         self.families = families  # family name -> DeploymentHandle

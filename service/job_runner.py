@@ -37,7 +37,7 @@ from service.errors import NotFound, ProblemError, ServiceUnavailable, TooManyRe
 from service.families import load_fit_task
 from service.job_lease import JobLease, conditional_writes_work, new_owner_id
 from service.jobs import MAX_LISTED_ERRORS, JobStore, deliver_webhook, final_state, is_terminal, item_seed, utcnow
-from service.logs import get_logger
+from service.logs import get_logger, set_level
 from service.registry import ModelRegistry
 from service.storage import AssetStore
 
@@ -105,6 +105,7 @@ class DispatchLimit:
 class JobRunner:
     async def __init__(self, families: dict[str, Any]) -> None:
         self.settings = get_settings()
+        set_level(self.settings.log_level)
         store = AssetStore(self.settings)
         self.jobs = JobStore(store)
         self.edits = EditPipeline(self.settings, store, ModelRegistry(store), families)

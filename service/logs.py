@@ -31,13 +31,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def get_logger(name: str, level: str = "INFO") -> logging.Logger:
-    """A logger writing JSON lines to stderr; idempotent, so replicas can call it on every start."""
+_level = "INFO"  # of every collage logger of this process (set_level: the settings' log_level)
+
+
+def get_logger(name: str, level: str | None = None) -> logging.Logger:
+    """A logger writing JSON lines to stderr at ``level`` (None: the process's, :func:`set_level`);
+    idempotent, so replicas can call it on every start."""
     logger = logging.getLogger(name)
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False
-    logger.setLevel(level)
+    logger.setLevel(level or _level)
     return logger
+
+
+def set_level(level: str) -> None:
+    """The level of every collage logger of this process, made and to be made (``log_level``: WARNING
+    drops the ingress's line per request)."""
+    global _level
+    _level = level
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("collage") and isinstance(logger, logging.Logger):
+            logger.setLevel(level)
