@@ -46,7 +46,7 @@ async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, del
             if not chunk:
                 break
         await forwarding
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.CancelledError):  # a side went away, or the relay stops
         forwarding.cancel()
         writer.close()
 
@@ -60,9 +60,13 @@ async def serve(target_host: str, target_port: int, rtt_s: float, port: int = 0)
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(
-            _carry(client_reader, server_writer, rtt_s / 2), _carry(server_reader, client_writer, rtt_s / 2), return_exceptions=True
-        )
+        try:
+            await asyncio.gather(
+                _carry(client_reader, server_writer, rtt_s / 2), _carry(server_reader, client_writer, rtt_s / 2), return_exceptions=True
+            )
+        except asyncio.CancelledError:  # the relay stops: end quietly (asyncio logs a handler task that ends cancelled)
+            client_writer.close()
+            server_writer.close()
 
     return await asyncio.start_server(relay, "127.0.0.1", port)
 
@@ -73,6 +77,10 @@ async def _main(target: str, rtt_ms: float) -> None:
     print(f"ready {server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin (or dies)
     server.close()
+    relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in relays:  # the connections still open: the service is stopping too
+        task.cancel()
+    await asyncio.gather(*relays, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:

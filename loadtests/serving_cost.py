@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -479,7 +480,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"  # NaN: no response had the timing
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
