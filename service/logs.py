@@ -53,5 +53,5 @@ def set_level(level: str) -> None:
     global _level
     _level = level
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("collage") and isinstance(logger, logging.Logger):
+        if name.startswith("collage.") and isinstance(logger, logging.Logger):
             logger.setLevel(level)
