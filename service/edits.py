@@ -436,7 +436,8 @@ class EditPipeline:
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
         t = time.perf_counter()
-        found = {} if principal.sees_everything else self._check_access(principal, referenced_ids(spec, canonical_inputs))
+        referenced = referenced_ids(spec, canonical_inputs)  # what the edit reads from storage: assets, projections
+        found = {} if principal.sees_everything else self._check_access(principal, referenced)
         storage_s += time.perf_counter() - t
         params_json = params.model_dump(mode="json")
         document = {
@@ -459,8 +460,7 @@ class EditPipeline:
         # its lookup can run while the family already computes (run decides whether the family is idle
         # enough). Not an op that changes what the platform caches (a catalog build): on a hit it must
         # not run at all.
-        reads_stored = bool(referenced_ids(spec, canonical_inputs))
-        lookup_deferred = look_up and speculate and not spec.invalidates and not reads_stored
+        lookup_deferred = look_up and speculate and not spec.invalidates and not referenced
         if look_up and not lookup_deferred:
             t = time.perf_counter()
             cached = self._cached_result(result_id, result_key, manifest, seed, want_image, principal)
