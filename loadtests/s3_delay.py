@@ -20,9 +20,13 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Awaitable, Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 
-async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float) -> None:
+async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float, clock: Clock, sleep: Sleep) -> None:
     """Bytes from ``reader`` to ``writer``, each chunk ``delay_s`` after it was read, in order."""
     due: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -32,9 +36,9 @@ async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, del
             if not chunk:  # the reader's end of stream, after everything before it
                 writer.close()
                 return
-            wait_s = at - time.monotonic()
+            wait_s = at - clock()
             if wait_s > 0:
-                await asyncio.sleep(wait_s)
+                await sleep(wait_s)
             writer.write(chunk)
             await writer.drain()
 
@@ -42,7 +46,7 @@ async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, del
     try:
         while True:
             chunk = await reader.read(65536)
-            due.put_nowait((time.monotonic() + delay_s, chunk))
+            due.put_nowait((clock() + delay_s, chunk))
             if not chunk:
                 break
         await forwarding
@@ -51,8 +55,11 @@ async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, del
         writer.close()
 
 
-async def serve(target_host: str, target_port: int, rtt_s: float, port: int = 0) -> asyncio.Server:
-    """A relay on 127.0.0.1:``port`` (0: a free one) to ``target_host:target_port``, ``rtt_s`` per round trip."""
+async def serve(
+    target_host: str, target_port: int, rtt_s: float, port: int = 0, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+) -> asyncio.Server:
+    """A relay on 127.0.0.1:``port`` (0: a free one) to ``target_host:target_port``, ``rtt_s`` per round
+    trip; ``clock`` and ``sleep`` (seconds) are what it times the chunks with."""
 
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -62,7 +69,9 @@ async def serve(target_host: str, target_port: int, rtt_s: float, port: int = 0)
             return
         try:
             await asyncio.gather(
-                _carry(client_reader, server_writer, rtt_s / 2), _carry(server_reader, client_writer, rtt_s / 2), return_exceptions=True
+                _carry(client_reader, server_writer, rtt_s / 2, clock, sleep),
+                _carry(server_reader, client_writer, rtt_s / 2, clock, sleep),
+                return_exceptions=True,
             )
         except asyncio.CancelledError:  # the relay stops: end quietly (asyncio logs a handler task that ends cancelled)
             client_writer.close()
