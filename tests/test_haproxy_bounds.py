@@ -42,7 +42,7 @@ def test_app_backends_get_a_connection_limit_a_queue_timeout_and_a_429_rule_and_
     frontend = sections["frontend http_frontend"]
     rule = next(i for i, line in enumerate(frontend) if line.startswith("http-request return status 429"))
     assert rule < frontend.index("use_backend http-collage if is_http-collage")  # before the request is routed
-    assert frontend[rule].endswith("if is_http-collage { queue(http-collage) ge 9 }")
+    assert frontend[rule].endswith("if is_http-collage { var(txn.collage_request_id) -m found }"), "the queue read once, by the rule above"
     assert frontend[rule - 1] == "http-request set-var(txn.collage_request_id) uuid if is_http-collage { queue(http-collage) ge 9 }"
     defaults = sections["defaults"]
     assert "errorfile 503 /x/503.http" in defaults

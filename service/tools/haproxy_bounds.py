@@ -57,10 +57,14 @@ def too_many_requests_rules(backend: str, max_queued: int) -> list[str]:
     ).to_problem(instance=REQUEST_ID_MARK)
     body = json.dumps(problem, separators=(",", ":")).replace("%", "%%").replace(REQUEST_ID_MARK, "%[var(txn.collage_request_id)]")
     full = f"is_{backend} {{ queue({backend}) ge {max_queued} }}"
+    # The queue is read once, by the first rule: the second answers where the first set the id. Read
+    # twice, a queue that filled between the two rules gave a 429 with no id (no X-Request-ID, an
+    # empty instance), seen under a 10x overload.
     return [
         f"    http-request set-var(txn.collage_request_id) uuid if {full}",
         f"    http-request return status 429 content-type application/problem+json hdr Retry-After 1 "
-        f"hdr X-Request-ID %[var(txn.collage_request_id)] lf-string {_haproxy_string(body)} if {full}",
+        f"hdr X-Request-ID %[var(txn.collage_request_id)] lf-string {_haproxy_string(body)} "
+        f"if is_{backend} {{ var(txn.collage_request_id) -m found }}",
     ]
 
 
